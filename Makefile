@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   creates .venv, makes a sample camera video and compresses it
+#   make test   creates .venv and runs the whole test suite
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+SAMPLE  := runs/sample_camera.mp4
+
+.PHONY: demo test venv clean bench
+
+venv: $(STAMP)
+
+# torch is pinned first: 2.13.0 is a local CPU wheel here, anything else pulls GBs of CUDA wheels.
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/streamdycoke make-sample $(SAMPLE)
+	$(BIN)/streamdycoke compress $(SAMPLE)
+
+bench: $(STAMP)
+	$(BIN)/streamdycoke bench compress
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,23 @@
+"""StreamDyCoke: DyCoke's visual-token compression made streaming, for video LLMs on live cameras.
+
+The core is pure PyTorch and imports nothing from Ray, Kafka or Redis.
+"""
+
+from .budget import frame_token_budget, ttm_frame_budgets, ttm_retained_count
+from .pipeline import FrameOutcome, FramePipeline
+from .policy import FixedRatioPolicy, FrameContext, Policy, PolicyNet, ThresholdPolicy, load_policy
+from .sampler import FrameSampler, SamplerConfig
+from .segment import SegmentFormatError, TokenSegment, apply_segment, decode_segment, encode_segment, fidelity, reconstruct
+from .store import InMemoryTokenStore, TokenStore
+from .stream import StreamCompressor, StreamConfig, StreamState, StreamStats
+from .ttm import TTMResult, dycoke_ttm
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FixedRatioPolicy", "FrameContext", "FrameOutcome", "FramePipeline", "FrameSampler", "InMemoryTokenStore",
+    "Policy", "PolicyNet", "SamplerConfig", "SegmentFormatError", "StreamCompressor", "StreamConfig",
+    "StreamState", "StreamStats", "TTMResult", "ThresholdPolicy", "TokenSegment", "TokenStore",
+    "apply_segment", "decode_segment", "dycoke_ttm", "encode_segment", "fidelity", "frame_token_budget",
+    "load_policy", "reconstruct", "ttm_frame_budgets", "ttm_retained_count",
+]

@@ -1,0 +1,2 @@
+"""placeholder"""
+def add_bench_parser(sub): pass

@@ -1,0 +1,111 @@
+"""The ``streamdycoke`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _add_compression_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", default="pixels", choices=["pixels", "llava-onevision"],
+                   help="frame -> tokens (default: pixels, model-free)")
+    p.add_argument("--model", default=None,
+                   help="LLaVA-OneVision checkpoint (local path or cached hub id) for --encoder llava-onevision")
+    p.add_argument("--policy", default="threshold",
+                   help="threshold[:SIM] (default, training-free), fixed:RATIO, net (shipped PolicyNet), or a checkpoint path")
+    p.add_argument("--target-keep-ratio", type=float, default=None, help="target keep ratio for a PolicyNet")
+    p.add_argument("--window", type=int, default=16, help="W: most processed frames between keyframes")
+    p.add_argument("--min-fps", type=float, default=1.0)
+    p.add_argument("--max-fps", type=float, default=15.0)
+    p.add_argument("--no-sampler", action="store_true", help="process every frame")
+
+
+def _build(args: argparse.Namespace):
+    from .encoders import get_encoder
+    from .policy import load_policy
+    from .sampler import SamplerConfig
+    from .stream import StreamConfig
+
+    enc_kwargs = {}
+    if args.encoder == "llava-onevision":
+        enc_kwargs["model"] = args.model
+    encoder = get_encoder(args.encoder, **enc_kwargs)
+    policy = load_policy(args.policy, args.target_keep_ratio)
+    return encoder, policy, StreamConfig(window=args.window), SamplerConfig(min_fps=args.min_fps, max_fps=args.max_fps)
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from .compress import compress_video
+
+    encoder, policy, stream_cfg, sampler_cfg = _build(args)
+    report = compress_video(
+        args.video, encoder, policy, stream_config=stream_cfg, sampler_config=sampler_cfg,
+        use_sampler=not args.no_sampler, policy_name=args.policy, progress=not args.quiet,
+        max_frames=args.max_frames,
+    )
+    print(report.summary())
+    if args.json:
+        print(json.dumps(asdict(report)))
+    return 0
+
+
+def cmd_make_sample(args: argparse.Namespace) -> int:
+    from .video import make_camera_video
+
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        print(f"{path} exists (use --force to remake)")
+        return 0
+    make_camera_video(path, seconds=args.seconds, fps=args.fps, seed=args.seed, cuts=args.cuts)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamdycoke", description="Streaming visual-token compression for video LLMs")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("compress", help="compress a video file or URL and report keep ratio and fidelity")
+    p.add_argument("video")
+    _add_compression_args(p)
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="also print one JSON object as the last line")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("make-sample", help="write a synthetic fixed-camera video")
+    p.add_argument("path")
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--fps", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cuts", type=int, default=0)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_make_sample)
+
+    from .train import add_train_parser
+    from .bench import add_bench_parser
+
+    add_train_parser(sub)
+    add_bench_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"streamdycoke: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

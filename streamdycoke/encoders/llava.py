@@ -1,0 +1,106 @@
+"""LLaVA-OneVision's video tokens: SigLIP vision tower + projector + 2x2 bilinear pooling.
+
+With weights (a local path, or a hub id already in the local Hugging Face cache) this produces the
+exact tokens the LLM sees for each video frame: 196 per frame at 384 px. Without weights it builds
+the same classes from a tiny random config and warns loudly: the tokens then only exercise the
+pipeline, they mean nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+import numpy as np
+import torch
+
+from .preprocess import to_pixel_values
+
+__all__ = ["LlavaOnevisionEncoder", "tiny_llava_onevision_config"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+
+
+def tiny_llava_onevision_config():
+    """A small LLaVA-OneVision config with random weights: 64 px frames, 4x4 = 16 tokens of D=128."""
+    from transformers import LlavaOnevisionConfig
+
+    return LlavaOnevisionConfig(
+        vision_config=dict(
+            model_type="siglip_vision_model", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=2, image_size=64, patch_size=8, vision_use_head=False,
+        ),
+        text_config=dict(
+            model_type="qwen2", vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        ),
+        image_token_index=998, video_token_index=999, vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+    )
+
+
+def load_llava_onevision(model: str | None = DEFAULT_MODEL, dtype: torch.dtype = torch.float32):
+    """Load ``LlavaOnevisionForConditionalGeneration`` from local weights, or a tiny random one.
+
+    Returns ``(model, pretrained: bool)``.
+    """
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    if model:
+        try:
+            m = LlavaOnevisionForConditionalGeneration.from_pretrained(model, dtype=dtype, local_files_only=True)
+            return m.eval(), True
+        except (OSError, ValueError) as exc:
+            reason = f"no local weights for {model!r} ({type(exc).__name__})"
+    else:
+        reason = "no model given"
+    msg = (
+        f"StreamDyCoke: {reason}; using a TINY RANDOM LLaVA-OneVision config. "
+        "Its tokens are meaningless; pass a local checkpoint for real ones."
+    )
+    warnings.warn(msg, stacklevel=2)
+    print(f"WARNING: {msg}", file=sys.stderr)
+    torch.manual_seed(0)
+    m = LlavaOnevisionForConditionalGeneration(tiny_llava_onevision_config()).to(dtype)
+    return m.eval(), False
+
+
+class LlavaOnevisionEncoder:
+    """Frames -> LLaVA-OneVision video tokens ``(B, N, D)`` (``N = 14*14``, ``D`` = LLM width, with weights).
+
+    Args:
+        model: local path or cached hub id; ``None`` forces the tiny random config.
+        dtype: compute dtype of the vision tower.
+    """
+
+    name = "llava-onevision"
+
+    def __init__(self, model: str | None = DEFAULT_MODEL, dtype: torch.dtype = torch.float32) -> None:
+        self.model, self.pretrained = load_llava_onevision(model, dtype)
+        self.dtype = dtype
+        cfg = self.model.config
+        vc = cfg.vision_config
+        side = vc.image_size // vc.patch_size
+        pooled = -(-side // 2)
+        self.grid = (pooled, pooled)
+        self.dim = cfg.text_config.hidden_size
+        self.input_size = (vc.image_size, vc.image_size)
+        # SigLIP normalisation (LLaVA-OneVision's processor uses mean = std = 0.5).
+        self._mean = (0.5, 0.5, 0.5)
+        self._std = (0.5, 0.5, 0.5)
+
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        """``(B, H, W, 3)`` uint8 -> ``(B, N, D)`` float32 (the newline token is not included)."""
+        pv = to_pixel_values(frames, self.input_size, self._mean, self._std).to(self.dtype)
+        cfg = self.model.config
+        out = self.model.model.get_video_features(
+            pv.unsqueeze(0),
+            vision_feature_layer=cfg.vision_feature_layer,
+            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+        )
+        feats = out.pooler_output[0, :-1]  # drop the trailing image_newline: (B*N, D)
+        return feats.view(pv.shape[0], self.grid[0] * self.grid[1], -1).float()

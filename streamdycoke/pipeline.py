@@ -1,0 +1,81 @@
+"""The per-frame path of one stream: frame sampler -> encoder -> streaming compressor.
+
+:class:`FramePipeline` is plain Python with no I/O: the CLI drives it over a video file, and a
+camera actor drives it over frames from Kafka, writing the segments it returns to a token store.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .encoders import Encoder
+from .sampler import FrameSampler
+from .segment import TokenSegment
+from .stream import StreamCompressor, StreamState
+
+__all__ = ["FrameOutcome", "FramePipeline"]
+
+
+@dataclass(frozen=True)
+class FrameOutcome:
+    """What became of one frame: ``segment`` is None when the sampler skipped it.
+
+    ``tokens`` is the ``(N, D)`` encoder output when ``keep_tokens`` was asked (for analysis).
+    """
+
+    frame_index: int
+    segment: TokenSegment | None
+    pixel_change: float
+    encode_s: float = 0.0
+    compress_s: float = 0.0
+    tokens: torch.Tensor | None = None
+
+
+class FramePipeline:
+    """One stream's sampler, encoder and compressor, with the stream's state.
+
+    Args:
+        stream_id: the stream's id.
+        encoder: frame -> tokens.
+        compressor: the stream's compressor.
+        sampler: adaptive frame rate; None processes every frame.
+        state: a state to resume from (e.g. rebuilt from the store), else a fresh one.
+    """
+
+    def __init__(
+        self,
+        stream_id: str,
+        encoder: Encoder,
+        compressor: StreamCompressor,
+        sampler: FrameSampler | None = None,
+        state: StreamState | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.compressor = compressor
+        self.sampler = sampler
+        self.state = state if state is not None else compressor.new_state(stream_id)
+        self.frames_in = 0
+        self.frames_skipped = 0
+
+    def push(self, frame: np.ndarray, frame_index: int, timestamp: float, *, keep_tokens: bool = False) -> FrameOutcome:
+        """Run one ``(H, W, 3)`` uint8 frame through the stream."""
+        self.frames_in += 1
+        change, cut = 0.0, False
+        if self.sampler is not None:
+            d = self.sampler.decide(frame, timestamp)
+            change, cut = d.pixel_change, d.scene_cut
+            if not d.process:
+                self.frames_skipped += 1
+                return FrameOutcome(frame_index, None, change)
+        t0 = time.perf_counter()
+        tokens = self.encoder.encode(frame[None])[0]
+        t1 = time.perf_counter()
+        seg = self.compressor.process(
+            self.state, tokens, self.encoder.grid, frame_index, timestamp, pixel_change=change, scene_cut=cut
+        )
+        t2 = time.perf_counter()
+        return FrameOutcome(frame_index, seg, change, t1 - t0, t2 - t1, tokens if keep_tokens else None)

@@ -1,0 +1,204 @@
+"""What a compressed stream is made of: :class:`TokenSegment`, its wire format, and reconstruction.
+
+Wire format, version 1 (all integers little-endian; no pickle anywhere)::
+
+    offset  size     field
+    0       4        magic  b"SDKT"
+    4       1        version (1)
+    5       1        flags: bit 0 keyframe; bits 1-2 token dtype (0 float16, 1 bfloat16)
+    6       2        L, byte length of the UTF-8 stream id
+    8       8        frame index (u64)
+    16      8        capture timestamp in seconds (f64)
+    24      2        grid height H (u16)
+    26      2        grid width W (u16); a frame has N = H * W token positions
+    28      4        K, kept tokens (u32)
+    32      4        D, token dimension (u32)
+    36      4        CRC-32 (zlib) of every byte after the header
+    40      L        stream id
+    40+L    2K       kept positions, int16, strictly increasing, each in [0, N)
+    40+L+2K 2KD      kept tokens, row-major, in the flagged dtype
+
+A keyframe holds all N positions. Decoding checks the magic, version, length, CRC, positions and
+keyframe count, and raises :class:`SegmentFormatError` naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+
+__all__ = [
+    "FORMAT_VERSION",
+    "HEADER",
+    "SegmentFormatError",
+    "TokenSegment",
+    "apply_segment",
+    "decode_segment",
+    "encode_segment",
+    "fidelity",
+    "reconstruct",
+]
+
+MAGIC = b"SDKT"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<4sBBHQdHHIII")
+_DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
+_CODE_DTYPES = {v: k for k, v in _DTYPE_CODES.items()}
+_MAX_POSITIONS = 32767  # int16 positions
+
+
+class SegmentFormatError(ValueError):
+    """Bytes that are not a valid serialised :class:`TokenSegment`."""
+
+
+@dataclass(frozen=True)
+class TokenSegment:
+    """The differential tokens one processed frame adds to a stream.
+
+    Attributes:
+        stream_id: camera / stream identifier.
+        frame_index: index of the frame in its stream (ingest order).
+        timestamp: capture time in seconds.
+        positions: ``(K,)`` long, kept patch positions, strictly increasing, in ``[0, H*W)``.
+        tokens: ``(K, D)`` float16 or bfloat16, the kept tokens.
+        keyframe: whether the frame was kept whole (then ``K == H*W``).
+        grid: ``(H, W)`` token grid of a frame.
+    """
+
+    stream_id: str
+    frame_index: int
+    timestamp: float
+    positions: torch.Tensor
+    tokens: torch.Tensor
+    keyframe: bool
+    grid: tuple[int, int]
+
+    @property
+    def num_positions(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def num_kept(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.tokens.shape[1])
+
+
+def encode_segment(seg: TokenSegment) -> bytes:
+    """Serialise a segment to the version-1 wire format (see module docstring)."""
+    if seg.tokens.dtype not in _DTYPE_CODES:
+        raise ValueError(f"tokens must be float16 or bfloat16, got {seg.tokens.dtype}")
+    n = seg.num_positions
+    if n > _MAX_POSITIONS:
+        raise ValueError(f"grid {seg.grid} has {n} positions; int16 positions allow {_MAX_POSITIONS}")
+    k = seg.num_kept
+    if seg.tokens.dim() != 2 or seg.tokens.shape[0] != k:
+        raise ValueError(f"tokens {tuple(seg.tokens.shape)} do not match {k} positions")
+    sid = seg.stream_id.encode("utf-8")
+    if len(sid) > 0xFFFF:
+        raise ValueError("stream id longer than 65535 bytes")
+    body = (
+        sid
+        + seg.positions.to(torch.int16).contiguous().numpy().tobytes()
+        + seg.tokens.contiguous().view(torch.int16).numpy().tobytes()
+    )
+    flags = int(seg.keyframe) | (_DTYPE_CODES[seg.tokens.dtype] << 1)
+    header = HEADER.pack(
+        MAGIC, FORMAT_VERSION, flags, len(sid), seg.frame_index, seg.timestamp,
+        seg.grid[0], seg.grid[1], k, seg.dim, zlib.crc32(body),
+    )
+    return header + body
+
+
+def decode_segment(data: bytes | bytearray | memoryview) -> TokenSegment:
+    """Parse bytes written by :func:`encode_segment`; raise :class:`SegmentFormatError` if invalid."""
+    data = bytes(data)
+    if len(data) < HEADER.size:
+        raise SegmentFormatError(f"truncated: {len(data)} bytes, header needs {HEADER.size}")
+    magic, version, flags, sid_len, frame_index, timestamp, gh, gw, k, d, crc = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise SegmentFormatError(f"bad magic {magic!r}, expected {MAGIC!r}")
+    if version != FORMAT_VERSION:
+        raise SegmentFormatError(f"unsupported format version {version} (this reader knows {FORMAT_VERSION})")
+    code = (flags >> 1) & 0b11
+    if code not in _CODE_DTYPES or flags >> 3:
+        raise SegmentFormatError(f"bad flags 0x{flags:02x}")
+    expected = HEADER.size + sid_len + 2 * k + 2 * k * d
+    if len(data) != expected:
+        kind = "truncated" if len(data) < expected else "trailing bytes"
+        raise SegmentFormatError(f"{kind}: {len(data)} bytes, header says {expected}")
+    body = data[HEADER.size:]
+    if zlib.crc32(body) != crc:
+        raise SegmentFormatError("CRC mismatch: segment bytes are corrupt")
+    n = gh * gw
+    keyframe = bool(flags & 1)
+    if k > n or (keyframe and k != n):
+        raise SegmentFormatError(f"{k} kept tokens for a {gh}x{gw} grid (keyframe={keyframe})")
+    try:
+        stream_id = body[:sid_len].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SegmentFormatError(f"stream id is not UTF-8: {exc}") from None
+    off = sid_len
+    positions = torch.frombuffer(bytearray(body[off:off + 2 * k]), dtype=torch.int16).long() if k else torch.zeros(0, dtype=torch.long)
+    off += 2 * k
+    if k and (positions[0] < 0 or positions[-1] >= n or bool((positions[1:] <= positions[:-1]).any())):
+        raise SegmentFormatError("positions must be strictly increasing and inside the grid")
+    raw = bytearray(body[off:])
+    tokens = (torch.frombuffer(raw, dtype=torch.int16) if raw else torch.zeros(0, dtype=torch.int16))
+    tokens = tokens.view(_CODE_DTYPES[code]).reshape(k, d)
+    return TokenSegment(stream_id, frame_index, timestamp, positions, tokens, keyframe, (gh, gw))
+
+
+def apply_segment(held: torch.Tensor | None, seg: TokenSegment) -> torch.Tensor:
+    """The ``(N, D)`` float32 tokens a stream holds after ``seg``, given those held before it
+    (``None`` at the start of a read). A new tensor; ``held`` is not modified."""
+    shape = (seg.num_positions, seg.dim)
+    if held is None or tuple(held.shape) != shape:
+        if not seg.keyframe:
+            raise ValueError(
+                f"frame {seg.frame_index} is not a keyframe: reconstruction must start at one, "
+                "and the grid or dim may change only at one"
+            )
+        out = torch.empty(shape)
+    else:
+        out = held.clone()
+    out[seg.positions] = seg.tokens.float()
+    return out
+
+
+def reconstruct(segments: Iterable[TokenSegment]) -> torch.Tensor:
+    """The token the compressed stream holds for every (frame, position).
+
+    Args:
+        segments: one stream's segments in frame order; the first must be a keyframe.
+
+    Returns:
+        ``(T, N, D)`` float32: for each frame, each position's most recently kept token.
+    """
+    frames: list[torch.Tensor] = []
+    held: torch.Tensor | None = None
+    for seg in segments:
+        held = apply_segment(held, seg)
+        frames.append(held)
+    if not frames:
+        raise ValueError("no segments to reconstruct")
+    return torch.stack(frames)
+
+
+def fidelity(original: torch.Tensor, reconstruction: torch.Tensor) -> float:
+    """Mean cosine similarity between every original token and its reconstruction.
+
+    Args:
+        original: ``(T, N, D)``.
+        reconstruction: ``(T, N, D)``.
+    """
+    if original.shape != reconstruction.shape:
+        raise ValueError(f"shapes differ: {tuple(original.shape)} vs {tuple(reconstruction.shape)}")
+    cos = torch.nn.functional.cosine_similarity(original.float(), reconstruction.float(), dim=-1)
+    return float(cos.mean())

@@ -1,0 +1,219 @@
+"""The streaming compressor: DyCoke's temporal token merging decided frame by frame.
+
+Per stream, the state holds one token per grid position: the one the compressed stream currently
+holds there (the last kept token). A new frame is compared position by position with it; the
+policy sets how many tokens the frame keeps, the least similar ones are kept and replace the held
+ones. A keyframe (all tokens) comes at least every ``window`` frames and on a scene cut, so every
+held token is at most ``window - 1`` frames old: each decision looks only inside a bounded sliding
+window, and the state is ``O(N * D)`` whatever the stream's length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .budget import frame_token_budget
+from .policy import FrameContext, Policy, ThresholdPolicy
+from .segment import TokenSegment
+
+__all__ = ["StreamCompressor", "StreamConfig", "StreamState", "StreamStats"]
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Settings of one stream's compressor.
+
+    Attributes:
+        window: W, the most frames between keyframes (the sliding window).
+        scene_cut_similarity: a frame whose mean similarity to the held tokens is below this is a
+            scene cut and becomes a keyframe.
+        token_dtype: dtype of stored tokens, ``"float16"`` or ``"bfloat16"``.
+    """
+
+    window: int = 16
+    scene_cut_similarity: float = 0.5
+    token_dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
+        if self.token_dtype not in _DTYPES:
+            raise ValueError(f"token_dtype must be one of {sorted(_DTYPES)}, got {self.token_dtype!r}")
+        if not -1.0 <= self.scene_cut_similarity <= 1.0:
+            raise ValueError(f"scene_cut_similarity must be in [-1, 1], got {self.scene_cut_similarity}")
+
+
+@dataclass
+class StreamStats:
+    """Running totals of a stream (fidelity is over processed frames)."""
+
+    frames: int = 0
+    keyframes: int = 0
+    tokens_in: int = 0
+    tokens_kept: int = 0
+    fidelity_sum: float = 0.0
+
+    @property
+    def keep_ratio(self) -> float:
+        return self.tokens_kept / self.tokens_in if self.tokens_in else 0.0
+
+    @property
+    def fidelity(self) -> float:
+        return self.fidelity_sum / self.frames if self.frames else 1.0
+
+
+@dataclass
+class StreamState:
+    """Everything one stream carries from frame to frame; owned by the caller (e.g. a camera actor).
+
+    Attributes:
+        stream_id: the stream's id.
+        held_unit: ``(N, D)`` unit-normalised token the stream holds per position, or None before
+            the first frame.
+        held_frame: ``(N,)`` long, frame index each held token comes from.
+        grid: ``(H, W)`` of the held tokens.
+        frames_since_keyframe: processed frames since the last keyframe.
+        last_frame_index: index of the last processed frame (-1 before any).
+        stats: running totals.
+    """
+
+    stream_id: str
+    held_unit: torch.Tensor | None = None
+    held_frame: torch.Tensor | None = None
+    grid: tuple[int, int] | None = None
+    frames_since_keyframe: int = 0
+    last_frame_index: int = -1
+    stats: StreamStats = field(default_factory=StreamStats)
+
+    def nbytes(self) -> int:
+        """Bytes held in tensors: constant once the first frame is in."""
+        return sum(t.numel() * t.element_size() for t in (self.held_unit, self.held_frame) if t is not None)
+
+    @classmethod
+    def from_segments(cls, stream_id: str, segments: list[TokenSegment]) -> "StreamState":
+        """Rebuild a stream's state from its stored segments (the last keyframe onward).
+
+        This is how a restarted worker resumes: the held tokens become exactly what the store holds.
+        """
+        state = cls(stream_id)
+        start = max((i for i, s in enumerate(segments) if s.keyframe), default=None)
+        if start is None:
+            return state
+        for seg in segments[start:]:
+            if seg.keyframe:
+                state.grid = seg.grid
+                state.held_unit = torch.zeros(seg.num_positions, seg.dim)
+                state.held_frame = torch.zeros(seg.num_positions, dtype=torch.long)
+                state.frames_since_keyframe = 0
+            else:
+                state.frames_since_keyframe += 1
+            state.held_unit[seg.positions] = F.normalize(seg.tokens.float(), dim=-1)
+            state.held_frame[seg.positions] = seg.frame_index
+            state.last_frame_index = seg.frame_index
+        return state
+
+
+class StreamCompressor:
+    """Compresses one stream, one frame at a time.
+
+    Args:
+        config: the stream's settings.
+        policy: sets each judged frame's keep ratio (default: :class:`ThresholdPolicy`).
+    """
+
+    def __init__(self, config: StreamConfig | None = None, policy: Policy | None = None) -> None:
+        self.config = config or StreamConfig()
+        self.policy = policy if policy is not None else ThresholdPolicy()
+        self._dtype = _DTYPES[self.config.token_dtype]
+
+    def new_state(self, stream_id: str) -> StreamState:
+        return StreamState(stream_id)
+
+    @torch.no_grad()
+    def process(
+        self,
+        state: StreamState,
+        tokens: torch.Tensor,
+        grid: tuple[int, int],
+        frame_index: int,
+        timestamp: float,
+        *,
+        pixel_change: float = 0.0,
+        scene_cut: bool = False,
+    ) -> TokenSegment:
+        """Decide one frame and update ``state`` in place.
+
+        Args:
+            state: the stream's state.
+            tokens: ``(N, D)`` the frame's tokens, ``N = grid[0] * grid[1]``.
+            grid: ``(H, W)`` token grid.
+            frame_index: strictly greater than the last processed one.
+            timestamp: capture time in seconds.
+            pixel_change: what the frame sampler measured (a policy feature).
+            scene_cut: force a keyframe (e.g. the sampler saw a cut).
+
+        Returns:
+            The frame's :class:`TokenSegment`: the kept positions (sorted) and tokens.
+        """
+        n = grid[0] * grid[1]
+        if tokens.dim() != 2 or tokens.shape[0] != n:
+            raise ValueError(f"tokens must be (N, D) with N = {grid[0]}*{grid[1]} = {n}, got {tuple(tokens.shape)}")
+        if frame_index <= state.last_frame_index:
+            raise ValueError(
+                f"stream {state.stream_id!r}: frame {frame_index} is not after frame {state.last_frame_index}"
+            )
+        if not torch.isfinite(tokens).all():
+            raise ValueError(f"stream {state.stream_id!r}: frame {frame_index} has non-finite tokens")
+        # Decide on the tokens as they will be stored, so the held state equals what the store
+        # holds and a worker rebuilt from the store (StreamState.from_segments) decides identically.
+        x = tokens.to(self._dtype)
+        x_unit = F.normalize(x.float(), dim=-1)
+        w = self.config.window
+        first = state.held_unit is None or state.grid != grid or state.held_unit.shape[1] != x.shape[1]
+        if first:
+            sim = None
+            keyframe = True
+        else:
+            sim = (x_unit * state.held_unit).sum(-1)  # (N,)
+            keyframe = (
+                scene_cut
+                or state.frames_since_keyframe + 1 >= w
+                or float(sim.mean()) < self.config.scene_cut_similarity
+            )
+        stats = state.stats
+        if keyframe:
+            positions = torch.arange(n)
+            state.held_unit = x_unit.clone()
+            state.held_frame = torch.full((n,), frame_index, dtype=torch.long)
+            state.grid = grid
+            state.frames_since_keyframe = 0
+            stats.keyframes += 1
+            stats.fidelity_sum += 1.0
+        else:
+            ctx = FrameContext(sim, pixel_change, state.frames_since_keyframe + 1, w)
+            k = frame_token_budget(n, self.policy.keep_ratio(ctx))
+            positions = sim.topk(k, largest=False, sorted=False).indices.sort().values
+            state.held_unit[positions] = x_unit[positions]
+            state.held_frame[positions] = frame_index
+            state.frames_since_keyframe += 1
+            # Kept positions are reproduced exactly; the others hold a token at cosine `sim`
+            # (fidelity against the stored-precision tokens).
+            stats.fidelity_sum += (k + float(sim.sum()) - float(sim[positions].sum())) / n
+        state.last_frame_index = frame_index
+        stats.frames += 1
+        stats.tokens_in += n
+        stats.tokens_kept += int(positions.shape[0])
+        return TokenSegment(
+            stream_id=state.stream_id,
+            frame_index=frame_index,
+            timestamp=timestamp,
+            positions=positions,
+            tokens=x[positions],
+            keyframe=keyframe,
+            grid=grid,
+        )

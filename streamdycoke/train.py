@@ -1,0 +1,2 @@
+"""placeholder"""
+def add_train_parser(sub): pass
