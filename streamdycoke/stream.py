@@ -76,6 +76,8 @@ class StreamState:
         held_unit: ``(N, D)`` unit-normalised token the stream holds per position, or None before
             the first frame.
         held_frame: ``(N,)`` long, frame index each held token comes from.
+        prev_unit: ``(N, D)`` unit tokens of the previous processed frame, kept only for policies
+            that use it (``uses_previous_frame``).
         grid: ``(H, W)`` of the held tokens.
         frames_since_keyframe: processed frames since the last keyframe.
         last_frame_index: index of the last processed frame (-1 before any).
@@ -85,6 +87,7 @@ class StreamState:
     stream_id: str
     held_unit: torch.Tensor | None = None
     held_frame: torch.Tensor | None = None
+    prev_unit: torch.Tensor | None = None
     grid: tuple[int, int] | None = None
     frames_since_keyframe: int = 0
     last_frame_index: int = -1
@@ -92,13 +95,15 @@ class StreamState:
 
     def nbytes(self) -> int:
         """Bytes held in tensors: constant once the first frame is in."""
-        return sum(t.numel() * t.element_size() for t in (self.held_unit, self.held_frame) if t is not None)
+        return sum(t.numel() * t.element_size() for t in (self.held_unit, self.held_frame, self.prev_unit) if t is not None)
 
     @classmethod
     def from_segments(cls, stream_id: str, segments: list[TokenSegment]) -> "StreamState":
         """Rebuild a stream's state from its stored segments (the last keyframe onward).
 
         This is how a restarted worker resumes: the held tokens become exactly what the store holds.
+        The previous frame's full tokens are not stored; a policy that uses them sees the held
+        tokens in their place for the first frame after a resume.
         """
         state = cls(stream_id)
         start = max((i for i, s in enumerate(segments) if s.keyframe), default=None)
@@ -123,13 +128,15 @@ class StreamCompressor:
 
     Args:
         config: the stream's settings.
-        policy: sets each judged frame's keep ratio (default: :class:`ThresholdPolicy`).
+        policy: sets each judged frame's keep ratio, and optionally which positions go first
+            (default: :class:`ThresholdPolicy`, least similar first).
     """
 
     def __init__(self, config: StreamConfig | None = None, policy: Policy | None = None) -> None:
         self.config = config or StreamConfig()
         self.policy = policy if policy is not None else ThresholdPolicy()
         self._dtype = _DTYPES[self.config.token_dtype]
+        self._uses_prev = bool(getattr(self.policy, "uses_previous_frame", False))
 
     def new_state(self, stream_id: str) -> StreamState:
         return StreamState(stream_id)
@@ -167,12 +174,14 @@ class StreamCompressor:
             raise ValueError(
                 f"stream {state.stream_id!r}: frame {frame_index} is not after frame {state.last_frame_index}"
             )
-        if not torch.isfinite(tokens).all():
-            raise ValueError(f"stream {state.stream_id!r}: frame {frame_index} has non-finite tokens")
         # Decide on the tokens as they will be stored, so the held state equals what the store
         # holds and a worker rebuilt from the store (StreamState.from_segments) decides identically.
         x = tokens.to(self._dtype)
-        x_unit = F.normalize(x.float(), dim=-1)
+        xf = x.float()
+        norms = torch.linalg.vector_norm(xf, dim=-1)  # (N,); NaN/Inf anywhere in a token shows here
+        if not bool(torch.isfinite(norms).all()):
+            raise ValueError(f"stream {state.stream_id!r}: frame {frame_index} has non-finite tokens")
+        x_unit = xf.div_(norms.clamp_min_(1e-12).unsqueeze(1))
         w = self.config.window
         first = state.held_unit is None or state.grid != grid or state.held_unit.shape[1] != x.shape[1]
         if first:
@@ -195,15 +204,26 @@ class StreamCompressor:
             stats.keyframes += 1
             stats.fidelity_sum += 1.0
         else:
-            ctx = FrameContext(sim, pixel_change, state.frames_since_keyframe + 1, w)
-            k = frame_token_budget(n, self.policy.keep_ratio(ctx))
-            positions = sim.topk(k, largest=False, sorted=False).indices.sort().values
+            prev_sim = None
+            if self._uses_prev and state.prev_unit is not None:
+                prev_sim = (x_unit * state.prev_unit).sum(-1)
+            decision = self.policy.decide(
+                FrameContext(sim, pixel_change, state.frames_since_keyframe + 1, w, prev_sim)
+            )
+            k = frame_token_budget(n, decision.keep_ratio)
+            if decision.priority is None:  # least similar first
+                chosen = sim.topk(k, largest=False, sorted=False).indices
+            else:
+                chosen = decision.priority.topk(k, sorted=False).indices
+            positions = chosen.sort().values
             state.held_unit[positions] = x_unit[positions]
             state.held_frame[positions] = frame_index
             state.frames_since_keyframe += 1
             # Kept positions are reproduced exactly; the others hold a token at cosine `sim`
             # (fidelity against the stored-precision tokens).
             stats.fidelity_sum += (k + float(sim.sum()) - float(sim[positions].sum())) / n
+        if self._uses_prev:
+            state.prev_unit = x_unit
         state.last_frame_index = frame_index
         stats.frames += 1
         stats.tokens_in += n

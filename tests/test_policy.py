@@ -1,0 +1,73 @@
+import math
+
+import pytest
+import torch
+
+from streamdycoke import FrameContext, PolicyNet, StreamCompressor, StreamConfig, ThresholdPolicy, load_policy
+from streamdycoke.policy import FEATURE_NAMES, frame_features
+from streamdycoke.train import evaluate, train_policy_net
+
+from .conftest import drifting_stream
+
+
+def ctx(sim, since=1):
+    return FrameContext(torch.as_tensor(sim, dtype=torch.float32), 0.01, since, 16)
+
+
+def test_threshold_policy_keeps_what_drifted_and_respects_bounds():
+    p = ThresholdPolicy(0.9)
+    assert p.decide(ctx([1.0, 0.95, 0.5, 0.1])).keep_ratio == 0.5
+    assert ThresholdPolicy(0.9, max_keep_ratio=0.25).decide(ctx([0.1] * 4)).keep_ratio == 0.25
+    assert ThresholdPolicy(0.9, min_keep_ratio=0.1).decide(ctx([1.0] * 4)).keep_ratio == 0.1
+
+
+def test_policy_net_is_small_and_untrained_equals_the_default():
+    net = PolicyNet().with_rate(0.1)
+    assert sum(p.numel() for p in net.parameters()) < 50_000
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        sim = 1 - torch.rand(196, generator=g) ** 3 * 0.5
+        assert net.decide(ctx(sim)).keep_ratio == pytest.approx(ThresholdPolicy(0.9).decide(ctx(sim)).keep_ratio, abs=1e-6)
+    # ...and, inside the compressor, keeps the very same positions
+    x = drifting_stream(40, 36, 16)
+    segs = {}
+    for name, pol in (("net", net), ("default", ThresholdPolicy(0.9))):
+        comp = StreamCompressor(StreamConfig(window=8), pol)
+        st = comp.new_state("s")
+        segs[name] = [comp.process(st, x[i], (6, 6), i, i / 30).positions for i in range(40)]
+    assert all(torch.equal(a, b) for a, b in zip(segs["net"], segs["default"]))
+
+
+def test_features_have_the_documented_width():
+    f = frame_features(torch.rand(3, 50), torch.rand(3), torch.ones(3), 16, torch.zeros(3))
+    assert f.shape == (3, len(FEATURE_NAMES)) and torch.isfinite(f).all()
+
+
+def test_training_runs_saves_a_calibrated_checkpoint_the_compressor_loads(tmp_path):
+    from streamdycoke.train import TokenClip
+
+    clips = []
+    for seed in range(3):
+        x = drifting_stream(64, 36, 16, seed=seed, moving=0.1 + 0.1 * seed)
+        clips.append(TokenClip(f"c{seed}", x.half().float(), torch.full((64,), 0.02), torch.zeros(64, dtype=torch.bool), (6, 6)))
+    cfg = StreamConfig(window=8)
+    net, history = train_policy_net(clips, cfg, steps=15, progress=False)
+    assert len(history) == 15 and all(math.isfinite(h["loss"]) for h in history)
+    keeps = net.calibration[:, 1]
+    assert net.calibration.shape[0] >= 2 and bool((keeps[1:] <= keeps[:-1] + 1e-9).all()), "keep falls as rate rises"
+    path = tmp_path / "p.pt"
+    net.save(path, encoder="test")
+    loaded = load_policy(str(path), target_keep_ratio=0.3)
+    assert isinstance(loaded, PolicyNet)
+    assert evaluate(clips, loaded, cfg) == evaluate(clips, net.with_target(0.3), cfg)
+    st = StreamCompressor(cfg, loaded).new_state("s")
+    assert st.stats.frames == 0
+
+
+def test_load_policy_rejects_unknown_specs_and_foreign_files(tmp_path):
+    with pytest.raises(ValueError, match="unknown policy"):
+        load_policy("nonsense")
+    bad = tmp_path / "x.pt"
+    torch.save({"hello": 1}, bad)
+    with pytest.raises(ValueError, match="not a StreamDyCoke PolicyNet"):
+        load_policy(str(bad))
