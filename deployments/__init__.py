@@ -1,0 +1,1 @@
+"""Ray Serve application batching cached tokens into LLM replicas (issue 3)."""
