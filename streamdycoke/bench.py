@@ -99,6 +99,22 @@ def _path_fps(video: Path, encoder_name: str, max_frames: int) -> dict:
     return out
 
 
+def _sampler_us(h: int, w: int, n: int = 200) -> float:
+    """Microseconds per :meth:`FrameSampler.decide` on ``h x w`` frames (best of 3)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(4)]
+    best = float("inf")
+    for _ in range(3):
+        s = FrameSampler()
+        t0 = time.perf_counter()
+        for i in range(n):
+            s.decide(frames[i % 4], i / 30)
+        best = min(best, (time.perf_counter() - t0) / n)
+    return 1e6 * best
+
+
 def bench_compress(frames: int = 256, repeats: int = 5, dims: tuple[int, ...] = (896, 3584), video: str | None = None,
                    path_frames: int = 300, progress: bool = True) -> dict:
     torch.set_num_threads(1)
@@ -115,6 +131,7 @@ def bench_compress(frames: int = 256, repeats: int = 5, dims: tuple[int, ...] = 
             if progress:
                 print(f"  whole per-frame path, encoder {name} ...", file=sys.stderr)
             res["per_frame_path"][name] = _path_fps(src, name, path_frames)
+    res["sampler_us_per_frame"] = {"720p": _sampler_us(720, 1280), "1080p": _sampler_us(1080, 1920)}
     d0 = res["dims"][str(dims[0])]
     res["compress_fps_per_core"] = d0["streaming"]["fps"]
     res["reference_fps_per_core"] = d0["dycoke_ttm"]["fps"]
@@ -136,6 +153,8 @@ def _print(res: dict) -> None:
             x = r[mode]
             print(f"  {name:<16}{tag:<22} {mode:<13} {x['fps']:>8.0f} frames/s in  "
                   f"({x['processed']}/{x['frames']} processed; encode {x['encode_ms']:.2f} ms, compress {x['compress_ms']:.3f} ms)")
+    sp = res["sampler_us_per_frame"]
+    print(f"frame sampler (pixels only, before any encoder): {sp['720p']:.0f} us per 720p frame, {sp['1080p']:.0f} us per 1080p frame")
     print(f"goal 3000 frames/s per core: streaming reaches {res['compress_fps_per_core']:.0f} at D=896")
 
 

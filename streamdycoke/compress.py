@@ -54,6 +54,7 @@ class CompressReport:
             f"({self.processed_keep_ratio:.3f} of processed frames)",
             f"fidelity          {self.fidelity:.4f} mean cosine, original vs reconstruction (processed frames)",
             f"stored            {self.store_bytes / 1e6:.2f} MB vs {self.raw_fp16_bytes / 1e6:.2f} MB raw fp16",
+            *([f"damaged input     {self.corrupt_packets} corrupt packets skipped"] if self.corrupt_packets else []),
             f"speed             {self.compress_fps:.1f} frames/s end to end "
             f"(encode {self.encode_ms_per_frame:.2f} ms, compress {self.compress_ms_per_frame:.3f} ms per processed frame)",
         ])
