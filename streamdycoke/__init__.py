@@ -11,10 +11,12 @@ from .segment import SegmentFormatError, TokenSegment, apply_segment, decode_seg
 from .store import InMemoryTokenStore, TokenStore
 from .stream import StreamCompressor, StreamConfig, StreamState, StreamStats
 from .ttm import TTMResult, dycoke_ttm
+from .patch import PatchConfig, apply_patch
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PatchConfig", "apply_patch",
     "FixedRatioPolicy", "FrameContext", "FrameOutcome", "FramePipeline", "FrameSampler", "InMemoryTokenStore",
     "Policy", "PolicyNet", "SamplerConfig", "SegmentFormatError", "StreamCompressor", "StreamConfig",
     "StreamState", "StreamStats", "TTMResult", "ThresholdPolicy", "TokenSegment", "TokenStore",

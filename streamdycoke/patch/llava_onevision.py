@@ -1,0 +1,74 @@
+"""LLaVA-OneVision (and LLaVA-Video checkpoints, which use the same class).
+
+A video is ``F * N`` pooled frame tokens (``N = 14 * 14`` at 384 px after 2x2 bilinear pooling)
+followed by one ``image_newline`` token; the newline is always kept. The LLM uses 1-D RoPE.
+Position choice (``PatchConfig.llava_positions``): ``"original"`` (default) keeps each kept token's
+position in the unpruned sequence, leaving gaps where tokens were pruned, so the question after the
+video sits at the same distance from every frame as without compression; ``"contiguous"``
+renumbers the kept tokens 0..L'-1 as DyCoke's code does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from .core import PatchConfig, VideoTokens, register_host, shrink
+
+__all__ = ["LlavaOnevisionHost"]
+
+_VIDEO_KEYS = ("pixel_values_videos", "vision_feature_layer", "vision_feature_select_strategy")
+
+
+def _positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.masked_fill(attention_mask == 0, 1)
+
+
+class LlavaOnevisionHost:
+    def video_token_id(self, model: Any) -> int:
+        return int(model.config.video_token_id)
+
+    def video_tokens(self, model: Any, kwargs: dict) -> list[VideoTokens]:
+        cfg = model.config
+        pv = kwargs["pixel_values_videos"]  # (V, F, C, H, W)
+        out = model.model.get_video_features(
+            pv,
+            vision_feature_layer=kwargs.get("vision_feature_layer", cfg.vision_feature_layer),
+            vision_feature_select_strategy=kwargs.get("vision_feature_select_strategy", cfg.vision_feature_select_strategy),
+        ).pooler_output  # (V, F*N + 1, D)
+        side = cfg.vision_config.image_size // cfg.vision_config.patch_size
+        g = -(-side // 2)
+        frames = pv.shape[1]
+        return [
+            VideoTokens(out[v, :-1].reshape(frames, g * g, -1), (g, g), out[v, -1:]) for v in range(out.shape[0])
+        ]
+
+    def full_positions(self, model: Any, kwargs: dict) -> torch.Tensor:
+        return _positions_from_mask(kwargs["attention_mask"]).unsqueeze(0)  # (1, B, L)
+
+    def kept_inputs(
+        self, model: Any, kwargs: dict, keep: torch.Tensor, positions: torch.Tensor, kept: list[torch.Tensor]
+    ) -> dict:
+        pad = model.generation_config.pad_token_id
+        pad = 0 if pad is None else int(pad if not isinstance(pad, list) else pad[0])
+        cfg: PatchConfig = model._streamdycoke_config
+        tensors, pos = shrink(
+            keep, {"input_ids": kwargs["input_ids"], "attention_mask": kwargs["attention_mask"]},
+            positions, {"input_ids": pad, "attention_mask": 0},
+        )
+        if cfg.llava_positions == "contiguous":
+            position_ids = _positions_from_mask(tensors["attention_mask"])
+        else:
+            position_ids = pos[0].masked_fill(tensors["attention_mask"] == 0, 1)
+        new = {k: v for k, v in kwargs.items() if k not in _VIDEO_KEYS}
+        new.update(tensors)
+        new["position_ids"] = position_ids
+        feats = torch.cat(kept).unsqueeze(0)  # (1, M, D): the model flattens and scatters in order
+        new["mm_encoder_outputs"] = {"video": BaseModelOutputWithPooling(pooler_output=feats)}
+        return new
+
+
+register_host("LlavaOnevisionForConditionalGeneration", LlavaOnevisionHost())
