@@ -132,6 +132,10 @@ class SupportsVideoTokenPruning(Protocol):
     ) -> dict:
         """The ``generate`` kwargs for the pruned sequence; see :func:`shrink`."""
 
+    def virtual_video(self, model: Any, frames: int, grid: tuple[int, int]) -> tuple[dict, torch.Tensor | None]:
+        """For a video of ``frames`` x ``grid`` tokens: the extra kwargs :meth:`full_positions` needs
+        for an unpruned sequence holding it, and the always-kept tokens after its frames (or None)."""
+
 
 _HOSTS: dict[str, SupportsVideoTokenPruning] = {}
 

@@ -71,4 +71,12 @@ class LlavaOnevisionHost:
         return new
 
 
+    def virtual_video(self, model: Any, frames: int, grid: tuple[int, int]) -> tuple[dict, torch.Tensor | None]:
+        cfg = model.config
+        side = -(-(cfg.vision_config.image_size // cfg.vision_config.patch_size) // 2)
+        if tuple(grid) != (side, side):
+            raise ValueError(f"segments have a {grid} grid; this model's video frames are {side}x{side} tokens")
+        return {}, model.model.image_newline.detach().unsqueeze(0)
+
+
 register_host("LlavaOnevisionForConditionalGeneration", LlavaOnevisionHost())

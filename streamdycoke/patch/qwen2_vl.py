@@ -60,5 +60,10 @@ class Qwen2VLHost:
         return new
 
 
+    def virtual_video(self, model: Any, frames: int, grid: tuple[int, int]) -> tuple[dict, torch.Tensor | None]:
+        m = model.config.vision_config.spatial_merge_size
+        return {"video_grid_thw": torch.tensor([[frames, grid[0] * m, grid[1] * m]])}, None
+
+
 register_host("Qwen2VLForConditionalGeneration", Qwen2VLHost())
 register_host("Qwen2_5_VLForConditionalGeneration", Qwen2VLHost())
