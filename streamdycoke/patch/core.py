@@ -251,15 +251,16 @@ def _make_patched_class(base: type, host: SupportsVideoTokenPruning) -> type:
 
         def _streamdycoke_generate(self, klass: type, args: tuple, kwargs: dict) -> Any:
             cfg: PatchConfig = self._streamdycoke_config
-            if cfg.kv_pruning and kwargs.get("cache") is None and kwargs.get("past_key_values") is None:
-                from .kv import DyCokeKVCache
+            if cfg.kv_pruning and kwargs.get("input_ids") is not None and kwargs.get("cache") is None:
+                from .kv import DyCokeKVCache, kv_pruning
 
-                video_token = host.video_token_id(self)
-                ids = kwargs["input_ids"]
-                kwargs["cache"] = DyCokeKVCache(
-                    self, visual_mask=ids == video_token, layer=cfg.kv_layer,
+                cache = DyCokeKVCache(
+                    self, visual_mask=kwargs["input_ids"] == host.video_token_id(self), layer=cfg.kv_layer,
                     prune_ratio=cfg.kv_prune_ratio, recompute_similarity=cfg.kv_recompute_similarity,
                 )
+                self._streamdycoke_last_kv_cache = cache
+                with kv_pruning(self, cache):
+                    return klass.generate(self, *args, cache=cache, **kwargs)
             return klass.generate(self, *args, **kwargs)
 
     StreamDyCokeModel.__name__ = f"StreamDyCoke{base.__name__}"
