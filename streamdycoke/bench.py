@@ -159,10 +159,15 @@ def _print(res: dict) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.what != "compress":
-        raise ValueError(f"unknown benchmark {args.what!r}")
-    res = bench_compress(frames=args.frames, repeats=args.repeats, video=args.video, progress=not args.quiet)
-    _print(res)
+    if args.what == "prefill":
+        from .bench_prefill import bench_prefill, print_prefill
+
+        res = bench_prefill(frames=args.frames or 32, decode_tokens=args.decode_tokens, tiny=args.tiny,
+                            progress=not args.quiet)
+        print_prefill(res)
+    else:
+        res = bench_compress(frames=args.frames or 256, repeats=args.repeats, video=args.video, progress=not args.quiet)
+        _print(res)
     if args.json:
         print(json.dumps(res))
     return 0
@@ -170,8 +175,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks that print figures (and JSON)")
-    p.add_argument("what", choices=["compress"])
-    p.add_argument("--frames", type=int, default=256)
+    p.add_argument("what", choices=["compress", "prefill"])
+    p.add_argument("--frames", type=int, default=None,
+                   help="compress: token-stream length (256); prefill: video frames (32)")
+    p.add_argument("--decode-tokens", type=int, default=8, help="prefill: decode steps timed per case")
+    p.add_argument("--tiny", action="store_true", help="prefill: a tiny LM (smoke test, figures meaningless)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--video", default=None, help="video for the per-frame path (default: a synthetic camera clip)")
     p.add_argument("--json", action="store_true")

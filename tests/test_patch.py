@@ -145,7 +145,7 @@ def test_llava_positions_original_keep_gaps_and_contiguous_renumbers():
     pos = seen[0][0][0]
     L = x["input_ids"].shape[1]
     assert int(pos[-1]) == L - 1 and len(pos) < L, "text after the video keeps its original position"
-    apply_patch(model, PatchConfig(method="ttm", llava_positions="contiguous"))
+    apply_patch(model, PatchConfig(method="ttm", positions_1d="contiguous"))
     seen, h = capture_positions(model)
     model.generate(**x)
     h.remove()

@@ -46,9 +46,10 @@ class PatchConfig:
         ttm_window: TTM's window.
         stream: the streaming compressor's settings.
         policy: policy spec for the streaming compressor (see :func:`streamdycoke.load_policy`).
-        llava_positions: LLaVA-OneVision only: ``"original"`` keeps each kept token's original
-            1-D position (gaps where tokens were pruned; the text after the video keeps its
-            distance to the video) or ``"contiguous"`` renumbers kept tokens as DyCoke does.
+        positions_1d: hosts with 1-D positions (LLaVA-OneVision, VideoLLaMA3): ``"original"``
+            keeps each kept token's original position (gaps where tokens were pruned; the text
+            after the video keeps its distance to the video) or ``"contiguous"`` renumbers kept
+            tokens as DyCoke does.
         kv_pruning: also use DyCoke's dynamic KV pruning while decoding
             (:class:`streamdycoke.patch.kv.DyCokeKVCache`).
         kv_layer: layer L whose last-token attention selects the visual tokens layers >= L use.
@@ -62,7 +63,7 @@ class PatchConfig:
     ttm_window: int = 4
     stream: StreamConfig = field(default_factory=StreamConfig)
     policy: str = "threshold"
-    llava_positions: str = "original"
+    positions_1d: str = "original"
     kv_pruning: bool = False
     kv_layer: int = 3
     kv_prune_ratio: float = 0.7
@@ -71,8 +72,8 @@ class PatchConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.llava_positions not in ("original", "contiguous"):
-            raise ValueError(f"llava_positions must be 'original' or 'contiguous', got {self.llava_positions!r}")
+        if self.positions_1d not in ("original", "contiguous"):
+            raise ValueError(f"positions_1d must be 'original' or 'contiguous', got {self.positions_1d!r}")
         if not 0.0 <= self.kv_prune_ratio < 1.0:
             raise ValueError(f"kv_prune_ratio must be in [0, 1), got {self.kv_prune_ratio}")
 
@@ -85,15 +86,19 @@ class VideoTokens:
         frames: ``(T, N, D)`` the per-frame tokens (T temporal steps of an ``grid`` grid).
         grid: ``(H, W)`` of a frame, ``N = H * W``.
         extra: ``(E, D)`` tokens placed after the frames that are always kept (LLaVA's newline).
+        present: ``(T, N)`` bool, the tokens that have a placeholder when the host already pruned
+            some itself (VideoLLaMA3's ``video_compression_mask``); None when all have one.
     """
 
     frames: torch.Tensor
     grid: tuple[int, int]
     extra: torch.Tensor | None = None
+    present: torch.Tensor | None = None
 
     @property
     def num_placeholders(self) -> int:
-        return self.frames.shape[0] * self.frames.shape[1] + (0 if self.extra is None else self.extra.shape[0])
+        n = self.frames.shape[0] * self.frames.shape[1] if self.present is None else int(self.present.sum())
+        return n + (0 if self.extra is None else self.extra.shape[0])
 
 
 def select_tokens(frames: torch.Tensor, grid: tuple[int, int], config: PatchConfig) -> torch.Tensor:
@@ -146,7 +151,7 @@ def register_host(class_name: str, host: SupportsVideoTokenPruning) -> None:
 
 
 def _host_for(model: Any) -> SupportsVideoTokenPruning:
-    from . import llava_onevision, qwen2_vl  # noqa: F401  (register the built-in hosts)
+    from . import llava_onevision, qwen2_vl, video_llama3  # noqa: F401  (register the built-in hosts)
 
     for cls in type(model).__mro__:
         if cls.__name__ in _HOSTS:
@@ -157,6 +162,12 @@ def _host_for(model: Any) -> SupportsVideoTokenPruning:
         "streamdycoke.patch.SupportsVideoTokenPruning (video_tokens, full_positions, kept_inputs) "
         "and call streamdycoke.patch.register_host('YourModelClass', host)."
     )
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """1-D positions of a left-padded batch: ``(B, L)``, padding at 1 (as ``generate`` does)."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.masked_fill(attention_mask == 0, 1)
 
 
 def shrink(
@@ -229,8 +240,13 @@ def _make_patched_class(base: type, host: SupportsVideoTokenPruning) -> type:
                     v = next(vid, None)
                     if v is None:
                         raise ValueError(f"row {b} has more video placeholders than the videos provide")
-                    m = select_tokens(v.frames, v.grid, cfg).reshape(-1).to(input_ids.device)
-                    feats = v.frames.reshape(-1, v.frames.shape[-1])[m]
+                    sel = select_tokens(v.frames, v.grid, cfg).to(v.frames.device)
+                    if v.present is not None:  # the host pruned some tokens already
+                        present = v.present.to(sel.device)
+                        m, feats = sel[present], v.frames[sel & present]
+                    else:
+                        m, feats = sel.reshape(-1), v.frames[sel]
+                    m = m.to(input_ids.device)
                     if v.extra is not None:
                         m = torch.cat([m, torch.ones(v.extra.shape[0], dtype=torch.bool, device=m.device)])
                         feats = torch.cat([feats, v.extra])

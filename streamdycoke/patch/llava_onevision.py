@@ -2,7 +2,7 @@
 
 A video is ``F * N`` pooled frame tokens (``N = 14 * 14`` at 384 px after 2x2 bilinear pooling)
 followed by one ``image_newline`` token; the newline is always kept. The LLM uses 1-D RoPE.
-Position choice (``PatchConfig.llava_positions``): ``"original"`` (default) keeps each kept token's
+Position choice (``PatchConfig.positions_1d``): ``"original"`` (default) keeps each kept token's
 position in the unpruned sequence, leaving gaps where tokens were pruned, so the question after the
 video sits at the same distance from every frame as without compression; ``"contiguous"``
 renumbers the kept tokens 0..L'-1 as DyCoke's code does.
@@ -15,16 +15,11 @@ from typing import Any
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from .core import PatchConfig, VideoTokens, register_host, shrink
+from .core import PatchConfig, VideoTokens, positions_from_mask, register_host, shrink
 
 __all__ = ["LlavaOnevisionHost"]
 
 _VIDEO_KEYS = ("pixel_values_videos", "vision_feature_layer", "vision_feature_select_strategy")
-
-
-def _positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    pos = attention_mask.long().cumsum(-1) - 1
-    return pos.masked_fill(attention_mask == 0, 1)
 
 
 class LlavaOnevisionHost:
@@ -47,7 +42,7 @@ class LlavaOnevisionHost:
         ]
 
     def full_positions(self, model: Any, kwargs: dict) -> torch.Tensor:
-        return _positions_from_mask(kwargs["attention_mask"]).unsqueeze(0)  # (1, B, L)
+        return positions_from_mask(kwargs["attention_mask"]).unsqueeze(0)  # (1, B, L)
 
     def kept_inputs(
         self, model: Any, kwargs: dict, keep: torch.Tensor, positions: torch.Tensor, kept: list[torch.Tensor]
@@ -59,8 +54,8 @@ class LlavaOnevisionHost:
             keep, {"input_ids": kwargs["input_ids"], "attention_mask": kwargs["attention_mask"]},
             positions, {"input_ids": pad, "attention_mask": 0},
         )
-        if cfg.llava_positions == "contiguous":
-            position_ids = _positions_from_mask(tensors["attention_mask"])
+        if cfg.positions_1d == "contiguous":
+            position_ids = positions_from_mask(tensors["attention_mask"])
         else:
             position_ids = pos[0].masked_fill(tensors["attention_mask"] == 0, 1)
         new = {k: v for k, v in kwargs.items() if k not in _VIDEO_KEYS}
