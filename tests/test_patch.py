@@ -3,8 +3,8 @@
 import pytest
 import torch
 from transformers import (
-    LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2_5_VLConfig,
-    Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
+    LlavaOnevisionForConditionalGeneration, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration, VideoLlama3Config, VideoLlama3ForConditionalGeneration,
 )
 
 from streamdycoke import apply_patch
@@ -58,10 +58,38 @@ def llava_inputs(frames=8, batch=1, seed=0, noise=0.05):
                 max_new_tokens=4, do_sample=False)
 
 
+def videollama3():
+    cfg = VideoLlama3Config(
+        text_config=dict(model_type="qwen2", vocab_size=1000, hidden_size=128, intermediate_size=256,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096),
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, patch_size=14),
+        image_token_id=998, video_token_id=VIDEO,
+    )
+    torch.manual_seed(0)
+    m = VideoLlama3ForConditionalGeneration(cfg).eval()
+    m.generation_config.pad_token_id = 0
+    return m
+
+
+def videollama3_inputs(t=4, h=8, w=8, seed=0, batch=1, noise=0.05, compression_mask=None):
+    g = torch.Generator().manual_seed(seed)
+    n = t * h * w // 4 if compression_mask is None else int(compression_mask.sum())
+    ids = torch.tensor([[5, 6, 7] + [VIDEO] * n + [8, 9, 10]] * batch)
+    base = torch.randn(h * w, 3 * 14 * 14, generator=g)
+    pv = torch.cat([base + noise * torch.randn(h * w, base.shape[1], generator=g) for _ in range(t * batch)])
+    x = dict(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values_videos=pv,
+             video_grid_thw=torch.tensor([[t, h, w]] * batch), video_merge_sizes=torch.tensor([2] * batch),
+             max_new_tokens=4, do_sample=False)
+    if compression_mask is not None:
+        x["video_compression_mask"] = compression_mask
+    return x
+
+
 MODELS = {
     "qwen2-vl": (lambda: qwen(Qwen2VLConfig, Qwen2VLForConditionalGeneration), qwen_inputs),
     "qwen2.5-vl": (lambda: qwen(Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration), qwen_inputs),
     "llava-onevision": (llava, llava_inputs),
+    "videollama3": (videollama3, videollama3_inputs),
 }
 
 
@@ -169,6 +197,27 @@ def test_batch_of_two_with_different_kept_counts_matches_each_row_alone(name):
     out = model.generate(**both)
     assert torch.equal(out[0], a["expected"])
     assert torch.equal(out[1], b["expected"])
+
+
+def test_videollama3_own_compression_mask_composes_with_ours():
+    """VideoLLaMA3's processor may drop tokens itself; ours are chosen on the full grid and intersected."""
+    from streamdycoke.patch.core import _host_for, select_tokens
+
+    own = torch.ones(64, dtype=torch.bool)
+    own[20:40] = False  # the processor dropped these (no placeholder)
+    x = videollama3_inputs(compression_mask=own)
+    model = videollama3()
+    ref = model.generate(**x)
+    apply_patch(model, PatchConfig(method="none"))
+    assert torch.equal(model.generate(**x), ref)
+    cfg = PatchConfig(method="ttm")
+    apply_patch(model, cfg)
+    v = _host_for(model).video_tokens(model, x)[0]
+    ours = select_tokens(v.frames, v.grid, cfg).reshape(-1)
+    seen, h = capture_positions(model)
+    model.generate(**x)
+    h.remove()
+    assert seen[0][1] == 6 + int((ours & own).sum())
 
 
 def test_patching_one_instance_leaves_another_untouched():
