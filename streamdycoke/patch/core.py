@@ -197,6 +197,39 @@ def shrink(
     return out, pos
 
 
+def pad_token_id(model: Any) -> int:
+    """The id used to left-pad shrunk rows (the generation config's pad id, else 0)."""
+    pad = model.generation_config.pad_token_id
+    if isinstance(pad, (list, tuple)):
+        pad = pad[0]
+    return 0 if pad is None else int(pad)
+
+
+def kept_inputs_1d(
+    model: Any, kwargs: dict, keep: torch.Tensor, positions: torch.Tensor, drop: tuple[str, ...], features: Any
+) -> dict:
+    """``generate`` kwargs for hosts with 1-D positions: shrink ids and mask, place positions by
+    ``PatchConfig.positions_1d``, drop the host's raw video ``drop`` keys and pass ``features`` (the
+    host's ``pooler_output`` for the kept tokens) as ``mm_encoder_outputs``."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    cfg: PatchConfig = model._streamdycoke_config
+    tensors, pos = shrink(
+        keep, {"input_ids": kwargs["input_ids"], "attention_mask": kwargs["attention_mask"]},
+        positions, {"input_ids": pad_token_id(model), "attention_mask": 0},
+    )
+    mask = tensors["attention_mask"]
+    if cfg.positions_1d == "contiguous":
+        position_ids = positions_from_mask(mask)
+    else:
+        position_ids = pos[0].masked_fill(mask == 0, 1)
+    new = {k: v for k, v in kwargs.items() if k not in drop}
+    new.update(tensors)
+    new["position_ids"] = position_ids
+    new["mm_encoder_outputs"] = {"video": BaseModelOutputWithPooling(pooler_output=features)}
+    return new
+
+
 def _restore_prompt(result: Any, original_ids: torch.Tensor, pruned_len: int) -> Any:
     """Put the user's original prompt back in front of the generated tokens."""
     seqs = result if isinstance(result, torch.Tensor) else result.sequences

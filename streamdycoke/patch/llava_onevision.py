@@ -13,9 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-from .core import PatchConfig, VideoTokens, positions_from_mask, register_host, shrink
+from .core import VideoTokens, kept_inputs_1d, positions_from_mask, register_host
 
 __all__ = ["LlavaOnevisionHost"]
 
@@ -47,24 +45,8 @@ class LlavaOnevisionHost:
     def kept_inputs(
         self, model: Any, kwargs: dict, keep: torch.Tensor, positions: torch.Tensor, kept: list[torch.Tensor]
     ) -> dict:
-        pad = model.generation_config.pad_token_id
-        pad = 0 if pad is None else int(pad if not isinstance(pad, list) else pad[0])
-        cfg: PatchConfig = model._streamdycoke_config
-        tensors, pos = shrink(
-            keep, {"input_ids": kwargs["input_ids"], "attention_mask": kwargs["attention_mask"]},
-            positions, {"input_ids": pad, "attention_mask": 0},
-        )
-        if cfg.positions_1d == "contiguous":
-            position_ids = positions_from_mask(tensors["attention_mask"])
-        else:
-            position_ids = pos[0].masked_fill(tensors["attention_mask"] == 0, 1)
-        new = {k: v for k, v in kwargs.items() if k not in _VIDEO_KEYS}
-        new.update(tensors)
-        new["position_ids"] = position_ids
-        feats = torch.cat(kept).unsqueeze(0)  # (1, M, D): the model flattens and scatters in order
-        new["mm_encoder_outputs"] = {"video": BaseModelOutputWithPooling(pooler_output=feats)}
-        return new
-
+        # (1, M, D): the model flattens it and scatters the tokens in placeholder order
+        return kept_inputs_1d(model, kwargs, keep, positions, _VIDEO_KEYS, torch.cat(kept).unsqueeze(0))
 
     def virtual_video(self, model: Any, frames: int, grid: tuple[int, int]) -> tuple[dict, torch.Tensor | None]:
         cfg = model.config

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from .core import VideoTokens, register_host, shrink
+from .core import VideoTokens, pad_token_id, register_host, shrink
 
 __all__ = ["Qwen2VLHost"]
 
@@ -45,8 +45,7 @@ class Qwen2VLHost:
     def kept_inputs(
         self, model: Any, kwargs: dict, keep: torch.Tensor, positions: torch.Tensor, kept: list[torch.Tensor]
     ) -> dict:
-        pad = model.generation_config.pad_token_id
-        pad = 0 if pad is None else int(pad if not isinstance(pad, list) else pad[0])
+        pad = pad_token_id(model)
         tensors = {"input_ids": kwargs["input_ids"], "attention_mask": kwargs["attention_mask"]}
         if kwargs.get("mm_token_type_ids") is not None:
             tensors["mm_token_type_ids"] = kwargs["mm_token_type_ids"]
