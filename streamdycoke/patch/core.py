@@ -335,11 +335,3 @@ def apply_patch(model: Any, config: PatchConfig | None = None) -> Any:
     model.__class__ = _make_patched_class(model.__class__, host)
     model._streamdycoke_config = config
     return model
-
-
-def original_class(model: Any) -> type:
-    """The class a patched model had before :func:`apply_patch`."""
-    cls = type(model)
-    return cls.__mro__[1] if getattr(model, "_streamdycoke_config", None) is not None else cls
-
-
