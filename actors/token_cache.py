@@ -1,0 +1,163 @@
+"""The Redis token cache: a :class:`streamdycoke.TokenStore` shared by every camera actor and LLM replica.
+
+Key schema (``P`` = ``key_prefix``, default ``sdk``; ``{cam}`` is a Redis Cluster hash tag, so all
+of one camera's keys live in one slot and the scripts below stay atomic on a cluster):
+
+    P:{cam}:segs    hash    frame index -> segment bytes (StreamDyCoke wire format v1, fp16/bf16)
+    P:{cam}:ts      zset    frame index, scored by capture timestamp
+    P:{cam}:kf      zset    keyframe indices, scored by capture timestamp
+    P:{cam}:bytes   string  bytes held in ``segs``
+    P:{cam}:last    string  highest frame index stored
+
+Writes are one Lua script per segment, pipelined: ``HSETNX`` makes them idempotent on
+(camera, frame index), so an at-least-once replay stores nothing twice. Retention per camera, by age
+(``retention_s`` behind the newest frame) and by size (``max_bytes_per_camera``), always cuts at a
+keyframe, so every window read still starts at one and reconstructs. No pickle: values are the
+documented segment format and decode with a clear error if corrupt.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from pydantic import BaseModel, Field, SecretStr
+
+from streamdycoke.segment import TokenSegment, decode_segment, encode_segment
+
+__all__ = ["RedisSettings", "RedisTokenStore"]
+
+_APPEND = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[4]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+if ARGV[3] == '1' then redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1]) end
+redis.call('INCRBY', KEYS[4], string.len(ARGV[4]))
+local last = tonumber(redis.call('GET', KEYS[5]) or '-1')
+if tonumber(ARGV[1]) > last then redis.call('SET', KEYS[5], ARGV[1]) end
+return 1
+"""
+
+# Drop every frame older than ARGV[1] (a keyframe's timestamp). Returns frames dropped.
+_TRIM = """
+local members = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+local freed = 0
+for i, m in ipairs(members) do
+  freed = freed + redis.call('HSTRLEN', KEYS[1], m)
+  redis.call('HDEL', KEYS[1], m)
+  redis.call('ZREM', KEYS[2], m)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1])
+if freed > 0 then redis.call('DECRBY', KEYS[4], freed) end
+return #members
+"""
+
+
+class RedisSettings(BaseModel):
+    """Where the token cache lives and how much it keeps."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    password: SecretStr | None = None
+    tls: bool = False
+    tls_ca_certs: str | None = None
+    key_prefix: str = "sdk"
+    retention_s: float = Field(600.0, gt=0, description="keep frames this far behind a camera's newest")
+    max_bytes_per_camera: int = Field(256 * 2**20, gt=0)
+    socket_timeout_s: float = Field(5.0, gt=0)
+
+
+class RedisTokenStore:
+    """A :class:`~streamdycoke.TokenStore` on Redis (redis-py). Opens no connection until first used."""
+
+    def __init__(self, settings: RedisSettings | None = None) -> None:
+        self.settings = settings or RedisSettings()
+        self._client = None
+        self._append = self._trim = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import redis
+
+            s = self.settings
+            kwargs = {"socket_timeout": s.socket_timeout_s, "socket_connect_timeout": s.socket_timeout_s}
+            if s.password is not None:
+                kwargs["password"] = s.password.get_secret_value()
+            if s.tls:
+                kwargs["ssl_cert_reqs"] = "required"
+                if s.tls_ca_certs:
+                    kwargs["ssl_ca_certs"] = s.tls_ca_certs
+                url = s.url.replace("redis://", "rediss://", 1)
+            else:
+                url = s.url
+            self._client = redis.Redis.from_url(url, **kwargs)
+            self._append = self._client.register_script(_APPEND)
+            self._trim = self._client.register_script(_TRIM)
+        return self._client
+
+    def _keys(self, stream_id: str) -> list[str]:
+        p = f"{self.settings.key_prefix}:{{{stream_id}}}"
+        return [f"{p}:segs", f"{p}:ts", f"{p}:kf", f"{p}:bytes", f"{p}:last"]
+
+    # -- TokenStore --------------------------------------------------------------------------------
+    def append(self, segment: TokenSegment) -> bool:
+        return self.append_many([segment])[0]
+
+    def append_many(self, segments: Iterable[TokenSegment]) -> list[bool]:
+        """Store segments in one pipelined round trip; True for each that was new. Then apply retention."""
+        segments = list(segments)
+        if not segments:
+            return []
+        client = self.client
+        pipe = client.pipeline(transaction=False)
+        for seg in segments:
+            self._append(keys=self._keys(seg.stream_id),
+                         args=[seg.frame_index, repr(seg.timestamp), int(seg.keyframe), encode_segment(seg)],
+                         client=pipe)
+        added = [bool(x) for x in pipe.execute()]
+        for stream_id in {s.stream_id for s in segments}:
+            self._retain(stream_id)
+        return added
+
+    def read(self, stream_id: str, start: float | None = None, end: float | None = None,
+             *, from_keyframe: bool = True) -> list[TokenSegment]:
+        segs_k, ts_k, kf_k, _, _ = self._keys(stream_id)
+        client = self.client
+        lo = "-inf" if start is None else start
+        if from_keyframe and start is not None:
+            back = client.zrevrangebyscore(kf_k, start, "-inf", start=0, num=1, withscores=True)
+            if back:
+                lo = back[0][1]
+        hi = "+inf" if end is None else end
+        members = client.zrangebyscore(ts_k, lo, hi)
+        if not members:
+            return []
+        blobs = client.hmget(segs_k, members)
+        out = [decode_segment(b) for b in blobs if b is not None]  # None: trimmed between the two calls
+        out.sort(key=lambda s: s.frame_index)
+        return out
+
+    def last_frame_index(self, stream_id: str) -> int | None:
+        v = self.client.get(self._keys(stream_id)[4])
+        return None if v is None else int(v)
+
+    def nbytes(self, stream_id: str) -> int:
+        v = self.client.get(self._keys(stream_id)[3])
+        return 0 if v is None else int(v)
+
+    # -- retention ---------------------------------------------------------------------------------
+    def _retain(self, stream_id: str) -> None:
+        keys = self._keys(stream_id)
+        client = self.client
+        newest = client.zrevrange(keys[1], 0, 0, withscores=True)
+        if not newest:
+            return
+        cutoff = newest[0][1] - self.settings.retention_s
+        # by age: cut at the last keyframe at or before the cutoff (frames after it still reconstruct)
+        k = client.zrevrangebyscore(keys[2], cutoff, "-inf", start=0, num=1, withscores=True)
+        if k:
+            self._trim(keys=keys[:4], args=[repr(k[0][1])])
+        # by size: drop the oldest keyframe group while over budget, never the newest group
+        while self.nbytes(stream_id) > self.settings.max_bytes_per_camera:
+            second = client.zrange(keys[2], 1, 1, withscores=True)
+            if not second:
+                break
+            self._trim(keys=keys[:4], args=[repr(second[0][1])])
