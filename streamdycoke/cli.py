@@ -67,6 +67,22 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from actors.ingest import IngestSettings, Ingestor  # the pipeline extra: not needed by the core
+
+    settings = IngestSettings(bootstrap=args.bootstrap, size=args.size, loop=args.loop, realtime=args.realtime,
+                              max_frames=args.max_frames, topic_prefix=args.topic_prefix)
+    ing = Ingestor(args.camera, args.source, settings)
+    print(f"camera {args.camera}: {args.source} -> {settings.bootstrap} topic {ing.topic}", file=sys.stderr)
+    try:
+        stats = ing.run()
+    except KeyboardInterrupt:
+        stats = ing.stats
+    print(json.dumps({"camera": args.camera, "frames": stats.frames, "corrupt_packets": stats.corrupt_packets,
+                      "reconnects": stats.reconnects}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamdycoke", description="Streaming visual-token compression for video LLMs")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -88,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuts", type=int, default=0)
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_make_sample)
+
+    p = sub.add_parser("ingest", help="decode a camera (file, RTSP or HTTP) and publish its frames to Kafka")
+    p.add_argument("source")
+    p.add_argument("--camera", required=True)
+    p.add_argument("--bootstrap", default="127.0.0.1:9092")
+    p.add_argument("--topic-prefix", default="frames.")
+    p.add_argument("--size", type=int, default=384, help="resize frames to SIZE x SIZE (the encoder's input)")
+    p.add_argument("--loop", action="store_true", help="loop a file")
+    p.add_argument("--realtime", action="store_true", help="pace a file by its timestamps")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.set_defaults(func=cmd_ingest)
 
     from .train import add_train_parser
     from .bench import add_bench_parser
