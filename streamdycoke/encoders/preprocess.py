@@ -17,7 +17,7 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
         frames = frames[None]
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be (B, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}")
-    return frames
+    return np.require(frames, requirements="W")  # torch needs writable memory: copy read-only views
 
 
 def to_pixel_values(

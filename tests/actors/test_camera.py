@@ -1,0 +1,110 @@
+"""CameraWorker against a real broker (tansu) and a real Redis (Valkey), both started by the tests."""
+
+import time
+
+import pytest
+from kafka import KafkaProducer
+
+from actors.camera import CameraConfig, CameraWorker, KafkaSettings
+from actors.embedded import EmbeddedKafka, EmbeddedRedis
+from actors.frames import encode_frame
+from actors.ingest import IngestSettings, Ingestor
+from actors.token_cache import RedisSettings
+from streamdycoke.video import make_camera_video
+
+from .test_ingest import consume_all
+
+
+@pytest.fixture(scope="module")
+def services():
+    with EmbeddedKafka() as k, EmbeddedRedis() as r:
+        yield k, r
+
+
+def worker(services, cam, **kw):
+    k, r = services
+    w = CameraWorker(CameraConfig(id=cam, **kw), KafkaSettings(bootstrap=k.bootstrap, dead_letter_topic=f"dlq.{cam}"),
+                     RedisSettings(url=r.url))
+    w.start()
+    return w
+
+
+def drain(w, timeout_s=30.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        w.step()
+        if w.lag() == 0:
+            return
+    raise TimeoutError("worker did not catch up")
+
+
+def ingest(services, cam, seconds, seed, tmp_path):
+    k, _ = services
+    video = make_camera_video(tmp_path / f"{cam}.mp4", seconds=seconds, seed=seed)
+    return Ingestor(cam, str(video), IngestSettings(bootstrap=k.bootstrap, size=64)).run().frames
+
+
+def test_two_cameras_every_frame_accounted_for_and_cached(services, tmp_path):
+    for cam, seed in (("cam-1", 1), ("cam-2", 2)):
+        n = ingest(services, cam, 2, seed, tmp_path)
+        w = worker(services, cam)
+        drain(w)
+        c = w.counters
+        assert c.consumed == n == c.processed + c.skipped + c.dead_lettered
+        stored = w.store.read(cam)
+        assert len(stored) == c.processed and stored[0].keyframe
+        assert sum(s.num_kept for s in stored) == c.tokens_kept < c.tokens_in
+        w.stop()
+
+
+def test_malformed_and_foreign_messages_are_dead_lettered_and_the_stream_goes_on(services, tmp_path):
+    k, _ = services
+    cam = "cam-bad"
+    ingest(services, cam, 0.5, 3, tmp_path)  # 15 good frames, then garbage, then a frame of another camera
+    import numpy as np
+
+    p = KafkaProducer(bootstrap_servers=k.bootstrap)
+    p.send(f"frames.{cam}", b"\x00garbage")
+    p.send(f"frames.{cam}", encode_frame("someone-else", 15, time.time(), np.zeros((64, 64, 3), np.uint8)))
+    p.send(f"frames.{cam}", encode_frame(cam, 16, time.time() + 1, np.full((64, 64, 3), 200, np.uint8)))
+    p.flush()
+    w = worker(services, cam)
+    drain(w)
+    c = w.counters
+    assert c.dead_lettered == 2 and c.consumed == 18 == c.processed + c.skipped + c.dead_lettered
+    assert w.store.last_frame_index(cam) == 16, "the frame after the bad ones was processed"
+    dlq = consume_all(k.bootstrap, f"dlq.{cam}", 2)
+    reasons = sorted(dict(r.headers)["reason"].decode() for r in dlq)
+    assert reasons == ["truncated", "unknown_camera"]
+    assert b"\x00garbage" in [r.value for r in dlq], "the original bytes are kept"
+
+
+def test_a_crashed_worker_resumes_from_the_committed_offset_losing_and_duplicating_nothing(services, tmp_path):
+    cam = "cam-crash"
+    n = ingest(services, cam, 2, 4, tmp_path)
+    w = worker(services, cam, min_fps=30.0, max_fps=30.0)  # process every frame, so every frame must end up stored
+    w.kafka = w.kafka.model_copy(update={"max_poll_records": 8})
+    w.step()
+    w.step()
+    # crash after the third batch reached Redis but before its offset was committed
+    w._consumer.commit = lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("crash"))
+    with pytest.raises(RuntimeError):
+        w.step()
+    stored_before = w.store.last_frame_index(cam)
+    w.stop()
+    w2 = worker(services, cam, min_fps=30.0, max_fps=30.0)
+    assert w2.pipeline.state.last_frame_index == stored_before, "window rebuilt from the cache"
+    drain(w2)
+    assert w2.counters.replayed == 8, "the uncommitted batch came back and was recognised"
+    stored = w2.store.read(cam)
+    assert [s.frame_index for s in stored] == list(range(n)), "no frame lost, none stored twice"
+    w2.stop()
+
+
+def test_bad_camera_config_is_rejected_with_a_clear_error():
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="min_fps"):
+        CameraConfig(id="c", min_fps=20, max_fps=10)
+    with pytest.raises(pydantic.ValidationError):
+        CameraConfig(id="bad id with spaces")
