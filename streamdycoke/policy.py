@@ -180,7 +180,7 @@ class PolicyNet(nn.Module):
     - the frame keeps the positions whose score exceeds ``log theta``: that count is its budget,
       and the scores rank them.
 
-    Both last layers start at zero, so an untrained net *is* the default. About 10k parameters
+    Both last layers start at zero, so an untrained net *is* the default. 6,658 parameters
     (under 50k). A target keep ratio maps to a rate through ``calibration``: ``(log rate, keep
     ratio)`` pairs measured on the training videos and stored in the checkpoint.
 
