@@ -73,7 +73,19 @@ class CameraCounters:
     replayed: int = 0  # already in the cache (a replay after a restart): neither stored nor counted again
     tokens_in: int = 0
     tokens_kept: int = 0
-    frame_to_cache_s: list[float] = field(default_factory=list)
+    frame_to_cache_s: list[float] = field(default_factory=list)  # the last 10,000, for percentiles
+    _new_latencies: list[float] = field(default_factory=list)
+
+    def drain_new_latencies(self) -> list[float]:
+        """Latencies recorded since the last call (for a metrics exporter)."""
+        out, self._new_latencies = self._new_latencies, []
+        return out
+
+    def percentile_ms(self, q: float) -> float | None:
+        if not self.frame_to_cache_s:
+            return None
+        xs = sorted(self.frame_to_cache_s)
+        return 1e3 * xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 class CameraWorker:
@@ -166,8 +178,11 @@ class CameraWorker:
         if segments:
             self.store.append_many(segments)
             now = time.time()
-            c.frame_to_cache_s.extend(now - t for t in arrivals)
+            lat = [now - t for t in arrivals]
+            c.frame_to_cache_s.extend(lat)
             del c.frame_to_cache_s[:-10_000]  # bounded
+            c._new_latencies.extend(lat)
+            del c._new_latencies[:-10_000]
         # dead letters are durable before the offset moves past them; a failed send raises here
         self._producer.flush()
         for fut in self._pending_dead_letters:

@@ -50,3 +50,10 @@ def real_clips(cache_dir: str | Path) -> list[Path]:
         log.warning("real sample clips unavailable (%s); continuing without them", exc)
         return []
     return paths
+
+
+if __name__ == "__main__":  # python -m streamdycoke.samples DIR: fetch the real clips into DIR
+    import sys as _sys
+
+    got = real_clips(_sys.argv[1] if len(_sys.argv) > 1 else "runs/videos/real")
+    print(f"real sample clips: {len(got)} in {_sys.argv[1] if len(_sys.argv) > 1 else 'runs/videos/real'}")

@@ -1,0 +1,58 @@
+"""Every pipeline metric, defined once. Prometheus names carry their unit; Ray's exporter adds the
+``ray_`` prefix (scrape Ray's metrics port, see the README).
+
+Per camera (tag ``camera``): frames consumed / processed / skipped / dead-lettered, tokens in and
+kept, frame-to-cache latency, consumer lag, cache bytes.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CameraMetrics", "METRIC_NAMES"]
+
+METRIC_NAMES = (
+    "streamdycoke_frames_consumed_total",
+    "streamdycoke_frames_processed_total",
+    "streamdycoke_frames_skipped_total",
+    "streamdycoke_frames_dead_lettered_total",
+    "streamdycoke_tokens_in_total",
+    "streamdycoke_tokens_kept_total",
+    "streamdycoke_frame_to_cache_seconds",
+    "streamdycoke_consumer_lag_frames",
+    "streamdycoke_cache_bytes",
+)
+
+_LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+
+
+class CameraMetrics:
+    """Ray metrics for one camera actor; :meth:`publish` turns a worker's counters into deltas."""
+
+    def __init__(self, camera: str) -> None:
+        from ray.util.metrics import Counter, Gauge, Histogram
+
+        tags = ("camera",)
+        self._tags = {"camera": camera}
+        self.counters = {
+            "consumed": Counter("streamdycoke_frames_consumed_total", "frames read from the camera's topic", tags),
+            "processed": Counter("streamdycoke_frames_processed_total", "frames encoded and compressed", tags),
+            "skipped": Counter("streamdycoke_frames_skipped_total", "frames the sampler skipped", tags),
+            "dead_lettered": Counter("streamdycoke_frames_dead_lettered_total", "malformed frames sent to the dead-letter topic", tags),
+            "tokens_in": Counter("streamdycoke_tokens_in_total", "visual tokens of processed frames", tags),
+            "tokens_kept": Counter("streamdycoke_tokens_kept_total", "visual tokens kept", tags),
+        }
+        self.frame_to_cache = Histogram("streamdycoke_frame_to_cache_seconds", "capture to token-cache write",
+                                        _LATENCY_BUCKETS, tags)
+        self.lag = Gauge("streamdycoke_consumer_lag_frames", "frames in the topic not yet consumed", tags)
+        self.cache_bytes = Gauge("streamdycoke_cache_bytes", "bytes the token cache holds for the camera", tags)
+        self._last: dict[str, int] = {k: 0 for k in self.counters}
+
+    def publish(self, counters, lag: int, cache_bytes: int) -> None:
+        for name, metric in self.counters.items():
+            now = getattr(counters, name)
+            if now > self._last[name]:
+                metric.inc(now - self._last[name], tags=self._tags)
+            self._last[name] = now
+        for v in counters.drain_new_latencies():
+            self.frame_to_cache.observe(v, tags=self._tags)
+        self.lag.set(lag, tags=self._tags)
+        self.cache_bytes.set(cache_bytes, tags=self._tags)

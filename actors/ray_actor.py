@@ -1,0 +1,118 @@
+"""The Ray side of the camera pipeline: one actor per camera, and a supervisor that owns them.
+
+``CameraActor`` is a thin shell around :class:`actors.camera.CameraWorker`: it opens nothing in
+``__init__``, runs the worker's loop in :meth:`CameraActor.run`, and publishes the worker's counters
+as Ray metrics. Ray restarts a dead actor (``max_restarts=-1``); the supervisor notices that the
+actor's ``run`` call failed and calls it again, and the fresh worker resumes from the committed
+offset with its window rebuilt from the token cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import ray
+
+from .camera import CameraConfig, CameraWorker, KafkaSettings
+from .token_cache import RedisSettings
+
+__all__ = ["CameraActor", "CameraSupervisor"]
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=2, num_cpus=0.25)
+class CameraActor:
+    def __init__(self, camera: dict, kafka: dict, redis: dict) -> None:
+        self.camera = CameraConfig(**camera)
+        self.worker = CameraWorker(self.camera, KafkaSettings(**kafka), RedisSettings(**redis))
+        self._stop = threading.Event()
+        self._started = False
+
+    def run(self, idle_sleep_s: float = 0.05) -> dict:
+        """Consume until :meth:`stop`. Returns the final stats."""
+        from .metrics import CameraMetrics
+
+        self.worker.start()
+        self._started = True
+        metrics = CameraMetrics(self.camera.id)
+        last_publish = 0.0
+        while not self._stop.is_set():
+            n = self.worker.step(timeout_ms=200)
+            now = time.monotonic()
+            if now - last_publish > 0.5:
+                metrics.publish(self.worker.counters, self.worker.lag(), self.worker.store.nbytes(self.camera.id))
+                last_publish = now
+            if n == 0:
+                self._stop.wait(idle_sleep_s)
+        metrics.publish(self.worker.counters, self.worker.lag(), self.worker.store.nbytes(self.camera.id))
+        self.worker.stop()
+        return self.stats()
+
+    def stats(self) -> dict:
+        c = self.worker.counters
+        lag = self.worker.lag() if self._started and self.worker._consumer is not None else None
+        return {"camera": self.camera.id, "consumed": c.consumed, "processed": c.processed, "skipped": c.skipped,
+                "dead_lettered": c.dead_lettered, "replayed": c.replayed, "tokens_in": c.tokens_in,
+                "tokens_kept": c.tokens_kept, "lag": lag, "frame_to_cache_p50_ms": c.percentile_ms(0.5),
+                "frame_to_cache_p99_ms": c.percentile_ms(0.99)}
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class CameraSupervisor:
+    """Owns one :class:`CameraActor` per configured camera; cameras can be added and removed at run time."""
+
+    def __init__(self, kafka: KafkaSettings, redis: RedisSettings) -> None:
+        self.kafka, self.redis = kafka, redis
+        self.actors: dict[str, Any] = {}
+        self._runs: dict[str, Any] = {}
+        self.restarts: dict[str, int] = {}
+
+    def add(self, camera: CameraConfig) -> None:
+        if camera.id in self.actors:
+            raise ValueError(f"camera {camera.id} is already running")
+        actor = CameraActor.options(name=f"camera-{camera.id}").remote(
+            camera.model_dump(), self.kafka.model_dump(), self.redis.model_dump(mode="json"))
+        self.actors[camera.id] = actor
+        self._runs[camera.id] = actor.run.remote()
+        self.restarts[camera.id] = 0
+
+    def remove(self, camera_id: str, timeout_s: float = 30.0) -> dict | None:
+        actor = self.actors.pop(camera_id)
+        run = self._runs.pop(camera_id)
+        actor.stop.remote()
+        try:
+            return ray.get(run, timeout=timeout_s)
+        finally:
+            ray.kill(actor, no_restart=True)
+
+    def supervise(self) -> None:
+        """Restart the run loop of any actor whose run call ended (e.g. the actor process died)."""
+        for cam, run in list(self._runs.items()):
+            ready, _ = ray.wait([run], timeout=0)
+            if not ready:
+                continue
+            try:
+                ray.get(run)
+            except Exception as exc:  # the actor died mid-run; Ray has restarted it
+                log.warning("camera %s: actor failed (%s); resuming", cam, type(exc).__name__)
+            self.restarts[cam] += 1
+            self._runs[cam] = self.actors[cam].run.remote()
+
+    def stats(self) -> dict[str, dict]:
+        out = {}
+        for cam, actor in self.actors.items():
+            try:
+                out[cam] = ray.get(actor.stats.remote(), timeout=10)
+            except Exception as exc:
+                out[cam] = {"camera": cam, "error": type(exc).__name__}
+        return out
+
+    def shutdown(self) -> None:
+        for cam in list(self.actors):
+            self.remove(cam)

@@ -1,0 +1,82 @@
+"""Camera actors on a real local Ray, with a real broker and Redis. Runs inside a loopback-only
+network namespace (``make test`` enters one; see ENVIRONMENT.md: Ray binds routable addresses)."""
+
+import socket
+import time
+
+import pytest
+
+from actors.camera import CameraConfig, KafkaSettings
+from actors.embedded import EmbeddedKafka, EmbeddedRedis
+from actors.ingest import IngestSettings, Ingestor
+from actors.token_cache import RedisSettings, RedisTokenStore
+from streamdycoke.video import make_camera_video
+
+ISOLATED = [name for _, name in socket.if_nameindex()] == ["lo"]
+pytestmark = pytest.mark.skipif(
+    not ISOLATED, reason="starts Ray: run inside a loopback-only namespace, e.g. `make test` "
+                         "(unshare -n bash -c 'ip link set lo up; exec pytest ...')")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray
+
+    with EmbeddedKafka() as k, EmbeddedRedis() as r:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _system_config={"metrics_report_interval_ms": 1000})
+        try:
+            yield k, r
+        finally:
+            ray.shutdown()
+
+
+def wait_for(pred, timeout_s=60.0, every=None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if every:
+            every()
+        if pred():
+            return
+        time.sleep(0.3)
+    raise TimeoutError("condition not reached")
+
+
+def test_two_camera_actors_account_for_every_frame(cluster, tmp_path):
+    from actors.ray_actor import CameraSupervisor
+
+    k, r = cluster
+    sup = CameraSupervisor(KafkaSettings(bootstrap=k.bootstrap), RedisSettings(url=r.url))
+    counts = {}
+    for cam, seed in (("ray-1", 1), ("ray-2", 2)):
+        video = make_camera_video(tmp_path / f"{cam}.mp4", seconds=2, seed=seed)
+        counts[cam] = Ingestor(cam, str(video), IngestSettings(bootstrap=k.bootstrap, size=64)).run().frames
+        sup.add(CameraConfig(id=cam))
+    wait_for(lambda: all(s.get("consumed") == counts[c] for c, s in sup.stats().items()))
+    stats = sup.stats()
+    store = RedisTokenStore(RedisSettings(url=r.url))
+    for cam, s in stats.items():
+        assert s["consumed"] == s["processed"] + s["skipped"] + s["dead_lettered"] == counts[cam]
+        assert len(store.read(cam)) == s["processed"] and s["tokens_kept"] < s["tokens_in"]
+    sup.shutdown()
+
+
+def test_killed_actor_restarts_and_resumes_without_loss_or_duplicates(cluster, tmp_path):
+    import ray
+
+    from actors.ray_actor import CameraSupervisor
+
+    k, r = cluster
+    cam = "ray-kill"
+    video = make_camera_video(tmp_path / "kill.mp4", seconds=10, seed=5)
+    n = Ingestor(cam, str(video), IngestSettings(bootstrap=k.bootstrap, size=64)).run().frames
+    sup = CameraSupervisor(KafkaSettings(bootstrap=k.bootstrap, max_poll_records=2), RedisSettings(url=r.url))
+    sup.add(CameraConfig(id=cam, min_fps=30.0, max_fps=30.0))  # every frame processed, so every frame stored
+    store = RedisTokenStore(RedisSettings(url=r.url))
+    wait_for(lambda: (store.last_frame_index(cam) or 0) >= 10)
+    ray.kill(sup.actors[cam], no_restart=False)  # the process dies mid-stream; Ray restarts it
+    at_kill = store.last_frame_index(cam)
+    assert at_kill < n - 1, "killed mid-stream"
+    wait_for(lambda: sup.restarts[cam] >= 1 and store.last_frame_index(cam) == n - 1, every=sup.supervise)
+    assert [s.frame_index for s in store.read(cam)] == list(range(n)), "no frame lost, none stored twice"
+    sup.shutdown()
