@@ -2,7 +2,9 @@
 ``ray_`` prefix (scrape Ray's metrics port, see the README).
 
 Per camera (tag ``camera``): frames consumed / processed / skipped / dead-lettered, tokens in and
-kept, frame-to-cache latency, consumer lag, cache bytes.
+kept, frame-to-cache latency, consumer lag, cache bytes. Ray exports a counter only after its first
+increment (``Counter.inc`` refuses 0), so queries over counters that may not have moved yet should
+add ``or vector(0)``.
 """
 
 from __future__ import annotations

@@ -22,11 +22,14 @@ pytestmark = pytest.mark.skipif(
 def cluster():
     import ray
 
+    from actors.embedded import free_port
+
     with EmbeddedKafka() as k, EmbeddedRedis() as r:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        metrics_port = free_port()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port,
                  _system_config={"metrics_report_interval_ms": 1000})
         try:
-            yield k, r
+            yield k, r, metrics_port
         finally:
             ray.shutdown()
 
@@ -45,12 +48,20 @@ def wait_for(pred, timeout_s=60.0, every=None):
 def test_two_camera_actors_account_for_every_frame(cluster, tmp_path):
     from actors.ray_actor import CameraSupervisor
 
-    k, r = cluster
+    k, r, _ = cluster
     sup = CameraSupervisor(KafkaSettings(bootstrap=k.bootstrap), RedisSettings(url=r.url))
     counts = {}
     for cam, seed in (("ray-1", 1), ("ray-2", 2)):
         video = make_camera_video(tmp_path / f"{cam}.mp4", seconds=2, seed=seed)
         counts[cam] = Ingestor(cam, str(video), IngestSettings(bootstrap=k.bootstrap, size=64)).run().frames
+        if cam == "ray-1":  # one malformed message: dead-lettered, counted, and the stream goes on
+            from kafka import KafkaProducer
+
+            p = KafkaProducer(bootstrap_servers=k.bootstrap)
+            p.send("frames.ray-1", b"not a frame")
+            p.flush()
+            p.close()
+            counts[cam] += 1
         sup.add(CameraConfig(id=cam))
     wait_for(lambda: all(s.get("consumed") == counts[c] for c, s in sup.stats().items()))
     stats = sup.stats()
@@ -58,6 +69,34 @@ def test_two_camera_actors_account_for_every_frame(cluster, tmp_path):
     for cam, s in stats.items():
         assert s["consumed"] == s["processed"] + s["skipped"] + s["dead_lettered"] == counts[cam]
         assert len(store.read(cam)) == s["processed"] and s["tokens_kept"] < s["tokens_in"]
+
+    # Ray's metrics port exposes every named metric with the values this run produced
+    from actors.metrics import METRIC_NAMES
+
+    port = cluster[2]
+
+    def scraped() -> dict:
+        import urllib.request
+
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("ray_streamdycoke_") and 'camera="ray-1"' in line:
+                out[line.split("{")[0]] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    s1 = stats["ray-1"]
+    wait_for(lambda: scraped().get("ray_streamdycoke_frames_processed_total") == s1["processed"], timeout_s=30)
+    m = scraped()
+    for name in METRIC_NAMES:
+        base = "ray_" + name
+        assert any(k == base or k.startswith(base + "_") for k in m), f"{base} not exported"
+    assert m["ray_streamdycoke_frames_consumed_total"] == s1["consumed"]
+    assert m["ray_streamdycoke_frames_dead_lettered_total"] == s1["dead_lettered"] == 1
+    assert m["ray_streamdycoke_frames_skipped_total"] == s1["skipped"]
+    assert m["ray_streamdycoke_tokens_kept_total"] == s1["tokens_kept"]
+    assert m["ray_streamdycoke_frame_to_cache_seconds_count"] == s1["processed"]
+    assert m["ray_streamdycoke_consumer_lag_frames"] == 0
     sup.shutdown()
 
 
@@ -66,7 +105,7 @@ def test_killed_actor_restarts_and_resumes_without_loss_or_duplicates(cluster, t
 
     from actors.ray_actor import CameraSupervisor
 
-    k, r = cluster
+    k, r, _ = cluster
     cam = "ray-kill"
     video = make_camera_video(tmp_path / "kill.mp4", seconds=10, seed=5)
     n = Ingestor(cam, str(video), IngestSettings(bootstrap=k.bootstrap, size=64)).run().frames
