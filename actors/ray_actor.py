@@ -45,10 +45,12 @@ class CameraActor:
             now = time.monotonic()
             if now - last_publish > 0.5:
                 metrics.publish(self.worker.counters, self.worker.lag(), self.worker.store.nbytes(self.camera.id))
+                self.worker.store.set_stats(self.camera.id, self.stats())
                 last_publish = now
             if n == 0:
                 self._stop.wait(idle_sleep_s)
         metrics.publish(self.worker.counters, self.worker.lag(), self.worker.store.nbytes(self.camera.id))
+        self.worker.store.set_stats(self.camera.id, self.stats())
         self.worker.stop()
         return self.stats()
 

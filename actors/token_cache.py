@@ -8,6 +8,7 @@ of one camera's keys live in one slot and the scripts below stay atomic on a clu
     P:{cam}:kf      zset    keyframe indices, scored by capture timestamp
     P:{cam}:bytes   string  bytes held in ``segs``
     P:{cam}:last    string  highest frame index stored
+    P:{cam}:stats   string  the camera actor's latest counters (JSON), for the API's camera list
 
 Writes are one Lua script per segment, pipelined: ``HSETNX`` makes them idempotent on
 (camera, frame index), so an at-least-once replay stores nothing twice. Retention per camera, by age
@@ -142,6 +143,27 @@ class RedisTokenStore:
     def nbytes(self, stream_id: str) -> int:
         v = self.client.get(self._keys(stream_id)[3])
         return 0 if v is None else int(v)
+
+    # -- camera stats (written by camera actors, read by the API) --------------------------------------
+    def set_stats(self, stream_id: str, stats: dict) -> None:
+        import json
+
+        self.client.set(f"{self.settings.key_prefix}:{{{stream_id}}}:stats", json.dumps(stats))
+
+    def get_stats(self, stream_id: str) -> dict | None:
+        import json
+
+        v = self.client.get(f"{self.settings.key_prefix}:{{{stream_id}}}:stats")
+        return None if v is None else json.loads(v)
+
+    def streams(self) -> list[str]:
+        """Every camera the cache holds frames for."""
+        prefix = f"{self.settings.key_prefix}:{{"
+        out = set()
+        for key in self.client.scan_iter(match=f"{self.settings.key_prefix}:{{*}}:last", count=1000):
+            k = key.decode() if isinstance(key, bytes) else key
+            out.add(k[len(prefix):k.rindex("}")])
+        return sorted(out)
 
     # -- retention ---------------------------------------------------------------------------------
     def _retain(self, stream_id: str) -> None:

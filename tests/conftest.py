@@ -1,6 +1,48 @@
+import socket
+import time
+
 import numpy as np
 import pytest
 import torch
+
+# Tests that start Ray run only in a loopback-only network namespace (`make test` enters one).
+ISOLATED = [name for _, name in socket.if_nameindex()] == ["lo"]
+needs_isolated_network = pytest.mark.skipif(
+    not ISOLATED, reason="starts Ray: run inside a loopback-only namespace, e.g. `make test` "
+                         "(unshare -n sh -c 'ip link set lo up && exec pytest ...')")
+
+
+def wait_for(pred, timeout_s=60.0, every=None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if every:
+            every()
+        if pred():
+            return
+        time.sleep(0.3)
+    raise TimeoutError("condition not reached")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real broker, a real Redis and a real local Ray (with its metrics port), for the whole session."""
+    import ray
+
+    from actors.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+
+    with EmbeddedKafka() as k, EmbeddedRedis() as r:
+        metrics_port = free_port()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port,
+                 _system_config={"metrics_report_interval_ms": 1000})
+        try:
+            yield k, r, metrics_port
+        finally:
+            try:
+                from ray import serve
+
+                serve.shutdown()
+            finally:
+                ray.shutdown()
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Camera actors on a real local Ray, with a real broker and Redis. Runs inside a loopback-only
 network namespace (``make test`` enters one; see ENVIRONMENT.md: Ray binds routable addresses)."""
 
-import socket
 import time
 
 import pytest
@@ -12,37 +11,14 @@ from actors.ingest import IngestSettings, Ingestor
 from actors.token_cache import RedisSettings, RedisTokenStore
 from streamdycoke.video import make_camera_video
 
-ISOLATED = [name for _, name in socket.if_nameindex()] == ["lo"]
-pytestmark = pytest.mark.skipif(
-    not ISOLATED, reason="starts Ray: run inside a loopback-only namespace, e.g. `make test` "
-                         "(unshare -n bash -c 'ip link set lo up; exec pytest ...')")
+from ..conftest import needs_isolated_network, wait_for
+
+pytestmark = needs_isolated_network
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    import ray
-
-    from actors.embedded import free_port
-
-    with EmbeddedKafka() as k, EmbeddedRedis() as r:
-        metrics_port = free_port()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port,
-                 _system_config={"metrics_report_interval_ms": 1000})
-        try:
-            yield k, r, metrics_port
-        finally:
-            ray.shutdown()
-
-
-def wait_for(pred, timeout_s=60.0, every=None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if every:
-            every()
-        if pred():
-            return
-        time.sleep(0.3)
-    raise TimeoutError("condition not reached")
+def cluster(ray_cluster):
+    return ray_cluster
 
 
 def test_two_camera_actors_account_for_every_frame(cluster, tmp_path):
