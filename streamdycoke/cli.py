@@ -83,6 +83,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from deployments.demo import run_demo  # the pipeline extra: not needed by the core
+
+    run_demo(cameras=args.cameras, sources=args.source, duration=args.duration, question=args.question,
+             model=args.model, json_out=args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamdycoke", description="Streaming visual-token compression for video LLMs")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -115,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true", help="pace a file by its timestamps")
     p.add_argument("--max-frames", type=int, default=None)
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("demo", help="the whole pipeline on this machine: broker, Redis, Ray, Serve, N cameras")
+    p.add_argument("--cameras", type=int, default=2)
+    p.add_argument("--source", nargs="*", default=None, help="camera sources (files or URLs); else synthetic")
+    p.add_argument("--duration", type=float, default=None, help="seconds, then stop by itself")
+    p.add_argument("--question", default="What is happening in the scene?")
+    p.add_argument("--model", default="llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+                   help="LLaVA-OneVision checkpoint with local weights (else a tiny random one, with a warning)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
 
     from .train import add_train_parser
     from .bench import add_bench_parser

@@ -62,7 +62,13 @@ def test_two_camera_actors_account_for_every_frame(cluster, tmp_path):
         return out
 
     s1 = stats["ray-1"]
-    wait_for(lambda: scraped().get("ray_streamdycoke_frames_processed_total") == s1["processed"], timeout_s=30)
+    def settled() -> bool:  # the exporter lags the actor by up to one report interval
+        m = scraped()
+        return (m.get("ray_streamdycoke_frames_processed_total") == s1["processed"]
+                and m.get("ray_streamdycoke_frames_consumed_total") == s1["consumed"]
+                and m.get("ray_streamdycoke_consumer_lag_frames") == 0)
+
+    wait_for(settled, timeout_s=60)
     m = scraped()
     for name in METRIC_NAMES:
         base = "ray_" + name

@@ -1,0 +1,175 @@
+"""``streamdycoke demo``: the whole system on one machine with embedded defaults.
+
+Starts a Kafka-compatible broker (tansu), a Valkey server, a local Ray with the camera actors and
+the Serve app; ingests N cameras (given sources, or synthetic street cameras it makes) looping in
+real time; shows a live table; asks each camera a question; and on exit (``--duration`` or Ctrl-C)
+stops ingesting, lets the actors drain so that every ingested frame is processed, skipped or
+dead-lettered, and stops everything it started.
+"""
+
+import contextlib
+import json
+import signal
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+__all__ = ["run_demo"]
+
+
+def _post(url: str, body: dict, timeout: float = 120.0) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def _num(x, fmt: str) -> str:
+    return format(x, fmt) if isinstance(x, (int, float)) and not isinstance(x, bool) else "-"
+
+
+def _table(stats: dict, prev: dict, dt: float, queries: dict) -> str:
+    rows = [f"{'camera':<10} {'consumed':>8} {'fps':>6} {'processed':>9} {'skipped':>8} {'dead':>5} "
+            f"{'keep':>6} {'lag':>5} {'p50 ms':>7} {'p99 ms':>7} {'query ms':>9}"]
+    for cam, s in sorted(stats.items()):
+        if "error" in s:
+            rows.append(f"{cam:<10} (restarting: {s['error']})")
+            continue
+        before = prev.get(cam, {}).get("consumed")
+        fps = (s["consumed"] - before) / dt if dt and isinstance(before, int) else None
+        keep = s["tokens_kept"] / s["tokens_in"] if s.get("tokens_in") else None
+        q = (queries.get(cam, {}).get("latency_ms") or {}).get("total")
+        rows.append(f"{cam:<10} {_num(s.get('consumed'), '>8')} {_num(fps, '>6.1f')} {_num(s.get('processed'), '>9')} "
+                    f"{_num(s.get('skipped'), '>8')} {_num(s.get('dead_lettered'), '>5')} {_num(keep, '>6.3f')} "
+                    f"{_num(s.get('lag'), '>5')} {_num(s.get('frame_to_cache_p50_ms'), '>7.1f')} "
+                    f"{_num(s.get('frame_to_cache_p99_ms'), '>7.1f')} {_num(q, '>9.0f')}")
+    return "\n".join(rows)
+
+
+def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float | None = None,
+             question: str = "What is happening in the scene?", window_s: float = 10.0,
+             model: str | None = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", json_out: bool = False) -> dict:
+    import ray
+    from ray import serve
+
+    from actors.camera import CameraConfig, KafkaSettings
+    from actors.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+    from actors.ingest import IngestSettings, Ingestor
+    from actors.ray_actor import CameraSupervisor
+    from actors.token_cache import RedisSettings
+    from streamdycoke.encoders.llava import load_llava_onevision
+    from streamdycoke.video import make_camera_video
+
+    from .app import build_app
+
+    say = (lambda *a: print(*a, file=sys.stderr)) if json_out else print
+    sources = list(sources or [])
+    n_cams = max(cameras, len(sources))
+    stop_ingest = threading.Event()
+    result: dict = {"cameras": {}}
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streamdycoke-demo-")))
+        while len(sources) < n_cams:
+            i = len(sources)
+            say(f"making sample camera {i} ...")
+            sources.append(str(make_camera_video(tmp / f"cam{i}.mp4", seconds=20, seed=100 + i, movers=2 + i)))
+        m, _ = load_llava_onevision(model)  # what frame size the cameras' encoder wants
+        size = m.config.vision_config.image_size
+        del m
+        kafka = stack.enter_context(EmbeddedKafka())
+        redis = stack.enter_context(EmbeddedRedis())
+        metrics_port, http_port = free_port(), free_port()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port,
+                 _system_config={"metrics_report_interval_ms": 1000})
+        stack.callback(ray.shutdown)
+        sup = CameraSupervisor(KafkaSettings(bootstrap=kafka.bootstrap), RedisSettings(url=redis.url))
+        stack.callback(sup.shutdown)
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        stack.callback(serve.shutdown)
+        serve.run(build_app({"model": model, "redis": {"url": redis.url}, "num_cpus": 0.25}),
+                  name="streamdycoke", route_prefix="/")
+        ingestors, threads = [], []
+        for i, src in enumerate(sources):
+            cam = f"cam{i}"
+            ing = Ingestor(cam, src, IngestSettings(bootstrap=kafka.bootstrap, size=size, loop=True, realtime=True))
+            ingestors.append(ing)
+            sup.add(CameraConfig(id=cam, encoder="llava-onevision"))
+            t = threading.Thread(target=ing.run, args=(stop_ingest,), daemon=True)
+            t.start()
+            threads.append(t)
+        api = f"http://127.0.0.1:{http_port}"
+        say(f"API      {api}/v1/query  {api}/v1/cameras\nmetrics  http://127.0.0.1:{metrics_port}/metrics\n"
+            "(Ctrl-C stops everything)")
+        queries: dict = {}
+        start = prev_t = time.monotonic()
+        prev: dict = {}
+        asked = False
+        try:
+            while duration is None or time.monotonic() - start < duration:
+                time.sleep(1.0)
+                sup.supervise()
+                stats = sup.stats()
+                now = time.monotonic()
+                if not asked and now - start > min(8.0, (duration or 16) / 2):
+                    for cam in stats:
+                        try:
+                            queries[cam] = _post(f"{api}/v1/query", {"camera": cam, "question": question,
+                                                                     "window_s": window_s, "max_new_tokens": 16})
+                        except Exception as exc:  # shown, not fatal: the cameras go on
+                            queries[cam] = {"error": str(exc)}
+                    asked = True
+                if not json_out:
+                    print("\033[2J\033[H" if sys.stdout.isatty() else "", end="")
+                    print(f"StreamDyCoke demo  {now - start:5.0f}s   API {api}   metrics :{metrics_port}")
+                    print(_table(stats, prev, now - prev_t, queries))
+                prev, prev_t = stats, now
+        except KeyboardInterrupt:
+            say("stopping ... (draining; further Ctrl-C is ignored until everything is stopped)")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stack.callback(signal.signal, signal.SIGINT, signal.default_int_handler)
+        stop_ingest.set()
+        for t in threads:
+            t.join(timeout=30)
+        ingested = {f"cam{i}": ing.stats.frames for i, ing in enumerate(ingestors)}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # drain: every ingested frame reaches an actor
+            sup.supervise()
+            stats = sup.stats()
+            if all(s.get("consumed", -1) + s.get("replayed", 0) >= ingested[c] and s.get("lag") == 0
+                   for c, s in stats.items()):
+                break
+            time.sleep(0.5)
+        final = {}
+        for cam in list(sup.actors):
+            try:
+                final[cam] = sup.remove(cam)
+            except Exception as exc:  # an actor lost in shutdown: report what the cache knows
+                say(f"camera {cam}: final stats unavailable ({type(exc).__name__})")
+                final[cam] = stats.get(cam, {})
+        for cam, s in final.items():
+            q = queries.get(cam, {})
+            result["cameras"][cam] = {
+                "frames_ingested": ingested[cam], "frames_processed": s.get("processed"),
+                "frames_skipped": s.get("skipped"), "frames_dead_lettered": s.get("dead_lettered"),
+                "tokens_in": s.get("tokens_in"), "tokens_kept": s.get("tokens_kept"),
+                "frame_to_cache_p50_ms": s.get("frame_to_cache_p50_ms"),
+                "frame_to_cache_p99_ms": s.get("frame_to_cache_p99_ms"),
+                "query": {"question": question, "answer": q.get("answer"),
+                          "latency_ms": (q.get("latency_ms") or {}).get("total"),
+                          "visual_tokens": (q.get("usage") or {}).get("visual_tokens"),
+                          "visual_tokens_uncompressed": (q.get("usage") or {}).get("visual_tokens_uncompressed"),
+                          **({"error": q["error"]} if "error" in q else {})},
+            }
+        result["api"] = api
+        result["metrics"] = f"http://127.0.0.1:{metrics_port}/metrics"
+    if json_out:
+        print(json.dumps(result))
+    else:
+        for cam, c in result["cameras"].items():
+            print(f"{cam}: {c['frames_ingested']} ingested = {c['frames_processed']} processed + "
+                  f"{c['frames_skipped']} skipped + {c['frames_dead_lettered']} dead-lettered; keep ratio "
+                  f"{(c['tokens_kept'] or 0) / max(1, c['tokens_in'] or 0):.3f}; answer: {c['query']['answer']!r}")
+    return result
