@@ -17,7 +17,38 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["run_demo"]
+__all__ = ["load_system_config", "run_demo"]
+
+
+def _system_config_class():
+    from pydantic import BaseModel, Field
+
+    from actors.camera import CameraConfig, KafkaSettings
+    from actors.token_cache import RedisSettings
+
+    class SystemConfig(BaseModel):
+        """``streamdycoke run --config FILE`` (YAML or JSON): existing Kafka, Redis and Ray."""
+
+        kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+        redis: RedisSettings = Field(default_factory=RedisSettings)
+        ray_address: str = "auto"
+        http_host: str = "127.0.0.1"
+        http_port: int = 8000
+        model: str | None = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+        app: dict = Field(default_factory=dict, description="extra build_app args (replicas, GPUs, autoscaling)")
+        cameras: list[CameraConfig] = Field(min_length=1)
+        ingest: bool = Field(True, description="also run ingest for cameras that have a source")
+
+    return SystemConfig
+
+
+def load_system_config(path: str):
+    """Parse and validate a system config file; errors name the offending field."""
+    import yaml
+
+    text = Path(path).read_text()
+    data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    return _system_config_class()(**(data or {}))
 
 
 def _post(url: str, body: dict, timeout: float = 120.0) -> dict:
@@ -51,7 +82,10 @@ def _table(stats: dict, prev: dict, dt: float, queries: dict) -> str:
 
 def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float | None = None,
              question: str = "What is happening in the scene?", window_s: float = 10.0,
-             model: str | None = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", json_out: bool = False) -> dict:
+             model: str | None = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", json_out: bool = False,
+             system=None) -> dict:
+    """Run the pipeline. Without ``system`` everything is embedded (the demo); with a
+    :func:`load_system_config` result it runs against those existing services and cameras."""
     import ray
     from ray import serve
 
@@ -66,43 +100,56 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
     from .app import build_app
 
     say = (lambda *a: print(*a, file=sys.stderr)) if json_out else print
-    sources = list(sources or [])
-    n_cams = max(cameras, len(sources))
     stop_ingest = threading.Event()
     result: dict = {"cameras": {}}
     with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streamdycoke-demo-")))
-        while len(sources) < n_cams:
-            i = len(sources)
-            say(f"making sample camera {i} ...")
-            sources.append(str(make_camera_video(tmp / f"cam{i}.mp4", seconds=20, seed=100 + i, movers=2 + i)))
+        if system is None:  # the demo: synthetic sources (unless given) and embedded services
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streamdycoke-demo-")))
+            sources = list(sources or [])
+            while len(sources) < max(cameras, len(sources)):
+                i = len(sources)
+                say(f"making sample camera {i} ...")
+                sources.append(str(make_camera_video(tmp / f"cam{i}.mp4", seconds=20, seed=100 + i, movers=2 + i)))
+            cams = [CameraConfig(id=f"cam{i}", source=src, encoder="llava-onevision") for i, src in enumerate(sources)]
+            kafka_settings = KafkaSettings(bootstrap=stack.enter_context(EmbeddedKafka()).bootstrap)
+            redis_settings = RedisSettings(url=stack.enter_context(EmbeddedRedis()).url)
+            metrics_port, http_host, http_port = free_port(), "127.0.0.1", free_port()
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port,
+                     _system_config={"metrics_report_interval_ms": 1000})
+            app_args: dict = {"num_cpus": 0.25}
+            do_ingest, loop = True, True
+        else:  # `streamdycoke run`: existing Kafka, Redis and Ray
+            cams, model = system.cameras, system.model
+            kafka_settings, redis_settings = system.kafka, system.redis
+            metrics_port, http_host, http_port = None, system.http_host, system.http_port
+            ray.init(address=system.ray_address, log_to_driver=False)
+            app_args, do_ingest, loop = dict(system.app), system.ingest, False
+        stack.callback(ray.shutdown)
         m, _ = load_llava_onevision(model)  # what frame size the cameras' encoder wants
         size = m.config.vision_config.image_size
         del m
-        kafka = stack.enter_context(EmbeddedKafka())
-        redis = stack.enter_context(EmbeddedRedis())
-        metrics_port, http_port = free_port(), free_port()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port,
-                 _system_config={"metrics_report_interval_ms": 1000})
-        stack.callback(ray.shutdown)
-        sup = CameraSupervisor(KafkaSettings(bootstrap=kafka.bootstrap), RedisSettings(url=redis.url))
+        sup = CameraSupervisor(kafka_settings, redis_settings)
         stack.callback(sup.shutdown)
-        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        serve.start(http_options={"host": http_host, "port": http_port})
         stack.callback(serve.shutdown)
-        serve.run(build_app({"model": model, "redis": {"url": redis.url}, "num_cpus": 0.25}),
-                  name="streamdycoke", route_prefix="/")
-        ingestors, threads = [], []
-        for i, src in enumerate(sources):
-            cam = f"cam{i}"
-            ing = Ingestor(cam, src, IngestSettings(bootstrap=kafka.bootstrap, size=size, loop=True, realtime=True))
-            ingestors.append(ing)
-            sup.add(CameraConfig(id=cam, encoder="llava-onevision"))
-            t = threading.Thread(target=ing.run, args=(stop_ingest,), daemon=True)
-            t.start()
-            threads.append(t)
-        api = f"http://127.0.0.1:{http_port}"
-        say(f"API      {api}/v1/query  {api}/v1/cameras\nmetrics  http://127.0.0.1:{metrics_port}/metrics\n"
-            "(Ctrl-C stops everything)")
+        redis_arg = redis_settings.model_dump(mode="json")
+        if redis_settings.password is not None:
+            redis_arg["password"] = redis_settings.password.get_secret_value()
+        serve.run(build_app({"model": model, "redis": redis_arg, **app_args}), name="streamdycoke", route_prefix="/")
+        ingestors, threads = {}, []
+        for cam in cams:
+            sup.add(cam)
+            if do_ingest and cam.source:
+                ing = Ingestor(cam.id, cam.source, IngestSettings(bootstrap=kafka_settings.bootstrap,
+                                                                  topic_prefix=kafka_settings.topic_prefix,
+                                                                  size=size, loop=loop, realtime=True))
+                ingestors[cam.id] = ing
+                t = threading.Thread(target=ing.run, args=(stop_ingest,), daemon=True)
+                t.start()
+                threads.append(t)
+        api = f"http://{http_host}:{http_port}"
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "each Ray node's metrics export port"
+        say(f"API      {api}/v1/query  {api}/v1/cameras\nmetrics  {metrics_url}\n(Ctrl-C stops everything)")
         queries: dict = {}
         start = prev_t = time.monotonic()
         prev: dict = {}
@@ -123,7 +170,7 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
                     asked = True
                 if not json_out:
                     print("\033[2J\033[H" if sys.stdout.isatty() else "", end="")
-                    print(f"StreamDyCoke demo  {now - start:5.0f}s   API {api}   metrics :{metrics_port}")
+                    print(f"StreamDyCoke  {now - start:5.0f}s   API {api}   metrics {metrics_url}")
                     print(_table(stats, prev, now - prev_t, queries))
                 prev, prev_t = stats, now
         except KeyboardInterrupt:
@@ -133,12 +180,12 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
         stop_ingest.set()
         for t in threads:
             t.join(timeout=30)
-        ingested = {f"cam{i}": ing.stats.frames for i, ing in enumerate(ingestors)}
+        ingested = {cam: ing.stats.frames for cam, ing in ingestors.items()}
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # drain: every ingested frame reaches an actor
             sup.supervise()
             stats = sup.stats()
-            if all(s.get("consumed", -1) + s.get("replayed", 0) >= ingested[c] and s.get("lag") == 0
+            if all(s.get("lag") == 0 and s.get("consumed", -1) + s.get("replayed", 0) >= ingested.get(c, 0)
                    for c, s in stats.items()):
                 break
             time.sleep(0.5)
@@ -152,7 +199,7 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
         for cam, s in final.items():
             q = queries.get(cam, {})
             result["cameras"][cam] = {
-                "frames_ingested": ingested[cam], "frames_processed": s.get("processed"),
+                "frames_ingested": ingested.get(cam), "frames_processed": s.get("processed"),
                 "frames_skipped": s.get("skipped"), "frames_dead_lettered": s.get("dead_lettered"),
                 "tokens_in": s.get("tokens_in"), "tokens_kept": s.get("tokens_kept"),
                 "frame_to_cache_p50_ms": s.get("frame_to_cache_p50_ms"),
@@ -164,7 +211,7 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
                           **({"error": q["error"]} if "error" in q else {})},
             }
         result["api"] = api
-        result["metrics"] = f"http://127.0.0.1:{metrics_port}/metrics"
+        result["metrics"] = metrics_url
     if json_out:
         print(json.dumps(result))
     else:

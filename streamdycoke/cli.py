@@ -91,6 +91,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from deployments.demo import load_system_config, run_demo
+
+    try:
+        system = load_system_config(args.config)
+    except Exception as exc:  # pydantic / YAML errors name the field or line
+        raise ValueError(f"bad config {args.config}: {exc}") from None
+    run_demo(system=system, duration=args.duration, question=args.question, json_out=args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamdycoke", description="Streaming visual-token compression for video LLMs")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -133,6 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LLaVA-OneVision checkpoint with local weights (else a tiny random one, with a warning)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="run the pipeline against existing Kafka, Redis and Ray (a config file)")
+    p.add_argument("--config", required=True, help="YAML or JSON: kafka, redis, ray_address, cameras, app")
+    p.add_argument("--duration", type=float, default=None)
+    p.add_argument("--question", default="What is happening in the scene?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
 
     from .train import add_train_parser
     from .bench import add_bench_parser
