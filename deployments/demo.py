@@ -114,7 +114,8 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
             kafka_settings = KafkaSettings(bootstrap=stack.enter_context(EmbeddedKafka()).bootstrap)
             redis_settings = RedisSettings(url=stack.enter_context(EmbeddedRedis()).url)
             metrics_port, http_host, http_port = free_port(), "127.0.0.1", free_port()
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port,
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                     _metrics_export_port=metrics_port,
                      _system_config={"metrics_report_interval_ms": 1000})
             app_args: dict = {"num_cpus": 0.25}
             do_ingest, loop = True, True
@@ -151,6 +152,15 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "each Ray node's metrics export port"
         say(f"API      {api}/v1/query  {api}/v1/cameras\nmetrics  {metrics_url}\n(Ctrl-C stops everything)")
         queries: dict = {}
+
+        def ask() -> None:
+            for cam in sup.actors:
+                try:
+                    queries[cam] = _post(f"{api}/v1/query", {"camera": cam, "question": question,
+                                                             "window_s": window_s, "max_new_tokens": 16})
+                except Exception as exc:  # shown, not fatal: the cameras go on
+                    queries[cam] = {"error": str(exc)}
+
         start = prev_t = time.monotonic()
         prev: dict = {}
         asked = False
@@ -161,12 +171,7 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
                 stats = sup.stats()
                 now = time.monotonic()
                 if not asked and now - start > min(8.0, (duration or 16) / 2):
-                    for cam in stats:
-                        try:
-                            queries[cam] = _post(f"{api}/v1/query", {"camera": cam, "question": question,
-                                                                     "window_s": window_s, "max_new_tokens": 16})
-                        except Exception as exc:  # shown, not fatal: the cameras go on
-                            queries[cam] = {"error": str(exc)}
+                    ask()
                     asked = True
                 if not json_out:
                     print("\033[2J\033[H" if sys.stdout.isatty() else "", end="")
@@ -177,6 +182,8 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
             say("stopping ... (draining; further Ctrl-C is ignored until everything is stopped)")
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         stack.callback(signal.signal, signal.SIGINT, signal.default_int_handler)
+        if not asked:  # every camera gets its question, even when the run was short or slow
+            ask()
         stop_ingest.set()
         for t in threads:
             t.join(timeout=30)

@@ -159,7 +159,13 @@ def _print(res: dict) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.what == "prefill":
+    if args.what == "pipeline":
+        from deployments.bench_pipeline import bench_pipeline, print_pipeline
+
+        res = bench_pipeline(cameras=args.cameras, duration=args.duration, queries=args.queries,
+                             progress=not args.quiet)
+        print_pipeline(res)
+    elif args.what == "prefill":
         from .bench_prefill import bench_prefill, print_prefill
 
         res = bench_prefill(frames=args.frames or 32, decode_tokens=args.decode_tokens, tiny=args.tiny,
@@ -175,7 +181,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks that print figures (and JSON)")
-    p.add_argument("what", choices=["compress", "prefill"])
+    p.add_argument("what", choices=["compress", "prefill", "pipeline"])
+    p.add_argument("--cameras", type=int, default=2, help="pipeline: cameras (each also runs uncompressed)")
+    p.add_argument("--duration", type=float, default=30.0, help="pipeline: seconds of real-time load")
+    p.add_argument("--queries", type=int, default=5, help="pipeline: questions per camera and variant")
     p.add_argument("--frames", type=int, default=None,
                    help="compress: token-stream length (256); prefill: video frames (32)")
     p.add_argument("--decode-tokens", type=int, default=8, help="prefill: decode steps timed per case")

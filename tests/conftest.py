@@ -32,7 +32,8 @@ def ray_cluster():
 
     with EmbeddedKafka() as k, EmbeddedRedis() as r:
         metrics_port = free_port()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _metrics_export_port=metrics_port,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _metrics_export_port=metrics_port,
                  _system_config={"metrics_report_interval_ms": 1000})
         try:
             yield k, r, metrics_port

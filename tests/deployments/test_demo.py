@@ -12,7 +12,7 @@ pytestmark = needs_isolated_network
 
 def test_demo_accounts_for_every_frame_and_answers_each_camera():
     env = {**os.environ, "RAY_ADDRESS": ""}  # its own local Ray, not the test session's
-    out = subprocess.run([sys.executable, "-m", "streamdycoke.cli", "demo", "--cameras", "2", "--duration", "15",
+    out = subprocess.run([sys.executable, "-m", "streamdycoke.cli", "demo", "--cameras", "2", "--duration", "20",
                           "--json"], capture_output=True, text=True, timeout=400, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])

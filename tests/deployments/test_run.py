@@ -32,8 +32,14 @@ def test_run_against_existing_services(tmp_path):
     env = {**os.environ, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "disabled"}
     ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
     with EmbeddedKafka() as k, EmbeddedRedis() as r:
-        subprocess.run([ray_bin, "start", "--head", f"--port={ray_port}", "--num-cpus=2", "--include-dashboard=false",
-                        "--disable-usage-stats"], check=True, capture_output=True, env=env, timeout=120)
+        # a cluster of its own, in its own process group, stopped alone (`ray stop` would stop every
+        # Ray on the machine, the test session's too)
+        head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={ray_port}", "--num-cpus=2",
+                                 "--include-dashboard=false", "--disable-usage-stats"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        from actors.embedded import _wait_port
+
+        _wait_port(ray_port, 60.0, head)
         try:
             cfg = tmp_path / "system.yaml"
             cfg.write_text(yaml.safe_dump({
@@ -50,4 +56,10 @@ def test_run_against_existing_services(tmp_path):
             assert c["frames_ingested"] == 90 == c["frames_processed"] + c["frames_skipped"] + c["frames_dead_lettered"]
             assert c["query"]["answer"] and c["query"]["visual_tokens"] < c["query"]["visual_tokens_uncompressed"]
         finally:
-            subprocess.run([ray_bin, "stop", "--force"], capture_output=True, env=env, timeout=120)
+            import signal
+
+            os.killpg(head.pid, signal.SIGTERM)
+            try:
+                head.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(head.pid, signal.SIGKILL)
