@@ -2,14 +2,16 @@
 ``ray_`` prefix (scrape Ray's metrics port, see the README).
 
 Per camera (tag ``camera``): frames consumed / processed / skipped / dead-lettered, tokens in and
-kept, frame-to-cache latency, consumer lag, cache bytes. Ray exports a counter only after its first
+kept, frame-to-cache latency, consumer lag, cache bytes. Per query (Serve, which adds the deployment
+and replica tags): latency per stage (tag ``stage``: cache_fetch, queue, prefill, decode, total),
+queries by ``status``, and the LLM's batch size in requests and in visual tokens. Ray exports a counter only after its first
 increment (``Counter.inc`` refuses 0), so queries over counters that may not have moved yet should
 add ``or vector(0)``.
 """
 
 from __future__ import annotations
 
-__all__ = ["CameraMetrics", "METRIC_NAMES"]
+__all__ = ["CameraMetrics", "METRIC_NAMES", "QueryMetrics"]
 
 METRIC_NAMES = (
     "streamdycoke_frames_consumed_total",
@@ -21,6 +23,10 @@ METRIC_NAMES = (
     "streamdycoke_frame_to_cache_seconds",
     "streamdycoke_consumer_lag_frames",
     "streamdycoke_cache_bytes",
+    "streamdycoke_query_stage_seconds",
+    "streamdycoke_queries_total",
+    "streamdycoke_llm_batch_size_requests",
+    "streamdycoke_llm_batch_visual_tokens",
 )
 
 _LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
@@ -58,3 +64,30 @@ class CameraMetrics:
             self.frame_to_cache.observe(v, tags=self._tags)
         self.lag.set(lag, tags=self._tags)
         self.cache_bytes.set(cache_bytes, tags=self._tags)
+
+
+_STAGE_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+
+
+class QueryMetrics:
+    """Serve-side metrics (created inside a replica)."""
+
+    def __init__(self) -> None:
+        from ray.serve import metrics
+
+        self.stage = metrics.Histogram("streamdycoke_query_stage_seconds", "query latency by stage",
+                                       boundaries=_STAGE_BUCKETS, tag_keys=("stage",))
+        self.queries = metrics.Counter("streamdycoke_queries_total", "queries by outcome", tag_keys=("status",))
+        self.batch_requests = metrics.Histogram("streamdycoke_llm_batch_size_requests", "requests per LLM batch",
+                                                boundaries=[1, 2, 4, 8, 16, 32, 64])
+        self.batch_tokens = metrics.Histogram("streamdycoke_llm_batch_visual_tokens", "visual tokens per LLM batch",
+                                              boundaries=[256, 1024, 4096, 8192, 16384, 65536])
+
+    def query(self, status: str, stages_ms: dict | None = None) -> None:
+        self.queries.inc(1, tags={"status": status})
+        for stage, ms in (stages_ms or {}).items():
+            self.stage.observe(ms / 1e3, tags={"stage": stage})
+
+    def batch(self, requests: int, visual_tokens: int) -> None:
+        self.batch_requests.observe(requests)
+        self.batch_tokens.observe(visual_tokens)

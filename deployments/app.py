@@ -57,13 +57,17 @@ class QueryRequest(BaseModel):
 class LLMDeployment:
     def __init__(self, args: dict) -> None:
         a = AppArgs(**args)
+        from actors.metrics import QueryMetrics
+
         self.engine = LLMEngine(a.model, a.dtype)
+        self.metrics = QueryMetrics()
         self.generate.set_max_batch_size(a.max_batch_tokens)
         self.generate.set_batch_wait_timeout_s(a.batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=8192, batch_wait_timeout_s=0.05,
                  batch_size_fn=lambda reqs: sum(r.num_tokens for r in reqs))
     async def generate(self, reqs: list[LLMRequest]) -> list[dict]:
+        self.metrics.batch(len(reqs), sum(r.num_tokens for r in reqs))
         return [r.__dict__ for r in self.engine.answer(reqs)]
 
 
@@ -77,6 +81,9 @@ class Gateway:
         self.llm = llm
         self.args = AppArgs(**args)
         self.store = RedisTokenStore(self.args.redis)
+        from actors.metrics import QueryMetrics
+
+        self.metrics = QueryMetrics()
 
     @api.get("/healthz")
     def health(self) -> dict:
@@ -100,6 +107,15 @@ class Gateway:
 
     @api.post("/v1/query")
     async def query(self, q: QueryRequest) -> dict:
+        try:
+            out = await self._query(q)
+        except HTTPException as exc:
+            self.metrics.query(f"http_{exc.status_code}")
+            raise
+        self.metrics.query("ok", out["latency_ms"])
+        return out
+
+    async def _query(self, q: QueryRequest) -> dict:
         t0 = time.perf_counter()
         if q.window_s > self.args.max_window_s:
             raise HTTPException(400, f"window_s {q.window_s} is over the limit {self.args.max_window_s}")

@@ -59,6 +59,27 @@ def test_query_answers_with_fewer_visual_tokens_than_the_uncompressed_window(app
     assert set(r["latency_ms"]) >= {"cache_fetch", "queue", "prefill", "decode", "total"}
 
 
+def test_query_metrics_are_exported_per_stage_with_batch_sizes(app, ray_cluster):
+    from ..conftest import wait_for
+
+    port, _ = app
+    metrics_port = ray_cluster[2]
+    assert http(port, "POST", "/v1/query", {"camera": "lobby", "question": "and now?", "max_new_tokens": 2})[0] == 200
+
+    def scrape() -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+
+    def has_all() -> bool:
+        text = scrape()
+        return all(f'stage="{s}"' in text for s in ("cache_fetch", "queue", "prefill", "decode", "total")) and \
+            "ray_streamdycoke_llm_batch_size_requests_count" in text and 'status="ok"' in text
+
+    wait_for(has_all, timeout_s=60)
+    text = scrape()
+    ok = [line for line in text.splitlines() if line.startswith("ray_streamdycoke_queries_total") and 'status="ok"' in line]
+    assert ok and float(ok[0].rsplit(" ", 1)[1]) >= 2  # this query and the one before
+
+
 def test_cameras_and_health(app):
     port, sup = app
     status, r = http(port, "GET", "/v1/cameras")
