@@ -11,9 +11,9 @@ add ``or vector(0)``.
 
 from __future__ import annotations
 
-__all__ = ["CameraMetrics", "METRIC_NAMES", "QueryMetrics"]
+__all__ = ["CAMERA_METRIC_NAMES", "CameraMetrics", "METRIC_NAMES", "QUERY_METRIC_NAMES", "QueryMetrics"]
 
-METRIC_NAMES = (
+CAMERA_METRIC_NAMES = (
     "streamdycoke_frames_consumed_total",
     "streamdycoke_frames_processed_total",
     "streamdycoke_frames_skipped_total",
@@ -23,11 +23,14 @@ METRIC_NAMES = (
     "streamdycoke_frame_to_cache_seconds",
     "streamdycoke_consumer_lag_frames",
     "streamdycoke_cache_bytes",
+)
+QUERY_METRIC_NAMES = (
     "streamdycoke_query_stage_seconds",
     "streamdycoke_queries_total",
     "streamdycoke_llm_batch_size_requests",
     "streamdycoke_llm_batch_visual_tokens",
 )
+METRIC_NAMES = CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES
 
 _LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 

@@ -170,7 +170,8 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
                 sup.supervise()
                 stats = sup.stats()
                 now = time.monotonic()
-                if not asked and now - start > min(8.0, (duration or 16) / 2):
+                ready = stats and all((v.get("processed") or 0) > 0 for v in stats.values())
+                if not asked and ready and now - start > min(8.0, (duration or 16) / 2):
                     ask()
                     asked = True
                 if not json_out:
@@ -182,8 +183,8 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
             say("stopping ... (draining; further Ctrl-C is ignored until everything is stopped)")
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         stack.callback(signal.signal, signal.SIGINT, signal.default_int_handler)
-        if not asked:  # every camera gets its question, even when the run was short or slow
-            ask()
+        if not asked or any("error" in q for q in queries.values()):
+            ask()  # every camera gets its question, even when the run was short, slow or too early
         stop_ingest.set()
         for t in threads:
             t.join(timeout=30)

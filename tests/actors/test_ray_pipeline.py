@@ -47,7 +47,7 @@ def test_two_camera_actors_account_for_every_frame(cluster, tmp_path):
         assert len(store.read(cam)) == s["processed"] and s["tokens_kept"] < s["tokens_in"]
 
     # Ray's metrics port exposes every named metric with the values this run produced
-    from actors.metrics import METRIC_NAMES
+    from actors.metrics import CAMERA_METRIC_NAMES
 
     port = cluster[2]
 
@@ -70,7 +70,7 @@ def test_two_camera_actors_account_for_every_frame(cluster, tmp_path):
 
     wait_for(settled, timeout_s=60)
     m = scraped()
-    for name in METRIC_NAMES:
+    for name in CAMERA_METRIC_NAMES:
         base = "ray_" + name
         assert any(k == base or k.startswith(base + "_") for k in m), f"{base} not exported"
     assert m["ray_streamdycoke_frames_consumed_total"] == s1["consumed"]

@@ -21,4 +21,4 @@ def test_demo_accounts_for_every_frame_and_answers_each_camera():
         assert c["frames_ingested"] > 0
         assert c["frames_ingested"] == c["frames_processed"] + c["frames_skipped"] + c["frames_dead_lettered"], cam
         q = c["query"]
-        assert q["answer"] and 0 < q["visual_tokens"] < q["visual_tokens_uncompressed"], q
+        assert q["answer"] and 0 < q["visual_tokens"] < q["visual_tokens_uncompressed"], json.dumps(q)
