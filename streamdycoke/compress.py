@@ -13,7 +13,7 @@ from .encoders import Encoder
 from .pipeline import FramePipeline
 from .policy import Policy
 from .sampler import FrameSampler, SamplerConfig
-from .segment import apply_segment
+from .segment import apply_segment, decode_segment, encode_segment
 from .store import InMemoryTokenStore
 from .stream import StreamCompressor, StreamConfig
 from .video import DecodeStats, decode_frames, probe
@@ -106,9 +106,9 @@ def compress_video(
         enc_s += out.encode_s
         comp_s += out.compress_s
         store.append(out.segment)
-        # Fidelity against the stream read back from the store, one frame at a time (bounded memory).
-        seg = store.read("video", out.segment.timestamp, out.segment.timestamp, from_keyframe=False)[0]
-        held = apply_segment(held, seg)
+        # Fidelity against what the store holds: the segment through the wire format, one frame at a
+        # time (bounded memory, constant cost per frame).
+        held = apply_segment(held, decode_segment(encode_segment(out.segment)))
         cos = torch.nn.functional.cosine_similarity(out.tokens.float(), held, dim=-1)
         cos_sum += float(cos.mean())
         bar.set_postfix(keep=f"{pipe.state.stats.tokens_kept / max(1, pipe.frames_in * n):.3f}")
