@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SAMPLE  := runs/sample_camera.mp4
 
-.PHONY: demo compress-demo test venv clean bench
+.PHONY: demo compress-demo test venv clean bench system-deps
 
 
 venv: $(STAMP)
@@ -37,9 +37,20 @@ bench: $(STAMP)
 
 REAL_CLIPS := runs/videos/real
 
+# Tools the tests drive as real processes: ffmpeg (pushes an RTSP camera), prometheus + promtool (scrape a
+# running pipeline, check the alert rules). Installed with apt when missing and we are root.
+system-deps:
+	@missing=""; for t in ffmpeg:ffmpeg promtool:prometheus prometheus:prometheus; do \
+		command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing$$missing (apt)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "missing$$missing (not root): the tests that need them will be skipped"; fi; fi
+
 # Tests that start Ray must run in a loopback-only network namespace (Ray binds routable addresses),
 # which has no network: fetch the real sample clips first, then run the whole suite inside one.
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m streamdycoke.samples $(REAL_CLIPS)
 	@if unshare -n true 2>/dev/null; then \
 		unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q'; \

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from streamdycoke.video import DecodeStats, decode_frames
 
 from .frames import encode_frame
+from .metrics import IngestMetrics
 
 __all__ = ["IngestSettings", "IngestStats", "Ingestor", "ensure_topic", "topic_for"]
 
@@ -34,6 +35,9 @@ class IngestSettings(BaseModel):
     reconnect_backoff_s: float = Field(0.5, gt=0)
     reconnect_backoff_max_s: float = Field(10.0, gt=0)
     max_reconnects: int | None = None
+    options: dict[str, str] = Field(default_factory=dict,
+                                    description="FFmpeg options for opening the source, e.g. rtsp_transport=tcp")
+    timeout_s: float | None = Field(15.0, gt=0, description="a source silent this long is dropped and reopened")
 
 
 def topic_for(camera: str, prefix: str = "frames.") -> str:
@@ -65,11 +69,13 @@ class IngestStats:
 class Ingestor:
     """Publishes one camera's frames. Opens nothing until :meth:`run`."""
 
-    def __init__(self, camera: str, source: str, settings: IngestSettings | None = None) -> None:
+    def __init__(self, camera: str, source: str, settings: IngestSettings | None = None,
+                 metrics: IngestMetrics | None = None) -> None:
         self.camera = camera
         self.source = source
         self.settings = settings or IngestSettings()
         self.stats = IngestStats()
+        self.metrics = metrics
         self.topic = topic_for(camera, self.settings.topic_prefix)
 
     def run(self, stop: threading.Event | None = None) -> IngestStats:
@@ -89,7 +95,8 @@ class Ingestor:
                 last_ts = None
                 dec = DecodeStats()
                 try:
-                    for fr in decode_frames(self.source, size=(s.size, s.size), stats=dec):
+                    for fr in decode_frames(self.source, size=(s.size, s.size), stats=dec,
+                                            options=s.options, timeout=s.timeout_s):
                         if stop.is_set() or (s.max_frames is not None and self.stats.frames >= s.max_frames):
                             return self.stats
                         ts = offset + fr.timestamp
@@ -100,10 +107,14 @@ class Ingestor:
                         producer.send(self.topic, key=self.camera.encode(),
                                       value=encode_frame(self.camera, self.stats.frames, t0_wall + ts, fr.rgb))
                         self.stats.frames += 1
+                        if self.metrics is not None:
+                            self.metrics.published(self.camera, t0_wall + ts)
                         last_ts = fr.timestamp
                         backoff = s.reconnect_backoff_s
                 except Exception as exc:  # a dropped or unreachable source: reopen with backoff
                     self.stats.corrupt_packets += dec.corrupt_packets
+                    if self.metrics is not None:
+                        self.metrics.source_failed(self.camera, dec.corrupt_packets)
                     if s.max_reconnects is not None and self.stats.reconnects >= s.max_reconnects:
                         raise
                     self.stats.reconnects += 1
@@ -112,6 +123,8 @@ class Ingestor:
                     backoff = min(backoff * 2, s.reconnect_backoff_max_s)
                     continue
                 self.stats.corrupt_packets += dec.corrupt_packets
+                if self.metrics is not None:
+                    self.metrics.corrupt(self.camera, dec.corrupt_packets)
                 if not s.loop:
                     break
                 offset += (last_ts or 0.0) + 1.0 / 30

@@ -11,7 +11,8 @@ add ``or vector(0)``.
 
 from __future__ import annotations
 
-__all__ = ["CAMERA_METRIC_NAMES", "CameraMetrics", "METRIC_NAMES", "QUERY_METRIC_NAMES", "QueryMetrics"]
+__all__ = ["CAMERA_METRIC_NAMES", "CameraMetrics", "INGEST_METRIC_NAMES", "IngestMetrics", "METRIC_NAMES",
+           "QUERY_METRIC_NAMES", "QueryMetrics"]
 
 CAMERA_METRIC_NAMES = (
     "streamdycoke_frames_consumed_total",
@@ -29,6 +30,14 @@ QUERY_METRIC_NAMES = (
     "streamdycoke_queries_total",
     "streamdycoke_llm_batch_size_requests",
     "streamdycoke_llm_batch_visual_tokens",
+)
+# The ingest process is not a Ray process: it serves these itself (prometheus-client, no ``ray_`` prefix)
+# on ``streamdycoke ingest --metrics-port``.
+INGEST_METRIC_NAMES = (
+    "streamdycoke_ingest_frames_published_total",
+    "streamdycoke_ingest_source_failures_total",
+    "streamdycoke_ingest_corrupt_packets_total",
+    "streamdycoke_ingest_last_frame_timestamp_seconds",
 )
 METRIC_NAMES = CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES
 
@@ -94,3 +103,43 @@ class QueryMetrics:
     def batch(self, requests: int, visual_tokens: int) -> None:
         self.batch_requests.observe(requests)
         self.batch_tokens.observe(visual_tokens)
+
+
+class IngestMetrics:
+    """Metrics of ``streamdycoke ingest`` (one process may publish several cameras), in their own registry.
+
+    ``serve(port)`` starts the HTTP endpoint Prometheus scrapes.
+    """
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = CollectorRegistry()
+        tags = ("camera",)
+        self._published = Counter("streamdycoke_ingest_frames_published", "decoded frames published to Kafka",
+                                  tags, registry=self.registry)
+        self._failures = Counter("streamdycoke_ingest_source_failures", "times the source failed and was reopened",
+                                 tags, registry=self.registry)
+        self._corrupt = Counter("streamdycoke_ingest_corrupt_packets", "corrupt packets skipped while decoding",
+                                tags, registry=self.registry)
+        self._last = Gauge("streamdycoke_ingest_last_frame_timestamp_seconds",
+                           "capture time (unix seconds) of the last frame published", tags, registry=self.registry)
+
+    def published(self, camera: str, capture_ts: float) -> None:
+        self._published.labels(camera).inc()
+        self._last.labels(camera).set(capture_ts)
+
+    def source_failed(self, camera: str, corrupt_packets: int = 0) -> None:
+        self._failures.labels(camera).inc()
+        self.corrupt(camera, corrupt_packets)
+
+    def corrupt(self, camera: str, packets: int) -> None:
+        if packets:
+            self._corrupt.labels(camera).inc(packets)
+
+    def serve(self, port: int, addr: str = "0.0.0.0"):
+        """Serve ``/metrics`` on ``addr:port``; returns the server (``.shutdown()`` stops it)."""
+        from prometheus_client import start_http_server
+
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server

@@ -92,6 +92,7 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
     from actors.camera import CameraConfig, KafkaSettings
     from actors.embedded import EmbeddedKafka, EmbeddedRedis, free_port
     from actors.ingest import IngestSettings, Ingestor
+    from actors.metrics import IngestMetrics
     from actors.ray_actor import CameraSupervisor
     from actors.token_cache import RedisSettings
     from streamdycoke.encoders.llava import load_llava_onevision
@@ -138,19 +139,26 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
             redis_arg["password"] = redis_settings.password.get_secret_value()
         serve.run(build_app({"model": model, "redis": redis_arg, **app_args}), name="streamdycoke", route_prefix="/")
         ingestors, threads = {}, []
+        ingest_metrics, ingest_url = IngestMetrics(), None
+        if do_ingest and any(cam.source for cam in cams):
+            ingest_server = ingest_metrics.serve(0, addr="127.0.0.1" if system is None else "0.0.0.0")
+            stack.callback(ingest_server.shutdown)
+            ingest_url = f"http://127.0.0.1:{ingest_server.server_port}/metrics"
         for cam in cams:
             sup.add(cam)
             if do_ingest and cam.source:
                 ing = Ingestor(cam.id, cam.source, IngestSettings(bootstrap=kafka_settings.bootstrap,
                                                                   topic_prefix=kafka_settings.topic_prefix,
-                                                                  size=size, loop=loop, realtime=True))
+                                                                  size=size, loop=loop, realtime=True),
+                               ingest_metrics)
                 ingestors[cam.id] = ing
                 t = threading.Thread(target=ing.run, args=(stop_ingest,), daemon=True)
                 t.start()
                 threads.append(t)
         api = f"http://{http_host}:{http_port}"
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "each Ray node's metrics export port"
-        say(f"API      {api}/v1/query  {api}/v1/cameras\nmetrics  {metrics_url}\n(Ctrl-C stops everything)")
+        ingest_line = f"\ningest   {ingest_url}" if ingest_url else ""
+        say(f"API      {api}/v1/query  {api}/v1/cameras\nmetrics  {metrics_url}{ingest_line}\n(Ctrl-C stops everything)")
         queries: dict = {}
 
         def ask() -> None:

@@ -69,15 +69,29 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from actors.ingest import IngestSettings, Ingestor  # the pipeline extra: not needed by the core
+    from actors.metrics import IngestMetrics
 
+    options = {}
+    for kv in args.option:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--option expects KEY=VALUE, got {kv!r}")
+        options[key] = value
     settings = IngestSettings(bootstrap=args.bootstrap, size=args.size, loop=args.loop, realtime=args.realtime,
-                              max_frames=args.max_frames, topic_prefix=args.topic_prefix)
-    ing = Ingestor(args.camera, args.source, settings)
-    print(f"camera {args.camera}: {args.source} -> {settings.bootstrap} topic {ing.topic}", file=sys.stderr)
+                              max_frames=args.max_frames, topic_prefix=args.topic_prefix, options=options,
+                              timeout_s=args.timeout)
+    metrics = IngestMetrics()
+    server = metrics.serve(args.metrics_port) if args.metrics_port is not None else None
+    ing = Ingestor(args.camera, args.source, settings, metrics)
+    where = f"; metrics on :{server.server_port}/metrics" if server is not None else ""
+    print(f"camera {args.camera}: {args.source} -> {settings.bootstrap} topic {ing.topic}{where}", file=sys.stderr)
     try:
         stats = ing.run()
     except KeyboardInterrupt:
         stats = ing.stats
+    finally:
+        if server is not None:
+            server.shutdown()
     print(json.dumps({"camera": args.camera, "frames": stats.frames, "corrupt_packets": stats.corrupt_packets,
                       "reconnects": stats.reconnects}))
     return 0
@@ -133,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true", help="loop a file")
     p.add_argument("--realtime", action="store_true", help="pace a file by its timestamps")
     p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="FFmpeg option for opening the source (repeatable), e.g. rtsp_transport=tcp")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds without data before the source is reopened")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("demo", help="the whole pipeline on this machine: broker, Redis, Ray, Serve, N cameras")

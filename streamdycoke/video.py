@@ -45,16 +45,19 @@ def decode_frames(
     size: tuple[int, int] | None = None,
     stats: DecodeStats | None = None,
     options: dict[str, str] | None = None,
+    timeout: float | tuple[float, float] | None = None,
 ) -> Iterator[DecodedFrame]:
     """Decode ``source`` (file path or URL PyAV opens) to RGB frames.
 
     Args:
         size: ``(height, width)`` to resize to while converting (libswscale), or None for native.
         stats: counters updated as decoding goes (corrupt packets are counted and skipped).
-        options: FFmpeg options for opening (e.g. RTSP flags).
+        options: FFmpeg options for opening (e.g. ``{"rtsp_transport": "tcp"}``).
+        timeout: seconds to wait for data before giving up (a stalled live source raises instead of
+            hanging), or ``(open timeout, read timeout)``; None waits forever.
     """
     stats = stats if stats is not None else DecodeStats()
-    with av.open(source, options=options or {}) as container:
+    with av.open(source, options=options or {}, timeout=timeout) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         tb = float(stream.time_base) if stream.time_base else 1 / 30

@@ -1,5 +1,8 @@
 """Ingest against a real Kafka-compatible broker (tansu), started by the test."""
 
+import shutil
+import time
+
 import pytest
 
 from actors.embedded import EmbeddedKafka
@@ -55,11 +58,16 @@ def test_looping_file_keeps_indices_and_timestamps_growing(kafka, tmp_path):
 
 
 def test_unreachable_source_is_retried_with_backoff_then_reported(kafka, tmp_path):
+    from actors.metrics import IngestMetrics
+
+    metrics = IngestMetrics()
     ing = Ingestor("cam-x", str(tmp_path / "missing.mp4"),
-                   IngestSettings(bootstrap=kafka.bootstrap, size=32, reconnect_backoff_s=0.01, max_reconnects=3))
+                   IngestSettings(bootstrap=kafka.bootstrap, size=32, reconnect_backoff_s=0.01, max_reconnects=3), metrics)
     with pytest.raises(Exception):
         ing.run()
     assert ing.stats.reconnects == 3
+    # the first open and three reopens failed, each one counted
+    assert metrics.registry.get_sample_value("streamdycoke_ingest_source_failures_total", {"camera": "cam-x"}) == 4
 
 
 def test_ingest_command_reports_what_it_published(kafka, tmp_path, capsys):
@@ -72,3 +80,57 @@ def test_ingest_command_reports_what_it_published(kafka, tmp_path, capsys):
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r == {"camera": "cli", "frames": 15, "corrupt_packets": 0, "reconnects": 0}
     assert len(consume_all(kafka.bootstrap, "frames.cli", 15)) == 15
+
+
+def _scrape(port: int) -> dict[str, float]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {f"{s.name}{{{s.labels.get('camera', '')}}}": s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg to push an RTSP stream (make test installs it)")
+def test_rtsp_camera_is_ingested_frame_for_frame_and_counted(kafka, tmp_path):
+    """A live RTSP camera: ffmpeg pushes an H.264 stream at its real rate, ingest reads RTSP (listening)."""
+    import subprocess
+    import threading
+
+    from actors.embedded import free_port
+    from actors.metrics import IngestMetrics
+
+    video = make_camera_video(tmp_path / "cam.mp4", seconds=2, seed=5)  # 60 frames
+    url = f"rtsp://127.0.0.1:{free_port()}/cam"
+    metrics = IngestMetrics()
+    server = metrics.serve(free_port(), addr="127.0.0.1")
+    ing = Ingestor("cam-rtsp", url, IngestSettings(
+        bootstrap=kafka.bootstrap, size=48, max_reconnects=0, timeout_s=30,
+        options={"rtsp_flags": "listen", "listen_timeout": "30", "rtsp_transport": "tcp"}), metrics)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("stats", ing.run()))
+    t.start()
+    try:
+        push = None
+        for _ in range(50):  # the reader is listening once ffmpeg's connect succeeds
+            push = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", str(video), "-c", "copy",
+                                   "-rtsp_transport", "tcp", "-f", "rtsp", url], capture_output=True, text=True, timeout=60)
+            if push.returncode == 0:
+                break
+            time.sleep(0.2)
+        assert push.returncode == 0, push.stderr
+        t.join(30)
+        assert not t.is_alive()
+        assert result["stats"].frames == 60
+        msgs = [decode_frame(r.value) for r in consume_all(kafka.bootstrap, ing.topic, 60)]
+        assert [m.frame_index for m in msgs] == list(range(60))
+        assert all(m.rgb.shape == (48, 48, 3) for m in msgs)
+        # paced by the stream itself: capture timestamps span the clip's ~2 s
+        assert 1.5 < msgs[-1].timestamp - msgs[0].timestamp < 2.5
+        values = _scrape(server.server_port)
+        assert values["streamdycoke_ingest_frames_published_total{cam-rtsp}"] == 60
+        assert values["streamdycoke_ingest_last_frame_timestamp_seconds{cam-rtsp}"] == pytest.approx(msgs[-1].timestamp)
+    finally:
+        server.shutdown()
+        t.join(5)
