@@ -104,6 +104,9 @@ class CameraWorker:
 
         cam = self.camera
         self._tp = TopicPartition(self.topic, 0)
+        # the actor may start before its camera's ingest: create the topic (frame-sized) rather than
+        # assigning a partition that does not exist yet
+        ensure_topic(self.kafka.bootstrap, self.topic, 16 << 20)
         self._consumer = KafkaConsumer(
             bootstrap_servers=self.kafka.bootstrap, group_id=self.kafka.group_prefix + cam.id,
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.kafka.max_poll_records,

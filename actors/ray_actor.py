@@ -106,6 +106,16 @@ class CameraSupervisor:
             self.restarts[cam] += 1
             self._runs[cam] = self.actors[cam].run.remote()
 
+    def wait_ready(self, timeout_s: float = 180.0) -> bool:
+        """Wait until every actor has its encoder loaded and its consumer assigned; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            stats = self.stats()
+            if all(s.get("lag") is not None for s in stats.values()):
+                return True
+            time.sleep(0.5)
+        return False
+
     def stats(self) -> dict[str, dict]:
         out = {}
         for cam, actor in self.actors.items():

@@ -146,6 +146,10 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
             ingest_url = f"http://127.0.0.1:{ingest_server.server_port}/metrics"
         for cam in cams:
             sup.add(cam)
+        # frames published while an actor still loads its encoder would only queue: start ingest after
+        if not sup.wait_ready():
+            say("warning: not every camera actor was ready after 180 s; ingesting anyway")
+        for cam in cams:
             if do_ingest and cam.source:
                 ing = Ingestor(cam.id, cam.source, IngestSettings(bootstrap=kafka_settings.bootstrap,
                                                                   topic_prefix=kafka_settings.topic_prefix,

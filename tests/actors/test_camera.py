@@ -57,6 +57,18 @@ def test_two_cameras_every_frame_accounted_for_and_cached(services, tmp_path):
         w.stop()
 
 
+def test_a_worker_started_before_its_camera_publishes_gets_every_frame(services, tmp_path):
+    cam = "cam-early"
+    w = worker(services, cam)  # the topic does not exist yet: the worker creates it
+    assert w.lag() == 0
+    n = ingest(services, cam, 1, 4, tmp_path)
+    drain(w)
+    c = w.counters
+    assert c.consumed == n == 30 and c.processed + c.skipped == n
+    assert w.store.last_frame_index(cam) is not None
+    w.stop()
+
+
 def test_malformed_and_foreign_messages_are_dead_lettered_and_the_stream_goes_on(services, tmp_path):
     k, _ = services
     cam = "cam-bad"
