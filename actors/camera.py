@@ -41,6 +41,7 @@ class KafkaSettings(BaseModel):
     dead_letter_topic: str = "frames.dead-letter"
     group_prefix: str = "streamdycoke-camera-"  # offsets are committed under group prefix + camera id
     max_poll_records: int = Field(32, gt=0, description="bounded batch: at most this many frames in memory")
+    replication_factor: int = Field(1, ge=1, description="for topics the pipeline creates (3 on a real cluster)")
 
 
 class CameraConfig(BaseModel):
@@ -54,12 +55,43 @@ class CameraConfig(BaseModel):
     policy: str = "threshold"
     max_keep_ratio: float = Field(1.0, gt=0, le=1.0, description="token budget: most of a frame's tokens kept")
     encoder: str = "pixels"
+    source_options: dict[str, str] = Field(default_factory=dict,
+                                           description="FFmpeg options for opening the source (ingest)")
 
     @model_validator(mode="after")
     def _fps_bounds(self) -> "CameraConfig":
         if self.min_fps > self.max_fps:
             raise ValueError(f"camera {self.id}: min_fps {self.min_fps} > max_fps {self.max_fps}")
         return self
+
+
+class CamerasFile(BaseModel):
+    """The camera list operators edit (a Kubernetes ConfigMap, or any YAML/JSON file)."""
+
+    cameras: list[CameraConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "CamerasFile":
+        ids = [c.id for c in self.cameras]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"camera ids must be unique; repeated: {', '.join(dup)}")
+        return self
+
+
+def load_cameras(path: str) -> list[CameraConfig]:
+    """Read and validate a cameras file (``cameras: [{id, source, ...}]``); errors name the field."""
+    import json
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    if path.endswith(".json"):
+        data = json.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text)
+    return CamerasFile(**(data or {})).cameras
 
 
 @dataclass
@@ -106,7 +138,7 @@ class CameraWorker:
         self._tp = TopicPartition(self.topic, 0)
         # the actor may start before its camera's ingest: create the topic (frame-sized) rather than
         # assigning a partition that does not exist yet
-        ensure_topic(self.kafka.bootstrap, self.topic, 16 << 20)
+        ensure_topic(self.kafka.bootstrap, self.topic, 16 << 20, self.kafka.replication_factor)
         self._consumer = KafkaConsumer(
             bootstrap_servers=self.kafka.bootstrap, group_id=self.kafka.group_prefix + cam.id,
             enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.kafka.max_poll_records,
@@ -116,7 +148,7 @@ class CameraWorker:
         committed = self._consumer.committed(self._tp)
         if committed is not None:
             self._consumer.seek(self._tp, committed)
-        ensure_topic(self.kafka.bootstrap, self.kafka.dead_letter_topic, 16 << 20)
+        ensure_topic(self.kafka.bootstrap, self.kafka.dead_letter_topic, 16 << 20, self.kafka.replication_factor)
         self._producer = KafkaProducer(bootstrap_servers=self.kafka.bootstrap, acks="all", max_request_size=16 << 20)
         self._pending_dead_letters: list = []
         last = self.store.last_frame_index(cam.id)

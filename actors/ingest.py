@@ -17,10 +17,10 @@ from pydantic import BaseModel, Field
 
 from streamdycoke.video import DecodeStats, decode_frames
 
-from .frames import encode_frame
+from .frames import FrameFormatError, decode_frame, encode_frame
 from .metrics import IngestMetrics
 
-__all__ = ["IngestSettings", "IngestStats", "Ingestor", "ensure_topic", "topic_for"]
+__all__ = ["IngestFleet", "IngestSettings", "IngestStats", "Ingestor", "ensure_topic", "shard_of", "topic_for"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class IngestSettings(BaseModel):
     max_reconnects: int | None = None
     options: dict[str, str] = Field(default_factory=dict,
                                     description="FFmpeg options for opening the source, e.g. rtsp_transport=tcp")
+    replication_factor: int = Field(1, ge=1, description="for the camera topic, if ingest creates it")
     timeout_s: float | None = Field(15.0, gt=0, description="a source silent this long is dropped and reopened")
 
 
@@ -44,14 +45,14 @@ def topic_for(camera: str, prefix: str = "frames.") -> str:
     return f"{prefix}{camera}"
 
 
-def ensure_topic(bootstrap: str, topic: str, message_bytes: int) -> None:
+def ensure_topic(bootstrap: str, topic: str, message_bytes: int, replication_factor: int = 1) -> None:
     """Create a single-partition topic sized for raw frames if it does not exist."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="streamdycoke-admin")
     try:
-        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=replication_factor,
                                       topic_configs={"max.message.bytes": str(message_bytes)})])
     except TopicAlreadyExistsError:
         pass
@@ -79,37 +80,46 @@ class Ingestor:
         self.topic = topic_for(camera, self.settings.topic_prefix)
 
     def run(self, stop: threading.Event | None = None) -> IngestStats:
+        """Publish until the source ends (or ``max_frames``, or ``stop``). Returns this run's stats.
+
+        Frame indices continue from the last one in the topic (a restarted ingest never reuses an
+        index the camera's actor has already stored). Capture timestamps are the run's start time plus the
+        source's own timestamps; a reopened source continues from the wall clock, a looped file from
+        its previous pass, so they only grow.
+        """
         from kafka import KafkaProducer
 
         s = self.settings
         stop = stop or threading.Event()
         message_bytes = s.size * s.size * 3 + 4096
-        ensure_topic(s.bootstrap, self.topic, message_bytes)
+        ensure_topic(s.bootstrap, self.topic, message_bytes, s.replication_factor)
+        first_index, last_ts = self._resume_point()
         producer = KafkaProducer(bootstrap_servers=s.bootstrap, acks="all", linger_ms=5,
                                  max_request_size=max(message_bytes, 1 << 20))
-        t0_wall = time.time()
-        offset = 0.0  # added to a looping file's timestamps so they keep growing
+        t0_wall = max(time.time(), last_ts + 1.0 / 30)
+        base = 0.0  # where (seconds after t0_wall) the current pass's first frame goes
         backoff = s.reconnect_backoff_s
         try:
             while not stop.is_set():
-                last_ts = None
+                first_ts = last_rel = None
                 dec = DecodeStats()
                 try:
                     for fr in decode_frames(self.source, size=(s.size, s.size), stats=dec,
                                             options=s.options, timeout=s.timeout_s):
                         if stop.is_set() or (s.max_frames is not None and self.stats.frames >= s.max_frames):
                             return self.stats
-                        ts = offset + fr.timestamp
+                        first_ts = fr.timestamp if first_ts is None else first_ts
+                        last_rel = fr.timestamp - first_ts
+                        ts = t0_wall + base + last_rel
                         if s.realtime:
-                            delay = t0_wall + ts - time.time()
+                            delay = ts - time.time()
                             if delay > 0:
                                 stop.wait(delay)
                         producer.send(self.topic, key=self.camera.encode(),
-                                      value=encode_frame(self.camera, self.stats.frames, t0_wall + ts, fr.rgb))
+                                      value=encode_frame(self.camera, first_index + self.stats.frames, ts, fr.rgb))
                         self.stats.frames += 1
                         if self.metrics is not None:
-                            self.metrics.published(self.camera, t0_wall + ts)
-                        last_ts = fr.timestamp
+                            self.metrics.published(self.camera, ts)
                         backoff = s.reconnect_backoff_s
                 except Exception as exc:  # a dropped or unreachable source: reopen with backoff
                     self.stats.corrupt_packets += dec.corrupt_packets
@@ -121,14 +131,118 @@ class Ingestor:
                     log.warning("camera %s: source %s failed (%s); reopening in %.1fs", self.camera, self.source, exc, backoff)
                     stop.wait(backoff)
                     backoff = min(backoff * 2, s.reconnect_backoff_max_s)
+                    # a live source resumes at the wall clock: later than anything already published
+                    base = max(base + (last_rel or 0.0) + 1.0 / 30, time.time() - t0_wall)
                     continue
                 self.stats.corrupt_packets += dec.corrupt_packets
                 if self.metrics is not None:
                     self.metrics.corrupt(self.camera, dec.corrupt_packets)
                 if not s.loop:
                     break
-                offset += (last_ts or 0.0) + 1.0 / 30
+                base += (last_rel or 0.0) + 1.0 / 30
         finally:
             producer.flush()
             producer.close()
         return self.stats
+
+    def _resume_point(self) -> tuple[int, float]:
+        """One past the highest frame index already in the camera's topic (0 for a new topic), and
+        the latest capture timestamp there (0.0 for a new topic).
+
+        Read from the messages themselves (the last few), not from the end offset: indices then
+        continue even where a broker reports end offsets loosely (tansu's lags within a batch).
+        """
+        from kafka import KafkaConsumer, TopicPartition
+
+        tp = TopicPartition(self.topic, 0)
+        c = KafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
+                          max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20)
+        try:
+            c.assign([tp])
+            end = c.end_offsets([tp])[tp]
+            if end == 0:
+                return 0, 0.0
+            c.seek(tp, max(0, end - 64))
+            last, last_ts = -1, 0.0
+            while True:
+                batch = c.poll(timeout_ms=1000).get(tp, [])
+                if not batch:
+                    return last + 1, last_ts
+                for rec in batch:
+                    try:
+                        msg = decode_frame(rec.value)
+                    except FrameFormatError:  # a malformed message is the actor's to dead-letter
+                        continue
+                    last, last_ts = max(last, msg.frame_index), max(last_ts, msg.timestamp)
+        finally:
+            c.close()
+
+
+def shard_of(camera: str, shards: int) -> int:
+    """Which of ``shards`` ingest processes owns ``camera``: stable across processes and restarts."""
+    import zlib
+
+    return zlib.crc32(camera.encode()) % shards
+
+
+class IngestFleet:
+    """Runs one :class:`Ingestor` thread per camera with a source, reconciled against a camera list.
+
+    ``reconcile(cameras)`` starts new cameras, stops removed ones and restarts changed ones; with
+    ``shard=(k, n)`` this process takes only the cameras :func:`shard_of` gives to ``k``. A camera
+    whose ingest thread ended (source gone for good) is started again at the next reconcile.
+    """
+
+    def __init__(self, settings: IngestSettings, metrics: IngestMetrics | None = None,
+                 shard: tuple[int, int] = (0, 1)) -> None:
+        k, n = shard
+        if not (n >= 1 and 0 <= k < n):
+            raise ValueError(f"shard must be K/N with 0 <= K < N, got {k}/{n}")
+        self.settings, self.metrics, self.shard = settings, metrics, shard
+        self._running: dict[str, tuple[object, Ingestor, threading.Event, threading.Thread]] = {}
+
+    def owns(self, camera: str) -> bool:
+        return shard_of(camera, self.shard[1]) == self.shard[0]
+
+    def reconcile(self, cameras: list) -> dict[str, list[str]]:
+        """Bring the running ingestors to ``cameras`` (``CameraConfig``s); returns what changed."""
+        want = {c.id: c for c in cameras if c.source and self.owns(c.id)}
+        changes: dict[str, list[str]] = {"started": [], "stopped": []}
+        for cam, (cfg, _, stop, thread) in list(self._running.items()):
+            if cam not in want or want[cam] != cfg or not thread.is_alive():
+                stop.set()
+                thread.join(timeout=30)
+                del self._running[cam]
+                changes["stopped"].append(cam)
+        for cam, cfg in want.items():
+            if cam in self._running:
+                continue
+            settings = self.settings.model_copy(update={"options": {**self.settings.options, **cfg.source_options}})
+            ing = Ingestor(cam, cfg.source, settings, self.metrics)
+            stop = threading.Event()
+            thread = threading.Thread(target=self._run, args=(ing, stop), name=f"ingest-{cam}", daemon=True)
+            thread.start()
+            self._running[cam] = (cfg, ing, stop, thread)
+            changes["started"].append(cam)
+        return changes
+
+    @staticmethod
+    def _run(ing: Ingestor, stop: threading.Event) -> None:
+        try:
+            ing.run(stop)
+        except Exception:  # given up on its source: logged; the next reconcile starts it again
+            log.exception("camera %s: ingest stopped", ing.camera)
+
+    @property
+    def cameras(self) -> list[str]:
+        return sorted(self._running)
+
+    def stats(self) -> dict[str, IngestStats]:
+        return {cam: ing.stats for cam, (_, ing, _, _) in self._running.items()}
+
+    def stop(self) -> None:
+        for _, _, stop, _ in self._running.values():
+            stop.set()
+        for cam, (_, _, _, thread) in list(self._running.items()):
+            thread.join(timeout=30)
+        self._running.clear()

@@ -134,3 +134,13 @@ def test_rtsp_camera_is_ingested_frame_for_frame_and_counted(kafka, tmp_path):
     finally:
         server.shutdown()
         t.join(5)
+
+
+def test_a_restarted_ingest_continues_frame_indices_and_timestamps(kafka, tmp_path):
+    """Indices restarting at 0 would be taken for replays by the camera's actor and dropped."""
+    video = make_camera_video(tmp_path / "cam.mp4", seconds=0.5, seed=6)
+    for _ in range(2):
+        assert Ingestor("cam-again", str(video), IngestSettings(bootstrap=kafka.bootstrap, size=32)).run().frames == 15
+    msgs = [decode_frame(r.value) for r in consume_all(kafka.bootstrap, "frames.cam-again", 30)]
+    assert [m.frame_index for m in msgs] == list(range(30))
+    assert all(b.timestamp > a.timestamp for a, b in zip(msgs, msgs[1:]))
