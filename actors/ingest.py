@@ -190,7 +190,8 @@ class IngestFleet:
 
     ``reconcile(cameras)`` starts new cameras, stops removed ones and restarts changed ones; with
     ``shard=(k, n)`` this process takes only the cameras :func:`shard_of` gives to ``k``. A camera
-    whose ingest thread ended (source gone for good) is started again at the next reconcile.
+    whose ingest gave up (source failing past ``max_reconnects``) is started again at the next
+    reconcile; one whose source simply ended (a file, not looped) stays done.
     """
 
     def __init__(self, settings: IngestSettings, metrics: IngestMetrics | None = None,
@@ -200,6 +201,7 @@ class IngestFleet:
             raise ValueError(f"shard must be K/N with 0 <= K < N, got {k}/{n}")
         self.settings, self.metrics, self.shard = settings, metrics, shard
         self._running: dict[str, tuple[object, Ingestor, threading.Event, threading.Thread]] = {}
+        self._failed: set[str] = set()
 
     def owns(self, camera: str) -> bool:
         return shard_of(camera, self.shard[1]) == self.shard[0]
@@ -209,10 +211,11 @@ class IngestFleet:
         want = {c.id: c for c in cameras if c.source and self.owns(c.id)}
         changes: dict[str, list[str]] = {"started": [], "stopped": []}
         for cam, (cfg, _, stop, thread) in list(self._running.items()):
-            if cam not in want or want[cam] != cfg or not thread.is_alive():
+            if cam not in want or want[cam] != cfg or cam in self._failed:
                 stop.set()
                 thread.join(timeout=30)
                 del self._running[cam]
+                self._failed.discard(cam)
                 changes["stopped"].append(cam)
         for cam, cfg in want.items():
             if cam in self._running:
@@ -226,12 +229,16 @@ class IngestFleet:
             changes["started"].append(cam)
         return changes
 
-    @staticmethod
-    def _run(ing: Ingestor, stop: threading.Event) -> None:
+    def _run(self, ing: Ingestor, stop: threading.Event) -> None:
         try:
             ing.run(stop)
         except Exception:  # given up on its source: logged; the next reconcile starts it again
-            log.exception("camera %s: ingest stopped", ing.camera)
+            log.exception("camera %s: ingest gave up on its source", ing.camera)
+            self._failed.add(ing.camera)
+
+    def any_failed(self) -> bool:
+        """True when some camera's ingest gave up (the next reconcile restarts it)."""
+        return bool(self._failed)
 
     @property
     def cameras(self) -> list[str]:

@@ -38,6 +38,7 @@ INGEST_METRIC_NAMES = (
     "streamdycoke_ingest_source_failures_total",
     "streamdycoke_ingest_corrupt_packets_total",
     "streamdycoke_ingest_last_frame_timestamp_seconds",
+    "streamdycoke_ingest_config_errors_total",
 )
 METRIC_NAMES = CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES
 
@@ -124,6 +125,12 @@ class IngestMetrics:
                                 tags, registry=self.registry)
         self._last = Gauge("streamdycoke_ingest_last_frame_timestamp_seconds",
                            "capture time (unix seconds) of the last frame published", tags, registry=self.registry)
+
+        self._config_errors = Counter("streamdycoke_ingest_config_errors",
+                                      "camera files that could not be read or validated", registry=self.registry)
+
+    def config_error(self) -> None:
+        self._config_errors.inc()
 
     def published(self, camera: str, capture_ts: float) -> None:
         self._published.labels(camera).inc()

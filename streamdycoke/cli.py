@@ -67,10 +67,28 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_shard(text: str) -> tuple[int, int]:
+    """``K/N``; ``auto/N`` takes K from a StatefulSet pod's hostname (``name-K``)."""
+    import os
+    import socket
+
+    k, sep, n = text.partition("/")
+    if k == "auto":
+        k = (os.environ.get("HOSTNAME") or socket.gethostname()).rsplit("-", 1)[-1]
+    try:
+        return int(k), int(n)
+    except ValueError:
+        raise SystemExit(f"--shard expects K/N or auto/N (K from a hostname ending in -K), got {text!r}") from None
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from actors.ingest import IngestSettings, Ingestor  # the pipeline extra: not needed by the core
     from actors.metrics import IngestMetrics
 
+    if (args.config is None) == (args.source is None):
+        raise SystemExit("give either SOURCE with --camera, or --config FILE")
+    if args.source is not None and not args.camera:
+        raise SystemExit("--camera is required with SOURCE")
     options = {}
     for kv in args.option:
         key, sep, value = kv.partition("=")
@@ -79,21 +97,66 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         options[key] = value
     settings = IngestSettings(bootstrap=args.bootstrap, size=args.size, loop=args.loop, realtime=args.realtime,
                               max_frames=args.max_frames, topic_prefix=args.topic_prefix, options=options,
-                              timeout_s=args.timeout)
+                              timeout_s=args.timeout, replication_factor=args.replication_factor)
     metrics = IngestMetrics()
     server = metrics.serve(args.metrics_port) if args.metrics_port is not None else None
-    ing = Ingestor(args.camera, args.source, settings, metrics)
     where = f"; metrics on :{server.server_port}/metrics" if server is not None else ""
-    print(f"camera {args.camera}: {args.source} -> {settings.bootstrap} topic {ing.topic}{where}", file=sys.stderr)
     try:
-        stats = ing.run()
-    except KeyboardInterrupt:
-        stats = ing.stats
+        if args.config is not None:
+            return _ingest_fleet(args, settings, metrics, where)
+        ing = Ingestor(args.camera, args.source, settings, metrics)
+        print(f"camera {args.camera}: {args.source} -> {settings.bootstrap} topic {ing.topic}{where}", file=sys.stderr)
+        try:
+            stats = ing.run()
+        except KeyboardInterrupt:
+            stats = ing.stats
     finally:
         if server is not None:
             server.shutdown()
     print(json.dumps({"camera": args.camera, "frames": stats.frames, "corrupt_packets": stats.corrupt_packets,
                       "reconnects": stats.reconnects}))
+    return 0
+
+
+def _ingest_fleet(args: argparse.Namespace, settings, metrics, where: str) -> int:
+    """``ingest --config FILE``: every camera of the file with a source (of this shard), reloaded as it changes."""
+    import os
+    import signal
+    import threading
+
+    from pydantic import ValidationError
+
+    from actors.camera import load_cameras
+    from actors.ingest import IngestFleet
+
+    shard = _parse_shard(args.shard)
+    fleet = IngestFleet(settings, metrics, shard)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # Kubernetes stops pods with SIGTERM
+    print(f"ingest: cameras from {args.config} (shard {shard[0]}/{shard[1]}) -> {settings.bootstrap}{where}",
+          file=sys.stderr)
+    seen = None
+    try:
+        while not stop.is_set():
+            try:
+                mtime = os.stat(args.config).st_mtime_ns
+                if mtime != seen or fleet.any_failed():
+                    changes = fleet.reconcile(load_cameras(args.config))
+                    seen = mtime
+                    if changes["started"] or changes["stopped"]:
+                        print(f"ingest: started {changes['started']} stopped {changes['stopped']}", file=sys.stderr)
+            except (OSError, ValueError, ValidationError) as exc:  # keep the last good camera list
+                metrics.config_error()
+                print(f"ingest: cannot use {args.config}, keeping the running cameras: {exc}", file=sys.stderr)
+                seen = os.stat(args.config).st_mtime_ns if os.path.exists(args.config) else None
+            stop.wait(args.reload_s)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stats = fleet.stats()
+        fleet.stop()
+    print(json.dumps({"cameras": {cam: {"frames": st.frames, "corrupt_packets": st.corrupt_packets,
+                                        "reconnects": st.reconnects} for cam, st in stats.items()}}))
     return 0
 
 
@@ -139,8 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_make_sample)
 
     p = sub.add_parser("ingest", help="decode a camera (file, RTSP or HTTP) and publish its frames to Kafka")
-    p.add_argument("source")
-    p.add_argument("--camera", required=True)
+    p.add_argument("source", nargs="?", help="file, rtsp:// or http(s):// URL (or use --config)")
+    p.add_argument("--camera", help="camera id (with SOURCE)")
+    p.add_argument("--config", help="cameras file (YAML/JSON, `cameras: [{id, source, ...}]`): ingest every "
+                                    "camera with a source, following edits to the file")
+    p.add_argument("--shard", default="0/1", help="with --config: take only shard K of N (auto/N: K from a "
+                                                   "StatefulSet hostname)")
+    p.add_argument("--reload-s", type=float, default=10.0, help="with --config: how often to check the file")
+    p.add_argument("--replication-factor", type=int, default=1, help="of camera topics ingest creates")
     p.add_argument("--bootstrap", default="127.0.0.1:9092")
     p.add_argument("--topic-prefix", default="frames.")
     p.add_argument("--size", type=int, default=384, help="resize frames to SIZE x SIZE (the encoder's input)")

@@ -144,3 +144,67 @@ def test_a_restarted_ingest_continues_frame_indices_and_timestamps(kafka, tmp_pa
     msgs = [decode_frame(r.value) for r in consume_all(kafka.bootstrap, "frames.cam-again", 30)]
     assert [m.frame_index for m in msgs] == list(range(30))
     assert all(b.timestamp > a.timestamp for a, b in zip(msgs, msgs[1:]))
+
+
+def test_ingest_config_follows_the_camera_file_and_stops_on_sigterm(kafka, tmp_path):
+    """`streamdycoke ingest --config`: cameras added to the file start, a broken file is reported and
+    counted while the running cameras go on, SIGTERM (how Kubernetes stops a pod) ends it cleanly."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from actors.embedded import free_port
+
+    a = make_camera_video(tmp_path / "a.mp4", seconds=0.5, seed=7)
+    b = make_camera_video(tmp_path / "b.mp4", seconds=0.5, seed=8)
+    cfg = tmp_path / "cameras.yaml"
+    cfg.write_text(f"cameras:\n  - id: fa\n    source: {a}\n  - id: nosource\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamdycoke.cli", "ingest", "--config", str(cfg),
+                             "--bootstrap", kafka.bootstrap, "--size", "32", "--reload-s", "0.2",
+                             "--metrics-port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def metric(name: str, until: float) -> float:
+        deadline, value = time.monotonic() + 30, None
+        while time.monotonic() < deadline:
+            try:
+                value = _scrape(port).get(name, 0)
+            except OSError:  # not serving yet
+                value = None
+            if value == until:
+                break
+            time.sleep(0.2)
+        return value
+
+    try:
+        assert metric("streamdycoke_ingest_frames_published_total{fa}", 15) == 15
+        assert len(consume_all(kafka.bootstrap, "frames.fa", 15)) == 15
+        time.sleep(0.05)  # a new mtime
+        cfg.write_text(f"cameras:\n  - id: fa\n    source: {a}\n  - id: fb\n    source: {b}\n")
+        assert metric("streamdycoke_ingest_frames_published_total{fb}", 15) == 15
+        assert len(consume_all(kafka.bootstrap, "frames.fb", 15)) == 15
+        time.sleep(0.05)
+        cfg.write_text("cameras:\n  - id: fa\n    min_fps: -1\n")  # invalid: reported, counted, ignored
+        assert metric("streamdycoke_ingest_config_errors_total{}", 1) == 1
+        published = _scrape(port)
+        assert published["streamdycoke_ingest_frames_published_total{fa}"] == 15
+        assert published["streamdycoke_ingest_frames_published_total{fb}"] == 15
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "min_fps" in err
+    r = json.loads(out.strip().splitlines()[-1])
+    assert {cam: s["frames"] for cam, s in r["cameras"].items()} == {"fa": 15, "fb": 15}
+
+
+def test_shards_split_cameras_between_ingest_processes():
+    from actors.ingest import IngestFleet, shard_of
+
+    cams = [f"cam-{i}" for i in range(200)]
+    owners = [[c for c in cams if IngestFleet(IngestSettings(), shard=(k, 3)).owns(c)] for k in range(3)]
+    assert sorted(sum(owners, [])) == sorted(cams)  # each camera in exactly one shard
+    assert all(40 < len(o) < 95 for o in owners)
+    assert shard_of("cam-7", 3) == shard_of("cam-7", 3)
+    with pytest.raises(ValueError, match="shard"):
+        IngestFleet(IngestSettings(), shard=(3, 3))
