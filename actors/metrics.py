@@ -11,7 +11,7 @@ add ``or vector(0)``.
 
 from __future__ import annotations
 
-__all__ = ["CAMERA_METRIC_NAMES", "CameraMetrics", "INGEST_METRIC_NAMES", "IngestMetrics", "METRIC_NAMES",
+__all__ = ["CAMERA_METRIC_NAMES", "CameraMetrics", "FLEET_METRIC_NAMES", "FleetMetrics", "INGEST_METRIC_NAMES", "IngestMetrics", "METRIC_NAMES",
            "QUERY_METRIC_NAMES", "QueryMetrics"]
 
 CAMERA_METRIC_NAMES = (
@@ -40,7 +40,13 @@ INGEST_METRIC_NAMES = (
     "streamdycoke_ingest_last_frame_timestamp_seconds",
     "streamdycoke_ingest_config_errors_total",
 )
-METRIC_NAMES = CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES
+# The Serve deployment that owns the camera actors on a cluster (deployments.app.CameraFleet).
+FLEET_METRIC_NAMES = (
+    "streamdycoke_fleet_cameras",
+    "streamdycoke_fleet_actor_restarts_total",
+    "streamdycoke_fleet_config_errors_total",
+)
+METRIC_NAMES = CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES + FLEET_METRIC_NAMES
 
 _LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 
@@ -104,6 +110,30 @@ class QueryMetrics:
     def batch(self, requests: int, visual_tokens: int) -> None:
         self.batch_requests.observe(requests)
         self.batch_tokens.observe(visual_tokens)
+
+
+class FleetMetrics:
+    """Metrics of the camera fleet (created inside its Serve replica)."""
+
+    def __init__(self) -> None:
+        from ray.util.metrics import Counter, Gauge
+
+        self.cameras = Gauge("streamdycoke_fleet_cameras", "camera actors the fleet runs")
+        self.restarts = Counter("streamdycoke_fleet_actor_restarts_total", "camera actor runs restarted after a failure",
+                                ("camera",))
+        self.config_errors = Counter("streamdycoke_fleet_config_errors_total",
+                                     "camera lists that could not be read or validated")
+        self._restarts: dict[str, int] = {}
+
+    def publish(self, cameras: int, restarts: dict[str, int]) -> None:
+        self.cameras.set(cameras)
+        for cam, n in restarts.items():
+            if n > self._restarts.get(cam, 0):
+                self.restarts.inc(n - self._restarts.get(cam, 0), tags={"camera": cam})
+            self._restarts[cam] = n
+
+    def config_error(self) -> None:
+        self.config_errors.inc(1)
 
 
 class IngestMetrics:

@@ -69,8 +69,12 @@ class CameraActor:
 class CameraSupervisor:
     """Owns one :class:`CameraActor` per configured camera; cameras can be added and removed at run time."""
 
-    def __init__(self, kafka: KafkaSettings, redis: RedisSettings) -> None:
+    def __init__(self, kafka: KafkaSettings, redis: RedisSettings, actor_options: dict | None = None) -> None:
+        """``actor_options``: Ray options for every camera actor (e.g. ``{"resources": {"camera": 1}}`` to
+        place them on the CPU worker group of a cluster)."""
         self.kafka, self.redis = kafka, redis
+        self.actor_options = dict(actor_options or {})
+        self.configs: dict[str, CameraConfig] = {}
         self.actors: dict[str, Any] = {}
         self._runs: dict[str, Any] = {}
         self.restarts: dict[str, int] = {}
@@ -78,20 +82,48 @@ class CameraSupervisor:
     def add(self, camera: CameraConfig) -> None:
         if camera.id in self.actors:
             raise ValueError(f"camera {camera.id} is already running")
-        actor = CameraActor.options(name=f"camera-{camera.id}").remote(
-            camera.model_dump(), self.kafka.model_dump(), self.redis.model_dump(mode="json"))
+        redis = self.redis.model_dump(mode="json")
+        if self.redis.password is not None:
+            redis["password"] = self.redis.password.get_secret_value()
+        actor = CameraActor.options(name=f"camera-{camera.id}", **self.actor_options).remote(
+            camera.model_dump(), self.kafka.model_dump(), redis)
         self.actors[camera.id] = actor
+        self.configs[camera.id] = camera
         self._runs[camera.id] = actor.run.remote()
         self.restarts[camera.id] = 0
 
     def remove(self, camera_id: str, timeout_s: float = 30.0) -> dict | None:
         actor = self.actors.pop(camera_id)
         run = self._runs.pop(camera_id)
+        self.configs.pop(camera_id, None)
         actor.stop.remote()
         try:
             return ray.get(run, timeout=timeout_s)
         finally:
             ray.kill(actor, no_restart=True)
+
+    def reconcile(self, cameras: list[CameraConfig]) -> dict[str, list[str]]:
+        """Bring the running actors to ``cameras``: add new ones, remove missing ones, restart changed
+        ones (each resumes from its committed offset). A camera that fails to start is reported and
+        tried again at the next call; the others go on. Returns what changed."""
+        want = {c.id: c for c in cameras}
+        out: dict[str, list[str]] = {"added": [], "removed": [], "failed": []}
+        for cam in [c for c in self.actors if c not in want or want[c] != self.configs.get(c)]:
+            try:
+                self.remove(cam)
+            except Exception as exc:  # its run ended badly: it is stopped all the same
+                log.warning("camera %s: stopped with %s", cam, type(exc).__name__)
+            out["removed"].append(cam)
+        for cam, cfg in want.items():
+            if cam in self.actors:
+                continue
+            try:
+                self.add(cfg)
+                out["added"].append(cam)
+            except Exception as exc:
+                log.error("camera %s: could not start (%s); retrying at the next reconcile", cam, exc)
+                out["failed"].append(cam)
+        return out
 
     def supervise(self) -> None:
         """Restart the run loop of any actor whose run call ended (e.g. the actor process died)."""

@@ -1,6 +1,6 @@
 """The Ray Serve application: ``build_app(args) -> Application``.
 
-Two deployments:
+Two deployments, and a third on a cluster:
 
 - ``Gateway`` (the HTTP ingress, FastAPI): ``POST /v1/query``, ``GET /v1/cameras``, ``GET /healthz``.
   It validates the request, reads the camera's window from the Redis token cache (timed) and hands
@@ -8,12 +8,18 @@ Two deployments:
 - ``LLMDeployment``: wraps :class:`deployments.llm.LLMEngine`; requests are batched with
   ``@serve.batch`` and the batch is sized by visual tokens, not by request count. Replicas, CPUs and
   GPUs per replica and ``autoscaling_config`` come from the app args.
+- ``CameraFleet`` (only with ``fleet`` args, as on Kubernetes): one replica that owns the camera
+  actors. It reads the camera list (``fleet.cameras``, or ``fleet.cameras_file``: a mounted ConfigMap
+  it re-reads every ``reload_s``), starts, stops and restarts actors to match it, and restarts a
+  dead actor's run, which resumes from the committed offset. ``GET /v1/fleet`` shows it.
 
 A Kubernetes ``serveConfigV2`` reaches it through ``import_path: deployments.app:build_app``.
 (No ``from __future__ import annotations`` here: FastAPI must see the request model as a class.)
 """
 
 
+import logging
+import threading
 import time
 from typing import Any
 
@@ -22,12 +28,28 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 
+from actors.camera import CameraConfig, KafkaSettings, load_cameras
 from actors.token_cache import RedisSettings, RedisTokenStore
 from streamdycoke.segment import SegmentFormatError, encode_segment
 
 from .llm import LLMEngine, LLMRequest
 
-__all__ = ["AppArgs", "QueryRequest", "build_app"]
+__all__ = ["AppArgs", "FleetArgs", "QueryRequest", "build_app"]
+
+log = logging.getLogger(__name__)
+
+
+class FleetArgs(BaseModel):
+    """The camera actors, when the Serve app owns them (a cluster); the demo runs its own supervisor."""
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    cameras_file: str | None = Field(None, description="YAML/JSON camera list re-read every reload_s "
+                                                         "(a mounted ConfigMap); used instead of `cameras`")
+    actor_options: dict[str, Any] = Field(default_factory=dict,
+                                          description='Ray options per camera actor, e.g. {"resources": {"camera": 1}}')
+    reload_s: float = Field(10.0, gt=0)
+    num_cpus: float = Field(0.1, gt=0)
 
 
 class AppArgs(BaseModel):
@@ -44,6 +66,7 @@ class AppArgs(BaseModel):
     batch_wait_timeout_s: float = Field(0.05, ge=0)
     gateway_num_cpus: float = Field(0.25, gt=0)
     max_window_s: float = Field(600.0, gt=0)
+    fleet: FleetArgs | None = None
 
 
 class QueryRequest(BaseModel):
@@ -71,14 +94,79 @@ class LLMDeployment:
         return [r.__dict__ for r in self.engine.answer(reqs)]
 
 
+@serve.deployment(num_replicas=1)
+class CameraFleet:
+    """Owns one camera actor per configured camera and keeps them matching the camera list."""
+
+    def __init__(self, args: dict) -> None:
+        from actors.metrics import FleetMetrics
+        from actors.ray_actor import CameraSupervisor
+
+        a = AppArgs(**args)
+        self.fleet = a.fleet
+        self.sup = CameraSupervisor(self.fleet.kafka, a.redis, self.fleet.actor_options)
+        self.metrics = FleetMetrics()
+        self.last_error: str | None = None
+        self.reconciles = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="camera-fleet", daemon=True)
+        self._thread.start()
+
+    def _cameras(self) -> list[CameraConfig]:
+        if self.fleet.cameras_file:
+            return load_cameras(self.fleet.cameras_file)
+        return self.fleet.cameras
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                cameras = self._cameras()
+            except (OSError, ValueError) as exc:  # a bad edit: keep the running cameras, say so, count it
+                self.last_error = f"camera list: {exc}"
+                log.error("camera fleet: %s; keeping the running cameras", self.last_error)
+                self.metrics.config_error()
+                cameras = None
+            try:
+                if cameras is not None:
+                    changes = self.sup.reconcile(cameras)
+                    if any(changes.values()):
+                        log.info("camera fleet: %s", changes)
+                    self.last_error = (f"cameras failed to start: {changes['failed']}" if changes["failed"]
+                                       else None)
+                self.sup.supervise()
+                self.metrics.publish(len(self.sup.actors), self.sup.restarts)
+                self.reconciles += 1
+            except Exception as exc:  # Ray trouble: reported, tried again next round
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("camera fleet: reconcile failed")
+            self._stop.wait(self.fleet.reload_s)
+
+    def check_health(self) -> None:
+        if not self._thread.is_alive():
+            raise RuntimeError("camera fleet loop is not running")
+
+    def status(self) -> dict:
+        return {"cameras": {cam: {"restarts": self.sup.restarts.get(cam, 0),
+                                  "config": self.sup.configs[cam].model_dump()} for cam in sorted(self.sup.actors)},
+                "reconciles": self.reconciles, "last_error": self.last_error}
+
+    def __del__(self) -> None:
+        self._stop.set()
+        try:
+            self.sup.shutdown()
+        except Exception:  # the cluster may be going down with us
+            pass
+
+
 api = FastAPI(title="StreamDyCoke")
 
 
 @serve.deployment
 @serve.ingress(api)
 class Gateway:
-    def __init__(self, llm: Any, args: dict) -> None:
+    def __init__(self, llm: Any, args: dict, fleet: Any = None) -> None:
         self.llm = llm
+        self.fleet = fleet
         self.args = AppArgs(**args)
         self.store = RedisTokenStore(self.args.redis)
         from actors.metrics import QueryMetrics
@@ -89,6 +177,12 @@ class Gateway:
     def health(self) -> dict:
         self.store.client.ping()
         return {"status": "ok"}
+
+    @api.get("/v1/fleet")
+    async def fleet_status(self) -> dict:
+        if self.fleet is None:
+            raise HTTPException(404, "this app runs no camera fleet (its cameras are supervised elsewhere)")
+        return await self.fleet.status.remote()
 
     @api.get("/v1/cameras")
     def cameras(self) -> dict:
@@ -155,4 +249,7 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
     if a.redis.password is not None:
         raw["redis"]["password"] = a.redis.password.get_secret_value()
     llm = LLMDeployment.options(**opts).bind(raw)
-    return Gateway.options(ray_actor_options={"num_cpus": a.gateway_num_cpus}).bind(llm, raw)
+    fleet = None
+    if a.fleet is not None:
+        fleet = CameraFleet.options(ray_actor_options={"num_cpus": a.fleet.num_cpus}).bind(raw)
+    return Gateway.options(ray_actor_options={"num_cpus": a.gateway_num_cpus}).bind(llm, raw, fleet)

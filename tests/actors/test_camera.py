@@ -120,3 +120,18 @@ def test_bad_camera_config_is_rejected_with_a_clear_error():
         CameraConfig(id="c", min_fps=20, max_fps=10)
     with pytest.raises(pydantic.ValidationError):
         CameraConfig(id="bad id with spaces")
+
+
+def test_cameras_file_is_validated_with_errors_naming_the_field(tmp_path):
+    from actors.camera import load_cameras
+
+    f = tmp_path / "cameras.yaml"
+    f.write_text("cameras:\n  - id: a\n    source: rtsp://cam/a\n    source_options: {rtsp_transport: tcp}\n  - id: b\n")
+    cams = load_cameras(str(f))
+    assert [c.id for c in cams] == ["a", "b"] and cams[0].source_options == {"rtsp_transport": "tcp"}
+    f.write_text("cameras:\n  - id: a\n  - id: a\n")
+    with pytest.raises(ValueError, match="unique; repeated: a"):
+        load_cameras(str(f))
+    f.write_text("cameras:\n  - id: a\n    max_fps: zero\n")
+    with pytest.raises(ValueError, match="max_fps"):
+        load_cameras(str(f))

@@ -46,6 +46,7 @@ def app(ray_cluster, tmp_path_factory):
     serve.run(build_app({"model": None, "redis": {"url": r.url}, "num_cpus": 0.25}), name="sdk", route_prefix="/")
     yield port, sup
     serve.delete("sdk")
+    serve.shutdown()  # the next module starts Serve on its own port
     sup.shutdown()
 
 
@@ -99,3 +100,9 @@ def test_bad_requests_get_a_clear_4xx(app, body, code, words):
     port, _ = app
     status, r = http(port, "POST", "/v1/query", body)
     assert status == code and words in json.dumps(r)
+
+
+def test_fleet_status_is_404_when_the_app_runs_no_fleet(app):
+    port, _ = app
+    status, body = http(port, "GET", "/v1/fleet")
+    assert status == 404 and "no camera fleet" in body["detail"]

@@ -1,0 +1,103 @@
+"""The camera fleet inside the Serve app (how a cluster runs it): the camera list is a file (a mounted
+ConfigMap), edits add and remove camera actors, a bad edit is reported and counted, the stream goes on."""
+
+import time
+import urllib.request
+
+import pytest
+
+from actors.ingest import IngestSettings, Ingestor
+from actors.token_cache import RedisSettings, RedisTokenStore
+from streamdycoke.video import make_camera_video
+
+from ..conftest import needs_isolated_network, wait_for
+from .test_app import http
+
+pytestmark = needs_isolated_network
+
+
+def write(path, text):
+    time.sleep(0.02)  # a distinct mtime is not needed (the fleet re-reads every round), but be kind to editors
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)  # atomically, as a ConfigMap volume update does
+
+
+@pytest.fixture(scope="module")
+def fleet_app(ray_cluster, tmp_path_factory):
+    from ray import serve
+
+    from actors.embedded import free_port
+    from deployments.app import build_app
+
+    k, r, _ = ray_cluster
+    d = tmp_path_factory.mktemp("fleet")
+    cameras = d / "cameras.yaml"
+    write(cameras, "cameras:\n  - id: yard\n")
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"model": None, "redis": {"url": r.url}, "num_cpus": 0.2, "gateway_num_cpus": 0.1,
+                         "fleet": {"kafka": {"bootstrap": k.bootstrap}, "cameras_file": str(cameras),
+                                   "reload_s": 0.5, "num_cpus": 0.05}}),
+              name="fleet", route_prefix="/")
+    yield port, cameras, d, k, r
+    serve.delete("fleet")
+    serve.shutdown()  # the next module starts Serve on its own port
+
+
+def fleet(port) -> dict:
+    status, body = http(port, "GET", "/v1/fleet")
+    assert status == 200, body
+    return body
+
+
+def test_cameras_follow_the_camera_file(fleet_app):
+    import ray
+
+    port, cameras, d, k, r = fleet_app
+    store = RedisTokenStore(RedisSettings(url=r.url))
+    wait_for(lambda: list(fleet(port)["cameras"]) == ["yard"], timeout_s=60)
+    n = Ingestor("yard", str(make_camera_video(d / "yard.mp4", seconds=1, seed=11)),
+                 IngestSettings(bootstrap=k.bootstrap, size=64)).run().frames
+    wait_for(lambda: (store.get_stats("yard") or {}).get("consumed") == n, timeout_s=90)
+    assert store.last_frame_index("yard") is not None
+
+    # add a camera and remove the first: one edit
+    write(cameras, "cameras:\n  - id: gate\n    max_fps: 5\n")
+    wait_for(lambda: list(fleet(port)["cameras"]) == ["gate"], timeout_s=60)
+    assert fleet(port)["cameras"]["gate"]["config"]["max_fps"] == 5
+    wait_for(lambda: _actor_gone("camera-yard"), timeout_s=30)
+    m = Ingestor("gate", str(make_camera_video(d / "gate.mp4", seconds=1, seed=12)),
+                 IngestSettings(bootstrap=k.bootstrap, size=64)).run().frames
+    wait_for(lambda: (store.get_stats("gate") or {}).get("consumed") == m, timeout_s=90)
+    assert ray.get_actor("camera-gate") is not None
+
+
+def test_a_bad_camera_file_is_reported_counted_and_the_cameras_go_on(fleet_app, ray_cluster):
+    port, cameras, d, k, r = fleet_app
+    before = list(fleet(port)["cameras"])
+    assert before
+    write(cameras, "cameras:\n  - id: 'no spaces allowed'\n")
+    wait_for(lambda: (fleet(port)["last_error"] or "").startswith("camera list"), timeout_s=30)
+    assert "pattern" in fleet(port)["last_error"]
+    assert list(fleet(port)["cameras"]) == before
+
+    def errors() -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{ray_cluster[2]}/metrics", timeout=5).read().decode()
+        lines = [ln for ln in text.splitlines() if ln.startswith("ray_streamdycoke_fleet_config_errors_total")]
+        return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+    wait_for(lambda: errors() >= 1, timeout_s=30)
+    write(cameras, "cameras:\n  - id: gate\n    max_fps: 5\n")  # fixed: the error clears, nothing restarted
+    wait_for(lambda: fleet(port)["last_error"] is None, timeout_s=30)
+    assert fleet(port)["cameras"]["gate"]["restarts"] == 0
+
+
+def _actor_gone(name: str) -> bool:
+    import ray
+
+    try:
+        ray.get_actor(name)
+    except ValueError:
+        return True
+    return False
