@@ -38,9 +38,10 @@ bench: $(STAMP)
 REAL_CLIPS := runs/videos/real
 
 # Tools the tests drive as real processes: ffmpeg (pushes an RTSP camera), prometheus + promtool (scrape a
-# running pipeline, check the alert rules). Installed with apt when missing and we are root.
+# running pipeline, check and unit-test the alert rules), kubectl (renders the Kustomize overlays offline).
+# Installed with apt when missing and we are root.
 system-deps:
-	@missing=""; for t in ffmpeg:ffmpeg promtool:prometheus prometheus:prometheus; do \
+	@missing=""; for t in ffmpeg:ffmpeg promtool:prometheus prometheus:prometheus kubectl:kubectl; do \
 		command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

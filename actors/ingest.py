@@ -91,6 +91,8 @@ class Ingestor:
 
         s = self.settings
         stop = stop or threading.Event()
+        if self.metrics is not None:
+            self.metrics.camera_started(self.camera)
         message_bytes = s.size * s.size * 3 + 4096
         ensure_topic(s.bootstrap, self.topic, message_bytes, s.replication_factor)
         first_index, last_ts = self._resume_point()

@@ -162,6 +162,11 @@ class IngestMetrics:
     def config_error(self) -> None:
         self._config_errors.inc()
 
+    def camera_started(self, camera: str) -> None:
+        """Export the camera's series at 0 from the start (dashboards then see them before any failure)."""
+        for metric in (self._published, self._failures, self._corrupt):
+            metric.labels(camera)
+
     def published(self, camera: str, capture_ts: float) -> None:
         self._published.labels(camera).inc()
         self._last.labels(camera).set(capture_ts)

@@ -1,0 +1,250 @@
+"""The Kubernetes manifests, checked the strictest way available without a cluster: rendered by
+Kustomize, custom resources against the upstream CRD schemas (closed to unknown fields), core kinds with
+kubernetes-validate, the Serve config against the app's own argument model, the alert rules with
+promtool, and every metric the dashboards and rules name against what the code exports."""
+
+import json
+import shutil
+import subprocess
+
+import jsonschema
+import pytest
+import yaml
+
+from actors.metrics import CAMERA_METRIC_NAMES, FLEET_METRIC_NAMES, INGEST_METRIC_NAMES, QUERY_METRIC_NAMES
+
+from .manifests import (DASHBOARD, K8S, TARGETS, alert_rules, crd_schemas, dashboard_queries, find, metric_names,
+                        needs_kubectl, render, serve_config)
+
+pytestmark = needs_kubectl
+K8S_VERSION = "1.32"  # the oldest Kubernetes we support (KubeRay 1.x and Strimzi 1.x run on it)
+# Serve's own metrics the dashboards use; the Prometheus integration test sees them in a live scrape.
+RAY_BUILTIN_METRICS = {"ray_serve_deployment_replica_healthy"}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_custom_resources_validate_against_the_upstream_crds(target):
+    schemas = crd_schemas()
+    custom = [d for d in render(target) if "/" in d["apiVersion"] and not d["apiVersion"].startswith(
+        ("apps/", "policy/", "batch/", "networking.k8s.io/", "rbac.authorization.k8s.io/"))]
+    assert {d["kind"] for d in custom} >= {"RayService", "Kafka", "KafkaNodePool", "KafkaTopic", "PodMonitor",
+                                           "PrometheusRule"}
+    for doc in custom:
+        key = (doc["apiVersion"], doc["kind"])
+        assert key in schemas, f"{key} is not a served version of any CRD we validate against"
+        errors = sorted(jsonschema.Draft4Validator(schemas[key]).iter_errors(doc), key=lambda e: list(e.path))
+        assert not errors, f"{doc['kind']}/{doc['metadata']['name']}: " + "; ".join(
+            f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5])
+
+
+def test_the_crd_check_rejects_what_the_api_server_would():
+    """The validator is not vacuous: a misspelt field, a wrong type and a missing required field fail."""
+    (rs,) = find(render("base"), "RayService")
+    schema = crd_schemas()[("ray.io/v1", "RayService")]
+    v = jsonschema.Draft4Validator(schema)
+    assert not list(v.iter_errors(rs))
+    bad = json.loads(json.dumps(rs))
+    bad["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplica"] = 3  # misspelt
+    assert any("maxReplica" in e.message for e in v.iter_errors(bad))
+    bad = json.loads(json.dumps(rs))
+    bad["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] = "yes"
+    assert list(v.iter_errors(bad))
+    bad = json.loads(json.dumps(rs))
+    del bad["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["groupName"]
+    assert list(v.iter_errors(bad))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_core_kinds_validate_with_kubernetes_validate(target):
+    import kubernetes_validate
+
+    core = [d for d in render(target) if d["apiVersion"] in ("v1", "apps/v1", "policy/v1")]
+    assert {d["kind"] for d in core} >= {"Namespace", "ConfigMap", "Deployment", "Service", "StatefulSet"}
+    for doc in core:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_core_validation_is_strict():
+    import kubernetes_validate
+
+    (sts,) = find(render("base"), "StatefulSet")
+    bad = json.loads(json.dumps(sts))
+    bad["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_rayservice_shape(target):
+    docs = render(target)
+    (rs,) = find(docs, "RayService")
+    rc = rs["spec"]["rayClusterConfig"]
+    assert rc["enableInTreeAutoscaling"] is True and rc["autoscalerOptions"]["version"] == "v2"
+    head = rc["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0", "the head runs no workloads"
+    groups = {g["groupName"]: g for g in rc["workerGroupSpecs"]}
+    assert '"camera"' in groups["cpu"]["rayStartParams"]["resources"].replace('\\"', '"')
+    for pod in [head["template"]] + [g["template"] for g in groups.values()]:
+        c = pod["spec"]["containers"][0]
+        assert {"name": "metrics", "containerPort": 8080} in c["ports"], "Ray metrics port, named the KubeRay way"
+    if target == "overlays/cpu-dev":
+        assert "gpu" not in groups
+        assert not any("nvidia.com/gpu" in json.dumps(g) for g in rc["workerGroupSpecs"])
+    else:
+        gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]
+        assert gpu["limits"]["nvidia.com/gpu"] == "1"
+        assert serve_config(docs)["applications"][0]["args"]["num_gpus"] == 1
+    # everything the Serve app and the camera fleet need is mounted where the config says
+    args = serve_config(docs)["applications"][0]["args"]
+    cameras_dir = args["fleet"]["cameras_file"].rsplit("/", 1)[0]
+    for pod in [head["template"]] + [g["template"] for g in groups.values()]:
+        mounts = {m["mountPath"]: m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+        vols = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert vols[mounts[cameras_dir]]["configMap"]["name"] == "streamdycoke-cameras"
+    # the camera actors ask for exactly the resource the CPU group offers
+    assert args["fleet"]["actor_options"]["resources"] == {"camera": 1}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_serve_config_parses_imports_and_builds(target, tmp_path):
+    import importlib
+
+    from ray.serve import Application
+
+    from actors.camera import load_cameras
+    from deployments.app import AppArgs
+
+    docs = render(target)
+    cfg = serve_config(docs)
+    (app,) = cfg["applications"]
+    module, _, attr = app["import_path"].partition(":")
+    assert app["import_path"] == "deployments.app:build_app"
+    build_app = getattr(importlib.import_module(module), attr)
+    args = AppArgs(**app["args"])  # every arg is one the app knows, with valid values
+    assert args.fleet is not None and args.autoscaling_config["max_replicas"] >= args.autoscaling_config["min_replicas"]
+    assert args.redis.url.startswith("redis://streamdycoke-redis:")
+    (kafka,) = find(docs, "Kafka")
+    assert args.fleet.kafka.bootstrap == f"{kafka['metadata']['name']}-kafka-bootstrap:9092"
+    assert isinstance(build_app(app["args"]), Application)
+    # the camera list shipped in the ConfigMap is a valid one
+    (cm,) = find(docs, "ConfigMap", "streamdycoke-cameras")
+    f = tmp_path / "cameras.yaml"
+    f.write_text(cm["data"]["cameras.yaml"])
+    assert load_cameras(str(f))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_kafka_is_kraft_with_a_node_pool_and_sizes_raised_for_frames(target):
+    docs = render(target)
+    (kafka,) = find(docs, "Kafka")
+    (pool,) = find(docs, "KafkaNodePool")
+    assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+    assert set(pool["spec"]["roles"]) == {"controller", "broker"}
+    assert "zookeeper" not in kafka["spec"]
+    cfg = kafka["spec"]["kafka"]["config"]
+    frame = 384 * 384 * 3 + 4096  # the largest message ingest sends at the default size
+    assert cfg["message.max.bytes"] >= 16 * frame and cfg["replica.fetch.max.bytes"] >= cfg["message.max.bytes"]
+    topics = {t["metadata"]["name"]: t for t in find(docs, "KafkaTopic")}
+    assert "frames.dead-letter" in topics
+    for t in topics.values():
+        assert int(t["spec"]["config"]["max.message.bytes"]) >= frame
+        assert t["spec"]["replicas"] <= pool["spec"]["replicas"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_redis_has_a_memory_limit_and_an_eviction_policy_that_fits(target):
+    docs = render(target)
+    (cm,) = find(docs, "ConfigMap", "streamdycoke-redis")
+    conf = dict(line.split(None, 1) for line in cm["data"]["redis.conf"].splitlines() if line.strip())
+    assert conf["maxmemory-policy"] == "allkeys-lru"
+    units = {"mb": 2**20, "gb": 2**30}
+    maxmemory = int(conf["maxmemory"][:-2]) * units[conf["maxmemory"][-2:]]
+    (dep,) = find(docs, "Deployment", "streamdycoke-redis")
+    limit = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    limit_bytes = int(limit[:-2]) * {"Mi": 2**20, "Gi": 2**30}[limit[-2:]]
+    assert maxmemory < limit_bytes, "Redis must hit maxmemory (and evict) before the kernel kills it"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_podmonitors_scrape_head_workers_and_ingest(target):
+    docs = render(target)
+    mons = {m["metadata"]["name"]: m for m in find(docs, "PodMonitor")}
+    head, workers = mons["streamdycoke-ray-head"], mons["streamdycoke-ray-workers"]
+    assert head["spec"]["selector"]["matchLabels"] == {"ray.io/node-type": "head"}
+    assert workers["spec"]["selector"]["matchLabels"] == {"ray.io/node-type": "worker"}
+    assert "metrics" in [e["port"] for e in head["spec"]["podMetricsEndpoints"]]
+    (rs,) = find(docs, "RayService")
+    head_ports = {p["name"] for p in rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+                  ["containers"][0]["ports"]}
+    assert {e["port"] for e in head["spec"]["podMetricsEndpoints"]} <= head_ports
+    (sts,) = find(docs, "StatefulSet", "streamdycoke-ingest")
+    assert mons["streamdycoke-ingest"]["spec"]["selector"]["matchLabels"].items() <= \
+        sts["spec"]["template"]["metadata"]["labels"].items()
+    args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+    shard = next(a for a in args if a.startswith("--shard="))
+    assert shard == f"--shard=auto/{sts['spec']['replicas']}", "one shard per ingest pod"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="needs promtool (apt prometheus; make test installs it)")
+def test_promtool_accepts_the_alert_rules(tmp_path):
+    (pr,) = find(render("base"), "PrometheusRule")
+    f = tmp_path / "rules.yaml"
+    f.write_text(yaml.safe_dump({"groups": pr["spec"]["groups"]}))
+    r = subprocess.run(["promtool", "check", "rules", str(f)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    names = {rule["alert"] for rule in alert_rules(render("base"))}
+    assert names >= {"StreamDyCokeConsumerLagGrowing", "StreamDyCokeFrameToCacheP99OverBudget",
+                     "StreamDyCokeDeadLetters", "StreamDyCokeLLMReplicasUnhealthy", "StreamDyCokeKeepRatioDrift"}
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="needs promtool (apt prometheus; make test installs it)")
+def test_alerts_fire_on_the_situations_they_name(tmp_path):
+    """promtool's rule unit tests: synthetic series in, the expected alerts out (and none when healthy)."""
+    (pr,) = find(render("base"), "PrometheusRule")
+    groups = json.loads(json.dumps(pr["spec"]["groups"]))
+    for g in groups:
+        for rule in g["rules"]:
+            rule.pop("annotations", None)  # compared verbatim by promtool: the tests check expr, for, labels
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    src = (K8S / "alerts_test.yaml").read_text()
+    (tmp_path / "alerts_test.yaml").write_text(src)
+    r = subprocess.run(["promtool", "test", "rules", "alerts_test.yaml"], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _exported() -> set[str]:
+    """Every series name the code exports, as Prometheus sees it."""
+    out = set()
+    for name in CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES + FLEET_METRIC_NAMES:
+        out |= {f"ray_{name}", f"ray_{name}_bucket", f"ray_{name}_sum", f"ray_{name}_count"}
+    out |= set(INGEST_METRIC_NAMES)  # served by prometheus-client directly: no ray_ prefix
+    return out
+
+
+def test_every_metric_in_dashboards_and_rules_is_one_the_code_exports():
+    named = {}
+    for title, expr in dashboard_queries():
+        for m in metric_names(expr):
+            named.setdefault(m, f"dashboard panel {title!r}")
+    for rule in alert_rules(render("base")):
+        for m in metric_names(rule["expr"]):
+            named.setdefault(m, f"alert {rule['alert']}")
+    assert len(named) >= 15
+    unknown = {m: where for m, where in named.items() if m not in _exported() | RAY_BUILTIN_METRICS}
+    assert not unknown, f"not exported by the code: {unknown}"
+
+
+def test_dashboard_is_grafana_json_with_the_panels_operators_watch():
+    dash = json.loads(DASHBOARD.read_text())
+    panels = [p for p in dash["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in dash["panels"]}) == len(dash["panels"])
+    assert all(p["targets"] and p["datasource"]["uid"] == "${datasource}" for p in panels)
+    text = json.dumps(dash)
+    for needle in ("frames_consumed_total", "tokens_kept_total", "frame_to_cache_seconds_bucket",
+                   "query_stage_seconds_bucket", "consumer_lag_frames", "llm_batch_size_requests_bucket",
+                   "replica_healthy"):
+        assert needle in text, needle
+    (cm,) = find(render("base"), "ConfigMap", "streamdycoke-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(cm["data"]["streamdycoke.json"]) == dash
