@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -14,7 +15,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-SCHEMAS = ROOT.parent / "shared" / "k8s-schemas"
+# the upstream CRDs, beside the checkout (as CI has them), or wherever STREAMDYCOKE_K8S_SCHEMAS says
+SCHEMAS = Path(os.environ.get("STREAMDYCOKE_K8S_SCHEMAS", ROOT.parent / "shared" / "k8s-schemas"))
 TARGETS = ("base", "overlays/cpu-dev", "overlays/gpu-prod")
 DASHBOARD = K8S / "base" / "dashboards" / "streamdycoke.json"
 
@@ -87,6 +89,9 @@ def _strict(schema):
 def crd_schemas() -> dict[tuple[str, str], dict]:
     """(apiVersion, kind) -> strict JSON schema, for every served version of every CRD we were given."""
     out = {}
+    if not SCHEMAS.is_dir():
+        raise FileNotFoundError(f"no CRD schemas at {SCHEMAS}: put ../shared/k8s-schemas beside the checkout "
+                                "or set STREAMDYCOKE_K8S_SCHEMAS")
     for path in sorted(SCHEMAS.glob("*.yaml")):
         for crd in yaml.safe_load_all(path.read_text()):
             if not crd or crd.get("kind") != "CustomResourceDefinition":
