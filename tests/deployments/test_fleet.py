@@ -23,23 +23,32 @@ def write(path, text):
     tmp.replace(path)  # atomically, as a ConfigMap volume update does
 
 
-@pytest.fixture(scope="module")
-def fleet_app(ray_cluster, tmp_path_factory):
+def serve_with_fleet(ray_cluster, cameras_file, name: str) -> int:
+    """Serve the app as a cluster does (camera fleet following ``cameras_file``); returns the HTTP port."""
     from ray import serve
 
     from actors.embedded import free_port
     from deployments.app import build_app
 
     k, r, _ = ray_cluster
-    d = tmp_path_factory.mktemp("fleet")
-    cameras = d / "cameras.yaml"
-    write(cameras, "cameras:\n  - id: yard\n")
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"model": None, "redis": {"url": r.url}, "num_cpus": 0.2, "gateway_num_cpus": 0.1,
-                         "fleet": {"kafka": {"bootstrap": k.bootstrap}, "cameras_file": str(cameras),
+                         "fleet": {"kafka": {"bootstrap": k.bootstrap}, "cameras_file": str(cameras_file),
                                    "reload_s": 0.5, "num_cpus": 0.05}}),
-              name="fleet", route_prefix="/")
+              name=name, route_prefix="/")
+    return port
+
+
+@pytest.fixture(scope="module")
+def fleet_app(ray_cluster, tmp_path_factory):
+    from ray import serve
+
+    k, r, _ = ray_cluster
+    d = tmp_path_factory.mktemp("fleet")
+    cameras = d / "cameras.yaml"
+    write(cameras, "cameras:\n  - id: yard\n")
+    port = serve_with_fleet(ray_cluster, cameras, "fleet")
     yield port, cameras, d, k, r
     serve.delete("fleet")
     serve.shutdown()  # the next module starts Serve on its own port

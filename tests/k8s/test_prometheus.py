@@ -18,6 +18,7 @@ from streamdycoke.video import make_camera_video
 
 from ..conftest import needs_isolated_network, wait_for
 from ..deployments.test_app import http
+from ..deployments.test_fleet import serve_with_fleet
 from .manifests import alert_rules, dashboard_queries, fill_variables, needs_kubectl, render
 
 pytestmark = [needs_isolated_network,
@@ -37,9 +38,8 @@ def pipeline(ray_cluster, tmp_path_factory):
     from kafka import KafkaProducer
     from ray import serve
 
-    from actors.embedded import free_port
     from actors.camera import load_cameras
-    from deployments.app import build_app
+    from actors.embedded import free_port
 
     k, r, ray_metrics_port = ray_cluster
     d = tmp_path_factory.mktemp("prom")
@@ -48,12 +48,7 @@ def pipeline(ray_cluster, tmp_path_factory):
     cameras.write_text("cameras:\n" + "".join(
         f"  - id: {c}\n    source: {p}\n    encoder: llava-onevision\n" for c, p in cams.items()))
 
-    http_port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-    serve.run(build_app({"model": None, "redis": {"url": r.url}, "num_cpus": 0.2, "gateway_num_cpus": 0.1,
-                         "fleet": {"kafka": {"bootstrap": k.bootstrap}, "cameras_file": str(cameras),
-                                   "reload_s": 0.5, "num_cpus": 0.05}}),
-              name="streamdycoke", route_prefix="/")
+    http_port = serve_with_fleet(ray_cluster, cameras, "streamdycoke")
     ingest_metrics = IngestMetrics()
     ingest_server = ingest_metrics.serve(free_port(), addr="127.0.0.1")
     fleet = IngestFleet(IngestSettings(bootstrap=k.bootstrap, size=64, loop=True, realtime=True), ingest_metrics)
