@@ -62,17 +62,20 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
             }
             stop = threading.Event()
             ingestors, threads = {}, []
-            for i, src in enumerate(sources):
-                for vname, extra in variants.items():
-                    cam = f"cam{i}" + ("" if vname == "compressed" else "-raw")
-                    sup.add(CameraConfig(id=cam, encoder="llava-onevision", **extra))
-                    ing = Ingestor(cam, src, IngestSettings(bootstrap=kafka.bootstrap, size=size, loop=True, realtime=True))
-                    ingestors[cam] = ing
-                    t = threading.Thread(target=ing.run, args=(stop,), daemon=True)
-                    t.start()
-                    threads.append(t)
+            streams = [(f"cam{i}" + ("" if vname == "compressed" else "-raw"), src, extra)
+                       for i, src in enumerate(sources) for vname, extra in variants.items()]
+            for cam, _, extra in streams:
+                sup.add(CameraConfig(id=cam, encoder="llava-onevision", **extra))
+            if not sup.wait_ready():  # measure the steady state, not frames queued while encoders load
+                log("warning: camera actors not ready after 180 s; measuring anyway")
+            for cam, src, _ in streams:
+                ing = Ingestor(cam, src, IngestSettings(bootstrap=kafka.bootstrap, size=size, loop=True, realtime=True))
+                ingestors[cam] = ing
+                t = threading.Thread(target=ing.run, args=(stop,), daemon=True)
+                t.start()
+                threads.append(t)
             log(f"running {2 * cameras} camera streams for {duration:.0f}s ...")
-            time.sleep(5.0)  # start-up: actors load the encoder
+            time.sleep(5.0)  # ingest's start-up
             first = sup.stats()
             t0 = time.monotonic()
             time.sleep(duration)
