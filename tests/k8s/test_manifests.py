@@ -248,3 +248,21 @@ def test_dashboard_is_grafana_json_with_the_panels_operators_watch():
     (cm,) = find(render("base"), "ConfigMap", "streamdycoke-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(cm["data"]["streamdycoke.json"]) == dash
+
+
+def test_image_ray_version_matches_the_rayservice_and_the_tested_ray():
+    """KubeRay needs rayVersion to match the image's Ray; the image's Ray is the one these tests ran."""
+    import re
+
+    import ray
+
+    dockerfile = (K8S.parent / "Dockerfile").read_text()
+    base = re.search(r"^ARG RAY_IMAGE=rayproject/ray:([0-9.]+)-py(\d)(\d+)-cpu$", dockerfile, re.M)
+    assert base, "Dockerfile's RAY_IMAGE default is rayproject/ray:<version>-py<XY>-cpu"
+    for target in TARGETS:
+        (rs,) = find(render(target), "RayService")
+        assert rs["spec"]["rayClusterConfig"]["rayVersion"] == base.group(1) == ray.__version__
+    import sys
+
+    assert (int(base.group(2)), int(base.group(3))) == sys.version_info[:2]
+    assert "pip install --no-cache-dir \"torch==2.13.0\"" in dockerfile  # the pin the project is tested with
