@@ -79,19 +79,29 @@ class CamerasFile(BaseModel):
         return self
 
 
-def load_cameras(path: str) -> list[CameraConfig]:
-    """Read and validate a cameras file (``cameras: [{id, source, ...}]``); errors name the field."""
+def read_config_file(path: str) -> dict:
+    """A YAML or JSON (``.json``) config file as a mapping; unreadable syntax or a non-mapping top level is
+    a ``ValueError`` naming the file (validation is the caller's, with pydantic)."""
     import json
     from pathlib import Path
 
-    text = Path(path).read_text()
-    if path.endswith(".json"):
-        data = json.loads(text)
-    else:
-        import yaml
+    import yaml
 
-        data = yaml.safe_load(text)
-    return CamerasFile(**(data or {})).cameras
+    text = Path(path).read_text()
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_cameras(path: str) -> list[CameraConfig]:
+    """Read and validate a cameras file (``cameras: [{id, source, ...}]``); errors name the field."""
+    return CamerasFile.model_validate(read_config_file(path)).cameras
 
 
 @dataclass

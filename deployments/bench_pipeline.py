@@ -7,7 +7,6 @@ sustained frames/s consumed, the lag left, frame-to-cache p50/p99; then ``querie
 camera over the same window, and query latency p50/p99 with the visual tokens each used.
 """
 
-import json
 import statistics
 import sys
 import tempfile

@@ -44,11 +44,9 @@ def _system_config_class():
 
 def load_system_config(path: str):
     """Parse and validate a system config file; errors name the offending field."""
-    import yaml
+    from actors.camera import read_config_file
 
-    text = Path(path).read_text()
-    data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    return _system_config_class()(**(data or {}))
+    return _system_config_class().model_validate(read_config_file(path))
 
 
 def _post(url: str, body: dict, timeout: float = 120.0) -> dict:

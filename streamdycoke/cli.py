@@ -124,8 +124,6 @@ def _ingest_fleet(args: argparse.Namespace, settings, metrics, where: str) -> in
     import signal
     import threading
 
-    from pydantic import ValidationError
-
     from actors.camera import load_cameras
     from actors.ingest import IngestFleet
 
@@ -145,7 +143,7 @@ def _ingest_fleet(args: argparse.Namespace, settings, metrics, where: str) -> in
                     seen = mtime
                     if changes["started"] or changes["stopped"]:
                         print(f"ingest: started {changes['started']} stopped {changes['stopped']}", file=sys.stderr)
-            except (OSError, ValueError, ValidationError) as exc:  # keep the last good camera list
+            except (OSError, ValueError) as exc:  # keep the last good camera list (pydantic's errors are ValueErrors)
                 metrics.config_error()
                 print(f"ingest: cannot use {args.config}, keeping the running cameras: {exc}", file=sys.stderr)
                 seen = os.stat(args.config).st_mtime_ns if os.path.exists(args.config) else None

@@ -26,7 +26,6 @@ def test_changing_scene_is_sampled_up_to_max_fps_and_never_faster():
 
 
 def test_more_change_means_more_frames():
-    rng = np.random.default_rng(0)
     base = rgb(64, 64, seed=1).astype(np.int16)
     slow = [np.clip(base + int(i * 0.2), 0, 255).astype(np.uint8) for i in range(120)]
     fast = [np.clip(base + int(i * 2.0), 0, 255).astype(np.uint8) for i in range(120)]

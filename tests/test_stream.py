@@ -7,8 +7,6 @@ from streamdycoke import (
 )
 from streamdycoke.segment import decode_segment, encode_segment
 
-from .conftest import drifting_stream
-
 GRID = (6, 6)
 
 

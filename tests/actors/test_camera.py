@@ -135,3 +135,9 @@ def test_cameras_file_is_validated_with_errors_naming_the_field(tmp_path):
     f.write_text("cameras:\n  - id: a\n    max_fps: zero\n")
     with pytest.raises(ValueError, match="max_fps"):
         load_cameras(str(f))
+    f.write_text("cameras: [ {id: a\n")  # broken YAML: a ValueError naming the file, not a YAML crash
+    with pytest.raises(ValueError, match="cameras.yaml: not valid YAML"):
+        load_cameras(str(f))
+    f.write_text("- id: a\n")
+    with pytest.raises(ValueError, match="expected a mapping at the top level, got list"):
+        load_cameras(str(f))

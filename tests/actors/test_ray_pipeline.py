@@ -1,12 +1,9 @@
 """Camera actors on a real local Ray, with a real broker and Redis. Runs inside a loopback-only
 network namespace (``make test`` enters one; see ENVIRONMENT.md: Ray binds routable addresses)."""
 
-import time
-
 import pytest
 
 from actors.camera import CameraConfig, KafkaSettings
-from actors.embedded import EmbeddedKafka, EmbeddedRedis
 from actors.ingest import IngestSettings, Ingestor
 from actors.token_cache import RedisSettings, RedisTokenStore
 from streamdycoke.video import make_camera_video
