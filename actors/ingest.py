@@ -166,16 +166,17 @@ class Ingestor:
                 return 0, 0.0
             c.seek(tp, max(0, end - 64))
             last, last_ts = -1, 0.0
-            while True:
+            while c.position(tp) < end:  # bounded: only up to the end as it was when we looked
                 batch = c.poll(timeout_ms=1000).get(tp, [])
                 if not batch:
-                    return last + 1, last_ts
+                    break
                 for rec in batch:
                     try:
                         msg = decode_frame(rec.value)
                     except FrameFormatError:  # a malformed message is the actor's to dead-letter
                         continue
                     last, last_ts = max(last, msg.frame_index), max(last_ts, msg.timestamp)
+            return last + 1, last_ts
         finally:
             c.close()
 

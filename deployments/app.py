@@ -109,6 +109,7 @@ class CameraFleet:
         self.last_error: str | None = None
         self.reconciles = 0
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="camera-fleet", daemon=True)
         self._thread.start()
 
@@ -119,36 +120,41 @@ class CameraFleet:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                cameras = self._cameras()
-            except (OSError, ValueError) as exc:  # a bad edit: keep the running cameras, say so, count it
-                self.last_error = f"camera list: {exc}"
-                log.error("camera fleet: %s; keeping the running cameras", self.last_error)
-                self.metrics.config_error()
-                cameras = None
-            try:
-                if cameras is not None:
-                    changes = self.sup.reconcile(cameras)
-                    if any(changes.values()):
-                        log.info("camera fleet: %s", changes)
-                    self.last_error = (f"cameras failed to start: {changes['failed']}" if changes["failed"]
-                                       else None)
-                self.sup.supervise()
-                self.metrics.publish(len(self.sup.actors), self.sup.restarts)
-                self.reconciles += 1
-            except Exception as exc:  # Ray trouble: reported, tried again next round
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("camera fleet: reconcile failed")
+            with self._lock:  # status() reads what this changes
+                self._reconcile_once()
             self._stop.wait(self.fleet.reload_s)
+
+    def _reconcile_once(self) -> None:
+        try:
+            cameras = self._cameras()
+        except (OSError, ValueError) as exc:  # a bad edit: keep the running cameras, say so, count it
+            error = f"camera list: {exc}"
+            if error != self.last_error:  # once per bad edit, not once per round
+                log.error("camera fleet: %s; keeping the running cameras", error)
+                self.metrics.config_error()
+            self.last_error, cameras = error, None
+        try:
+            if cameras is not None:
+                changes = self.sup.reconcile(cameras)
+                if any(changes.values()):
+                    log.info("camera fleet: %s", changes)
+                self.last_error = f"cameras failed to start: {changes['failed']}" if changes["failed"] else None
+            self.sup.supervise()
+            self.metrics.publish(len(self.sup.actors), self.sup.restarts)
+            self.reconciles += 1
+        except Exception as exc:  # Ray trouble: reported, tried again next round
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("camera fleet: reconcile failed")
 
     def check_health(self) -> None:
         if not self._thread.is_alive():
             raise RuntimeError("camera fleet loop is not running")
 
     def status(self) -> dict:
-        return {"cameras": {cam: {"restarts": self.sup.restarts.get(cam, 0),
-                                  "config": self.sup.configs[cam].model_dump()} for cam in sorted(self.sup.actors)},
-                "reconciles": self.reconciles, "last_error": self.last_error}
+        with self._lock:
+            return {"cameras": {cam: {"restarts": self.sup.restarts.get(cam, 0),
+                                      "config": self.sup.configs[cam].model_dump()} for cam in sorted(self.sup.actors)},
+                    "reconciles": self.reconciles, "last_error": self.last_error}
 
     def __del__(self) -> None:
         self._stop.set()
