@@ -138,6 +138,34 @@ def bench_compress(frames: int = 256, repeats: int = 5, dims: tuple[int, ...] = 
     return res
 
 
+def bench_decode(video: str | None = None, size: int = 384, repeats: int = 3, progress: bool = True) -> dict:
+    """What one ingest process costs per frame: PyAV decode + resize to ``size x size`` RGB, exactly as
+    :func:`~streamdycoke.video.decode_frames` does it for ingest (FFmpeg's own threading, all cores)."""
+    import os
+
+    from .samples import REAL_CLIPS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if video is None:
+            real = Path("runs/videos/real") / REAL_CLIPS[2]  # bigbuckbunny, 1280x720 H.264
+            video = str(real) if real.exists() else str(make_camera_video(Path(tmp) / "cam.mp4", seconds=10, seed=3))
+        if progress:
+            print(f"  decoding {video} to {size}x{size} RGB ...", file=sys.stderr)
+        best, frames = float("inf"), 0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            frames = sum(1 for _ in decode_frames(video, size=(size, size)))
+            best = min(best, time.perf_counter() - t0)
+    import av
+
+    with av.open(video) as c:
+        s = c.streams.video[0]
+        source = f"{s.width}x{s.height} {s.codec_context.name}"
+    fps = frames / best
+    return {"video": video, "source": source, "size": size, "frames": frames, "cpus": os.cpu_count(),
+            "decode_fps": fps, "cameras_at_30fps": fps / 30}
+
+
 def _print(res: dict) -> None:
     print(f"compression step alone, 1 thread, N={res['tokens_per_frame']}, {res['frames']} frames (best of runs):")
     print(f"  {'D':>5} {'method':<22} {'frames/s':>10} {'us/frame':>9} {'keep':>6}")
@@ -159,7 +187,11 @@ def _print(res: dict) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.what == "pipeline":
+    if args.what == "decode":
+        res = bench_decode(video=args.video, size=args.size, repeats=args.repeats, progress=not args.quiet)
+        print(f"ingest decode + resize ({res['source']} -> {res['size']}x{res['size']} RGB, {res['cpus']} CPUs): "
+              f"{res['decode_fps']:.0f} frames/s = {res['cameras_at_30fps']:.1f} cameras at 30 fps")
+    elif args.what == "pipeline":
         from deployments.bench_pipeline import bench_pipeline, print_pipeline
 
         res = bench_pipeline(cameras=args.cameras, duration=args.duration, queries=args.queries,
@@ -181,7 +213,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks that print figures (and JSON)")
-    p.add_argument("what", choices=["compress", "prefill", "pipeline"])
+    p.add_argument("what", choices=["compress", "prefill", "pipeline", "decode"])
     p.add_argument("--cameras", type=int, default=2, help="pipeline: cameras (each also runs uncompressed)")
     p.add_argument("--duration", type=float, default=30.0, help="pipeline: seconds of real-time load")
     p.add_argument("--queries", type=int, default=5, help="pipeline: questions per camera and variant")
@@ -190,7 +222,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--decode-tokens", type=int, default=8, help="prefill: decode steps timed per case")
     p.add_argument("--tiny", action="store_true", help="prefill: a tiny LM (smoke test, figures meaningless)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--video", default=None, help="video for the per-frame path (default: a synthetic camera clip)")
+    p.add_argument("--video", default=None, help="compress: video for the per-frame path (default: a synthetic "
+                                                 "camera clip); decode: the clip (default: the real 720p one)")
+    p.add_argument("--size", type=int, default=384, help="decode: frames are resized to SIZE x SIZE")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)

@@ -23,3 +23,13 @@ def test_bench_compress_reports_the_contract_keys(capsys):
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r["compress_fps_per_core"] > 0 and r["reference_fps_per_core"] > 0
     assert set(r["per_frame_path"]) == {"pixels", "llava-onevision"}
+
+
+def test_bench_decode_reports_frames_per_second_and_cameras(capsys, tmp_path):
+    from streamdycoke.video import make_camera_video
+
+    video = make_camera_video(tmp_path / "cam.mp4", seconds=1, seed=1)
+    assert main(["bench", "decode", "--video", str(video), "--size", "64", "--repeats", "1", "--json", "-q"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert r["frames"] == 30 and r["size"] == 64
+    assert r["decode_fps"] > 0 and r["cameras_at_30fps"] == pytest.approx(r["decode_fps"] / 30)
