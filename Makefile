@@ -43,11 +43,14 @@ REAL_CLIPS := runs/videos/real
 system-deps:
 	@missing=""; for t in ffmpeg:ffmpeg promtool:prometheus prometheus:prometheus kubectl:kubectl; do \
 		command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
-	if [ -n "$$missing" ]; then \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$${missing% }" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "installing$$missing (apt)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-		else echo "missing$$missing (not root): the tests that need them will be skipped"; fi; fi
+			apt-get update -qq || true; \
+			for pkg in $$missing; do echo "installing $$pkg (apt)"; \
+				DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null \
+				|| echo "WARNING: could not install $$pkg: the tests that need it will be skipped, saying why"; done; \
+		else echo "WARNING: missing $$missing(not root): the tests that need them will be skipped, saying why"; fi; fi
 
 # Tests that start Ray must run in a loopback-only network namespace (Ray binds routable addresses),
 # which has no network: fetch the real sample clips first, then run the whole suite inside one.

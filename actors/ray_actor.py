@@ -158,5 +158,7 @@ class CameraSupervisor:
         return out
 
     def shutdown(self) -> None:
+        for actor in self.actors.values():  # all stop at once; then each is waited for
+            actor.stop.remote()
         for cam in list(self.actors):
             self.remove(cam)
