@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -15,8 +14,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
-# the upstream CRDs, beside the checkout (as CI has them), or wherever STREAMDYCOKE_K8S_SCHEMAS says
-SCHEMAS = Path(os.environ.get("STREAMDYCOKE_K8S_SCHEMAS", ROOT.parent / "shared" / "k8s-schemas"))
+# the upstream CRDs, vendored beside these tests (schemas/SOURCES.md says where each comes from)
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
 TARGETS = ("base", "overlays/cpu-dev", "overlays/gpu-prod")
 DASHBOARD = K8S / "base" / "dashboards" / "streamdycoke.json"
 
@@ -89,9 +88,6 @@ def _strict(schema):
 def crd_schemas() -> dict[tuple[str, str], dict]:
     """(apiVersion, kind) -> strict JSON schema, for every served version of every CRD we were given."""
     out = {}
-    if not SCHEMAS.is_dir():
-        raise FileNotFoundError(f"no CRD schemas at {SCHEMAS}: put ../shared/k8s-schemas beside the checkout "
-                                "or set STREAMDYCOKE_K8S_SCHEMAS")
     for path in sorted(SCHEMAS.glob("*.yaml")):
         for crd in yaml.safe_load_all(path.read_text()):
             if not crd or crd.get("kind") != "CustomResourceDefinition":
