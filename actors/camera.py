@@ -1,4 +1,4 @@
-"""One camera's worker: Kafka frames -> sampler, encoder, policy, sliding window -> Redis token cache.
+"""One camera's worker: Kafka frames -> sampler, encoder, policy, sliding window -> the token cache.
 
 :class:`CameraWorker` is a plain class (the Ray actor is a thin shell around it), so tests drive it
 directly. It opens no connection in ``__init__``; :meth:`start` does.
@@ -16,92 +16,20 @@ another camera goes to the dead-letter topic, its original bytes with the reason
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, Field, model_validator
+from streamdycoke import EncoderSpec, StreamState, TokenStore, build_pipeline
+from streamdycoke.stats import percentile
 
-from streamdycoke import FramePipeline, FrameSampler, SamplerConfig, StreamCompressor, StreamConfig, StreamState, load_policy
-from streamdycoke.encoders import get_encoder
-
+from .config import CameraConfig, KafkaSettings
 from .frames import FrameFormatError, decode_frame
-from .ingest import ensure_topic, topic_for
-from .token_cache import RedisSettings, RedisTokenStore
+from .topics import ensure_topic
 
-__all__ = ["CameraConfig", "CameraCounters", "CameraWorker", "KafkaSettings"]
+__all__ = ["CameraCounters", "CameraWorker"]
 
 log = logging.getLogger(__name__)
-
-
-class KafkaSettings(BaseModel):
-    bootstrap: str = "127.0.0.1:9092"
-    topic_prefix: str = "frames."
-    dead_letter_topic: str = "frames.dead-letter"
-    group_prefix: str = "streamdycoke-camera-"  # offsets are committed under group prefix + camera id
-    max_poll_records: int = Field(32, gt=0, description="bounded batch: at most this many frames in memory")
-    replication_factor: int = Field(1, ge=1, description="for topics the pipeline creates (3 on a real cluster)")
-
-
-class CameraConfig(BaseModel):
-    """One camera, as operators configure it."""
-
-    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
-    source: str | None = None
-    min_fps: float = Field(1.0, gt=0)
-    max_fps: float = Field(15.0, gt=0)
-    window: int = Field(16, ge=1)
-    policy: str = "threshold"
-    max_keep_ratio: float = Field(1.0, gt=0, le=1.0, description="token budget: most of a frame's tokens kept")
-    encoder: str = "pixels"
-    source_options: dict[str, str] = Field(default_factory=dict,
-                                           description="FFmpeg options for opening the source (ingest)")
-
-    @model_validator(mode="after")
-    def _fps_bounds(self) -> "CameraConfig":
-        if self.min_fps > self.max_fps:
-            raise ValueError(f"camera {self.id}: min_fps {self.min_fps} > max_fps {self.max_fps}")
-        return self
-
-
-class CamerasFile(BaseModel):
-    """The camera list operators edit (a Kubernetes ConfigMap, or any YAML/JSON file)."""
-
-    cameras: list[CameraConfig] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _unique_ids(self) -> "CamerasFile":
-        ids = [c.id for c in self.cameras]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:
-            raise ValueError(f"camera ids must be unique; repeated: {', '.join(dup)}")
-        return self
-
-
-def read_config_file(path: str) -> dict:
-    """A YAML or JSON (``.json``) config file as a mapping; unreadable syntax or a non-mapping top level is
-    a ``ValueError`` naming the file (validation is the caller's, with pydantic)."""
-    import json
-    from pathlib import Path
-
-    import yaml
-
-    text = Path(path).read_text()
-    try:
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
-def load_cameras(path: str) -> list[CameraConfig]:
-    """Read and validate a cameras file (``cameras: [{id, source, ...}]``); errors name the field."""
-    return CamerasFile.model_validate(read_config_file(path)).cameras
 
 
 @dataclass
@@ -124,19 +52,28 @@ class CameraCounters:
         return out
 
     def percentile_ms(self, q: float) -> float | None:
-        if not self.frame_to_cache_s:
-            return None
-        xs = sorted(self.frame_to_cache_s)
-        return 1e3 * xs[min(len(xs) - 1, int(q * len(xs)))]
+        p = percentile(self.frame_to_cache_s, q)
+        return None if p is None else 1e3 * p
 
 
 class CameraWorker:
-    def __init__(self, camera: CameraConfig, kafka: KafkaSettings | None = None, redis: RedisSettings | None = None) -> None:
+    """One camera's consumer, per-frame pipeline and token-cache writer.
+
+    Args:
+        camera: the camera.
+        kafka: the broker and topics.
+        store: the token cache (any :class:`~streamdycoke.TokenStore`; Redis in the pipeline).
+        app_model: the application's LLM, whose vision tower the camera uses unless it names its own encoder.
+    """
+
+    def __init__(self, camera: CameraConfig, kafka: KafkaSettings, store: TokenStore,
+                 app_model: EncoderSpec | None = None) -> None:
         self.camera = camera
-        self.kafka = kafka or KafkaSettings()
-        self.store = RedisTokenStore(redis)
+        self.kafka = kafka
+        self.store = store
+        self.config = camera.pipeline_config(app_model)
         self.counters = CameraCounters()
-        self.topic = topic_for(camera.id, self.kafka.topic_prefix)
+        self.topic = kafka.topic_for(camera.id)
         self._consumer = self._producer = self.pipeline = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -144,35 +81,30 @@ class CameraWorker:
         """Connect, rebuild the window from the cache, and resume from the committed offset."""
         from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-        cam = self.camera
+        cam, kafka = self.camera, self.kafka
         self._tp = TopicPartition(self.topic, 0)
-        # the actor may start before its camera's ingest: create the topic (frame-sized) rather than
-        # assigning a partition that does not exist yet
-        ensure_topic(self.kafka.bootstrap, self.topic, 16 << 20, self.kafka.replication_factor)
+        # the actor may start before its camera's ingest: create the topic rather than assigning a
+        # partition that does not exist yet
+        ensure_topic(kafka, self.topic)
         self._consumer = KafkaConsumer(
-            bootstrap_servers=self.kafka.bootstrap, group_id=self.kafka.group_prefix + cam.id,
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=self.kafka.max_poll_records,
-            max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20,
+            bootstrap_servers=kafka.bootstrap, group_id=kafka.group_prefix + cam.id,
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=kafka.max_poll_records,
+            max_partition_fetch_bytes=kafka.max_message_bytes, fetch_max_bytes=4 * kafka.max_message_bytes,
         )
         self._consumer.assign([self._tp])
         committed = self._consumer.committed(self._tp)
         if committed is not None:
             self._consumer.seek(self._tp, committed)
-        ensure_topic(self.kafka.bootstrap, self.kafka.dead_letter_topic, 16 << 20, self.kafka.replication_factor)
-        self._producer = KafkaProducer(bootstrap_servers=self.kafka.bootstrap, acks="all", max_request_size=16 << 20)
+        ensure_topic(kafka, kafka.dead_letter_topic)
+        self._producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all",
+                                       max_request_size=kafka.max_message_bytes)
         self._pending_dead_letters: list = []
         last = self.store.last_frame_index(cam.id)
         state = None
         if last is not None:
             recent = self.store.read(cam.id)  # retention keeps this bounded; starts at a keyframe
             state = StreamState.from_segments(cam.id, recent)
-        policy = load_policy(cam.policy)
-        if cam.max_keep_ratio < 1.0 and hasattr(policy, "max_keep_ratio"):
-            policy = dataclasses.replace(policy, max_keep_ratio=cam.max_keep_ratio)
-        self.pipeline = FramePipeline(
-            cam.id, get_encoder(cam.encoder), StreamCompressor(StreamConfig(window=cam.window), policy),
-            FrameSampler(SamplerConfig(min_fps=cam.min_fps, max_fps=cam.max_fps)), state,
-        )
+        self.pipeline = build_pipeline(cam.id, self.config, state=state)
 
     def stop(self) -> None:
         for c in (self._consumer, self._producer):

@@ -13,51 +13,16 @@ import threading
 import time
 from dataclasses import dataclass
 
-from pydantic import BaseModel, Field
-
 from streamdycoke.video import DecodeStats, decode_frames
 
+from .config import CameraConfig, IngestSettings, KafkaSettings
 from .frames import FrameFormatError, decode_frame, encode_frame
 from .metrics import IngestMetrics
+from .topics import ensure_topic
 
-__all__ = ["IngestFleet", "IngestSettings", "IngestStats", "Ingestor", "ensure_topic", "shard_of", "topic_for"]
+__all__ = ["IngestFleet", "IngestStats", "Ingestor", "shard_of"]
 
 log = logging.getLogger(__name__)
-
-
-class IngestSettings(BaseModel):
-    bootstrap: str = "127.0.0.1:9092"
-    topic_prefix: str = "frames."
-    size: int = Field(384, gt=0, description="frames are resized to size x size (the encoder's input)")
-    loop: bool = False
-    realtime: bool = False
-    max_frames: int | None = None
-    reconnect_backoff_s: float = Field(0.5, gt=0)
-    reconnect_backoff_max_s: float = Field(10.0, gt=0)
-    max_reconnects: int | None = None
-    options: dict[str, str] = Field(default_factory=dict,
-                                    description="FFmpeg options for opening the source, e.g. rtsp_transport=tcp")
-    replication_factor: int = Field(1, ge=1, description="for the camera topic, if ingest creates it")
-    timeout_s: float | None = Field(15.0, gt=0, description="a source silent this long is dropped and reopened")
-
-
-def topic_for(camera: str, prefix: str = "frames.") -> str:
-    return f"{prefix}{camera}"
-
-
-def ensure_topic(bootstrap: str, topic: str, message_bytes: int, replication_factor: int = 1) -> None:
-    """Create a single-partition topic sized for raw frames if it does not exist."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="streamdycoke-admin")
-    try:
-        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=replication_factor,
-                                      topic_configs={"max.message.bytes": str(message_bytes)})])
-    except TopicAlreadyExistsError:
-        pass
-    finally:
-        admin.close()
 
 
 @dataclass
@@ -70,14 +35,15 @@ class IngestStats:
 class Ingestor:
     """Publishes one camera's frames. Opens nothing until :meth:`run`."""
 
-    def __init__(self, camera: str, source: str, settings: IngestSettings | None = None,
-                 metrics: IngestMetrics | None = None) -> None:
+    def __init__(self, camera: str, source: str, kafka: KafkaSettings | None = None,
+                 settings: IngestSettings | None = None, metrics: IngestMetrics | None = None) -> None:
         self.camera = camera
         self.source = source
+        self.kafka = kafka or KafkaSettings()
         self.settings = settings or IngestSettings()
         self.stats = IngestStats()
         self.metrics = metrics
-        self.topic = topic_for(camera, self.settings.topic_prefix)
+        self.topic = self.kafka.topic_for(camera)
 
     def run(self, stop: threading.Event | None = None) -> IngestStats:
         """Publish until the source ends (or ``max_frames``, or ``stop``). Returns this run's stats.
@@ -93,11 +59,10 @@ class Ingestor:
         stop = stop or threading.Event()
         if self.metrics is not None:
             self.metrics.camera_started(self.camera)
-        message_bytes = s.size * s.size * 3 + 4096
-        ensure_topic(s.bootstrap, self.topic, message_bytes, s.replication_factor)
+        ensure_topic(self.kafka, self.topic)
         first_index, last_ts = self._resume_point()
-        producer = KafkaProducer(bootstrap_servers=s.bootstrap, acks="all", linger_ms=5,
-                                 max_request_size=max(message_bytes, 1 << 20))
+        producer = KafkaProducer(bootstrap_servers=self.kafka.bootstrap, acks="all", linger_ms=5,
+                                 max_request_size=self.kafka.max_message_bytes)
         t0_wall = max(time.time(), last_ts + 1.0 / 30)
         base = 0.0  # where (seconds after t0_wall) the current pass's first frame goes
         backoff = s.reconnect_backoff_s
@@ -157,8 +122,9 @@ class Ingestor:
         from kafka import KafkaConsumer, TopicPartition
 
         tp = TopicPartition(self.topic, 0)
-        c = KafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
-                          max_partition_fetch_bytes=16 << 20, fetch_max_bytes=64 << 20)
+        c = KafkaConsumer(bootstrap_servers=self.kafka.bootstrap, enable_auto_commit=False,
+                          max_partition_fetch_bytes=self.kafka.max_message_bytes,
+                          fetch_max_bytes=4 * self.kafka.max_message_bytes)
         try:
             c.assign([tp])
             end = c.end_offsets([tp])[tp]
@@ -197,19 +163,19 @@ class IngestFleet:
     reconcile; one whose source simply ended (a file, not looped) stays done.
     """
 
-    def __init__(self, settings: IngestSettings, metrics: IngestMetrics | None = None,
+    def __init__(self, kafka: KafkaSettings, settings: IngestSettings, metrics: IngestMetrics | None = None,
                  shard: tuple[int, int] = (0, 1)) -> None:
         k, n = shard
         if not (n >= 1 and 0 <= k < n):
             raise ValueError(f"shard must be K/N with 0 <= K < N, got {k}/{n}")
-        self.settings, self.metrics, self.shard = settings, metrics, shard
+        self.kafka, self.settings, self.metrics, self.shard = kafka, settings, metrics, shard
         self._running: dict[str, tuple[object, Ingestor, threading.Event, threading.Thread]] = {}
         self._failed: set[str] = set()
 
     def owns(self, camera: str) -> bool:
         return shard_of(camera, self.shard[1]) == self.shard[0]
 
-    def reconcile(self, cameras: list) -> dict[str, list[str]]:
+    def reconcile(self, cameras: list[CameraConfig]) -> dict[str, list[str]]:
         """Bring the running ingestors to ``cameras`` (``CameraConfig``s); returns what changed."""
         want = {c.id: c for c in cameras if c.source and self.owns(c.id)}
         changes: dict[str, list[str]] = {"started": [], "stopped": []}
@@ -224,7 +190,7 @@ class IngestFleet:
             if cam in self._running:
                 continue
             settings = self.settings.model_copy(update={"options": {**self.settings.options, **cfg.source_options}})
-            ing = Ingestor(cam, cfg.source, settings, self.metrics)
+            ing = Ingestor(cam, cfg.source, self.kafka, settings, self.metrics)
             stop = threading.Event()
             thread = threading.Thread(target=self._run, args=(ing, stop), name=f"ingest-{cam}", daemon=True)
             thread.start()

@@ -43,6 +43,7 @@ INGEST_METRIC_NAMES = (
 # The Serve deployment that owns the camera actors on a cluster (deployments.app.CameraFleet).
 FLEET_METRIC_NAMES = (
     "streamdycoke_fleet_cameras",
+    "streamdycoke_fleet_cameras_refused",
     "streamdycoke_fleet_actor_restarts_total",
     "streamdycoke_fleet_config_errors_total",
 )
@@ -119,14 +120,17 @@ class FleetMetrics:
         from ray.util.metrics import Counter, Gauge
 
         self.cameras = Gauge("streamdycoke_fleet_cameras", "camera actors the fleet runs")
+        self.refused = Gauge("streamdycoke_fleet_cameras_refused",
+                             "configured cameras not started because their encoder cannot feed the LLM")
         self.restarts = Counter("streamdycoke_fleet_actor_restarts_total", "camera actor runs restarted after a failure",
                                 ("camera",))
         self.config_errors = Counter("streamdycoke_fleet_config_errors_total",
                                      "camera lists that could not be read or validated")
         self._restarts: dict[str, int] = {}
 
-    def publish(self, cameras: int, restarts: dict[str, int]) -> None:
+    def publish(self, cameras: int, restarts: dict[str, int], refused: int = 0) -> None:
         self.cameras.set(cameras)
+        self.refused.set(refused)
         for cam, n in restarts.items():
             if n > self._restarts.get(cam, 0):
                 self.restarts.inc(n - self._restarts.get(cam, 0), tags={"camera": cam})

@@ -16,19 +16,23 @@ from typing import Any
 
 import ray
 
-from .camera import CameraConfig, CameraWorker, KafkaSettings
-from .token_cache import RedisSettings
+from streamdycoke import EncoderSpec
 
-__all__ = ["CameraActor", "CameraSupervisor"]
+from .camera import CameraWorker
+from .config import CameraConfig, KafkaSettings, RedisSettings, encoder_refusal
+from .token_cache import RedisTokenStore
+
+__all__ = ["CameraActor", "CameraRefused", "CameraSupervisor"]
 
 log = logging.getLogger(__name__)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=2, num_cpus=0.25)
 class CameraActor:
-    def __init__(self, camera: dict, kafka: dict, redis: dict) -> None:
-        self.camera = CameraConfig(**camera)
-        self.worker = CameraWorker(self.camera, KafkaSettings(**kafka), RedisSettings(**redis))
+    def __init__(self, camera: CameraConfig, kafka: KafkaSettings, redis: RedisSettings,
+                 app_model: EncoderSpec | None = None) -> None:
+        self.camera = camera
+        self.worker = CameraWorker(camera, kafka, RedisTokenStore(redis), app_model)
         self._stop = threading.Event()
         self._started = False
 
@@ -66,27 +70,41 @@ class CameraActor:
         self._stop.set()
 
 
-class CameraSupervisor:
-    """Owns one :class:`CameraActor` per configured camera; cameras can be added and removed at run time."""
+class CameraRefused(ValueError):
+    """A camera whose tokens the application's LLM could not read (see :func:`actors.config.encoder_refusal`)."""
 
-    def __init__(self, kafka: KafkaSettings, redis: RedisSettings, actor_options: dict | None = None) -> None:
-        """``actor_options``: Ray options for every camera actor (e.g. ``{"resources": {"camera": 1}}`` to
-        place them on the CPU worker group of a cluster)."""
+
+class CameraSupervisor:
+    """Owns one :class:`CameraActor` per configured camera; cameras can be added and removed at run time.
+
+    Args:
+        kafka: the broker and topics.
+        redis: the token cache.
+        app_model: the application's LLM; a camera that names no encoder uses its vision tower, and a
+            camera whose encoder cannot feed it is refused (:class:`CameraRefused`) instead of started.
+        actor_options: Ray options for every camera actor (e.g. ``{"resources": {"camera": 1}}`` to
+            place them on the CPU worker group of a cluster).
+    """
+
+    def __init__(self, kafka: KafkaSettings, redis: RedisSettings, app_model: EncoderSpec | None = None,
+                 actor_options: dict | None = None) -> None:
         self.kafka, self.redis = kafka, redis
+        self.app_model = app_model or EncoderSpec()
         self.actor_options = dict(actor_options or {})
         self.configs: dict[str, CameraConfig] = {}
         self.actors: dict[str, Any] = {}
         self._runs: dict[str, Any] = {}
         self.restarts: dict[str, int] = {}
+        self.refused: dict[str, str] = {}  # camera -> why its tokens could not feed the LLM
 
     def add(self, camera: CameraConfig) -> None:
         if camera.id in self.actors:
             raise ValueError(f"camera {camera.id} is already running")
-        redis = self.redis.model_dump(mode="json")
-        if self.redis.password is not None:
-            redis["password"] = self.redis.password.get_secret_value()
+        reason = encoder_refusal(camera, self.app_model)
+        if reason is not None:
+            raise CameraRefused(reason)
         actor = CameraActor.options(name=f"camera-{camera.id}", **self.actor_options).remote(
-            camera.model_dump(), self.kafka.model_dump(), redis)
+            camera, self.kafka, self.redis, self.app_model)
         self.actors[camera.id] = actor
         self.configs[camera.id] = camera
         self._runs[camera.id] = actor.run.remote()
@@ -107,7 +125,8 @@ class CameraSupervisor:
         ones (each resumes from its committed offset). A camera that fails to start is reported and
         tried again at the next call; the others go on. Returns what changed."""
         want = {c.id: c for c in cameras}
-        out: dict[str, list[str]] = {"added": [], "removed": [], "failed": []}
+        out: dict[str, list[str]] = {"added": [], "removed": [], "failed": [], "refused": []}
+        self.refused = {cam: why for cam, why in self.refused.items() if cam in want}
         for cam in [c for c in self.actors if c not in want or want[c] != self.configs.get(c)]:
             try:
                 self.remove(cam)
@@ -120,6 +139,12 @@ class CameraSupervisor:
             try:
                 self.add(cfg)
                 out["added"].append(cam)
+                self.refused.pop(cam, None)
+            except CameraRefused as exc:  # a configuration error: reported until the camera is changed
+                if self.refused.get(cam) != str(exc):
+                    log.error("%s; not started", exc)
+                self.refused[cam] = str(exc)
+                out["refused"].append(cam)
             except Exception as exc:
                 log.error("camera %s: could not start (%s); retrying at the next reconcile", cam, exc)
                 out["failed"].append(cam)

@@ -19,13 +19,14 @@ documented segment format and decode with a clear error if corrupt.
 
 from __future__ import annotations
 
+import json
 from typing import Iterable
-
-from pydantic import BaseModel, Field, SecretStr
 
 from streamdycoke.segment import TokenSegment, decode_segment, encode_segment
 
-__all__ = ["RedisSettings", "RedisTokenStore"]
+from .config import RedisSettings
+
+__all__ = ["RedisTokenStore"]
 
 _APPEND = """
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[4]) == 0 then return 0 end
@@ -50,19 +51,6 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1])
 if freed > 0 then redis.call('DECRBY', KEYS[4], freed) end
 return #members
 """
-
-
-class RedisSettings(BaseModel):
-    """Where the token cache lives and how much it keeps."""
-
-    url: str = "redis://127.0.0.1:6379/0"
-    password: SecretStr | None = None
-    tls: bool = False
-    tls_ca_certs: str | None = None
-    key_prefix: str = "sdk"
-    retention_s: float = Field(600.0, gt=0, description="keep frames this far behind a camera's newest")
-    max_bytes_per_camera: int = Field(256 * 2**20, gt=0)
-    socket_timeout_s: float = Field(5.0, gt=0)
 
 
 class RedisTokenStore:
@@ -96,7 +84,7 @@ class RedisTokenStore:
 
     def _keys(self, stream_id: str) -> list[str]:
         p = f"{self.settings.key_prefix}:{{{stream_id}}}"
-        return [f"{p}:segs", f"{p}:ts", f"{p}:kf", f"{p}:bytes", f"{p}:last"]
+        return [f"{p}:segs", f"{p}:ts", f"{p}:kf", f"{p}:bytes", f"{p}:last", f"{p}:stats"]
 
     # -- TokenStore --------------------------------------------------------------------------------
     def append(self, segment: TokenSegment) -> bool:
@@ -110,7 +98,7 @@ class RedisTokenStore:
         client = self.client
         pipe = client.pipeline(transaction=False)
         for seg in segments:
-            self._append(keys=self._keys(seg.stream_id),
+            self._append(keys=self._keys(seg.stream_id)[:5],
                          args=[seg.frame_index, repr(seg.timestamp), int(seg.keyframe), encode_segment(seg)],
                          client=pipe)
         added = [bool(x) for x in pipe.execute()]
@@ -120,7 +108,7 @@ class RedisTokenStore:
 
     def read(self, stream_id: str, start: float | None = None, end: float | None = None,
              *, from_keyframe: bool = True) -> list[TokenSegment]:
-        segs_k, ts_k, kf_k, _, _ = self._keys(stream_id)
+        segs_k, ts_k, kf_k = self._keys(stream_id)[:3]
         client = self.client
         lo = "-inf" if start is None else start
         if from_keyframe and start is not None:
@@ -136,9 +124,20 @@ class RedisTokenStore:
         out.sort(key=lambda s: s.frame_index)
         return out
 
+    def read_recent(self, stream_id: str, window_s: float) -> list[TokenSegment]:
+        newest = self.newest_timestamp(stream_id)
+        return [] if newest is None else self.read(stream_id, newest - window_s, newest)
+
     def last_frame_index(self, stream_id: str) -> int | None:
         v = self.client.get(self._keys(stream_id)[4])
         return None if v is None else int(v)
+
+    def newest_timestamp(self, stream_id: str) -> float | None:
+        newest = self.client.zrevrange(self._keys(stream_id)[1], 0, 0, withscores=True)
+        return newest[0][1] if newest else None
+
+    def frame_count(self, stream_id: str) -> int:
+        return int(self.client.zcard(self._keys(stream_id)[1]))
 
     def nbytes(self, stream_id: str) -> int:
         v = self.client.get(self._keys(stream_id)[3])
@@ -146,14 +145,10 @@ class RedisTokenStore:
 
     # -- camera stats (written by camera actors, read by the API) --------------------------------------
     def set_stats(self, stream_id: str, stats: dict) -> None:
-        import json
-
-        self.client.set(f"{self.settings.key_prefix}:{{{stream_id}}}:stats", json.dumps(stats))
+        self.client.set(self._keys(stream_id)[5], json.dumps(stats))
 
     def get_stats(self, stream_id: str) -> dict | None:
-        import json
-
-        v = self.client.get(f"{self.settings.key_prefix}:{{{stream_id}}}:stats")
+        v = self.client.get(self._keys(stream_id)[5])
         return None if v is None else json.loads(v)
 
     def streams(self) -> list[str]:
@@ -169,10 +164,10 @@ class RedisTokenStore:
     def _retain(self, stream_id: str) -> None:
         keys = self._keys(stream_id)
         client = self.client
-        newest = client.zrevrange(keys[1], 0, 0, withscores=True)
-        if not newest:
+        newest = self.newest_timestamp(stream_id)
+        if newest is None:
             return
-        cutoff = newest[0][1] - self.settings.retention_s
+        cutoff = newest - self.settings.retention_s
         # by age: cut at the last keyframe at or before the cutoff (frames after it still reconstruct)
         k = client.zrevrangebyscore(keys[2], cutoff, "-inf", start=0, num=1, withscores=True)
         if k:

@@ -14,6 +14,7 @@ Two deployments, and a third on a cluster:
   dead actor's run, which resumes from the committed offset. ``GET /v1/fleet`` shows it.
 
 A Kubernetes ``serveConfigV2`` reaches it through ``import_path: deployments.app:build_app``.
+Settings reach every deployment as the :class:`~deployments.config.AppArgs` object itself.
 (No ``from __future__ import annotations`` here: FastAPI must see the request model as a class.)
 """
 
@@ -28,83 +29,66 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
 
-from actors.camera import CameraConfig, KafkaSettings, load_cameras
-from actors.token_cache import RedisSettings, RedisTokenStore
+from actors.config import CameraConfig, load_cameras
+from actors.token_cache import RedisTokenStore
 from streamdycoke.segment import SegmentFormatError, encode_segment
 
+from .config import AppArgs
 from .llm import LLMEngine, LLMRequest
 
-__all__ = ["AppArgs", "FleetArgs", "QueryRequest", "build_app"]
+__all__ = ["QueryRequest", "build_app"]
 
 log = logging.getLogger(__name__)
-
-
-class FleetArgs(BaseModel):
-    """The camera actors, when the Serve app owns them (a cluster); the demo runs its own supervisor."""
-
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    cameras: list[CameraConfig] = Field(default_factory=list)
-    cameras_file: str | None = Field(None, description="YAML/JSON camera list re-read every reload_s "
-                                                         "(a mounted ConfigMap); used instead of `cameras`")
-    actor_options: dict[str, Any] = Field(default_factory=dict,
-                                          description='Ray options per camera actor, e.g. {"resources": {"camera": 1}}')
-    reload_s: float = Field(10.0, gt=0)
-    num_cpus: float = Field(0.1, gt=0)
-
-
-class AppArgs(BaseModel):
-    """Arguments of :func:`build_app` (a ``serveConfigV2`` passes them as ``args``)."""
-
-    redis: RedisSettings = Field(default_factory=RedisSettings)
-    model: str | None = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
-    dtype: str = "float32"
-    num_replicas: int = Field(1, ge=1)
-    num_cpus: float = Field(1.0, gt=0)
-    num_gpus: float = Field(0.0, ge=0)
-    autoscaling_config: dict[str, Any] | None = None
-    max_batch_tokens: int = Field(8192, gt=0, description="visual tokens per LLM batch")
-    batch_wait_timeout_s: float = Field(0.05, ge=0)
-    gateway_num_cpus: float = Field(0.25, gt=0)
-    max_window_s: float = Field(600.0, gt=0)
-    fleet: FleetArgs | None = None
 
 
 class QueryRequest(BaseModel):
     camera: str = Field(min_length=1, max_length=200)
     question: str = Field(min_length=1, max_length=4000)
-    window_s: float = Field(10.0, gt=0)
+    window_s: float = Field(10.0, gt=0, description="seconds behind the camera's newest frame (at most the "
+                                                     "cache's retention_s)")
     max_new_tokens: int = Field(32, ge=1, le=1024)
 
 
 @serve.deployment
 class LLMDeployment:
-    def __init__(self, args: dict) -> None:
-        a = AppArgs(**args)
+    """The LLM replicas. Requests are batched by the visual tokens they bring (``AppArgs.max_batch_tokens``),
+    counted as the answer reports them (:meth:`LLMEngine.visual_tokens`)."""
+
+    def __init__(self, args: AppArgs) -> None:
         from actors.metrics import QueryMetrics
 
-        self.engine = LLMEngine(a.model, a.dtype)
+        self.engine = LLMEngine(args.model)
         self.metrics = QueryMetrics()
-        self.generate.set_max_batch_size(a.max_batch_tokens)
-        self.generate.set_batch_wait_timeout_s(a.batch_wait_timeout_s)
+        self._generate.set_max_batch_size(args.max_batch_tokens)
+        self._generate.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
 
-    @serve.batch(max_batch_size=8192, batch_wait_timeout_s=0.05,
-                 batch_size_fn=lambda reqs: sum(r.num_tokens for r in reqs))
-    async def generate(self, reqs: list[LLMRequest]) -> list[dict]:
+    async def generate(self, req: LLMRequest) -> dict:
+        req.num_tokens = self.engine.visual_tokens(req.segments)
+        return await self._generate(req)
+
+    # sizes come from AppArgs (set in __init__), not from here
+    @serve.batch(batch_size_fn=lambda reqs: sum(r.num_tokens for r in reqs))
+    async def _generate(self, reqs: list[LLMRequest]) -> list[dict]:
         self.metrics.batch(len(reqs), sum(r.num_tokens for r in reqs))
         return [r.__dict__ for r in self.engine.answer(reqs)]
 
 
 @serve.deployment(num_replicas=1)
 class CameraFleet:
-    """Owns one camera actor per configured camera and keeps them matching the camera list."""
+    """Owns one camera actor per configured camera and keeps them matching the camera list.
 
-    def __init__(self, args: dict) -> None:
+    The camera actors are owned by this replica's process (Ray's ownership): if the replica goes, they
+    go with it, and the next replica starts them again; each resumes from its committed offset, and
+    offsets are committed only after the frames are durably cached, so nothing is lost. :meth:`shutdown`
+    stops them in order.
+    """
+
+    def __init__(self, args: AppArgs) -> None:
         from actors.metrics import FleetMetrics
         from actors.ray_actor import CameraSupervisor
 
-        a = AppArgs(**args)
-        self.fleet = a.fleet
-        self.sup = CameraSupervisor(self.fleet.kafka, a.redis, self.fleet.actor_options)
+        self.fleet = args.fleet
+        self.sup = CameraSupervisor(self.fleet.kafka, args.redis, args.model, self.fleet.actor_options)
         self.metrics = FleetMetrics()
         self.last_error: str | None = None
         self.reconciles = 0
@@ -140,7 +124,7 @@ class CameraFleet:
                     log.info("camera fleet: %s", changes)
                 self.last_error = f"cameras failed to start: {changes['failed']}" if changes["failed"] else None
             self.sup.supervise()
-            self.metrics.publish(len(self.sup.actors), self.sup.restarts)
+            self.metrics.publish(len(self.sup.actors), self.sup.restarts, len(self.sup.refused))
             self.reconciles += 1
         except Exception as exc:  # Ray trouble: reported, tried again next round
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -153,15 +137,17 @@ class CameraFleet:
     def status(self) -> dict:
         with self._lock:
             return {"cameras": {cam: {"restarts": self.sup.restarts.get(cam, 0),
-                                      "config": self.sup.configs[cam].model_dump()} for cam in sorted(self.sup.actors)},
+                                      "config": self.sup.configs[cam].model_dump(mode="json")}
+                                for cam in sorted(self.sup.actors)},
+                    "refused": dict(sorted(self.sup.refused.items())),
                     "reconciles": self.reconciles, "last_error": self.last_error}
 
-    def __del__(self) -> None:
+    def shutdown(self) -> None:
+        """Stop reconciling and stop every camera actor (each commits what it has cached)."""
         self._stop.set()
-        try:
+        self._thread.join(timeout=60)
+        with self._lock:
             self.sup.shutdown()
-        except Exception:  # the cluster may be going down with us
-            pass
 
 
 api = FastAPI(title="StreamDyCoke")
@@ -170,18 +156,18 @@ api = FastAPI(title="StreamDyCoke")
 @serve.deployment
 @serve.ingress(api)
 class Gateway:
-    def __init__(self, llm: Any, args: dict, fleet: Any = None) -> None:
+    def __init__(self, llm: Any, args: AppArgs, fleet: Any = None) -> None:
         self.llm = llm
         self.fleet = fleet
-        self.args = AppArgs(**args)
-        self.store = RedisTokenStore(self.args.redis)
+        self.args = args
+        self.store = RedisTokenStore(args.redis)
         from actors.metrics import QueryMetrics
 
         self.metrics = QueryMetrics()
 
     @api.get("/healthz")
     def health(self) -> dict:
-        self.store.client.ping()
+        self.store.streams()  # the cache answers
         return {"status": "ok"}
 
     @api.get("/v1/fleet")
@@ -197,7 +183,7 @@ class Gateway:
             stats = self.store.get_stats(cam) or {}
             tokens_in, kept = stats.get("tokens_in") or 0, stats.get("tokens_kept") or 0
             out[cam] = {
-                "frames_cached": self.store.client.zcard(self.store._keys(cam)[1]),
+                "frames_cached": self.store.frame_count(cam),
                 "last_frame": self.store.last_frame_index(cam),
                 "frames_consumed": stats.get("consumed"), "frames_processed": stats.get("processed"),
                 "lag": stats.get("lag"), "keep_ratio": kept / tokens_in if tokens_in else None,
@@ -217,15 +203,14 @@ class Gateway:
 
     async def _query(self, q: QueryRequest) -> dict:
         t0 = time.perf_counter()
-        if q.window_s > self.args.max_window_s:
-            raise HTTPException(400, f"window_s {q.window_s} is over the limit {self.args.max_window_s}")
-        if self.store.last_frame_index(q.camera) is None:
-            raise HTTPException(404, f"unknown camera {q.camera!r}: no frames cached")
-        newest = self.store.client.zrevrange(self.store._keys(q.camera)[1], 0, 0, withscores=True)[0][1]
+        if q.window_s > self.args.redis.retention_s:
+            raise HTTPException(400, f"window_s {q.window_s} is over the cache's retention_s {self.args.redis.retention_s}")
         try:
-            segs = self.store.read(q.camera, newest - q.window_s, newest)
+            segs = self.store.read_recent(q.camera, q.window_s)
         except SegmentFormatError as exc:
             raise HTTPException(500, f"corrupt token cache entry for {q.camera!r}: {exc}") from None
+        if not segs:
+            raise HTTPException(404, f"unknown camera {q.camera!r}: no frames cached")
         t_fetch = time.perf_counter() - t0
         req = LLMRequest(q.camera, q.question, q.max_new_tokens, [encode_segment(s) for s in segs])
         try:
@@ -245,17 +230,14 @@ class Gateway:
 
 def build_app(args: dict | AppArgs | None = None) -> Application:
     """The Serve application for ``serve run`` / ``serveConfigV2`` (``deployments.app:build_app``)."""
-    a = args if isinstance(args, AppArgs) else AppArgs(**(args or {}))
+    a = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
     opts: dict[str, Any] = {"ray_actor_options": {"num_cpus": a.num_cpus, "num_gpus": a.num_gpus}}
     if a.autoscaling_config:
         opts["autoscaling_config"] = a.autoscaling_config
     else:
         opts["num_replicas"] = a.num_replicas
-    raw = a.model_dump(mode="json")
-    if a.redis.password is not None:
-        raw["redis"]["password"] = a.redis.password.get_secret_value()
-    llm = LLMDeployment.options(**opts).bind(raw)
+    llm = LLMDeployment.options(**opts).bind(a)
     fleet = None
     if a.fleet is not None:
-        fleet = CameraFleet.options(ray_actor_options={"num_cpus": a.fleet.num_cpus}).bind(raw)
-    return Gateway.options(ray_actor_options={"num_cpus": a.gateway_num_cpus}).bind(llm, raw, fleet)
+        fleet = CameraFleet.options(ray_actor_options={"num_cpus": a.fleet.num_cpus}).bind(a)
+    return Gateway.options(ray_actor_options={"num_cpus": a.gateway_num_cpus}).bind(llm, a, fleet)

@@ -1,10 +1,10 @@
-"""``streamdycoke demo``: the whole system on one machine with embedded defaults.
+"""``streamdycoke demo`` (the whole system on one machine, embedded defaults) and ``streamdycoke run``
+(the same against existing Kafka, Redis and Ray): one code path.
 
-Starts a Kafka-compatible broker (tansu), a Valkey server, a local Ray with the camera actors and
-the Serve app; ingests N cameras (given sources, or synthetic street cameras it makes) looping in
-real time; shows a live table; asks each camera a question; and on exit (``--duration`` or Ctrl-C)
-stops ingesting, lets the actors drain so that every ingested frame is processed, skipped or
-dead-lettered, and stops everything it started.
+Camera actors and the Serve app; ingest of N cameras (given sources, or synthetic street cameras)
+looping in real time; a live table; a question per camera; and on exit (``--duration`` or Ctrl-C)
+ingest stops, the actors drain so that every ingested frame is processed, skipped or dead-lettered,
+and everything started is stopped.
 """
 
 import contextlib
@@ -17,36 +17,19 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["load_system_config", "run_demo"]
+from actors.config import CameraConfig, IngestSettings, KafkaSettings, read_config_file
+from streamdycoke import EncoderSpec
+
+from .config import AppArgs, SystemConfig
+
+__all__ = ["load_system_config", "run_demo", "run_system"]
+
+DEFAULT_QUESTION = "What is happening in the scene?"
 
 
-def _system_config_class():
-    from pydantic import BaseModel, Field
-
-    from actors.camera import CameraConfig, KafkaSettings
-    from actors.token_cache import RedisSettings
-
-    class SystemConfig(BaseModel):
-        """``streamdycoke run --config FILE`` (YAML or JSON): existing Kafka, Redis and Ray."""
-
-        kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-        redis: RedisSettings = Field(default_factory=RedisSettings)
-        ray_address: str = "auto"
-        http_host: str = "127.0.0.1"
-        http_port: int = 8000
-        model: str | None = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
-        app: dict = Field(default_factory=dict, description="extra build_app args (replicas, GPUs, autoscaling)")
-        cameras: list[CameraConfig] = Field(min_length=1)
-        ingest: bool = Field(True, description="also run ingest for cameras that have a source")
-
-    return SystemConfig
-
-
-def load_system_config(path: str):
+def load_system_config(path: str) -> SystemConfig:
     """Parse and validate a system config file; errors name the offending field."""
-    from actors.camera import read_config_file
-
-    return _system_config_class().model_validate(read_config_file(path))
+    return SystemConfig.model_validate(read_config_file(path))
 
 
 def _post(url: str, body: dict, timeout: float = 120.0) -> dict:
@@ -79,22 +62,59 @@ def _table(stats: dict, prev: dict, dt: float, queries: dict) -> str:
 
 
 def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float | None = None,
-             question: str = "What is happening in the scene?", window_s: float = 10.0,
-             model: str | None = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", json_out: bool = False,
-             system=None) -> dict:
-    """Run the pipeline. Without ``system`` everything is embedded (the demo); with a
-    :func:`load_system_config` result it runs against those existing services and cameras."""
+             question: str = DEFAULT_QUESTION, window_s: float = 10.0, model: EncoderSpec | None = None,
+             json_out: bool = False) -> dict:
+    """The whole pipeline on this machine with embedded defaults (:class:`~deployments.stack.LocalStack`):
+    ``cameras`` synthetic street cameras (or ``sources``) looping in real time."""
+    from streamdycoke.video import make_camera_video
+
+    from .stack import LocalStack
+
+    say = (lambda *a: print(*a, file=sys.stderr)) if json_out else print
+    app = AppArgs(model=model or EncoderSpec(), num_cpus=0.25)
+    with tempfile.TemporaryDirectory(prefix="streamdycoke-demo-") as tmp, LocalStack() as stack:
+        sources = list(sources or [])
+        while len(sources) < cameras:
+            i = len(sources)
+            say(f"making sample camera {i} ...")
+            sources.append(str(make_camera_video(Path(tmp) / f"cam{i}.mp4", seconds=20, seed=100 + i, movers=2 + i)))
+        cams = [CameraConfig(id=f"cam{i}", source=src) for i, src in enumerate(sources)]
+        app = app.model_copy(update={"redis": stack.redis})
+        return _run(stack.kafka, app, cams, IngestSettings(loop=True, realtime=True), stack.api, stack.metrics_url,
+                    duration, question, window_s, json_out, local=True)
+
+
+def run_system(system: SystemConfig, duration: float | None = None, question: str = DEFAULT_QUESTION,
+               window_s: float = 10.0, json_out: bool = False) -> dict:
+    """``streamdycoke run``: the same pipeline against the existing Kafka, Redis and Ray of ``system``."""
     import ray
     from ray import serve
 
-    from actors.camera import CameraConfig, KafkaSettings
-    from actors.embedded import EmbeddedKafka, EmbeddedRedis, free_port
-    from actors.ingest import IngestSettings, Ingestor
+    ray.init(address=system.ray_address, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": system.http_host, "port": system.http_port})
+        try:
+            api = f"http://{system.http_host}:{system.http_port}"
+            return _run(system.kafka, system.app, system.cameras, system.ingest, api,
+                        "each Ray node's metrics export port", duration, question, window_s, json_out, local=False)
+        finally:
+            serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: IngestSettings | None, api: str,
+         metrics_url: str, duration: float | None, question: str, window_s: float, json_out: bool,
+         local: bool) -> dict:
+    """Camera actors, the Serve app, ingest of every camera with a source, a live table, a question per
+    camera; on exit (``duration`` or Ctrl-C) ingest stops, the actors drain so that every ingested frame
+    is processed, skipped or dead-lettered, and everything started here stops."""
+    from ray import serve
+
+    from actors.ingest import Ingestor
     from actors.metrics import IngestMetrics
     from actors.ray_actor import CameraSupervisor
-    from actors.token_cache import RedisSettings
-    from streamdycoke.encoders.llava import load_llava_onevision
-    from streamdycoke.video import make_camera_video
+    from streamdycoke.encoders import encoder_shape
 
     from .app import build_app
 
@@ -102,63 +122,32 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
     stop_ingest = threading.Event()
     result: dict = {"cameras": {}}
     with contextlib.ExitStack() as stack:
-        if system is None:  # the demo: synthetic sources (unless given) and embedded services
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="streamdycoke-demo-")))
-            sources = list(sources or [])
-            while len(sources) < max(cameras, len(sources)):
-                i = len(sources)
-                say(f"making sample camera {i} ...")
-                sources.append(str(make_camera_video(tmp / f"cam{i}.mp4", seconds=20, seed=100 + i, movers=2 + i)))
-            cams = [CameraConfig(id=f"cam{i}", source=src, encoder="llava-onevision") for i, src in enumerate(sources)]
-            kafka_settings = KafkaSettings(bootstrap=stack.enter_context(EmbeddedKafka()).bootstrap)
-            redis_settings = RedisSettings(url=stack.enter_context(EmbeddedRedis()).url)
-            metrics_port, http_host, http_port = free_port(), "127.0.0.1", free_port()
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                     _metrics_export_port=metrics_port,
-                     _system_config={"metrics_report_interval_ms": 1000})
-            app_args: dict = {"num_cpus": 0.25}
-            do_ingest, loop = True, True
-        else:  # `streamdycoke run`: existing Kafka, Redis and Ray
-            cams, model = system.cameras, system.model
-            kafka_settings, redis_settings = system.kafka, system.redis
-            metrics_port, http_host, http_port = None, system.http_host, system.http_port
-            ray.init(address=system.ray_address, log_to_driver=False)
-            app_args, do_ingest, loop = dict(system.app), system.ingest, False
-        stack.callback(ray.shutdown)
-        m, _ = load_llava_onevision(model)  # what frame size the cameras' encoder wants
-        size = m.config.vision_config.image_size
-        del m
-        sup = CameraSupervisor(kafka_settings, redis_settings)
+        sup = CameraSupervisor(kafka, app.redis, app.model)
         stack.callback(sup.shutdown)
-        serve.start(http_options={"host": http_host, "port": http_port})
-        stack.callback(serve.shutdown)
-        redis_arg = redis_settings.model_dump(mode="json")
-        if redis_settings.password is not None:
-            redis_arg["password"] = redis_settings.password.get_secret_value()
-        serve.run(build_app({"model": model, "redis": redis_arg, **app_args}), name="streamdycoke", route_prefix="/")
+        serve.run(build_app(app), name="streamdycoke", route_prefix="/")
         ingestors, threads = {}, []
         ingest_metrics, ingest_url = IngestMetrics(), None
-        if do_ingest and any(cam.source for cam in cams):
-            ingest_server = ingest_metrics.serve(0, addr="127.0.0.1" if system is None else "0.0.0.0")
+        if ingest is not None and any(cam.source for cam in cams):
+            ingest_server = ingest_metrics.serve(0, addr="127.0.0.1" if local else "0.0.0.0")
             stack.callback(ingest_server.shutdown)
             ingest_url = f"http://127.0.0.1:{ingest_server.server_port}/metrics"
-        for cam in cams:
-            sup.add(cam)
+            # frames at the size the cameras' encoder (the LLM's tower) wants: resized once, while decoding
+            ingest = ingest.model_copy(update={"size": encoder_shape(app.model).input_size[0]})
+        changes = sup.reconcile(cams)
+        for cam in changes["refused"] + changes["failed"]:
+            say(f"camera {cam} not started: {sup.refused.get(cam, 'see the log')}")
         # frames published while an actor still loads its encoder would only queue: start ingest after
         if not sup.wait_ready():
             say("warning: not every camera actor was ready after 180 s; ingesting anyway")
         for cam in cams:
-            if do_ingest and cam.source:
-                ing = Ingestor(cam.id, cam.source, IngestSettings(bootstrap=kafka_settings.bootstrap,
-                                                                  topic_prefix=kafka_settings.topic_prefix,
-                                                                  size=size, loop=loop, realtime=True),
+            if ingest is not None and cam.source and cam.id in sup.actors:
+                ing = Ingestor(cam.id, cam.source, kafka,
+                               ingest.model_copy(update={"options": {**ingest.options, **cam.source_options}}),
                                ingest_metrics)
                 ingestors[cam.id] = ing
                 t = threading.Thread(target=ing.run, args=(stop_ingest,), daemon=True)
                 t.start()
                 threads.append(t)
-        api = f"http://{http_host}:{http_port}"
-        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "each Ray node's metrics export port"
         ingest_line = f"\ningest   {ingest_url}" if ingest_url else ""
         say(f"API      {api}/v1/query  {api}/v1/cameras\nmetrics  {metrics_url}{ingest_line}\n(Ctrl-C stops everything)")
         queries: dict = {}
@@ -200,6 +189,7 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
             t.join(timeout=30)
         ingested = {cam: ing.stats.frames for cam, ing in ingestors.items()}
         deadline = time.monotonic() + 120
+        stats = {}
         while time.monotonic() < deadline:  # drain: every ingested frame reaches an actor
             sup.supervise()
             stats = sup.stats()
@@ -228,6 +218,7 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
                           "visual_tokens_uncompressed": (q.get("usage") or {}).get("visual_tokens_uncompressed"),
                           **({"error": q["error"]} if "error" in q else {})},
             }
+        result["refused"] = dict(sup.refused)
         result["api"] = api
         result["metrics"] = metrics_url
     if json_out:

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from streamdycoke.encoders.llava import DEFAULT_MODEL, load_llava_onevision
+from streamdycoke.budget import window_visual_tokens
+from streamdycoke.encoders import EncoderSpec
+from streamdycoke.encoders.llava import load_llava_onevision, video_grid
+from streamdycoke.patch.core import _host_for
 from streamdycoke.patch.segments import inputs_from_segments
-from streamdycoke.segment import TokenSegment, decode_segment
+from streamdycoke.segment import TokenSegment, decode_segment, read_header
 
 __all__ = ["LLMEngine", "LLMRequest", "LLMResult"]
 
@@ -30,13 +33,7 @@ class LLMRequest:
     max_new_tokens: int
     segments: list[bytes]  # wire-format segments (decoded with checks, never unpickled)
     enqueued_at: float = field(default_factory=time.time)  # wall clock: it crosses processes
-
-    @property
-    def num_tokens(self) -> int:
-        """Visual tokens this request brings to the batch (read from the segment headers)."""
-        import struct
-
-        return sum(struct.unpack_from("<I", b, 28)[0] for b in self.segments)
+    num_tokens: int = 0  # visual tokens it brings to a batch: set by the LLM replica (LLMEngine.visual_tokens)
 
 
 @dataclass
@@ -52,16 +49,29 @@ class LLMResult:
 
 
 class LLMEngine:
-    def __init__(self, model: str | None = DEFAULT_MODEL, dtype: str = "float32", device: str | None = None) -> None:
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, self.pretrained = load_llava_onevision(model, getattr(torch, dtype))
+    """The video LLM ``spec`` names, answering from cached segments.
+
+    Args:
+        spec: the model (weights, dtype, device); its vision tower is what the cameras encode with.
+    """
+
+    def __init__(self, spec: EncoderSpec | None = None) -> None:
+        spec = spec or EncoderSpec()
+        self.device = spec.torch_device()
+        self.model, self.pretrained = load_llava_onevision(spec.weights, spec.torch_dtype())
         self.model.to(self.device)
         self.tokenizer = None
         if self.pretrained:
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(spec.weights, local_files_only=True)
         self.vocab = self.model.config.text_config.vocab_size
+        extra = _host_for(self.model).virtual_video(self.model, 1, video_grid(self.model.config))[1]
+        self.extra_tokens = 0 if extra is None else int(extra.shape[0])  # always-kept tokens per video
+
+    def visual_tokens(self, segments: list[bytes]) -> int:
+        """Visual tokens a window of wire-format segments costs this LLM (what the answer reports)."""
+        return window_visual_tokens((read_header(b).num_kept for b in segments), self.extra_tokens)
 
     # -- text --------------------------------------------------------------------------------------
     def _ids(self, text: str) -> torch.Tensor:

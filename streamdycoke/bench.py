@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .encoders import get_encoder
+from .encoders import EncoderSpec, build_encoder
 from .pipeline import FramePipeline
 from .policy import ThresholdPolicy
 from .sampler import FrameSampler
@@ -27,7 +27,7 @@ from .stream import StreamCompressor, StreamConfig
 from .ttm import dycoke_ttm
 from .video import decode_frames, make_camera_video
 
-__all__ = ["bench_compress", "camera_like_tokens"]
+__all__ = ["add_bench_parser", "bench_common_options", "bench_compress", "camera_like_tokens"]
 
 
 def camera_like_tokens(T: int, N: int, D: int, moving: float = 0.15, seed: int = 0) -> torch.Tensor:
@@ -75,7 +75,7 @@ def _ttm_fps(tokens: torch.Tensor, repeats: int) -> dict:
 
 
 def _path_fps(video: Path, encoder_name: str, max_frames: int) -> dict:
-    enc = get_encoder(encoder_name, **({"model": None} if encoder_name == "llava-onevision" else {}))
+    enc = build_encoder(EncoderSpec(encoder_name, weights=None))
     frames = [f for _, f in zip(range(max_frames), decode_frames(str(video), size=enc.input_size))]
     enc.encode(frames[0].rgb[None])  # warm-up
     out = {}
@@ -138,34 +138,6 @@ def bench_compress(frames: int = 256, repeats: int = 5, dims: tuple[int, ...] = 
     return res
 
 
-def bench_decode(video: str | None = None, size: int = 384, repeats: int = 3, progress: bool = True) -> dict:
-    """What one ingest process costs per frame: PyAV decode + resize to ``size x size`` RGB, exactly as
-    :func:`~streamdycoke.video.decode_frames` does it for ingest (FFmpeg's own threading, all cores)."""
-    import os
-
-    from .samples import REAL_CLIPS
-
-    with tempfile.TemporaryDirectory() as tmp:
-        if video is None:
-            real = Path("runs/videos/real") / REAL_CLIPS[2]  # bigbuckbunny, 1280x720 H.264
-            video = str(real) if real.exists() else str(make_camera_video(Path(tmp) / "cam.mp4", seconds=10, seed=3))
-        if progress:
-            print(f"  decoding {video} to {size}x{size} RGB ...", file=sys.stderr)
-        best, frames = float("inf"), 0
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            frames = sum(1 for _ in decode_frames(video, size=(size, size)))
-            best = min(best, time.perf_counter() - t0)
-    import av
-
-    with av.open(video) as c:
-        s = c.streams.video[0]
-        source = f"{s.width}x{s.height} {s.codec_context.name}"
-    fps = frames / best
-    return {"video": video, "source": source, "size": size, "frames": frames, "cpus": os.cpu_count(),
-            "decode_fps": fps, "cameras_at_30fps": fps / 30}
-
-
 def _print(res: dict) -> None:
     print(f"compression step alone, 1 thread, N={res['tokens_per_frame']}, {res['frames']} frames (best of runs):")
     print(f"  {'D':>5} {'method':<22} {'frames/s':>10} {'us/frame':>9} {'keep':>6}")
@@ -186,45 +158,46 @@ def _print(res: dict) -> None:
     print(f"goal 3000 frames/s per core: streaming reaches {res['compress_fps_per_core']:.0f} at D=896")
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.what == "decode":
-        res = bench_decode(video=args.video, size=args.size, repeats=args.repeats, progress=not args.quiet)
-        print(f"ingest decode + resize ({res['source']} -> {res['size']}x{res['size']} RGB, {res['cpus']} CPUs): "
-              f"{res['decode_fps']:.0f} frames/s = {res['cameras_at_30fps']:.1f} cameras at 30 fps")
-    elif args.what == "pipeline":
-        from deployments.bench_pipeline import bench_pipeline, print_pipeline
-
-        res = bench_pipeline(cameras=args.cameras, duration=args.duration, queries=args.queries,
-                             progress=not args.quiet)
-        print_pipeline(res)
-    elif args.what == "prefill":
-        from .bench_prefill import bench_prefill, print_prefill
-
-        res = bench_prefill(frames=args.frames or 32, decode_tokens=args.decode_tokens, tiny=args.tiny,
-                            progress=not args.quiet)
-        print_prefill(res)
-    else:
-        res = bench_compress(frames=args.frames or 256, repeats=args.repeats, video=args.video, progress=not args.quiet)
-        _print(res)
+def cmd_bench_compress(args: argparse.Namespace) -> int:
+    res = bench_compress(frames=args.frames, repeats=args.repeats, video=args.video, progress=not args.quiet)
+    _print(res)
     if args.json:
         print(json.dumps(res))
     return 0
 
 
-def add_bench_parser(sub) -> None:
+def cmd_bench_prefill(args: argparse.Namespace) -> int:
+    from .bench_prefill import bench_prefill, print_prefill
+
+    res = bench_prefill(frames=args.frames, decode_tokens=args.decode_tokens, tiny=args.tiny, progress=not args.quiet)
+    print_prefill(res)
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def add_bench_parser(sub) -> argparse._SubParsersAction:
+    """``streamdycoke bench WHAT``; returns the subparsers other packages add their benchmarks to."""
     p = sub.add_parser("bench", help="benchmarks that print figures (and JSON)")
-    p.add_argument("what", choices=["compress", "prefill", "pipeline", "decode"])
-    p.add_argument("--cameras", type=int, default=2, help="pipeline: cameras (each also runs uncompressed)")
-    p.add_argument("--duration", type=float, default=30.0, help="pipeline: seconds of real-time load")
-    p.add_argument("--queries", type=int, default=5, help="pipeline: questions per camera and variant")
-    p.add_argument("--frames", type=int, default=None,
-                   help="compress: token-stream length (256); prefill: video frames (32)")
-    p.add_argument("--decode-tokens", type=int, default=8, help="prefill: decode steps timed per case")
-    p.add_argument("--tiny", action="store_true", help="prefill: a tiny LM (smoke test, figures meaningless)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--video", default=None, help="compress: video for the per-frame path (default: a synthetic "
-                                                 "camera clip); decode: the clip (default: the real 720p one)")
-    p.add_argument("--size", type=int, default=384, help="decode: frames are resized to SIZE x SIZE")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=cmd_bench)
+    what = p.add_subparsers(dest="what", required=True)
+
+    q = what.add_parser("compress", help="frames/s per core of the compression step, vs DyCoke TTM")
+    q.add_argument("--frames", type=int, default=256, help="token-stream length")
+    q.add_argument("--repeats", type=int, default=5)
+    q.add_argument("--video", default=None, help="video for the per-frame path (default: a synthetic camera clip)")
+    bench_common_options(q)
+    q.set_defaults(func=cmd_bench_compress)
+
+    q = what.add_parser("prefill", help="LLM prefill time and memory, uncompressed vs TTM vs streaming")
+    q.add_argument("--frames", type=int, default=32, help="video frames")
+    q.add_argument("--decode-tokens", type=int, default=8, help="decode steps timed per case")
+    q.add_argument("--tiny", action="store_true", help="a tiny LM (smoke test, figures meaningless)")
+    bench_common_options(q)
+    q.set_defaults(func=cmd_bench_prefill)
+    return what
+
+
+def bench_common_options(p: argparse.ArgumentParser) -> None:
+    """``--json`` and ``-q``, which every benchmark takes."""
+    p.add_argument("--json", action="store_true", help="also print one JSON object as the last line")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")

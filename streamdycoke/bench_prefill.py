@@ -94,7 +94,7 @@ def _worker(spec: dict) -> dict:
 
 
 def _kept_counts(frames: int) -> dict:
-    from .encoders import get_encoder
+    from .encoders import EncoderSpec, build_encoder
     from .patch.core import PatchConfig, select_tokens
     from .video import decode_frames, make_camera_video, probe
 
@@ -102,7 +102,7 @@ def _kept_counts(frames: int) -> dict:
         video = make_camera_video(Path(tmp) / "cam.mp4", seconds=20, seed=0)
         total = probe(str(video))["frames"]
         want = set(np.linspace(0, total - 1, frames).round().astype(int).tolist())
-        enc = get_encoder("pixels")
+        enc = build_encoder(EncoderSpec("pixels"))
         rgb = [f.rgb for f in decode_frames(str(video), size=enc.input_size) if f.index in want]
     toks = enc.encode(np.stack(rgb))  # (F, 196, D)
     out = {"uncompressed": toks.shape[0] * toks.shape[1]}

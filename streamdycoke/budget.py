@@ -7,8 +7,9 @@ asking these functions; nothing else multiplies a ratio by a token count.
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
-__all__ = ["frame_token_budget", "ttm_frame_budgets", "ttm_retained_count"]
+__all__ = ["frame_token_budget", "ttm_frame_budgets", "ttm_retained_count", "window_visual_tokens"]
 
 # Guards the floor against binary rounding: 0.29 * 100 is 28.999999999999996 in floating point,
 # and a keep ratio of 0.29 of 100 tokens must keep 29, not 28.
@@ -49,3 +50,17 @@ def ttm_retained_count(num_frames: int, num_tokens: int, merge_ratio: float, win
     2960
     """
     return sum(ttm_frame_budgets(num_frames, num_tokens, merge_ratio, window))
+
+
+def window_visual_tokens(kept_per_frame: Iterable[int], extra_tokens: int) -> int:
+    """Visual tokens an LLM reads for a window of stored frames: every kept token, plus the host's
+    always-kept extras (LLaVA-OneVision's ``image_newline``: 1 per video; Qwen2-VL: 0).
+
+    The LLM batcher sizes batches with it and the answer reports it, so the two agree.
+
+    >>> window_visual_tokens([196, 12, 0, 30], extra_tokens=1)
+    239
+    """
+    if extra_tokens < 0:
+        raise ValueError(f"extra_tokens must be >= 0, got {extra_tokens}")
+    return sum(kept_per_frame) + extra_tokens

@@ -9,13 +9,10 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from .encoders import Encoder
-from .pipeline import FramePipeline
-from .policy import Policy
-from .sampler import FrameSampler, SamplerConfig
+from .config import PipelineConfig
+from .pipeline import build_pipeline
 from .segment import apply_segment, decode_segment, encode_segment
 from .store import InMemoryTokenStore
-from .stream import StreamCompressor, StreamConfig
 from .video import DecodeStats, decode_frames, probe
 
 __all__ = ["CompressReport", "compress_video"]
@@ -62,13 +59,8 @@ class CompressReport:
 
 def compress_video(
     source: str,
-    encoder: Encoder,
-    policy: Policy,
+    config: PipelineConfig | None = None,
     *,
-    stream_config: StreamConfig | None = None,
-    sampler_config: SamplerConfig | None = None,
-    use_sampler: bool = True,
-    policy_name: str = "",
     progress: bool = True,
     max_frames: int | None = None,
 ) -> CompressReport:
@@ -78,11 +70,10 @@ def compress_video(
     ``fidelity`` is the mean cosine between every processed frame's tokens and their reconstruction
     from the stored segments, read back through the binary format.
     """
+    config = config or PipelineConfig()
     store = InMemoryTokenStore()
-    pipe = FramePipeline(
-        "video", encoder, StreamCompressor(stream_config, policy),
-        FrameSampler(sampler_config) if use_sampler else None,
-    )
+    pipe = build_pipeline("video", config)
+    encoder = pipe.encoder
     stats = DecodeStats()
     try:
         total = probe(source)["frames"] or None
@@ -117,7 +108,7 @@ def compress_video(
     st = pipe.state.stats
     tokens_in = pipe.frames_in * n
     return CompressReport(
-        source=source, encoder=encoder.name, policy=policy_name or type(policy).__name__,
+        source=source, encoder=encoder.name, policy=config.policy.name,
         frames_in=pipe.frames_in, frames_processed=st.frames, keyframes=st.keyframes, tokens_per_frame=n,
         tokens_in=tokens_in, tokens_kept=st.tokens_kept,
         keep_ratio=st.tokens_kept / tokens_in if tokens_in else 0.0,

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .encoders import Encoder
+from .config import PipelineConfig
+from .encoders import Encoder, build_encoder
+from .policy import build_policy
 from .sampler import FrameSampler
 from .segment import TokenSegment
 from .stream import StreamCompressor, StreamState
 
-__all__ = ["FrameOutcome", "FramePipeline"]
+__all__ = ["FrameOutcome", "FramePipeline", "build_pipeline"]
 
 
 @dataclass(frozen=True)
@@ -79,3 +81,20 @@ class FramePipeline:
         )
         t2 = time.perf_counter()
         return FrameOutcome(frame_index, seg, change, t1 - t0, t2 - t1, tokens if keep_tokens else None)
+
+
+def build_pipeline(stream_id: str, config: PipelineConfig | None = None, *, state: StreamState | None = None,
+                   encoder: Encoder | None = None) -> FramePipeline:
+    """One stream's :class:`FramePipeline` from its :class:`~streamdycoke.config.PipelineConfig`.
+
+    ``encoder``: an already loaded encoder for ``config.encoder`` (else it is loaded);
+    ``state``: a state to resume from (e.g. :meth:`StreamState.from_segments`).
+    """
+    config = config or PipelineConfig()
+    return FramePipeline(
+        stream_id,
+        encoder if encoder is not None else build_encoder(config.encoder),
+        StreamCompressor(config.stream, build_policy(config.policy)),
+        FrameSampler(config.sampler) if config.sampler is not None else None,
+        state,
+    )

@@ -8,6 +8,7 @@ priority per position. Without a priority the compressor keeps the least similar
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,9 @@ __all__ = [
     "Policy",
     "PolicyDecision",
     "PolicyNet",
+    "PolicySpec",
     "ThresholdPolicy",
+    "build_policy",
     "frame_features",
     "load_policy",
     "token_features",
@@ -82,17 +85,14 @@ class ThresholdPolicy:
     """Training-free default: keep every position whose token drifted below ``similarity_threshold``.
 
     A still scene keeps (almost) nothing and a moving one keeps what moved; every position the
-    stream holds stays within cosine ``similarity_threshold`` of the current frame, unless
-    ``max_keep_ratio`` caps the frame.
+    stream holds stays within cosine ``similarity_threshold`` of the current frame, unless a cap
+    (:class:`PolicySpec`'s ``max_keep_ratio``) limits the frame.
     """
 
     similarity_threshold: float = 0.9
-    min_keep_ratio: float = 0.0
-    max_keep_ratio: float = 1.0
 
     def decide(self, ctx: FrameContext) -> PolicyDecision:
-        changed = float((ctx.similarity < self.similarity_threshold).float().mean())
-        return PolicyDecision(min(self.max_keep_ratio, max(self.min_keep_ratio, changed)))
+        return PolicyDecision(float((ctx.similarity < self.similarity_threshold).float().mean()))
 
 
 @dataclass(frozen=True)
@@ -273,22 +273,82 @@ class PolicyNet(nn.Module):
         return net.eval()
 
 
-def load_policy(spec: str, target_keep_ratio: float | None = None) -> Policy:
-    """Build a policy from a CLI-style spec.
+SHIPPED_NET = Path(__file__).parent / "assets" / "policy_net.pt"
+
+
+def load_policy(name: str, target_keep_ratio: float | None = None) -> Policy:
+    """Build a policy from its name.
 
     ``"threshold"`` or ``"threshold:0.85"`` (similarity threshold), ``"fixed:0.3"``, ``"net"`` (the
     checkpoint shipped with the package) or a path to a PolicyNet checkpoint; a net runs at its saved
-    rate unless ``target_keep_ratio`` is given.
+    rate unless ``target_keep_ratio`` is given, which only a net takes.
     """
-    name, _, arg = spec.partition(":")
-    if name == "threshold":
-        return ThresholdPolicy(float(arg)) if arg else ThresholdPolicy()
-    if name == "fixed":
+    kind, _, arg = name.partition(":")
+    if kind in ("threshold", "fixed"):
+        if target_keep_ratio is not None:
+            raise ValueError(f"target_keep_ratio is for a PolicyNet; policy {name!r} does not take one")
+        if kind == "threshold":
+            return ThresholdPolicy(float(arg)) if arg else ThresholdPolicy()
         if not arg:
             raise ValueError("fixed policy needs a ratio, e.g. fixed:0.3")
         return FixedRatioPolicy(float(arg))
-    path = Path(__file__).parent / "assets" / "policy_net.pt" if spec == "net" else Path(spec)
+    path = SHIPPED_NET if name == "net" else Path(name)
     if not path.exists():
-        raise ValueError(f"unknown policy {spec!r}: not threshold[:T], fixed:R, net, or an existing checkpoint")
+        raise ValueError(f"unknown policy {name!r}: not threshold[:T], fixed:R, net, or an existing checkpoint")
     net = PolicyNet.load(path)
     return net.with_target(target_keep_ratio) if target_keep_ratio is not None else net
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """Which policy sets each frame's token budget.
+
+    Attributes:
+        name: ``threshold`` or ``threshold:SIM`` (training-free default), ``fixed:RATIO``, ``net``
+            (the shipped PolicyNet) or a PolicyNet checkpoint path.
+        target_keep_ratio: for a PolicyNet: the keep ratio to aim at (else its saved rate).
+        max_keep_ratio: the most of any judged frame's tokens kept, whatever the policy says.
+    """
+
+    name: str = "threshold"
+    target_keep_ratio: float | None = None
+    max_keep_ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.max_keep_ratio <= 1.0:
+            raise ValueError(f"max_keep_ratio must be in (0, 1], got {self.max_keep_ratio}")
+        if self.target_keep_ratio is not None and not 0.0 < self.target_keep_ratio <= 1.0:
+            raise ValueError(f"target_keep_ratio must be in (0, 1], got {self.target_keep_ratio}")
+        kind, _, arg = self.name.partition(":")
+        if kind in ("threshold", "fixed"):
+            try:
+                value = float(arg) if arg else None
+            except ValueError:
+                raise ValueError(f"policy {self.name!r}: {arg!r} is not a number") from None
+            if kind == "fixed" and (value is None or not 0.0 <= value <= 1.0):
+                raise ValueError(f"policy {self.name!r}: fixed needs a ratio in [0, 1], e.g. fixed:0.3")
+            if self.target_keep_ratio is not None:
+                raise ValueError(f"target_keep_ratio is for a PolicyNet; policy {self.name!r} does not take one")
+
+
+@dataclass(frozen=True)
+class CappedPolicy:
+    """Any policy with its keep ratio capped at ``max_keep_ratio`` (the priorities are the policy's)."""
+
+    policy: Policy
+    max_keep_ratio: float
+
+    @property
+    def uses_previous_frame(self) -> bool:
+        return bool(getattr(self.policy, "uses_previous_frame", False))
+
+    def decide(self, ctx: FrameContext) -> PolicyDecision:
+        d = self.policy.decide(ctx)
+        return dataclasses.replace(d, keep_ratio=min(d.keep_ratio, self.max_keep_ratio))
+
+
+def build_policy(spec: PolicySpec | None = None) -> Policy:
+    """The policy ``spec`` names, capped at its ``max_keep_ratio``."""
+    spec = spec or PolicySpec()
+    policy = load_policy(spec.name, spec.target_keep_ratio)
+    return policy if spec.max_keep_ratio >= 1.0 else CappedPolicy(policy, spec.max_keep_ratio)

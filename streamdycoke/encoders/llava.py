@@ -17,7 +17,8 @@ import torch
 
 from .preprocess import to_pixel_values
 
-__all__ = ["LlavaOnevisionEncoder", "tiny_llava_onevision_config"]
+__all__ = ["DEFAULT_MODEL", "LlavaOnevisionEncoder", "llava_onevision_config", "load_llava_onevision",
+           "tiny_llava_onevision_config", "video_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -42,29 +43,55 @@ def tiny_llava_onevision_config():
     )
 
 
+def _tiny_reason(model: str | None, exc: Exception | None) -> str:
+    reason = f"no local weights for {model!r} ({type(exc).__name__})" if model else "no model given"
+    return (f"StreamDyCoke: {reason}; using a TINY RANDOM LLaVA-OneVision config. "
+            "Its tokens are meaningless; pass a local checkpoint for real ones.")
+
+
+def llava_onevision_config(model: str | None = DEFAULT_MODEL):
+    """The checkpoint's ``LlavaOnevisionConfig`` (local files only), or the tiny one when there is none.
+
+    Cheap: reads a JSON file; no weights are loaded."""
+    from transformers import LlavaOnevisionConfig
+
+    if model:
+        try:
+            return LlavaOnevisionConfig.from_pretrained(model, local_files_only=True)
+        except (OSError, ValueError):
+            pass
+    return tiny_llava_onevision_config()
+
+
+def video_grid(cfg) -> tuple[int, int]:
+    """``(H, W)`` video tokens per frame: the vision tower's patch grid after LLaVA-OneVision's 2x2 pooling."""
+    side = cfg.vision_config.image_size // cfg.vision_config.patch_size
+    pooled = -(-side // 2)
+    return (pooled, pooled)
+
+
 def load_llava_onevision(model: str | None = DEFAULT_MODEL, dtype: torch.dtype = torch.float32):
     """Load ``LlavaOnevisionForConditionalGeneration`` from local weights, or a tiny random one.
 
+    The tiny model's weights come from a fixed seed, drawn without touching the caller's random
+    state, so every process (camera actors, LLM replicas) builds the same one.
     Returns ``(model, pretrained: bool)``.
     """
     from transformers import LlavaOnevisionForConditionalGeneration
 
+    exc: Exception | None = None
     if model:
         try:
             m = LlavaOnevisionForConditionalGeneration.from_pretrained(model, dtype=dtype, local_files_only=True)
             return m.eval(), True
-        except (OSError, ValueError) as exc:
-            reason = f"no local weights for {model!r} ({type(exc).__name__})"
-    else:
-        reason = "no model given"
-    msg = (
-        f"StreamDyCoke: {reason}; using a TINY RANDOM LLaVA-OneVision config. "
-        "Its tokens are meaningless; pass a local checkpoint for real ones."
-    )
+        except (OSError, ValueError) as e:
+            exc = e
+    msg = _tiny_reason(model, exc)
     warnings.warn(msg, stacklevel=2)
     print(f"WARNING: {msg}", file=sys.stderr)
-    torch.manual_seed(0)
-    m = LlavaOnevisionForConditionalGeneration(tiny_llava_onevision_config()).to(dtype)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        m = LlavaOnevisionForConditionalGeneration(tiny_llava_onevision_config()).to(dtype)
     return m.eval(), False
 
 
@@ -74,20 +101,22 @@ class LlavaOnevisionEncoder:
     Args:
         model: local path or cached hub id; ``None`` forces the tiny random config.
         dtype: compute dtype of the vision tower.
+        device: where it runs (tokens come back on the CPU).
     """
 
     name = "llava-onevision"
 
-    def __init__(self, model: str | None = DEFAULT_MODEL, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, model: str | None = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu") -> None:
         self.model, self.pretrained = load_llava_onevision(model, dtype)
+        self.device = torch.device(device)
+        self.model.to(self.device)
         self.dtype = dtype
         cfg = self.model.config
-        vc = cfg.vision_config
-        side = vc.image_size // vc.patch_size
-        pooled = -(-side // 2)
-        self.grid = (pooled, pooled)
+        self.grid = video_grid(cfg)
         self.dim = cfg.text_config.hidden_size
-        self.input_size = (vc.image_size, vc.image_size)
+        side = cfg.vision_config.image_size
+        self.input_size = (side, side)
         # SigLIP normalisation (LLaVA-OneVision's processor uses mean = std = 0.5).
         self._mean = (0.5, 0.5, 0.5)
         self._std = (0.5, 0.5, 0.5)
@@ -95,7 +124,7 @@ class LlavaOnevisionEncoder:
     @torch.no_grad()
     def encode(self, frames: np.ndarray) -> torch.Tensor:
         """``(B, H, W, 3)`` uint8 -> ``(B, N, D)`` float32 (the newline token is not included)."""
-        pv = to_pixel_values(frames, self.input_size, self._mean, self._std).to(self.dtype)
+        pv = to_pixel_values(frames, self.input_size, self._mean, self._std).to(self.device, self.dtype)
         cfg = self.model.config
         out = self.model.model.get_video_features(
             pv.unsqueeze(0),
@@ -103,4 +132,4 @@ class LlavaOnevisionEncoder:
             vision_feature_select_strategy=cfg.vision_feature_select_strategy,
         )
         feats = out.pooler_output[0, :-1]  # drop the trailing image_newline: (B*N, D)
-        return feats.view(pv.shape[0], self.grid[0] * self.grid[1], -1).float()
+        return feats.view(pv.shape[0], self.grid[0] * self.grid[1], -1).float().cpu()

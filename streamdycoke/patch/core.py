@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from ..policy import load_policy
+from ..policy import PolicySpec, build_policy
 from ..stream import StreamCompressor, StreamConfig
 from ..ttm import dycoke_ttm
 
@@ -45,7 +45,7 @@ class PatchConfig:
         merge_ratio: TTM's K.
         ttm_window: TTM's window.
         stream: the streaming compressor's settings.
-        policy: policy spec for the streaming compressor (see :func:`streamdycoke.load_policy`).
+        policy: the streaming compressor's policy.
         positions_1d: hosts with 1-D positions (LLaVA-OneVision, VideoLLaMA3): ``"original"``
             keeps each kept token's original position (gaps where tokens were pruned; the text
             after the video keeps its distance to the video) or ``"contiguous"`` renumbers kept
@@ -62,7 +62,7 @@ class PatchConfig:
     merge_ratio: float = 0.7
     ttm_window: int = 4
     stream: StreamConfig = field(default_factory=StreamConfig)
-    policy: str = "threshold"
+    policy: PolicySpec = field(default_factory=PolicySpec)
     positions_1d: str = "original"
     kv_pruning: bool = False
     kv_layer: int = 3
@@ -112,7 +112,7 @@ def select_tokens(frames: torch.Tensor, grid: tuple[int, int], config: PatchConf
         idx = dycoke_ttm(x, config.merge_ratio, config.ttm_window).index
         keep[idx[:, 0], idx[:, 1]] = True
         return keep
-    comp = StreamCompressor(config.stream, load_policy(config.policy))
+    comp = StreamCompressor(config.stream, build_policy(config.policy))
     state = comp.new_state("clip")
     for t in range(T):
         keep[t, comp.process(state, x[t], grid, t, float(t)).positions] = True

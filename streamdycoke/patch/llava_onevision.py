@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from ..encoders.llava import video_grid
 from .core import VideoTokens, kept_inputs_1d, positions_from_mask, register_host
 
 __all__ = ["LlavaOnevisionHost"]
@@ -32,11 +34,10 @@ class LlavaOnevisionHost:
             vision_feature_layer=kwargs.get("vision_feature_layer", cfg.vision_feature_layer),
             vision_feature_select_strategy=kwargs.get("vision_feature_select_strategy", cfg.vision_feature_select_strategy),
         ).pooler_output  # (V, F*N + 1, D)
-        side = cfg.vision_config.image_size // cfg.vision_config.patch_size
-        g = -(-side // 2)
+        grid = video_grid(cfg)
         frames = pv.shape[1]
         return [
-            VideoTokens(out[v, :-1].reshape(frames, g * g, -1), (g, g), out[v, -1:]) for v in range(out.shape[0])
+            VideoTokens(out[v, :-1].reshape(frames, grid[0] * grid[1], -1), grid, out[v, -1:]) for v in range(out.shape[0])
         ]
 
     def full_positions(self, model: Any, kwargs: dict) -> torch.Tensor:
@@ -49,10 +50,9 @@ class LlavaOnevisionHost:
         return kept_inputs_1d(model, kwargs, keep, positions, _VIDEO_KEYS, torch.cat(kept).unsqueeze(0))
 
     def virtual_video(self, model: Any, frames: int, grid: tuple[int, int]) -> tuple[dict, torch.Tensor | None]:
-        cfg = model.config
-        side = -(-(cfg.vision_config.image_size // cfg.vision_config.patch_size) // 2)
-        if tuple(grid) != (side, side):
-            raise ValueError(f"segments have a {grid} grid; this model's video frames are {side}x{side} tokens")
+        expect = video_grid(model.config)
+        if tuple(grid) != expect:
+            raise ValueError(f"segments have a {grid} grid; this model's video frames are {expect[0]}x{expect[1]} tokens")
         return {}, model.model.image_newline.detach().unsqueeze(0)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..budget import window_visual_tokens
 from ..segment import TokenSegment
 from .core import _host_for
 
@@ -96,7 +97,8 @@ def inputs_from_segments(
         position_ids = pos[0]
     return SegmentInputs(
         inputs_embeds=embeds, attention_mask=torch.ones(1, L, dtype=torch.long), position_ids=position_ids,
-        visual_tokens=video.shape[0] + n_extra, visual_tokens_uncompressed=n_video,
+        visual_tokens=window_visual_tokens((s.num_kept for s in segments), n_extra),
+        visual_tokens_uncompressed=window_visual_tokens([F * N], n_extra),
     )
 
 

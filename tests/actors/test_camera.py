@@ -5,11 +5,12 @@ import time
 import pytest
 from kafka import KafkaProducer
 
-from actors.camera import CameraConfig, CameraWorker, KafkaSettings
+from actors.camera import CameraWorker
+from actors.config import CameraConfig, IngestSettings, KafkaSettings, RedisSettings
 from actors.embedded import EmbeddedKafka, EmbeddedRedis
 from actors.frames import encode_frame
-from actors.ingest import IngestSettings, Ingestor
-from actors.token_cache import RedisSettings
+from actors.ingest import Ingestor
+from actors.token_cache import RedisTokenStore
 from streamdycoke.video import make_camera_video
 
 from .test_ingest import consume_all
@@ -24,7 +25,7 @@ def services():
 def worker(services, cam, **kw):
     k, r = services
     w = CameraWorker(CameraConfig(id=cam, **kw), KafkaSettings(bootstrap=k.bootstrap, dead_letter_topic=f"dlq.{cam}"),
-                     RedisSettings(url=r.url))
+                     RedisTokenStore(RedisSettings(url=r.url)))
     w.start()
     return w
 
@@ -41,7 +42,7 @@ def drain(w, timeout_s=30.0):
 def ingest(services, cam, seconds, seed, tmp_path):
     k, _ = services
     video = make_camera_video(tmp_path / f"{cam}.mp4", seconds=seconds, seed=seed)
-    return Ingestor(cam, str(video), IngestSettings(bootstrap=k.bootstrap, size=64)).run().frames
+    return Ingestor(cam, str(video), KafkaSettings(bootstrap=k.bootstrap), IngestSettings(size=64)).run().frames
 
 
 def test_two_cameras_every_frame_accounted_for_and_cached(services, tmp_path):
@@ -94,7 +95,7 @@ def test_malformed_and_foreign_messages_are_dead_lettered_and_the_stream_goes_on
 def test_a_crashed_worker_resumes_from_the_committed_offset_losing_and_duplicating_nothing(services, tmp_path):
     cam = "cam-crash"
     n = ingest(services, cam, 2, 4, tmp_path)
-    w = worker(services, cam, min_fps=30.0, max_fps=30.0)  # process every frame, so every frame must end up stored
+    w = worker(services, cam, sampler=None)  # process every frame, so every frame must end up stored
     w.kafka = w.kafka.model_copy(update={"max_poll_records": 8})
     w.step()
     w.step()
@@ -104,7 +105,7 @@ def test_a_crashed_worker_resumes_from_the_committed_offset_losing_and_duplicati
         w.step()
     stored_before = w.store.last_frame_index(cam)
     w.stop()
-    w2 = worker(services, cam, min_fps=30.0, max_fps=30.0)
+    w2 = worker(services, cam, sampler=None)
     assert w2.pipeline.state.last_frame_index == stored_before, "window rebuilt from the cache"
     drain(w2)
     assert w2.counters.replayed == 8, "the uncommitted batch came back and was recognised"
@@ -117,13 +118,17 @@ def test_bad_camera_config_is_rejected_with_a_clear_error():
     import pydantic
 
     with pytest.raises(pydantic.ValidationError, match="min_fps"):
-        CameraConfig(id="c", min_fps=20, max_fps=10)
+        CameraConfig(id="c", sampler={"min_fps": 20, "max_fps": 10})  # the sampler's own check, once
     with pytest.raises(pydantic.ValidationError):
         CameraConfig(id="bad id with spaces")
+    with pytest.raises(pydantic.ValidationError, match="max_fpz"):  # a misspelt key is an error, not a default
+        CameraConfig(id="c", sampler={"max_fpz": 10})
+    with pytest.raises(pydantic.ValidationError, match="window"):
+        CameraConfig(id="c", window=8)  # the window lives in stream:, once
 
 
 def test_cameras_file_is_validated_with_errors_naming_the_field(tmp_path):
-    from actors.camera import load_cameras
+    from actors.config import load_cameras
 
     f = tmp_path / "cameras.yaml"
     f.write_text("cameras:\n  - id: a\n    source: rtsp://cam/a\n    source_options: {rtsp_transport: tcp}\n  - id: b\n")
@@ -132,7 +137,7 @@ def test_cameras_file_is_validated_with_errors_naming_the_field(tmp_path):
     f.write_text("cameras:\n  - id: a\n  - id: a\n")
     with pytest.raises(ValueError, match="unique; repeated: a"):
         load_cameras(str(f))
-    f.write_text("cameras:\n  - id: a\n    max_fps: zero\n")
+    f.write_text("cameras:\n  - id: a\n    sampler: {max_fps: zero}\n")
     with pytest.raises(ValueError, match="max_fps"):
         load_cameras(str(f))
     f.write_text("cameras: [ {id: a\n")  # broken YAML: a ValueError naming the file, not a YAML crash

@@ -7,7 +7,8 @@ import pytest
 
 from actors.embedded import EmbeddedKafka
 from actors.frames import decode_frame
-from actors.ingest import IngestSettings, Ingestor
+from actors.config import IngestSettings, KafkaSettings
+from actors.ingest import Ingestor
 from streamdycoke.video import make_camera_video
 
 
@@ -38,7 +39,7 @@ def consume_all(bootstrap, topic, expected, timeout_s=20.0):
 
 def test_ingest_publishes_every_frame_in_order_resized(kafka, tmp_path):
     video = make_camera_video(tmp_path / "cam.mp4", seconds=1, seed=2)
-    ing = Ingestor("cam-a", str(video), IngestSettings(bootstrap=kafka.bootstrap, size=64))
+    ing = Ingestor("cam-a", str(video), KafkaSettings(bootstrap=kafka.bootstrap), IngestSettings(size=64))
     stats = ing.run()
     assert stats.frames == 30
     records = consume_all(kafka.bootstrap, ing.topic, 30)
@@ -50,7 +51,7 @@ def test_ingest_publishes_every_frame_in_order_resized(kafka, tmp_path):
 
 def test_looping_file_keeps_indices_and_timestamps_growing(kafka, tmp_path):
     video = make_camera_video(tmp_path / "cam.mp4", seconds=0.5, seed=3)
-    ing = Ingestor("cam-loop", str(video), IngestSettings(bootstrap=kafka.bootstrap, size=32, loop=True, max_frames=40))
+    ing = Ingestor("cam-loop", str(video), KafkaSettings(bootstrap=kafka.bootstrap), IngestSettings(size=32, loop=True, max_frames=40))
     assert ing.run().frames == 40
     msgs = [decode_frame(r.value) for r in consume_all(kafka.bootstrap, ing.topic, 40)]
     assert [m.frame_index for m in msgs] == list(range(40))
@@ -62,7 +63,8 @@ def test_unreachable_source_is_retried_with_backoff_then_reported(kafka, tmp_pat
 
     metrics = IngestMetrics()
     ing = Ingestor("cam-x", str(tmp_path / "missing.mp4"),
-                   IngestSettings(bootstrap=kafka.bootstrap, size=32, reconnect_backoff_s=0.01, max_reconnects=3), metrics)
+                   KafkaSettings(bootstrap=kafka.bootstrap),
+                   IngestSettings(size=32, reconnect_backoff_s=0.01, max_reconnects=3), metrics)
     with pytest.raises(Exception):
         ing.run()
     assert ing.stats.reconnects == 3
@@ -105,8 +107,8 @@ def test_rtsp_camera_is_ingested_frame_for_frame_and_counted(kafka, tmp_path):
     url = f"rtsp://127.0.0.1:{free_port()}/cam"
     metrics = IngestMetrics()
     server = metrics.serve(free_port(), addr="127.0.0.1")
-    ing = Ingestor("cam-rtsp", url, IngestSettings(
-        bootstrap=kafka.bootstrap, size=48, max_reconnects=0, timeout_s=30,
+    ing = Ingestor("cam-rtsp", url, KafkaSettings(bootstrap=kafka.bootstrap), IngestSettings(
+        size=48, max_reconnects=0, timeout_s=30,
         options={"rtsp_flags": "listen", "listen_timeout": "30", "rtsp_transport": "tcp"}), metrics)
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("stats", ing.run()))
@@ -140,7 +142,7 @@ def test_a_restarted_ingest_continues_frame_indices_and_timestamps(kafka, tmp_pa
     """Indices restarting at 0 would be taken for replays by the camera's actor and dropped."""
     video = make_camera_video(tmp_path / "cam.mp4", seconds=0.5, seed=6)
     for _ in range(2):
-        assert Ingestor("cam-again", str(video), IngestSettings(bootstrap=kafka.bootstrap, size=32)).run().frames == 15
+        assert Ingestor("cam-again", str(video), KafkaSettings(bootstrap=kafka.bootstrap), IngestSettings(size=32)).run().frames == 15
     msgs = [decode_frame(r.value) for r in consume_all(kafka.bootstrap, "frames.cam-again", 30)]
     assert [m.frame_index for m in msgs] == list(range(30))
     assert all(b.timestamp > a.timestamp for a, b in zip(msgs, msgs[1:]))
@@ -184,7 +186,7 @@ def test_ingest_config_follows_the_camera_file_and_stops_on_sigterm(kafka, tmp_p
         assert metric("streamdycoke_ingest_frames_published_total{fb}", 15) == 15
         assert len(consume_all(kafka.bootstrap, "frames.fb", 15)) == 15
         time.sleep(0.05)
-        cfg.write_text("cameras:\n  - id: fa\n    min_fps: -1\n")  # invalid: reported, counted, ignored
+        cfg.write_text("cameras:\n  - id: fa\n    sampler: {min_fps: -1}\n")  # invalid: reported, counted, ignored
         assert metric("streamdycoke_ingest_config_errors_total{}", 1) == 1
         published = _scrape(port)
         assert published["streamdycoke_ingest_frames_published_total{fa}"] == 15
@@ -202,9 +204,9 @@ def test_shards_split_cameras_between_ingest_processes():
     from actors.ingest import IngestFleet, shard_of
 
     cams = [f"cam-{i}" for i in range(200)]
-    owners = [[c for c in cams if IngestFleet(IngestSettings(), shard=(k, 3)).owns(c)] for k in range(3)]
+    owners = [[c for c in cams if IngestFleet(KafkaSettings(), IngestSettings(), shard=(k, 3)).owns(c)] for k in range(3)]
     assert sorted(sum(owners, [])) == sorted(cams)  # each camera in exactly one shard
     assert all(40 < len(o) < 95 for o in owners)
     assert shard_of("cam-7", 3) == shard_of("cam-7", 3)
     with pytest.raises(ValueError, match="shard"):
-        IngestFleet(IngestSettings(), shard=(3, 3))
+        IngestFleet(KafkaSettings(), IngestSettings(), shard=(3, 3))

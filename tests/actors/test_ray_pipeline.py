@@ -3,9 +3,9 @@ network namespace (``make test`` enters one; see ENVIRONMENT.md: Ray binds routa
 
 import pytest
 
-from actors.camera import CameraConfig, KafkaSettings
-from actors.ingest import IngestSettings, Ingestor
-from actors.token_cache import RedisSettings, RedisTokenStore
+from actors.config import CameraConfig, IngestSettings
+from actors.ingest import Ingestor
+from actors.token_cache import RedisTokenStore
 from streamdycoke.video import make_camera_video
 
 from ..conftest import needs_isolated_network, wait_for
@@ -21,16 +21,16 @@ def cluster(ray_cluster):
 def test_two_camera_actors_account_for_every_frame(cluster, tmp_path):
     from actors.ray_actor import CameraSupervisor
 
-    k, r, _ = cluster
-    sup = CameraSupervisor(KafkaSettings(bootstrap=k.bootstrap), RedisSettings(url=r.url))
+    stack = cluster
+    sup = CameraSupervisor(stack.kafka, stack.redis)
     counts = {}
     for cam, seed in (("ray-1", 1), ("ray-2", 2)):
         video = make_camera_video(tmp_path / f"{cam}.mp4", seconds=2, seed=seed)
-        counts[cam] = Ingestor(cam, str(video), IngestSettings(bootstrap=k.bootstrap, size=64)).run().frames
+        counts[cam] = Ingestor(cam, str(video), stack.kafka, IngestSettings(size=64)).run().frames
         if cam == "ray-1":  # one malformed message: dead-lettered, counted, and the stream goes on
             from kafka import KafkaProducer
 
-            p = KafkaProducer(bootstrap_servers=k.bootstrap)
+            p = KafkaProducer(bootstrap_servers=stack.kafka.bootstrap)
             p.send("frames.ray-1", b"not a frame")
             p.flush()
             p.close()
@@ -38,7 +38,7 @@ def test_two_camera_actors_account_for_every_frame(cluster, tmp_path):
         sup.add(CameraConfig(id=cam))
     wait_for(lambda: all(s.get("consumed") == counts[c] for c, s in sup.stats().items()))
     stats = sup.stats()
-    store = RedisTokenStore(RedisSettings(url=r.url))
+    store = RedisTokenStore(stack.redis)
     for cam, s in stats.items():
         assert s["consumed"] == s["processed"] + s["skipped"] + s["dead_lettered"] == counts[cam]
         assert len(store.read(cam)) == s["processed"] and s["tokens_kept"] < s["tokens_in"]
@@ -46,7 +46,7 @@ def test_two_camera_actors_account_for_every_frame(cluster, tmp_path):
     # Ray's metrics port exposes every named metric with the values this run produced
     from actors.metrics import CAMERA_METRIC_NAMES
 
-    port = cluster[2]
+    port = cluster.metrics_port
 
     def scraped() -> dict:
         import urllib.request
@@ -84,13 +84,13 @@ def test_killed_actor_restarts_and_resumes_without_loss_or_duplicates(cluster, t
 
     from actors.ray_actor import CameraSupervisor
 
-    k, r, _ = cluster
+    stack = cluster
     cam = "ray-kill"
     video = make_camera_video(tmp_path / "kill.mp4", seconds=10, seed=5)
-    n = Ingestor(cam, str(video), IngestSettings(bootstrap=k.bootstrap, size=64)).run().frames
-    sup = CameraSupervisor(KafkaSettings(bootstrap=k.bootstrap, max_poll_records=2), RedisSettings(url=r.url))
-    sup.add(CameraConfig(id=cam, min_fps=30.0, max_fps=30.0))  # every frame processed, so every frame stored
-    store = RedisTokenStore(RedisSettings(url=r.url))
+    n = Ingestor(cam, str(video), stack.kafka, IngestSettings(size=64)).run().frames
+    sup = CameraSupervisor(stack.kafka.model_copy(update={"max_poll_records": 2}), stack.redis)
+    sup.add(CameraConfig(id=cam, sampler=None))  # every frame processed, so every frame stored
+    store = RedisTokenStore(stack.redis)
     wait_for(lambda: (store.last_frame_index(cam) or 0) >= 10)
     ray.kill(sup.actors[cam], no_restart=False)  # the process dies mid-stream; Ray restarts it
     at_kill = store.last_frame_index(cam)

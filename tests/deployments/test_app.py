@@ -6,10 +6,12 @@ import urllib.request
 
 import pytest
 
-from actors.camera import CameraConfig, KafkaSettings
-from actors.ingest import IngestSettings, Ingestor
-from actors.token_cache import RedisSettings
+from actors.config import CameraConfig, IngestSettings
+from actors.ingest import Ingestor
+from streamdycoke import EncoderSpec
 from streamdycoke.video import make_camera_video
+
+TINY = EncoderSpec(weights=None)  # the tiny random LLaVA-OneVision (no weights here), for LLM and cameras alike
 
 from ..conftest import needs_isolated_network, wait_for
 
@@ -31,22 +33,19 @@ def http(port, method, path, body=None):
 def app(ray_cluster, tmp_path_factory):
     from ray import serve
 
-    from actors.embedded import free_port
     from actors.ray_actor import CameraSupervisor
     from deployments.app import build_app
+    from deployments.config import AppArgs
 
-    k, r, _ = ray_cluster
-    sup = CameraSupervisor(KafkaSettings(bootstrap=k.bootstrap), RedisSettings(url=r.url))
+    stack = ray_cluster
+    sup = CameraSupervisor(stack.kafka, stack.redis, TINY)
     video = make_camera_video(tmp_path_factory.mktemp("v") / "a.mp4", seconds=3, seed=6)
-    n = Ingestor("lobby", str(video), IngestSettings(bootstrap=k.bootstrap, size=64)).run().frames
-    sup.add(CameraConfig(id="lobby", encoder="llava-onevision"))  # the LLM's own (tiny, offline) tower
+    n = Ingestor("lobby", str(video), stack.kafka, IngestSettings(size=64)).run().frames
+    sup.add(CameraConfig(id="lobby"))  # no encoder named: the LLM's own (tiny, offline) tower
     wait_for(lambda: sup.stats()["lobby"].get("consumed") == n, timeout_s=90)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"model": None, "redis": {"url": r.url}, "num_cpus": 0.25}), name="sdk", route_prefix="/")
-    yield port, sup
+    serve.run(build_app(AppArgs(model=TINY, redis=stack.redis, num_cpus=0.25)), name="sdk", route_prefix="/")
+    yield stack.http_port, sup
     serve.delete("sdk")
-    serve.shutdown()  # the next module starts Serve on its own port
     sup.shutdown()
 
 
@@ -64,7 +63,7 @@ def test_query_metrics_are_exported_per_stage_with_batch_sizes(app, ray_cluster)
     from ..conftest import wait_for
 
     port, _ = app
-    metrics_port = ray_cluster[2]
+    metrics_port = ray_cluster.metrics_port
     assert http(port, "POST", "/v1/query", {"camera": "lobby", "question": "and now?", "max_new_tokens": 2})[0] == 200
 
     def scrape() -> str:
@@ -94,7 +93,7 @@ def test_cameras_and_health(app):
     ({"camera": "nope", "question": "hi"}, 404, "unknown camera"),
     ({"camera": "lobby"}, 422, "question"),
     ({"camera": "lobby", "question": "hi", "window_s": -1}, 422, "window_s"),
-    ({"camera": "lobby", "question": "hi", "window_s": 10_000}, 400, "over the limit"),
+    ({"camera": "lobby", "question": "hi", "window_s": 10_000}, 400, "over the cache's retention_s"),
 ])
 def test_bad_requests_get_a_clear_4xx(app, body, code, words):
     port, _ = app

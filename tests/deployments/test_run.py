@@ -15,9 +15,12 @@ from ..conftest import needs_isolated_network
 
 def test_bad_config_is_rejected_naming_the_field(tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
-    cfg.write_text(yaml.safe_dump({"cameras": [{"id": "c1", "min_fps": 20, "max_fps": 5}]}))
+    cfg.write_text(yaml.safe_dump({"cameras": [{"id": "c1", "sampler": {"min_fps": 20, "max_fps": 5}}]}))
     assert main(["run", "--config", str(cfg)]) == 2
     assert "min_fps" in capsys.readouterr().err
+    cfg.write_text(yaml.safe_dump({"cameras": [{"id": "c1"}], "modle": {"weights": "x"}}))  # misspelt: named
+    assert main(["run", "--config", str(cfg)]) == 2
+    assert "modle" in capsys.readouterr().err
     cfg.write_text(yaml.safe_dump({"cameras": []}))
     assert main(["run", "--config", str(cfg)]) == 2
 
@@ -43,10 +46,10 @@ def test_run_against_existing_services(tmp_path):
         try:
             cfg = tmp_path / "system.yaml"
             cfg.write_text(yaml.safe_dump({
-                "kafka": {"bootstrap": k.bootstrap}, "redis": {"url": r.url},
-                "ray_address": f"127.0.0.1:{ray_port}", "http_port": free_port(), "model": None,
-                "app": {"num_cpus": 0.25},
-                "cameras": [{"id": "dock", "source": str(video), "encoder": "llava-onevision"}],
+                "kafka": {"bootstrap": k.bootstrap},
+                "ray_address": f"127.0.0.1:{ray_port}", "http_port": free_port(),
+                "app": {"model": {"weights": None}, "redis": {"url": r.url}, "num_cpus": 0.25},
+                "cameras": [{"id": "dock", "source": str(video)}],
             }))
             out = subprocess.run([sys.executable, "-m", "streamdycoke.cli", "run", "--config", str(cfg),
                                   "--duration", "12", "--json"], capture_output=True, text=True, timeout=400, env=env)

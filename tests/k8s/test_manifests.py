@@ -111,8 +111,8 @@ def test_serve_config_parses_imports_and_builds(target, tmp_path):
 
     from ray.serve import Application
 
-    from actors.camera import load_cameras
-    from deployments.app import AppArgs
+    from actors.config import load_cameras
+    from deployments.config import AppArgs
 
     docs = render(target)
     cfg = serve_config(docs)
@@ -120,7 +120,7 @@ def test_serve_config_parses_imports_and_builds(target, tmp_path):
     module, _, attr = app["import_path"].partition(":")
     assert app["import_path"] == "deployments.app:build_app"
     build_app = getattr(importlib.import_module(module), attr)
-    args = AppArgs(**app["args"])  # every arg is one the app knows, with valid values
+    args = AppArgs.model_validate(app["args"])  # every arg is one the app knows, with valid values
     assert args.fleet is not None and args.autoscaling_config["max_replicas"] >= args.autoscaling_config["min_replicas"]
     assert args.redis.url.startswith("redis://streamdycoke-redis:")
     (kafka,) = find(docs, "Kafka")
@@ -131,6 +131,42 @@ def test_serve_config_parses_imports_and_builds(target, tmp_path):
     f = tmp_path / "cameras.yaml"
     f.write_text(cm["data"]["cameras.yaml"])
     assert load_cameras(str(f))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_camera_workers_and_the_llm_resolve_to_the_same_encoder_and_weights(target, tmp_path):
+    """A cluster deployed from k8s/ can answer: every shipped camera encodes with the LLM's own tower from
+    the same weights, and those weights are mounted in the pods the camera actors and the LLM run on."""
+    from actors.config import encoder_refusal, load_cameras
+    from deployments.config import AppArgs
+
+    docs = render(target)
+    args = AppArgs.model_validate(serve_config(docs)["applications"][0]["args"])
+    (cm,) = find(docs, "ConfigMap", "streamdycoke-cameras")
+    f = tmp_path / "cameras.yaml"
+    f.write_text(cm["data"]["cameras.yaml"])
+    cameras = load_cameras(str(f))
+    assert cameras
+    for cam in cameras:
+        assert encoder_refusal(cam, args.model) is None, f"the shipped LLM would refuse camera {cam.id}"
+        enc = cam.pipeline_config(args.model).encoder
+        assert (enc.name, enc.weights) == (args.model.name, args.model.weights)
+    weights = args.model.weights
+    assert weights.startswith("/"), "a mounted path: hub ids cannot be downloaded in the cluster"
+
+    (rs,) = find(docs, "RayService")
+    groups = {g["groupName"]: g for g in rs["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    camera_slot = next(iter(args.fleet.actor_options["resources"]))
+    camera_groups = [g for g in groups.values() if f'"{camera_slot}"' in
+                     g["rayStartParams"].get("resources", "").replace('\\"', '"')]
+    llm_groups = [g for g in groups.values() if ("nvidia.com/gpu" in json.dumps(g)) == (args.num_gpus > 0)]
+    assert camera_groups and llm_groups
+    for g in camera_groups + llm_groups:
+        spec = g["template"]["spec"]
+        vols = {v["name"]: v for v in spec["volumes"]}
+        mounts = [m for m in spec["containers"][0]["volumeMounts"] if weights.startswith(m["mountPath"].rstrip("/") + "/")]
+        assert mounts, f"group {g['groupName']}: nothing mounted at {weights}"
+        assert vols[mounts[0]["name"]]["persistentVolumeClaim"]["claimName"] == "streamdycoke-models"
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -12,7 +12,8 @@ import urllib.request
 
 import pytest
 
-from actors.ingest import IngestFleet, IngestSettings
+from actors.config import IngestSettings
+from actors.ingest import IngestFleet
 from actors.metrics import IngestMetrics
 from streamdycoke.video import make_camera_video
 
@@ -38,23 +39,24 @@ def pipeline(ray_cluster, tmp_path_factory):
     from kafka import KafkaProducer
     from ray import serve
 
-    from actors.camera import load_cameras
+    from actors.config import load_cameras
     from actors.embedded import free_port
 
-    k, r, ray_metrics_port = ray_cluster
+    stack = ray_cluster
+    ray_metrics_port = stack.metrics_port
     d = tmp_path_factory.mktemp("prom")
     cams = {c: make_camera_video(d / f"{c}.mp4", seconds=4, seed=20 + i) for i, c in enumerate(("north", "south"))}
     cameras = d / "cameras.yaml"
     cameras.write_text("cameras:\n" + "".join(
-        f"  - id: {c}\n    source: {p}\n    encoder: llava-onevision\n" for c, p in cams.items()))
+        f"  - id: {c}\n    source: {p}\n" for c, p in cams.items()))
 
     http_port = serve_with_fleet(ray_cluster, cameras, "streamdycoke")
     ingest_metrics = IngestMetrics()
     ingest_server = ingest_metrics.serve(free_port(), addr="127.0.0.1")
-    fleet = IngestFleet(IngestSettings(bootstrap=k.bootstrap, size=64, loop=True, realtime=True), ingest_metrics)
+    fleet = IngestFleet(stack.kafka, IngestSettings(size=64, loop=True, realtime=True), ingest_metrics)
     fleet.reconcile(load_cameras(str(cameras)))
     # one malformed message, so the dead-letter series exists
-    p = KafkaProducer(bootstrap_servers=k.bootstrap)
+    p = KafkaProducer(bootstrap_servers=stack.kafka.bootstrap)
     p.send("frames.north", b"not a frame")
     p.flush()
     p.close()
@@ -93,7 +95,6 @@ def pipeline(ray_cluster, tmp_path_factory):
         prom.terminate()
         prom.wait(30)
         serve.delete("streamdycoke")
-        serve.shutdown()
 
 
 def test_every_dashboard_query_gets_data_from_a_running_pipeline(pipeline):

