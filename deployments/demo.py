@@ -80,8 +80,10 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
             sources.append(str(make_camera_video(Path(tmp) / f"cam{i}.mp4", seconds=20, seed=100 + i, movers=2 + i)))
         cams = [CameraConfig(id=f"cam{i}", source=src) for i, src in enumerate(sources)]
         app = app.model_copy(update={"redis": stack.redis})
-        return _run(stack.kafka, app, cams, IngestSettings(loop=True, realtime=True), stack.api, stack.metrics_url,
-                    duration, question, window_s, json_out, local=True)
+        result = _run(stack.kafka, app, cams, IngestSettings(loop=True, realtime=True), stack.api, stack.metrics_url,
+                      duration, question, window_s, json_out, local=True)
+    _report(result, json_out)  # after everything stopped: Ray's shutdown chatter comes before it
+    return result
 
 
 def run_system(system: SystemConfig, duration: float | None = None, question: str = DEFAULT_QUESTION,
@@ -95,12 +97,14 @@ def run_system(system: SystemConfig, duration: float | None = None, question: st
         serve.start(http_options={"host": system.http_host, "port": system.http_port})
         try:
             api = f"http://{system.http_host}:{system.http_port}"
-            return _run(system.kafka, system.app, system.cameras, system.ingest, api,
-                        "each Ray node's metrics export port", duration, question, window_s, json_out, local=False)
+            result = _run(system.kafka, system.app, system.cameras, system.ingest, api,
+                          "each Ray node's metrics export port", duration, question, window_s, json_out, local=False)
         finally:
             serve.shutdown()
     finally:
         ray.shutdown()
+    _report(result, json_out)
+    return result
 
 
 def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: IngestSettings | None, api: str,
@@ -221,6 +225,10 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
         result["refused"] = dict(sup.refused)
         result["api"] = api
         result["metrics"] = metrics_url
+    return result
+
+
+def _report(result: dict, json_out: bool) -> None:
     if json_out:
         print(json.dumps(result))
     else:
@@ -228,4 +236,3 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
             print(f"{cam}: {c['frames_ingested']} ingested = {c['frames_processed']} processed + "
                   f"{c['frames_skipped']} skipped + {c['frames_dead_lettered']} dead-lettered; keep ratio "
                   f"{(c['tokens_kept'] or 0) / max(1, c['tokens_in'] or 0):.3f}; answer: {c['query']['answer']!r}")
-    return result

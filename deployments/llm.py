@@ -18,7 +18,7 @@ import torch
 
 from streamdycoke.budget import window_visual_tokens
 from streamdycoke.encoders import EncoderSpec
-from streamdycoke.encoders.llava import load_llava_onevision, video_grid
+from streamdycoke.encoders.llava import load_llava_onevision
 from streamdycoke.patch.core import _host_for
 from streamdycoke.patch.segments import inputs_from_segments
 from streamdycoke.segment import TokenSegment, decode_segment, read_header
@@ -66,8 +66,7 @@ class LLMEngine:
 
             self.tokenizer = AutoTokenizer.from_pretrained(spec.weights, local_files_only=True)
         self.vocab = self.model.config.text_config.vocab_size
-        extra = _host_for(self.model).virtual_video(self.model, 1, video_grid(self.model.config))[1]
-        self.extra_tokens = 0 if extra is None else int(extra.shape[0])  # always-kept tokens per video
+        self.extra_tokens = _host_for(self.model).video_extra_tokens(self.model)  # always-kept tokens per video
 
     def visual_tokens(self, segments: list[bytes]) -> int:
         """Visual tokens a window of wire-format segments costs this LLM (what the answer reports)."""

@@ -10,8 +10,8 @@ from streamdycoke.patch.kv import DyCokeKVCache
 from .test_patch import MODELS, VIDEO
 
 
-def kv_cfg(p=0.7):
-    return PatchConfig(method="none", kv_pruning=True, kv_layer=1, kv_prune_ratio=p)
+def kv_cfg(p=0.7, rule="drift"):
+    return PatchConfig(method="none", kv_pruning=True, kv_layer=1, kv_prune_ratio=p, kv_recompute=rule)
 
 
 def record_key_lengths(cache_cls=DyCokeKVCache):
@@ -71,33 +71,84 @@ def test_batch_of_two_gets_per_row_selections(name):
     assert torch.equal(out[1], model.generate(**b)[0])
 
 
-def test_selection_is_kept_while_attention_is_stable_and_recomputed_when_it_shifts():
-    vis = torch.tensor([[False, True, True, True, True, False]])
-    # the selection logic alone, without a model: set the state __init__ would
-    cache = DyCokeKVCache.__new__(DyCokeKVCache)
-    cache.__dict__.update(dict(
-        layer=1, visual_mask=vis, prompt_len=6, keep_counts=[2], recompute_similarity=0.9,
-        key_index=None, key_valid=None, _ref_attention=[None], _selected=[None], selections=0,
-    ))
-    d = 4
-    keys = torch.zeros(1, 1, 6, d)
-    for i in range(6):
-        keys[0, 0, i, i % d] = 1.0
-    keys[0, 0, 4] = torch.tensor([0.0, 0.0, 0.0, -1.0])
+# -- the two rules on a designed attention sequence (no model: the cache's selection logic alone) ------------
+S = 12  # prompt: text 0-1, visual 2-10 (10 is LLaVA's newline), text 11
+VISUAL = torch.zeros(1, S, dtype=torch.bool)
+VISUAL[0, 2:11] = True
+A = torch.tensor([0, 0, 4, 3, 2, 1, 0.5, 0.3, 0.2, 0, 0, 0.0])  # attention on the first frames' tokens
+B = torch.tensor([0, 0, 0.2, 0.3, 0.5, 1, 2, 3, 4, 0, 0, 0.0])  # ... on the last ones
 
-    def q_toward(*dims):
-        q = torch.zeros(1, 1, 1, d)
-        for i in dims:
-            q[0, 0, 0, i] = 8.0
-        return q
 
-    cache.observe(q_toward(1, 2), keys, None, 1.0)  # attends to positions 1 and 2
-    assert cache._selected[0].tolist() == [1, 2] and cache.selections == 1
-    cache.observe(q_toward(1, 2), keys, None, 1.0)  # same attention: kept
-    assert cache.selections == 1
-    cache.observe(q_toward(3), keys, None, 1.0)  # attention moves to position 3
-    assert cache.selections == 2 and 3 in cache._selected[0].tolist()
-    assert cache.key_index[0].tolist() == sorted([0, 5] + cache._selected[0].tolist())
+def attention(t: int) -> torch.Tensor:
+    """Steps 0-12 drift slowly from A to B (consecutive cosine >= 0.99, to step 0 down to 0.2); step 13
+    jumps back to A and step 14 stays there."""
+    w = min(t, 12) / 12 if t < 13 else 0.0
+    p = 0.01 + (1 - w) * A + w * B
+    return p / p.sum()
+
+
+def run_rule(rule: str) -> tuple[DyCokeKVCache, list[int], list[int]]:
+    from types import SimpleNamespace
+
+    from streamdycoke.encoders.llava import tiny_llava_onevision_config
+
+    cache = DyCokeKVCache(SimpleNamespace(config=tiny_llava_onevision_config()), VISUAL, layer=1, prune_ratio=0.5,
+                          rule=rule, extra_tokens=1)
+    keys = torch.eye(S).view(1, 1, S, S)  # query log(p) against identity keys: the attention is exactly p
+    selected_at = []
+    for t in range(15):
+        before = cache.selections
+        cache.observe(attention(t).log().view(1, 1, 1, S), keys, None, 1.0)
+        if cache.selections > before:
+            selected_at.append(t)
+    pruned_at = [t for t, rows in enumerate(cache.pruned_steps) if rows[0]]
+    return cache, selected_at, pruned_at
+
+
+def test_dycoke_rule_compares_with_the_previous_step_and_prunes_only_when_attention_changed():
+    """The authors' rule: a slow drift never differs much from the step before, so after the first decode
+    step nothing is pruned until the attention jumps (step 13); the step after the jump is stable again."""
+    cache, selected_at, pruned_at = run_rule("dycoke")
+    assert selected_at == pruned_at == [0, 13]
+    # candidates exclude the last visual token (9) and the newline (10), as in the authors' code
+    assert cache.candidates[0].tolist() == [2, 3, 4, 5, 6, 7, 8] and cache.keep_counts == [3]
+    assert cache.key_index is None, "step 14: stable, every key"
+
+
+def test_dycoke_rule_keeps_the_top_candidates_of_this_step_and_always_the_last_visual_and_newline():
+    from types import SimpleNamespace
+
+    from streamdycoke.encoders.llava import tiny_llava_onevision_config
+
+    cache = DyCokeKVCache(SimpleNamespace(config=tiny_llava_onevision_config()), VISUAL, layer=1, prune_ratio=0.5,
+                          rule="dycoke", extra_tokens=1)
+    cache.observe(attention(0).log().view(1, 1, 1, S), torch.eye(S).view(1, 1, S, S), None, 1.0)
+    assert cache.key_index[0].tolist() == [0, 1, 2, 3, 4, 9, 10, 11]
+
+
+def test_drift_rule_compares_with_the_selection_reference_and_always_prunes():
+    """Ours: the reference is the attention the selection came from, so a slow drift triggers new
+    selections (steps 5 and 9, when the cosine to it falls below 0.9), and every step is pruned."""
+    cache, selected_at, pruned_at = run_rule("drift")
+    assert selected_at == [0, 5, 9, 13]
+    assert pruned_at == list(range(15))
+    assert cache.candidates[0].tolist() == list(range(2, 11)) and cache.keep_counts == [4]  # every visual token
+
+
+def test_the_default_rule_is_the_authors():
+    assert PatchConfig().kv_recompute == "dycoke"
+    with pytest.raises(ValueError, match="kv_recompute"):
+        PatchConfig(kv_recompute="sometimes")
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_dycoke_rule_in_a_real_model_prunes_at_the_first_decode_step(name, monkeypatch):
+    make, inputs = MODELS[name]
+    model = apply_patch(make(), kv_cfg(0.7, rule="dycoke"))
+    x = inputs(noise=0.3)
+    model.generate(**x)
+    steps = model._streamdycoke_last_kv_cache.pruned_steps
+    assert steps and steps[0] == [True], "the first decode step has no previous attention: it prunes"
 
 
 def test_kv_layer_must_leave_a_layer_to_select_from():

@@ -54,8 +54,11 @@ class PatchConfig:
             (:class:`streamdycoke.patch.kv.DyCokeKVCache`).
         kv_layer: layer L whose last-token attention selects the visual tokens layers >= L use.
         kv_prune_ratio: P, the fraction of visual tokens pruned for layers >= L.
-        kv_recompute_similarity: the selection is recomputed when the cosine between this step's
-            and the last selection step's attention over the visual tokens drops below this.
+        kv_recompute: when layers >= L are pruned and from which attention (see
+            :mod:`streamdycoke.patch.kv`): ``"dycoke"``, the authors' rule (compare with the previous
+            step's attention; prune at a step only when it changed), or ``"drift"`` (compare with the
+            attention the selection came from; always prune; select again when it drifted).
+        kv_recompute_similarity: the cosine threshold of either rule (the paper's 0.9).
     """
 
     method: str = "stream"
@@ -67,6 +70,7 @@ class PatchConfig:
     kv_pruning: bool = False
     kv_layer: int = 3
     kv_prune_ratio: float = 0.7
+    kv_recompute: str = "dycoke"
     kv_recompute_similarity: float = 0.9
 
     def __post_init__(self) -> None:
@@ -76,6 +80,8 @@ class PatchConfig:
             raise ValueError(f"positions_1d must be 'original' or 'contiguous', got {self.positions_1d!r}")
         if not 0.0 <= self.kv_prune_ratio < 1.0:
             raise ValueError(f"kv_prune_ratio must be in [0, 1), got {self.kv_prune_ratio}")
+        if self.kv_recompute not in ("dycoke", "drift"):
+            raise ValueError(f"kv_recompute must be 'dycoke' or 'drift', got {self.kv_recompute!r}")
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,9 @@ class SupportsVideoTokenPruning(Protocol):
 
     def video_token_id(self, model: Any) -> int:
         """The id of the video placeholder token in ``input_ids``."""
+
+    def video_extra_tokens(self, model: Any) -> int:
+        """How many always-kept tokens follow each video's frames (LLaVA-OneVision's newline: 1)."""
 
     def video_tokens(self, model: Any, kwargs: dict) -> list[VideoTokens]:
         """Encode the call's videos (in batch order) into :class:`VideoTokens`."""
@@ -255,7 +264,7 @@ def _make_patched_class(base: type, host: SupportsVideoTokenPruning) -> type:
                 kwargs["input_ids"] = args[0]
                 args = args[1:]
             if cfg.method == "none" or kwargs.get("pixel_values_videos") is None:
-                return self._streamdycoke_generate(base, args, kwargs)
+                return self._streamdycoke_generate(base, args, kwargs, host.video_extra_tokens(self))
             input_ids = kwargs["input_ids"]
             if kwargs.get("attention_mask") is None:
                 kwargs["attention_mask"] = torch.ones_like(input_ids)
@@ -295,10 +304,12 @@ def _make_patched_class(base: type, host: SupportsVideoTokenPruning) -> type:
             if next(vid, None) is not None:
                 raise ValueError("more videos than video placeholders in input_ids")
             new_kwargs = host.kept_inputs(self, kwargs, keep, positions, kept_feats)
-            result = self._streamdycoke_generate(base, args, new_kwargs)
+            result = self._streamdycoke_generate(base, args, new_kwargs, host.video_extra_tokens(self))
             return _restore_prompt(result, input_ids, new_kwargs["input_ids"].shape[1])
 
-        def _streamdycoke_generate(self, klass: type, args: tuple, kwargs: dict) -> Any:
+        def _streamdycoke_generate(self, klass: type, args: tuple, kwargs: dict, video_extras: int = 0) -> Any:
+            """The host's ``generate``, with DyCoke's KV pruning when configured (``video_extras``: the
+            always-kept tokens after a row's video, e.g. LLaVA's newline)."""
             cfg: PatchConfig = self._streamdycoke_config
             if cfg.kv_pruning and kwargs.get("input_ids") is not None and kwargs.get("cache") is None:
                 from .kv import DyCokeKVCache, kv_pruning
@@ -306,6 +317,7 @@ def _make_patched_class(base: type, host: SupportsVideoTokenPruning) -> type:
                 cache = DyCokeKVCache(
                     self, visual_mask=kwargs["input_ids"] == host.video_token_id(self), layer=cfg.kv_layer,
                     prune_ratio=cfg.kv_prune_ratio, recompute_similarity=cfg.kv_recompute_similarity,
+                    rule=cfg.kv_recompute, extra_tokens=video_extras,
                 )
                 self._streamdycoke_last_kv_cache = cache
                 with kv_pruning(self, cache):

@@ -1,16 +1,28 @@
 """DyCoke's dynamic KV pruning while decoding, as a transformers 5 cache class.
 
-At every decode step the last token's attention over the visual tokens is taken at layer ``L - 1``
-(the last layer that attends over all of them), averaged over heads; layers ``>= L`` attend only
-over the text, the generated tokens, and the top ``(1 - P)`` visual tokens of that attention. The
-selection is kept while the attention stays put and recomputed when the cosine between this step's
-attention and the one the selection was made from drops below ``recompute_similarity`` (the
-paper's 0.9), so pruned tokens can come back. Prefill is not pruned.
+At a decode step, the last token's attention over the visual tokens is taken at layer ``L - 1``,
+averaged over heads, and layers ``>= L`` attend over the text, the generated tokens, and the top
+``(1 - P)`` of the candidate visual tokens by that attention (the keys, values and mask are
+gathered). Prefill is not pruned. When to prune is the rule (``PatchConfig.kv_recompute``):
 
-Unlike the authors' code, layers ``>= L`` really attend over fewer keys (the keys and values are
-gathered, and the mask with them), and each row of a batch has its own selection (theirs hard-codes
-batch index 0). Memory is *not* freed: every key stays in the cache, because a pruned token may come
-back at a later step; what shrinks is the attention work of layers ``>= L`` per decode step.
+- ``"dycoke"`` (default), the authors' rule, as in ``modeling_qwen2.py`` of KD-TAO/DyCoke: compare this
+  step's attention with the *previous step's* (cosine); only when it is below 0.9 (and at the first
+  decode step) select the top tokens from this step's attention and prune at this step; otherwise
+  layers ``>= L`` attend over every key at this step. The candidates are the visual tokens except the
+  last one and the host's trailing extras (LLaVA's ``image_newline``): those are always attended,
+  as in the authors' code (their candidate window is the merged video tokens minus one, before the
+  newline is appended).
+- ``"drift"``: compare with the attention the current selection was made *from*; always prune; select
+  again when that cosine drops below ``recompute_similarity``, so a slow drift that never changes much
+  between two steps still leads to a new selection. Every visual token is a candidate.
+
+Differences from the authors' code, on purpose: each row of a batch has its own attention, reference
+and selection (theirs reads batch index 0 for all rows); the mask is gathered with the keys (theirs
+passes no mask); the kept count is :func:`streamdycoke.budget.frame_token_budget`, whose guard keeps
+``floor(r * n)`` for the keep ratio ``r = 1 - P`` as written (theirs computes ``int(n * (1 - P))`` in
+floating point, which for n = 100, P = 0.9 keeps 9, not 10). Memory is not freed in either: every key
+stays in the cache, because a pruned token may come back at a later step; what shrinks is the
+attention work of layers ``>= L`` per decode step.
 
 How it hooks in, per instance: while a patched model generates with ``kv_pruning``, its text
 config's attention implementation is set to ``"streamdycoke_dycoke"`` (SDPA plus the two steps
@@ -30,9 +42,10 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ..budget import frame_token_budget
 
-__all__ = ["ATTN_NAME", "DyCokeKVCache", "kv_pruning"]
+__all__ = ["ATTN_NAME", "KV_RULES", "DyCokeKVCache", "kv_pruning"]
 
 ATTN_NAME = "streamdycoke_dycoke"
+KV_RULES = ("dycoke", "drift")
 
 
 class DyCokeKVCache(DynamicCache):
@@ -42,31 +55,40 @@ class DyCokeKVCache(DynamicCache):
         model: the model it serves (for its config).
         visual_mask: ``(B, L)`` bool, which prompt positions are visual tokens.
         layer: L (>= 1).
-        prune_ratio: P, the fraction of each row's visual tokens pruned.
-        recompute_similarity: recompute the selection when the attention's cosine to the one it was
-            made from falls below this.
+        prune_ratio: P, the fraction of each row's candidate visual tokens pruned.
+        recompute_similarity: the cosine threshold of either rule (the paper's 0.9).
+        rule: ``"dycoke"`` (the authors' rule) or ``"drift"`` (see the module docstring).
+        extra_tokens: always-attended trailing visual tokens per row (LLaVA's newline: 1); with
+            ``"dycoke"`` the last visual token before them is always attended too.
     """
 
     def __init__(self, model: Any, visual_mask: torch.Tensor, layer: int = 3, prune_ratio: float = 0.7,
-                 recompute_similarity: float = 0.9) -> None:
+                 recompute_similarity: float = 0.9, rule: str = "dycoke", extra_tokens: int = 0) -> None:
         super().__init__(config=model.config.get_text_config())
         n_layers = model.config.get_text_config().num_hidden_layers
         if not 1 <= layer < n_layers:
             raise ValueError(f"kv layer must be in [1, {n_layers - 1}] for a {n_layers}-layer model, got {layer}")
+        if rule not in KV_RULES:
+            raise ValueError(f"kv rule must be one of {KV_RULES}, got {rule!r}")
         self.layer = layer
+        self.rule = rule
         self.visual_mask = visual_mask.bool()
         self.prompt_len = visual_mask.shape[1]
-        self.keep_counts = [frame_token_budget(int(r.sum()), 1.0 - prune_ratio) for r in self.visual_mask]
+        fixed = 1 + extra_tokens if rule == "dycoke" else 0  # always attended: not candidates
+        self.candidates = [r.nonzero().squeeze(1) for r in self.visual_mask]
+        self.candidates = [c[: max(0, len(c) - fixed)] for c in self.candidates]
+        self.keep_counts = [frame_token_budget(len(c), 1.0 - prune_ratio) for c in self.candidates]
         self.recompute_similarity = recompute_similarity
         self.key_index: torch.Tensor | None = None  # (B, K) prompt positions layers >= L attend to
         self.key_valid: torch.Tensor | None = None  # (B, K) False for padding slots
         self._ref_attention: list[torch.Tensor | None] = [None] * visual_mask.shape[0]
-        self._selected: list[torch.Tensor | None] = [None] * visual_mask.shape[0]
+        self._selected: list[torch.Tensor | None] = [None] * visual_mask.shape[0]  # None: no pruning now
         self.selections = 0  # how many times a row's selection was (re)computed
+        self.pruned_steps: list[list[bool]] = []  # per decode step, per row: were layers >= L pruned
 
     # -- selection -------------------------------------------------------------------------------
     def observe(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None, scaling: float) -> None:
-        """Take the last token's attention at layer L-1 and update each row's selection.
+        """Take the last token's attention at layer L-1 and decide each row's keys for this step.
 
         ``query`` ``(B, Hq, 1, d)``, ``keys`` ``(B, Hkv, S, d)``, ``mask`` ``(B, 1, 1, S)`` or None.
         """
@@ -78,25 +100,34 @@ class DyCokeKVCache(DynamicCache):
             m = mask[:, 0, -1].unsqueeze(1).unsqueeze(1)  # (B, 1, 1, S)
             scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m
         attn = scores.softmax(-1).mean(dim=(1, 2))  # (B, S)
-        changed = False
         for b in range(B):
-            vis = self.visual_mask[b].nonzero().squeeze(1)
-            a = attn[b, vis]
+            cand = self.candidates[b]
+            a = attn[b, cand]
             ref = self._ref_attention[b]
-            if ref is None or F.cosine_similarity(a, ref, dim=0) < self.recompute_similarity:
-                k = self.keep_counts[b]
-                self._selected[b] = vis[a.topk(k).indices].sort().values
+            sim = 0.0 if ref is None else float(F.cosine_similarity(a, ref, dim=0))
+            select = ref is None or sim < self.recompute_similarity
+            if self.rule == "dycoke":  # the previous step is the reference; no pruning when stable
                 self._ref_attention[b] = a
-                self.selections += 1
-                changed = True
-        if changed or self.key_index is None:
-            self._build_index()
+                self._selected[b] = cand[a.topk(self.keep_counts[b]).indices].sort().values if select else None
+            elif select:  # drift: the reference is what the selection was made from; always pruned
+                self._ref_attention[b] = a
+                self._selected[b] = cand[a.topk(self.keep_counts[b]).indices].sort().values
+            self.selections += int(select)
+        self.pruned_steps.append([s is not None for s in self._selected])
+        self._build_index()
 
     def _build_index(self) -> None:
+        if all(sel is None for sel in self._selected):  # no row pruned at this step: nothing to gather
+            self.key_index = self.key_valid = None
+            return
         rows = []
         for b in range(self.visual_mask.shape[0]):
-            text = (~self.visual_mask[b]).nonzero().squeeze(1)
-            rows.append(torch.cat([text, self._selected[b]]).sort().values)
+            if self._selected[b] is None:  # not pruned at this step: every prompt key
+                rows.append(torch.arange(self.prompt_len))
+                continue
+            always = torch.ones(self.prompt_len, dtype=torch.bool)
+            always[self.candidates[b]] = False  # text, and the visual tokens that are not candidates
+            rows.append(torch.cat([always.nonzero().squeeze(1), self._selected[b]]).sort().values)
         K = max(len(r) for r in rows)
         self.key_index = torch.stack([F.pad(r, (0, K - len(r))) for r in rows])
         self.key_valid = torch.stack([torch.arange(K) < len(r) for r in rows])

@@ -26,6 +26,9 @@ class LlavaOnevisionHost:
     def video_token_id(self, model: Any) -> int:
         return int(model.config.video_token_id)
 
+    def video_extra_tokens(self, model: Any) -> int:
+        return 1  # image_newline
+
     def video_tokens(self, model: Any, kwargs: dict) -> list[VideoTokens]:
         cfg = model.config
         pv = kwargs["pixel_values_videos"]  # (V, F, C, H, W)

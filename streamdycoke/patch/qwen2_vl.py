@@ -26,6 +26,9 @@ class Qwen2VLHost:
     def video_token_id(self, model: Any) -> int:
         return int(model.config.video_token_id)
 
+    def video_extra_tokens(self, model: Any) -> int:
+        return 0
+
     def video_tokens(self, model: Any, kwargs: dict) -> list[VideoTokens]:
         grid = kwargs["video_grid_thw"]
         out = model.model.get_video_features(kwargs["pixel_values_videos"], grid).pooler_output  # tuple of (t*h'*w', D)

@@ -23,6 +23,9 @@ class VideoLlama3Host:
     def video_token_id(self, model: Any) -> int:
         return int(model.config.video_token_id)
 
+    def video_extra_tokens(self, model: Any) -> int:
+        return 0
+
     def video_tokens(self, model: Any, kwargs: dict) -> list[VideoTokens]:
         grid, merge = kwargs["video_grid_thw"], kwargs["video_merge_sizes"]
         out = model.model.get_video_features(kwargs["pixel_values_videos"], grid, merge).pooler_output
