@@ -30,7 +30,7 @@ demo: $(STAMP)
 
 compress-demo: $(STAMP)
 	$(BIN)/streamdycoke make-sample $(SAMPLE)
-	$(BIN)/streamdycoke compress $(SAMPLE)
+	$(BIN)/streamdycoke compress $(SAMPLE) --encoder pixels
 
 bench: $(STAMP)
 	$(BIN)/streamdycoke bench compress

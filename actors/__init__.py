@@ -1,1 +1,1 @@
-"""Ray actors, one per camera (issue 3): thin shells around :class:`streamdycoke.FramePipeline`."""
+"""Ray actors, one per camera: thin shells around :class:`actors.camera.CameraWorker`, which drives one stream's :class:`streamdycoke.FramePipeline`."""

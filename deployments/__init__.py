@@ -1,1 +1,1 @@
-"""Ray Serve application batching cached tokens into LLM replicas (issue 3)."""
+"""The Ray Serve application: a gateway, LLM replicas batched by visual tokens, and (on a cluster) the camera fleet."""

@@ -186,40 +186,42 @@ def train_policy_net(
     The rate of each chunk is drawn log-uniformly from ``rate_range``. The calibration table
     (rate -> keep ratio) is measured with the real compressor on ``calibrate_on`` (default: ``clips``).
     """
-    torch.manual_seed(seed)
-    W = config.window
-    x, pc, cut = _chunks(clips, 2 * W)
-    B = x.shape[0]
-    net = PolicyNet(hidden=hidden)
-    lo, hi = math.log(rate_range[0]), math.log(rate_range[1])
-    with torch.no_grad():  # fit the feature normalisation on rollouts of the threshold rule
-        feats: list[torch.Tensor] = []
-        _unroll(None, x, pc, cut, lo + (hi - lo) * torch.rand(B), W, config.scene_cut_similarity, temperature, feats)
-        allf = torch.cat(feats)
-        net.feat_mean.copy_(allf.mean(0))
-        net.feat_std.copy_(allf.std(0).clamp_min(1e-4))
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    history = []
-    bar = tqdm(range(steps), desc="train policy", unit="step", disable=not progress, file=sys.stderr)
-    for step in bar:
-        idx = torch.randperm(B)[:batch]
-        log_rate = lo + (hi - lo) * torch.rand(len(idx))
-        fid, keep = _unroll(net, x[idx], pc[idx], cut[idx], log_rate, W, config.scene_cut_similarity, temperature)
-        loss = ((1 - fid) + log_rate.exp() * keep).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        rec = {"step": step, "loss": loss.item(), "fidelity": fid.mean().item(), "keep": keep.mean().item()}
-        history.append(rec)
-        bar.set_postfix(loss=f"{rec['loss']:.4f}", fid=f"{rec['fidelity']:.4f}")
-    net.eval()
-    rates = torch.linspace(lo, hi, 13)
-    table = [[float(r), evaluate(calibrate_on or clips, net.with_rate(math.exp(r)), config)["keep_ratio"]] for r in rates]
-    net.calibration = torch.tensor(table)
-    net.with_target(0.2)
-    return net, history
+    # the seed governs this run only: the caller's random state is left as it was
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        W = config.window
+        x, pc, cut = _chunks(clips, 2 * W)
+        B = x.shape[0]
+        net = PolicyNet(hidden=hidden)
+        lo, hi = math.log(rate_range[0]), math.log(rate_range[1])
+        with torch.no_grad():  # fit the feature normalisation on rollouts of the threshold rule
+            feats: list[torch.Tensor] = []
+            _unroll(None, x, pc, cut, lo + (hi - lo) * torch.rand(B), W, config.scene_cut_similarity, temperature, feats)
+            allf = torch.cat(feats)
+            net.feat_mean.copy_(allf.mean(0))
+            net.feat_std.copy_(allf.std(0).clamp_min(1e-4))
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        history = []
+        bar = tqdm(range(steps), desc="train policy", unit="step", disable=not progress, file=sys.stderr)
+        for step in bar:
+            idx = torch.randperm(B)[:batch]
+            log_rate = lo + (hi - lo) * torch.rand(len(idx))
+            fid, keep = _unroll(net, x[idx], pc[idx], cut[idx], log_rate, W, config.scene_cut_similarity, temperature)
+            loss = ((1 - fid) + log_rate.exp() * keep).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            rec = {"step": step, "loss": loss.item(), "fidelity": fid.mean().item(), "keep": keep.mean().item()}
+            history.append(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.4f}", fid=f"{rec['fidelity']:.4f}")
+        net.eval()
+        rates = torch.linspace(lo, hi, 13)
+        table = [[float(r), evaluate(calibrate_on or clips, net.with_rate(math.exp(r)), config)["keep_ratio"]] for r in rates]
+        net.calibration = torch.tensor(table)
+        net.with_target(0.2)
+        return net, history
 
 
 def _match_rate(net: PolicyNet, clips: list[TokenClip], config: StreamConfig, keep: float, iters: int = 16) -> dict:
