@@ -9,16 +9,32 @@ the batch's segments are in Redis. Writes are idempotent on (camera, frame index
 worker rebuilds its sliding window from the cache (:meth:`StreamState.from_segments`) and skips the
 frames the cache already holds, so a replay loses nothing and stores nothing twice.
 
-Bad input never stops the stream: a message that does not parse, has the wrong size, or belongs to
-another camera goes to the dead-letter topic, its original bytes with the reason in headers
-(``reason``, ``detail``, ``camera``, ``topic``, ``offset``), and is counted.
+Each batch is a transaction: its frames are decided, their segments written, its dead letters
+acknowledged, and only then is the offset committed and are the counters moved. If anything in it
+fails (Redis down, the broker gone), nothing of it counts: the worker closes its clients and, when
+started again, rebuilds its window from what the cache durably holds and resumes from the committed
+offset, so it never moves past a frame it has not stored and never counts a frame twice.
+
+Bad input never stops the stream: a message that does not parse, has the wrong size, belongs to
+another camera, carries a timestamp from the future, or fails in the pipeline goes to the dead-letter
+topic, its original bytes with the reason in headers (``reason``, ``detail``, ``camera``, ``topic``,
+``offset``), and is counted.
+
+Faults are never silent: each is counted by kind (``cache``, ``broker``, ``topic_reset``, ``stall``,
+``start``) and shows in :meth:`CameraWorker.health`. A topic that shrank or was recreated (a broker
+that lost its data: the consumer's position fell out of range and was reset to the topic's start, so
+it moved backwards) is counted, and the frames the cache already holds are skipped as replays; a
+consumer that receives nothing while its topic holds unread frames is a stall, counted and recovered.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 from streamdycoke import EncoderSpec, StreamState, TokenStore, build_pipeline
 from streamdycoke.stats import percentile
@@ -27,9 +43,13 @@ from .config import CameraConfig, KafkaSettings
 from .frames import FrameFormatError, decode_frame
 from .topics import ensure_topic
 
-__all__ = ["CameraCounters", "CameraWorker"]
+__all__ = ["MAX_CLOCK_SKEW_S", "CameraCounters", "CameraWorker"]
 
 log = logging.getLogger(__name__)
+
+# A frame stamped further ahead of this machine's clock is poison (ingest stamps with its own wall
+# clock): one such stamp would make every older frame look expired to the cache's retention.
+MAX_CLOCK_SKEW_S = 300.0
 
 
 @dataclass
@@ -45,6 +65,11 @@ class CameraCounters:
     tokens_kept: int = 0
     frame_to_cache_s: list[float] = field(default_factory=list)  # the last 10,000, for percentiles
     _new_latencies: list[float] = field(default_factory=list)
+
+    def add(self, other: "CameraCounters") -> None:
+        """Add a committed batch's counts."""
+        for name in ("consumed", "processed", "skipped", "dead_lettered", "replayed", "tokens_in", "tokens_kept"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def drain_new_latencies(self) -> list[float]:
         """Latencies recorded since the last call (for a metrics exporter)."""
@@ -64,76 +89,220 @@ class CameraWorker:
         kafka: the broker and topics.
         store: the token cache (any :class:`~streamdycoke.TokenStore`; Redis in the pipeline).
         app_model: the application's LLM, whose vision tower the camera uses unless it names its own encoder.
+        stall_after_s: a consumer that receives nothing this long while its topic holds unread frames
+            is stalled: it is counted and recovered.
     """
 
     def __init__(self, camera: CameraConfig, kafka: KafkaSettings, store: TokenStore,
-                 app_model: EncoderSpec | None = None) -> None:
+                 app_model: EncoderSpec | None = None, stall_after_s: float = 10.0) -> None:
         self.camera = camera
         self.kafka = kafka
         self.store = store
         self.config = camera.pipeline_config(app_model)
+        self.stall_after_s = stall_after_s
         self.counters = CameraCounters()
+        self.faults: Counter[str] = Counter()
+        self.last_fault: str | None = None
         self.topic = kafka.topic_for(camera.id)
         self._consumer = self._producer = self.pipeline = None
+        self._encoder = None  # loaded once; a recovery reuses it
+        self._last_progress = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------------------
+    @property
+    def started(self) -> bool:
+        return self.pipeline is not None
+
     def start(self) -> None:
-        """Connect, rebuild the window from the cache, and resume from the committed offset."""
+        """Connect, rebuild the window from the cache, and resume from the committed offset.
+
+        On failure everything opened is closed again (a retry leaks nothing), the fault is recorded
+        (once per distinct error while it repeats) and the error is raised.
+        """
         from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+        from streamdycoke import build_encoder
 
         cam, kafka = self.camera, self.kafka
         self._tp = TopicPartition(self.topic, 0)
-        # the actor may start before its camera's ingest: create the topic rather than assigning a
-        # partition that does not exist yet
-        ensure_topic(kafka, self.topic)
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=kafka.bootstrap, group_id=kafka.group_prefix + cam.id,
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=kafka.max_poll_records,
-            max_partition_fetch_bytes=kafka.max_message_bytes, fetch_max_bytes=4 * kafka.max_message_bytes,
-        )
-        self._consumer.assign([self._tp])
-        committed = self._consumer.committed(self._tp)
-        if committed is not None:
-            self._consumer.seek(self._tp, committed)
-        ensure_topic(kafka, kafka.dead_letter_topic)
-        self._producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all",
-                                       max_request_size=kafka.max_message_bytes)
-        self._pending_dead_letters: list = []
-        last = self.store.last_frame_index(cam.id)
-        state = None
-        if last is not None:
-            recent = self.store.read(cam.id)  # retention keeps this bounded; starts at a keyframe
-            state = StreamState.from_segments(cam.id, recent)
-        self.pipeline = build_pipeline(cam.id, self.config, state=state)
+        try:
+            # the actor may start before its camera's ingest: create the topic rather than assigning a
+            # partition that does not exist yet (the broker would auto-create it with its own partitioning)
+            ensure_topic(kafka, self.topic)
+            ensure_topic(kafka, kafka.dead_letter_topic)
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=kafka.bootstrap, group_id=kafka.group_prefix + cam.id,
+                enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=kafka.max_poll_records,
+                max_partition_fetch_bytes=kafka.max_message_bytes, fetch_max_bytes=4 * kafka.max_message_bytes,
+            )
+            self._consumer.assign([self._tp])
+            committed = self._consumer.committed(self._tp)
+            if committed is not None:
+                self._consumer.seek(self._tp, committed)
+            else:
+                self._consumer.seek_to_beginning(self._tp)
+            self._producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all",
+                                           max_request_size=kafka.max_message_bytes)
+            self._pending_dead_letters: list = []
+            state = None
+            newest = self.store.newest_timestamp(cam.id)
+            if newest is not None:  # the window as stored: from the last keyframe on
+                state = StreamState.from_segments(cam.id, self.store.read(cam.id, start=newest))
+            if self._encoder is None:
+                self._encoder = build_encoder(self.config.encoder)
+            self.pipeline = build_pipeline(cam.id, self.config, state=state, encoder=self._encoder)
+        except Exception as exc:
+            self.stop()
+            if self.last_fault != self._message("start", exc):  # one count per outage, not per retry
+                self.fault("start", exc)
+            raise
+        except BaseException:
+            self.stop()
+            raise
+        self._last_progress = time.monotonic()
 
     def stop(self) -> None:
+        """Close the clients (idempotent). What was not committed is read again by the next start."""
         for c in (self._consumer, self._producer):
             if c is not None:
-                c.close()
-        self._consumer = self._producer = None
+                try:
+                    c.close()
+                except Exception:  # closing a client of a dead broker: nothing more to do
+                    log.debug("camera %s: close failed", self.camera.id, exc_info=True)
+        self._consumer = self._producer = self.pipeline = None
+
+    @staticmethod
+    def _message(kind: str, exc: BaseException | str) -> str:
+        detail = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        return f"{kind}: {detail}"[:500]
+
+    def fault(self, kind: str, exc: BaseException | str) -> None:
+        """Count a fault, say it once per distinct error, and close the clients (the next start recovers)."""
+        self.faults[kind] += 1
+        message = self._message(kind, exc)
+        if message != self.last_fault:
+            log.warning("camera %s: %s; recovering from the cache and the committed offset", self.camera.id, message)
+        self.last_fault = message
+        self.stop()
+
+    def health(self) -> dict:
+        """``status`` (``ok`` or ``recovering``), faults by kind and the last one."""
+        return {"status": "ok" if self.started else "recovering", "faults": dict(self.faults),
+                "last_fault": self.last_fault}
 
     # -- work --------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, every: Callable[[], None] | None = None, every_s: float = 0.5,
+            idle_sleep_s: float = 0.05, max_backoff_s: float = 5.0) -> None:
+        """Start and :meth:`step` until ``stop``, recovering from faults by itself; close on the way out.
+
+        A fault (Redis or the broker unreachable, a stall) is recorded by :meth:`step` or :meth:`start`,
+        which close the clients; this loop waits (exponential backoff up to ``max_backoff_s``) and starts
+        again, which resumes from the cache and the committed offset. ``every`` (e.g. publishing metrics)
+        runs every ``every_s`` seconds, faults or not.
+        """
+        last_every, backoff = 0.0, 0.1
+        try:
+            while not stop.is_set():
+                try:
+                    if not self.started:
+                        self.start()
+                    n = self.step(timeout_ms=200)
+                    backoff = 0.1
+                except Exception:  # recorded (and logged once) by step/start
+                    n = 0
+                    stop.wait(backoff)
+                    backoff = min(2 * backoff, max_backoff_s)
+                if every is not None and time.monotonic() - last_every > every_s:
+                    every()
+                    last_every = time.monotonic()
+                if n == 0:
+                    stop.wait(idle_sleep_s)
+        finally:
+            if every is not None:
+                every()
+            self.stop()
+
     def lag(self) -> int:
-        """Frames in the topic not yet consumed."""
+        """Frames in the topic not yet consumed: the broker's end offset minus our position, never clamped
+        (negative when the topic shrank below our position, or where a broker reports its end loosely)."""
         end = self._consumer.end_offsets([self._tp])[self._tp]
-        return max(0, end - self._consumer.position(self._tp))
+        return end - self._consumer.position(self._tp)
 
     def step(self, timeout_ms: int = 200) -> int:
-        """Consume at most one bounded batch, store its segments, then commit. Returns frames consumed."""
-        batch = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.kafka.max_poll_records).get(self._tp, [])
+        """Consume at most one bounded batch, store its segments, then commit. Returns frames consumed.
+
+        Raises on a fault after recording it (:meth:`fault`): the caller waits and calls :meth:`start`.
+        """
+        if not self.started:
+            raise RuntimeError("camera worker is not started")
+        try:
+            before = self._consumer.position(self._tp)
+            batch = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.kafka.max_poll_records).get(self._tp, [])
+        except Exception as exc:
+            self.fault("broker", exc)
+            raise
+        if batch and batch[0].offset < before:  # out of range, reset to the start: the topic was recreated
+            self.faults["topic_reset"] += 1
+            self.last_fault = (f"topic_reset: {self.topic} restarted at offset {batch[0].offset} below our position "
+                               f"{before}; frames the cache holds are skipped as replays")
+            log.warning("camera %s: %s", self.camera.id, self.last_fault)
         if not batch:
+            self._check_idle()
             return 0
+        state_before = self.pipeline.state.last_frame_index
+        delta = CameraCounters()
+        try:
+            segments, arrivals = self._decide(batch, delta)
+        except Exception as exc:  # not the record's fault (records fail one by one, inside): a bug or OOM
+            self.fault("pipeline", exc)
+            raise
+        try:
+            if segments:
+                self.store.append_many(segments)
+        except Exception as exc:
+            self.fault("cache", exc)
+            raise
+        try:
+            # dead letters are durable before the offset moves past them; a failed send raises here
+            self._producer.flush()
+            for fut in self._pending_dead_letters:
+                fut.get(timeout=10)
+            self._pending_dead_letters.clear()
+            self._consumer.commit()
+        except Exception as exc:
+            self.fault("broker", exc)
+            raise
+        # the batch is durable: now it counts
+        self.counters.add(delta)
+        if arrivals:
+            now = time.time()
+            lat = [now - t for t in arrivals]
+            c = self.counters
+            c.frame_to_cache_s.extend(lat)
+            del c.frame_to_cache_s[:-10_000]  # bounded
+            c._new_latencies.extend(lat)
+            del c._new_latencies[:-10_000]
+        self._last_progress = time.monotonic()
+        log.debug("camera %s: batch of %d committed (frames %d..%d)", self.camera.id, len(batch), state_before,
+                  self.pipeline.state.last_frame_index)
+        return len(batch)
+
+    def _decide(self, batch: list, c: CameraCounters) -> tuple[list, list[float]]:
+        """Run a batch's records through the pipeline, dead-lettering poison ones; counts go to ``c``."""
         segments, arrivals = [], []
         state = self.pipeline.state
-        c = self.counters
         for rec in batch:
             c.consumed += 1
             try:
                 msg = decode_frame(rec.value)
                 if msg.camera != self.camera.id:
                     raise FrameFormatError("unknown_camera", f"message for camera {msg.camera!r} on {self.topic}")
+                if msg.timestamp > time.time() + MAX_CLOCK_SKEW_S:
+                    raise FrameFormatError("timestamp_in_future",
+                                           f"captured at {msg.timestamp:.3f}, more than {MAX_CLOCK_SKEW_S:.0f} s "
+                                           "ahead of this machine's clock")
             except FrameFormatError as exc:
-                self._dead_letter(rec, exc.reason, str(exc))
+                self._dead_letter(rec, exc.reason, str(exc), c)
                 continue
             if msg.frame_index <= state.last_frame_index:  # replay of a frame the cache already holds
                 c.consumed -= 1
@@ -142,7 +311,7 @@ class CameraWorker:
             try:
                 out = self.pipeline.push(msg.rgb, msg.frame_index, msg.timestamp)
             except ValueError as exc:  # e.g. a frame too small for the sampler
-                self._dead_letter(rec, "bad_frame", str(exc))
+                self._dead_letter(rec, "bad_frame", str(exc), c)
                 continue
             if out.segment is None:
                 c.skipped += 1
@@ -152,24 +321,25 @@ class CameraWorker:
             c.tokens_kept += out.segment.num_kept
             segments.append(out.segment)
             arrivals.append(msg.timestamp)
-        if segments:
-            self.store.append_many(segments)
-            now = time.time()
-            lat = [now - t for t in arrivals]
-            c.frame_to_cache_s.extend(lat)
-            del c.frame_to_cache_s[:-10_000]  # bounded
-            c._new_latencies.extend(lat)
-            del c._new_latencies[:-10_000]
-        # dead letters are durable before the offset moves past them; a failed send raises here
-        self._producer.flush()
-        for fut in self._pending_dead_letters:
-            fut.get(timeout=10)
-        self._pending_dead_letters.clear()
-        self._consumer.commit()
-        return len(batch)
+        return segments, arrivals
 
-    def _dead_letter(self, rec, reason: str, detail: str) -> None:
-        self.counters.dead_lettered += 1
+    def _check_idle(self) -> None:
+        """Nothing arrived: is the topic gone or shrunk, or are we stalled while it grows?"""
+        if time.monotonic() - self._last_progress < min(2.0, self.stall_after_s):
+            return
+        try:
+            lag = self.lag()
+        except Exception as exc:
+            self.fault("broker", exc)
+            raise
+        if lag > 0 and time.monotonic() - self._last_progress > self.stall_after_s:
+            self.fault("stall", f"nothing received for {self.stall_after_s:.0f} s while {lag} frames wait")
+            raise RuntimeError(self.last_fault)
+        if lag <= 0:  # nothing waits (a broker may report its end loosely: tansu's can trail the true end)
+            self._last_progress = time.monotonic()
+
+    def _dead_letter(self, rec, reason: str, detail: str, c: CameraCounters) -> None:
+        c.dead_lettered += 1
         log.warning("camera %s: offset %d dead-lettered: %s", self.camera.id, rec.offset, detail)
         headers = [("reason", reason.encode()), ("detail", detail.encode()[:1000]), ("camera", self.camera.id.encode()),
                    ("topic", self.topic.encode()), ("offset", str(rec.offset).encode())]

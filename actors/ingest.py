@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class IngestStats:
-    frames: int = 0
+    frames: int = 0  # published: acknowledged by the broker
     corrupt_packets: int = 0
     reconnects: int = 0
+    send_failures: int = 0  # sends that failed and were retried (never counted as published)
 
 
 class Ingestor:
@@ -44,6 +45,7 @@ class Ingestor:
         self.stats = IngestStats()
         self.metrics = metrics
         self.topic = self.kafka.topic_for(camera)
+        self._producer = None
 
     def run(self, stop: threading.Event | None = None) -> IngestStats:
         """Publish until the source ends (or ``max_frames``, or ``stop``). Returns this run's stats.
@@ -53,16 +55,12 @@ class Ingestor:
         source's own timestamps; a reopened source continues from the wall clock, a looped file from
         its previous pass, so they only grow.
         """
-        from kafka import KafkaProducer
-
         s = self.settings
         stop = stop or threading.Event()
         if self.metrics is not None:
             self.metrics.camera_started(self.camera)
         ensure_topic(self.kafka, self.topic)
         first_index, last_ts = self._resume_point()
-        producer = KafkaProducer(bootstrap_servers=self.kafka.bootstrap, acks="all", linger_ms=5,
-                                 max_request_size=self.kafka.max_message_bytes)
         t0_wall = max(time.time(), last_ts + 1.0 / 30)
         base = 0.0  # where (seconds after t0_wall) the current pass's first frame goes
         backoff = s.reconnect_backoff_s
@@ -82,8 +80,9 @@ class Ingestor:
                             delay = ts - time.time()
                             if delay > 0:
                                 stop.wait(delay)
-                        producer.send(self.topic, key=self.camera.encode(),
-                                      value=encode_frame(self.camera, first_index + self.stats.frames, ts, fr.rgb))
+                        if not self._publish(encode_frame(self.camera, first_index + self.stats.frames, ts, fr.rgb),
+                                             stop):
+                            return self.stats  # stopped while the broker was unreachable
                         self.stats.frames += 1
                         if self.metrics is not None:
                             self.metrics.published(self.camera, ts)
@@ -108,9 +107,48 @@ class Ingestor:
                     break
                 base += (last_rel or 0.0) + 1.0 / 30
         finally:
-            producer.flush()
-            producer.close()
+            self._close_producer()
         return self.stats
+
+    def _publish(self, value: bytes, stop: threading.Event) -> bool:
+        """Send one frame to partition 0 and wait for the broker's acknowledgement, so a frame counts as
+        published only once it is durable and frames stay in order. A failed send is counted, the
+        producer rebuilt (a producer can be left unusable, e.g. after a broker restart lost its
+        producer id) and the same frame sent again, with backoff, until it succeeds or ``stop``."""
+        backoff = self.settings.reconnect_backoff_s
+        while not stop.is_set():
+            try:
+                if self._producer is None:
+                    self._producer = self._new_producer()
+                self._producer.send(self.topic, key=self.camera.encode(), value=value, partition=0).get(
+                    timeout=self.settings.send_timeout_s)
+                return True
+            except Exception as exc:
+                self.stats.send_failures += 1
+                if self.metrics is not None:
+                    self.metrics.send_failed(self.camera)
+                log.warning("camera %s: send failed (%s: %s); rebuilding the producer and retrying in %.1fs",
+                            self.camera, type(exc).__name__, exc, backoff)
+                self._close_producer()
+                stop.wait(backoff)
+                backoff = min(2 * backoff, self.settings.reconnect_backoff_max_s)
+        return False
+
+    def _new_producer(self):
+        from kafka import KafkaProducer
+
+        ensure_topic(self.kafka, self.topic)  # a broker that lost its data lost the topic too
+        return KafkaProducer(bootstrap_servers=self.kafka.bootstrap, acks="all", linger_ms=0,
+                             max_request_size=self.kafka.max_message_bytes,
+                             request_timeout_ms=int(1000 * self.settings.send_timeout_s))
+
+    def _close_producer(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=1)
+            except Exception:  # a producer of a dead broker: nothing more to do
+                log.debug("camera %s: producer close failed", self.camera, exc_info=True)
+            self._producer = None
 
     def _resume_point(self) -> tuple[int, float]:
         """One past the highest frame index already in the camera's topic (0 for a new topic), and

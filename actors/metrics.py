@@ -24,6 +24,8 @@ CAMERA_METRIC_NAMES = (
     "streamdycoke_frame_to_cache_seconds",
     "streamdycoke_consumer_lag_frames",
     "streamdycoke_cache_bytes",
+    "streamdycoke_camera_faults_total",
+    "streamdycoke_camera_up",
 )
 QUERY_METRIC_NAMES = (
     "streamdycoke_query_stage_seconds",
@@ -39,6 +41,7 @@ INGEST_METRIC_NAMES = (
     "streamdycoke_ingest_corrupt_packets_total",
     "streamdycoke_ingest_last_frame_timestamp_seconds",
     "streamdycoke_ingest_config_errors_total",
+    "streamdycoke_ingest_send_failures_total",
 )
 # The Serve deployment that owns the camera actors on a cluster (deployments.app.CameraFleet).
 FLEET_METRIC_NAMES = (
@@ -70,11 +73,18 @@ class CameraMetrics:
         }
         self.frame_to_cache = Histogram("streamdycoke_frame_to_cache_seconds", "capture to token-cache write",
                                         _LATENCY_BUCKETS, tags)
-        self.lag = Gauge("streamdycoke_consumer_lag_frames", "frames in the topic not yet consumed", tags)
+        self.lag = Gauge("streamdycoke_consumer_lag_frames", "frames in the topic not yet consumed (negative: the "
+                         "topic shrank below the consumer's position)", tags)
         self.cache_bytes = Gauge("streamdycoke_cache_bytes", "bytes the token cache holds for the camera", tags)
+        self.faults = Counter("streamdycoke_camera_faults_total", "faults the camera recovered from, by kind "
+                              "(cache, broker, topic_reset, stall, start, pipeline)", ("camera", "kind"))
+        self.up = Gauge("streamdycoke_camera_up", "1 while the camera's worker runs, 0 while it recovers", tags)
         self._last: dict[str, int] = {k: 0 for k in self.counters}
+        self._last_faults: dict[str, int] = {}
 
-    def publish(self, counters, lag: int, cache_bytes: int) -> None:
+    def publish(self, counters, lag: int | None, cache_bytes: int | None, faults: dict[str, int] | None = None,
+                up: bool = True) -> None:
+        """Counters become deltas; gauges are set when known (``None``: unreachable right now)."""
         for name, metric in self.counters.items():
             now = getattr(counters, name)
             if now > self._last[name]:
@@ -82,8 +92,15 @@ class CameraMetrics:
             self._last[name] = now
         for v in counters.drain_new_latencies():
             self.frame_to_cache.observe(v, tags=self._tags)
-        self.lag.set(lag, tags=self._tags)
-        self.cache_bytes.set(cache_bytes, tags=self._tags)
+        for kind, n in (faults or {}).items():
+            if n > self._last_faults.get(kind, 0):
+                self.faults.inc(n - self._last_faults.get(kind, 0), tags={**self._tags, "kind": kind})
+            self._last_faults[kind] = n
+        if lag is not None:
+            self.lag.set(lag, tags=self._tags)
+        if cache_bytes is not None:
+            self.cache_bytes.set(cache_bytes, tags=self._tags)
+        self.up.set(1 if up else 0, tags=self._tags)
 
 
 _STAGE_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
@@ -160,6 +177,8 @@ class IngestMetrics:
         self._last = Gauge("streamdycoke_ingest_last_frame_timestamp_seconds",
                            "capture time (unix seconds) of the last frame published", tags, registry=self.registry)
 
+        self._send_failures = Counter("streamdycoke_ingest_send_failures", "frame sends that failed and were "
+                                      "retried (never counted as published)", tags, registry=self.registry)
         self._config_errors = Counter("streamdycoke_ingest_config_errors",
                                       "camera files that could not be read or validated", registry=self.registry)
 
@@ -168,12 +187,15 @@ class IngestMetrics:
 
     def camera_started(self, camera: str) -> None:
         """Export the camera's series at 0 from the start (dashboards then see them before any failure)."""
-        for metric in (self._published, self._failures, self._corrupt):
+        for metric in (self._published, self._failures, self._corrupt, self._send_failures):
             metric.labels(camera)
 
     def published(self, camera: str, capture_ts: float) -> None:
         self._published.labels(camera).inc()
         self._last.labels(camera).set(capture_ts)
+
+    def send_failed(self, camera: str) -> None:
+        self._send_failures.labels(camera).inc()
 
     def source_failed(self, camera: str, corrupt_packets: int = 0) -> None:
         self._failures.labels(camera).inc()

@@ -34,37 +34,42 @@ class CameraActor:
         self.camera = camera
         self.worker = CameraWorker(camera, kafka, RedisTokenStore(redis), app_model)
         self._stop = threading.Event()
-        self._started = False
 
-    def run(self, idle_sleep_s: float = 0.05) -> dict:
-        """Consume until :meth:`stop`. Returns the final stats."""
+    def run(self) -> dict:
+        """Consume until :meth:`stop`, recovering from faults by itself (:meth:`CameraWorker.run`);
+        metrics and the camera's stats are published every half second. Returns the final stats."""
         from .metrics import CameraMetrics
 
-        self.worker.start()
-        self._started = True
         metrics = CameraMetrics(self.camera.id)
-        last_publish = 0.0
-        while not self._stop.is_set():
-            n = self.worker.step(timeout_ms=200)
-            now = time.monotonic()
-            if now - last_publish > 0.5:
-                metrics.publish(self.worker.counters, self.worker.lag(), self.worker.store.nbytes(self.camera.id))
-                self.worker.store.set_stats(self.camera.id, self.stats())
-                last_publish = now
-            if n == 0:
-                self._stop.wait(idle_sleep_s)
-        metrics.publish(self.worker.counters, self.worker.lag(), self.worker.store.nbytes(self.camera.id))
-        self.worker.store.set_stats(self.camera.id, self.stats())
-        self.worker.stop()
+        self.worker.run(self._stop, every=lambda: self._publish(metrics))
         return self.stats()
+
+    def _publish(self, metrics) -> None:
+        """Metrics always; the stats the API shows when the cache is reachable."""
+        stats = self.stats()
+        metrics.publish(self.worker.counters, stats["lag"], stats.get("cache_bytes"), self.worker.faults,
+                        self.worker.started)
+        try:
+            self.worker.store.set_stats(self.camera.id, stats)
+        except Exception:  # the cache is down: the worker's next batch records that fault
+            log.debug("camera %s: stats not written", self.camera.id, exc_info=True)
 
     def stats(self) -> dict:
         c = self.worker.counters
-        lag = self.worker.lag() if self._started and self.worker._consumer is not None else None
+        lag = cache_bytes = None
+        try:
+            lag = self.worker.lag() if self.worker.started else None
+        except Exception:
+            pass
+        try:
+            cache_bytes = self.worker.store.nbytes(self.camera.id)
+        except Exception:
+            pass
         return {"camera": self.camera.id, "consumed": c.consumed, "processed": c.processed, "skipped": c.skipped,
                 "dead_lettered": c.dead_lettered, "replayed": c.replayed, "tokens_in": c.tokens_in,
-                "tokens_kept": c.tokens_kept, "lag": lag, "frame_to_cache_p50_ms": c.percentile_ms(0.5),
-                "frame_to_cache_p99_ms": c.percentile_ms(0.99)}
+                "tokens_kept": c.tokens_kept, "lag": lag, "cache_bytes": cache_bytes,
+                "frame_to_cache_p50_ms": c.percentile_ms(0.5), "frame_to_cache_p99_ms": c.percentile_ms(0.99),
+                **self.worker.health()}
 
     def stop(self) -> None:
         self._stop.set()

@@ -28,7 +28,12 @@ from .config import RedisSettings
 
 __all__ = ["RedisTokenStore"]
 
+# Validates before it writes anything, so a rejected segment leaves no trace (no half-done write).
 _APPEND = """
+local ts = tonumber(ARGV[2])
+if ts == nil or ts ~= ts or ts == math.huge or ts == -math.huge then
+  return redis.error_reply('segment timestamp is not a finite number: ' .. ARGV[2])
+end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[4]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 if ARGV[3] == '1' then redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1]) end
@@ -66,8 +71,14 @@ class RedisTokenStore:
         if self._client is None:
             import redis
 
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
             s = self.settings
-            kwargs = {"socket_timeout": s.socket_timeout_s, "socket_connect_timeout": s.socket_timeout_s}
+            # no silent retries inside the client: a failed call raises at once, and the caller (the camera
+            # worker's recovery) counts it, backs off and resumes from what is durably stored
+            kwargs = {"socket_timeout": s.socket_timeout_s, "socket_connect_timeout": s.socket_timeout_s,
+                      "retry": Retry(NoBackoff(), 0)}
             if s.password is not None:
                 kwargs["password"] = s.password.get_secret_value()
             if s.tls:

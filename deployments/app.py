@@ -187,7 +187,8 @@ class Gateway:
                 "last_frame": self.store.last_frame_index(cam),
                 "frames_consumed": stats.get("consumed"), "frames_processed": stats.get("processed"),
                 "lag": stats.get("lag"), "keep_ratio": kept / tokens_in if tokens_in else None,
-                "cache_bytes": self.store.nbytes(cam),
+                "cache_bytes": self.store.nbytes(cam), "status": stats.get("status"),
+                "faults": stats.get("faults") or {}, "last_fault": stats.get("last_fault"),
             }
         return {"cameras": out}
 

@@ -65,7 +65,8 @@ def register(sub, bench) -> None:
     q.add_argument("--video", default=None, help="the clip (default: the real 720p one)")
     q.add_argument("--repeats", type=int, default=3)
     add_options(q, IngestSettings, prefix="ingest_", skip=("loop", "realtime", "max_frames", "reconnect_backoff_s",
-                                                          "reconnect_backoff_max_s", "max_reconnects", "timeout_s"))
+                                                          "reconnect_backoff_max_s", "max_reconnects", "timeout_s",
+                                                          "send_timeout_s"))
     bench_common_options(q)
     q.set_defaults(func=cmd_bench_decode)
 
@@ -123,7 +124,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if server is not None:
             server.shutdown()
     print(json.dumps({"camera": args.camera, "frames": stats.frames, "corrupt_packets": stats.corrupt_packets,
-                      "reconnects": stats.reconnects}))
+                      "reconnects": stats.reconnects, "send_failures": stats.send_failures}))
     return 0
 
 
@@ -163,7 +164,8 @@ def _ingest_fleet(args: argparse.Namespace, kafka, settings, metrics, where: str
         stats = fleet.stats()
         fleet.stop()
     print(json.dumps({"cameras": {cam: {"frames": st.frames, "corrupt_packets": st.corrupt_packets,
-                                        "reconnects": st.reconnects} for cam, st in stats.items()}}))
+                                        "reconnects": st.reconnects, "send_failures": st.send_failures}
+                                  for cam, st in stats.items()}}))
     return 0
 
 

@@ -6,6 +6,7 @@ thumbnail (microseconds), far below any vision encoder.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +71,12 @@ class FrameSampler:
         self._last_time: float | None = None
 
     def decide(self, frame: np.ndarray, timestamp: float) -> SamplerDecision:
-        """Whether to process ``frame`` (``(H, W, 3)`` uint8) captured at ``timestamp`` seconds."""
+        """Whether to process ``frame`` (``(H, W, 3)`` uint8) captured at ``timestamp`` seconds.
+
+        A non-finite timestamp is a ``ValueError`` and changes nothing (the sampler's clock stays valid).
+        """
+        if not math.isfinite(timestamp):
+            raise ValueError(f"timestamp must be finite, got {timestamp}")
         cfg = self.config
         thumb = thumbnail(frame, cfg.thumb_size)
         if self._last_thumb is None or self._last_time is None:

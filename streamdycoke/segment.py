@@ -18,12 +18,14 @@ Wire format, version 1 (all integers little-endian; no pickle anywhere)::
     40+L    2K       kept positions, int16, strictly increasing, each in [0, N)
     40+L+2K 2KD      kept tokens, row-major, in the flagged dtype
 
-A keyframe holds all N positions. Decoding checks the magic, version, length, CRC, positions and
-keyframe count, and raises :class:`SegmentFormatError` naming what is wrong.
+A keyframe holds all N positions. Decoding checks the magic, version, length, CRC, positions,
+keyframe count, a finite non-negative timestamp and a non-empty grid, and raises
+:class:`SegmentFormatError` naming what is wrong; encoding refuses what decoding would.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -102,6 +104,10 @@ def encode_segment(seg: TokenSegment) -> bytes:
     k = seg.num_kept
     if seg.tokens.dim() != 2 or seg.tokens.shape[0] != k:
         raise ValueError(f"tokens {tuple(seg.tokens.shape)} do not match {k} positions")
+    if not (math.isfinite(seg.timestamp) and seg.timestamp >= 0):
+        raise ValueError(f"timestamp must be finite and >= 0, got {seg.timestamp}")
+    if seg.num_positions == 0:
+        raise ValueError(f"empty grid {seg.grid}")
     sid = seg.stream_id.encode("utf-8")
     if len(sid) > 0xFFFF:
         raise ValueError("stream id longer than 65535 bytes")
@@ -152,6 +158,10 @@ def read_header(data: bytes | bytearray | memoryview) -> SegmentHeader:
     code = (flags >> 1) & 0b11
     if code not in _CODE_DTYPES or flags >> 3:
         raise SegmentFormatError(f"bad flags 0x{flags:02x}")
+    if not (math.isfinite(timestamp) and timestamp >= 0):
+        raise SegmentFormatError(f"timestamp {timestamp} is not a finite, non-negative number")
+    if gh == 0 or gw == 0:
+        raise SegmentFormatError(f"empty grid {gh}x{gw}")
     return SegmentHeader(bool(flags & 1), _CODE_DTYPES[code], sid_len, frame_index, timestamp, (gh, gw), k, d, crc)
 
 

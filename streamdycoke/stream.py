@@ -10,6 +10,7 @@ window, and the state is ``O(N * D)`` whatever the stream's length.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -170,6 +171,8 @@ class StreamCompressor:
         n = grid[0] * grid[1]
         if tokens.dim() != 2 or tokens.shape[0] != n:
             raise ValueError(f"tokens must be (N, D) with N = {grid[0]}*{grid[1]} = {n}, got {tuple(tokens.shape)}")
+        if not (math.isfinite(timestamp) and timestamp >= 0):
+            raise ValueError(f"stream {state.stream_id!r}: frame {frame_index} timestamp {timestamp} is not finite and >= 0")
         if frame_index <= state.last_frame_index:
             raise ValueError(
                 f"stream {state.stream_id!r}: frame {frame_index} is not after frame {state.last_frame_index}"

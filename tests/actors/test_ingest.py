@@ -80,7 +80,7 @@ def test_ingest_command_reports_what_it_published(kafka, tmp_path, capsys):
     video = make_camera_video(tmp_path / "cam.mp4", seconds=0.5, seed=4)
     assert main(["ingest", str(video), "--camera", "cli", "--bootstrap", kafka.bootstrap, "--size", "32"]) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert r == {"camera": "cli", "frames": 15, "corrupt_packets": 0, "reconnects": 0}
+    assert r == {"camera": "cli", "frames": 15, "corrupt_packets": 0, "reconnects": 0, "send_failures": 0}
     assert len(consume_all(kafka.bootstrap, "frames.cli", 15)) == 15
 
 

@@ -68,6 +68,8 @@ def test_two_camera_actors_account_for_every_frame(cluster, tmp_path):
     wait_for(settled, timeout_s=60)
     m = scraped()
     for name in CAMERA_METRIC_NAMES:
+        if name == "streamdycoke_camera_faults_total":
+            continue  # Ray exports a counter after its first increment: no fault here (the fault tests see it)
         base = "ray_" + name
         assert any(k == base or k.startswith(base + "_") for k in m), f"{base} not exported"
     assert m["ray_streamdycoke_frames_consumed_total"] == s1["consumed"]

@@ -1,0 +1,227 @@
+"""Faults against the real services: a durable broker (tansu, its log in an object store outside the
+broker process) and a durable Valkey (append-only file), killed and restarted mid-stream; the Redis
+connection cut for longer than its timeout; ingest killed and restarted; hostile records. Each test
+asserts that no acknowledged frame is lost, none is stored twice, the camera resumes by itself within a
+stated time, and the fault is counted."""
+
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+
+import numpy as np
+import pytest
+
+from actors.camera import CameraWorker
+from actors.config import CameraConfig, IngestSettings, KafkaSettings, RedisSettings
+from actors.embedded import EmbeddedKafka, EmbeddedRedis
+from actors.frames import FRAME_HEADER, encode_frame
+from actors.ingest import Ingestor
+from actors.token_cache import RedisTokenStore
+from streamdycoke import EncoderSpec
+from streamdycoke.video import make_camera_video
+
+from ..conftest import wait_for
+from ..netfaults import TcpProxy
+
+RESUME_S = 15.0  # the stated time: a camera resumes this soon after its service is back
+PIXELS = EncoderSpec("pixels")  # cheap tokens: these tests are about delivery, not about the encoder
+
+
+@pytest.fixture
+def services():
+    with EmbeddedKafka(durable=True) as k, EmbeddedRedis(durable=True) as r:
+        yield k, r
+
+
+class Camera:
+    """A camera worker running its own recovery loop in a thread, every frame processed and stored."""
+
+    def __init__(self, cam: str, kafka: KafkaSettings, redis: RedisSettings) -> None:
+        self.store = RedisTokenStore(redis)
+        self.worker = CameraWorker(CameraConfig(id=cam, sampler=None, encoder=PIXELS), kafka, self.store,
+                                   stall_after_s=3.0)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def ingest_in_background(cam: str, video, kafka: KafkaSettings) -> tuple[Ingestor, threading.Thread]:
+    ing = Ingestor(cam, str(video), kafka, IngestSettings(size=64, realtime=True, reconnect_backoff_s=0.2,
+                                                           send_timeout_s=2.0))
+    t = threading.Thread(target=ing.run, daemon=True)
+    t.start()
+    return ing, t
+
+
+def assert_every_frame_stored_once(store: RedisTokenStore, cam: str, n: int) -> None:
+    segs = store.read(cam)
+    assert [s.frame_index for s in segs] == list(range(n)), "every acknowledged frame stored, none twice"
+    assert store.frame_count(cam) == n
+
+
+def test_redis_killed_and_restarted_mid_stream(services, tmp_path):
+    k, r = services
+    kafka = KafkaSettings(bootstrap=k.bootstrap)
+    cam = Camera("r-kill", kafka, RedisSettings(url=r.url, socket_timeout_s=1.0))
+    try:
+        ing, t = ingest_in_background("r-kill", make_camera_video(tmp_path / "v.mp4", seconds=6, seed=1), kafka)
+        wait_for(lambda: (cam.store.last_frame_index("r-kill") or -1) >= 30, timeout_s=30)
+        r.kill()
+        time.sleep(2.0)  # frames keep arriving on Kafka; the worker cannot store them
+        assert cam.worker.faults["cache"] >= 1 and cam.worker.health()["status"] == "recovering"
+        r.start()
+        stored_at_kill = cam.store.last_frame_index("r-kill")  # what the append-only file kept
+        back = time.monotonic()
+        wait_for(lambda: (cam.store.last_frame_index("r-kill") or -1) > (stored_at_kill or -1), timeout_s=RESUME_S)
+        assert time.monotonic() - back < RESUME_S
+        t.join(60)
+        n = ing.stats.frames
+        assert n == 180 and ing.stats.send_failures == 0
+        wait_for(lambda: cam.worker.counters.consumed == n, timeout_s=60)
+        assert_every_frame_stored_once(cam.store, "r-kill", n)
+        c = cam.worker.counters
+        assert c.consumed == c.processed == n, "counted once, although part of it was decided twice"
+        assert cam.worker.health()["status"] == "ok"
+    finally:
+        cam.close()
+
+
+def test_redis_connection_cut_longer_than_its_timeout(services, tmp_path):
+    k, r = services
+    kafka = KafkaSettings(bootstrap=k.bootstrap)
+    proxy = TcpProxy(r.port)
+    cam = Camera("r-cut", kafka, RedisSettings(url=f"redis://127.0.0.1:{proxy.port}/0", socket_timeout_s=0.5))
+    try:
+        ing, t = ingest_in_background("r-cut", make_camera_video(tmp_path / "v.mp4", seconds=5, seed=2), kafka)
+        wait_for(lambda: (cam.store.last_frame_index("r-cut") or -1) >= 20, timeout_s=30)
+        proxy.cut()
+        time.sleep(2.0)  # four socket timeouts
+        proxy.restore()
+        t.join(60)
+        n = ing.stats.frames
+        wait_for(lambda: cam.worker.counters.consumed == n, timeout_s=RESUME_S + 30)
+        assert_every_frame_stored_once(cam.store, "r-cut", n)
+        assert cam.worker.faults["cache"] >= 1 and cam.worker.health()["status"] == "ok", cam.worker.health()
+        assert cam.worker.counters.processed == n
+    finally:
+        cam.close()
+        proxy.close()
+
+
+def test_broker_killed_and_restarted_mid_stream(services, tmp_path):
+    k, r = services
+    kafka = KafkaSettings(bootstrap=k.bootstrap)
+    cam = Camera("b-kill", kafka, RedisSettings(url=r.url))
+    try:
+        ing, t = ingest_in_background("b-kill", make_camera_video(tmp_path / "v.mp4", seconds=6, seed=3), kafka)
+        wait_for(lambda: (cam.store.last_frame_index("b-kill") or -1) >= 30, timeout_s=30)
+        k.kill()
+        time.sleep(2.0)
+        k.start()  # same port, same log (durable)
+        back = time.monotonic()
+        before = cam.store.last_frame_index("b-kill")
+        wait_for(lambda: cam.store.last_frame_index("b-kill") > before, timeout_s=RESUME_S)
+        assert time.monotonic() - back < RESUME_S
+        t.join(90)
+        n = ing.stats.frames
+        assert n == 180, "ingest retried every frame the broker did not acknowledge"
+        assert ing.stats.send_failures >= 1, "the failed sends were counted, not published"
+        wait_for(lambda: cam.worker.counters.consumed + cam.worker.counters.replayed >= n
+                 and (cam.store.last_frame_index("b-kill") == n - 1), timeout_s=60)
+        assert_every_frame_stored_once(cam.store, "b-kill", n)
+        assert cam.worker.counters.processed == n
+    finally:
+        cam.close()
+
+
+def test_ingest_killed_and_restarted_continues_without_loss_or_reuse(services, tmp_path):
+    """The CLI's process is SIGKILLed mid-stream and started again: it continues the camera's frame
+    indices from the topic, so nothing it published is lost or taken for a replay."""
+    k, r = services
+    kafka = KafkaSettings(bootstrap=k.bootstrap)
+    video = make_camera_video(tmp_path / "v.mp4", seconds=4, seed=4)  # 120 frames
+    cam = Camera("i-kill", kafka, RedisSettings(url=r.url))
+    cmd = [sys.executable, "-m", "streamdycoke.cli", "ingest", str(video), "--camera", "i-kill",
+           "--bootstrap", k.bootstrap, "--size", "64", "--realtime"]
+    try:
+        first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        wait_for(lambda: (cam.store.last_frame_index("i-kill") or -1) >= 20, timeout_s=60)
+        first.kill()
+        first.wait()
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 0, second.stderr[-2000:]
+        import json
+
+        assert json.loads(second.stdout.strip().splitlines()[-1])["frames"] == 120
+        published = published_indices(k.bootstrap, "frames.i-kill")
+        assert published == list(range(len(published))) and len(published) >= 140, "no index reused, none skipped"
+        wait_for(lambda: cam.store.last_frame_index("i-kill") == published[-1], timeout_s=60)
+        assert [s.frame_index for s in cam.store.read("i-kill")] == published
+        assert cam.worker.counters.consumed == cam.worker.counters.processed == len(published)
+    finally:
+        cam.close()
+
+
+def published_indices(bootstrap: str, topic: str) -> list[int]:
+    """Frame indices of every message in ``topic``, in offset order (read to the end, not trusting end offsets)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from actors.frames import decode_frame
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=16 << 20)
+    tp = TopicPartition(topic, 0)
+    c.assign([tp])
+    c.seek_to_beginning(tp)
+    out, idle = [], 0
+    while idle < 3:
+        batch = c.poll(timeout_ms=500).get(tp, [])
+        idle = 0 if batch else idle + 1
+        out += [decode_frame(m.value).frame_index for m in batch]
+    c.close()
+    return out
+
+
+def hostile_frame(camera: str, index: int, ts: float, h: int = 64, w: int = 64) -> bytes:
+    """Bytes that pass every structural check of the format but carry ``ts`` (NaN, inf, the future)."""
+    payload = np.zeros((h, w, 3), np.uint8).tobytes()
+    cam = camera.encode()
+    return FRAME_HEADER.pack(b"SDKF", 1, 0, len(cam), index, ts, h, w, len(payload), zlib.crc32(payload)) + cam + payload
+
+
+def test_hostile_timestamps_are_dead_lettered_and_the_stream_goes_on(services):
+    from kafka import KafkaConsumer, KafkaProducer
+
+    k, r = services
+    kafka = KafkaSettings(bootstrap=k.bootstrap, dead_letter_topic="dlq.hostile")
+    cam = Camera("hostile", kafka, RedisSettings(url=r.url, retention_s=60))
+    try:
+        wait_for(lambda: cam.worker.started, timeout_s=30)
+        p = KafkaProducer(bootstrap_servers=k.bootstrap, acks="all", max_request_size=16 << 20)
+        now = time.time()
+        rgb = np.full((64, 64, 3), 128, np.uint8)
+        sent = [encode_frame("hostile", 0, now, rgb), hostile_frame("hostile", 1, float("inf")),
+                hostile_frame("hostile", 2, float("nan")), hostile_frame("hostile", 3, now + 86400),
+                hostile_frame("hostile", 4, -1.0), encode_frame("hostile", 5, now + 0.1, rgb),
+                struct.pack("<4s", b"junk"), encode_frame("hostile", 6, now + 0.2, rgb)]
+        for v in sent:
+            p.send("frames.hostile", v, partition=0).get(10)
+        p.close()
+        wait_for(lambda: cam.worker.counters.consumed == len(sent), timeout_s=30)
+        c = cam.worker.counters
+        assert c.dead_lettered == 5 and c.processed == 3
+        assert [s.frame_index for s in cam.store.read("hostile")] == [0, 5, 6], "retention was not fooled"
+        consumer = KafkaConsumer("dlq.hostile", bootstrap_servers=k.bootstrap, auto_offset_reset="earliest",
+                                 consumer_timeout_ms=3000, max_partition_fetch_bytes=16 << 20)
+        reasons = sorted(dict(m.headers)["reason"].decode() for m in consumer)
+        consumer.close()
+        assert reasons == ["bad_timestamp", "bad_timestamp", "bad_timestamp", "timestamp_in_future", "truncated"]
+        assert cam.worker.faults.total() == 0, "poison is the record's problem, not a fault of the camera"
+    finally:
+        cam.close()
