@@ -19,12 +19,15 @@ Settings reach every deployment as the :class:`~deployments.config.AppArgs` obje
 """
 
 
+import asyncio
 import logging
 import threading
 import time
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
@@ -34,6 +37,7 @@ from actors.token_cache import RedisTokenStore
 from streamdycoke.segment import SegmentFormatError, encode_segment
 
 from .config import AppArgs
+from .guard import RequestGuard
 from .llm import LLMEngine, LLMRequest
 
 __all__ = ["QueryRequest", "build_app"]
@@ -42,10 +46,12 @@ log = logging.getLogger(__name__)
 
 
 class QueryRequest(BaseModel):
-    camera: str = Field(min_length=1, max_length=200)
+    model_config = {"extra": "forbid"}
+
+    camera: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
     question: str = Field(min_length=1, max_length=4000)
-    window_s: float = Field(10.0, gt=0, description="seconds behind the camera's newest frame (at most the "
-                                                     "cache's retention_s)")
+    window_s: float = Field(10.0, gt=0, allow_inf_nan=False, description="seconds behind the camera's newest frame "
+                                                                          "(at most the cache's retention_s)")
     max_new_tokens: int = Field(32, ge=1, le=1024)
 
 
@@ -151,6 +157,15 @@ class CameraFleet:
 
 
 api = FastAPI(title="StreamDyCoke")
+api.add_middleware(RequestGuard)  # token and size limits: deployments.guard, configured by the Gateway
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each bad field, without echoing the values (a NaN or a huge blob is not JSON to send back)."""
+    errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+              for e in exc.errors()]
+    return JSONResponse({"detail": errors}, status_code=422)
 
 
 @serve.deployment
@@ -164,10 +179,16 @@ class Gateway:
         from actors.metrics import QueryMetrics
 
         self.metrics = QueryMetrics()
+        from deployments import guard  # the module itself (this class's code is shipped to the replica by value)
+
+        guard.configure(args)
 
     @api.get("/healthz")
     def health(self) -> dict:
-        self.store.streams()  # the cache answers
+        try:
+            self.store.streams()  # the cache answers
+        except Exception as exc:
+            raise HTTPException(503, f"token cache unavailable ({type(exc).__name__})") from None
         return {"status": "ok"}
 
     @api.get("/v1/fleet")
@@ -178,6 +199,13 @@ class Gateway:
 
     @api.get("/v1/cameras")
     def cameras(self) -> dict:
+        try:
+            return self._cameras()
+        except Exception as exc:
+            raise HTTPException(503, f"token cache unavailable ({type(exc).__name__}); retry",
+                                headers={"Retry-After": "1"}) from None
+
+    def _cameras(self) -> dict:
         out = {}
         for cam in self.store.streams():
             stats = self.store.get_stats(cam) or {}
@@ -210,14 +238,24 @@ class Gateway:
             segs = self.store.read_recent(q.camera, q.window_s)
         except SegmentFormatError as exc:
             raise HTTPException(500, f"corrupt token cache entry for {q.camera!r}: {exc}") from None
+        except Exception as exc:  # Redis unreachable: the caller may retry
+            raise HTTPException(503, f"token cache unavailable ({type(exc).__name__}); retry",
+                                headers={"Retry-After": "1"}) from None
         if not segs:
             raise HTTPException(404, f"unknown camera {q.camera!r}: no frames cached")
         t_fetch = time.perf_counter() - t0
         req = LLMRequest(q.camera, q.question, q.max_new_tokens, [encode_segment(s) for s in segs])
         try:
-            res = await self.llm.generate.remote(req)
+            res = await asyncio.wait_for(self.llm.generate.remote(req), timeout=self.args.query_timeout_s)
         except ValueError as exc:  # e.g. the camera's encoder does not match the LLM
             raise HTTPException(409, str(exc)) from None
+        except asyncio.TimeoutError:
+            raise HTTPException(503, f"the LLM did not answer within {self.args.query_timeout_s:.0f} s; retry",
+                                headers={"Retry-After": "1"}) from None
+        except Exception as exc:  # a replica died mid-query, Serve is rescheduling: the caller may retry
+            log.warning("query for %s failed: %s", q.camera, type(exc).__name__)
+            raise HTTPException(503, f"LLM replica unavailable ({type(exc).__name__}); retry",
+                                headers={"Retry-After": "1"}) from None
         return {
             "camera": q.camera, "question": q.question, "answer": res["answer"],
             "usage": {"visual_tokens": res["visual_tokens"],

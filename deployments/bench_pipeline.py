@@ -46,7 +46,8 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
     with tempfile.TemporaryDirectory() as tmp, LocalStack() as stack:
         sources = [str(make_camera_video(Path(tmp) / f"c{i}.mp4", seconds=20, seed=200 + i)) for i in range(cameras)]
         sup = CameraSupervisor(stack.kafka, stack.redis, model)
-        serve.run(build_app(AppArgs(model=model, redis=stack.redis, num_cpus=0.25)), name="bench", route_prefix="/")
+        serve.run(build_app(AppArgs(model=model, redis=stack.redis, num_cpus=0.25, api_token=stack.api_token)),
+                  name="bench", route_prefix="/")
         variants = {"compressed": {}, "uncompressed": UNCOMPRESSED}
         stop = threading.Event()
         threads = []
@@ -76,7 +77,8 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
                 for vname in variants:
                     cam = f"cam{i}" + ("" if vname == "compressed" else "-raw")
                     r = _post(f"{stack.api}/v1/query",
-                              {"camera": cam, "question": "What changed?", "window_s": window_s, "max_new_tokens": 8})
+                              {"camera": cam, "question": "What changed?", "window_s": window_s, "max_new_tokens": 8},
+                              stack.api_token)
                     lat[vname].append(r["latency_ms"]["total"])
                     vis[vname].append(r["usage"]["visual_tokens"])
         stop.set()

@@ -11,7 +11,7 @@ it must be the same tower from the same weights, or the camera is refused when t
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from actors.config import CameraConfig, IngestSettings, KafkaSettings, RedisSettings
 from streamdycoke import EncoderSpec
@@ -51,6 +51,12 @@ class AppArgs(BaseModel):
     max_batch_tokens: int = Field(8192, gt=0, description="visual tokens per LLM batch")
     batch_wait_timeout_s: float = Field(0.05, ge=0)
     gateway_num_cpus: float = Field(0.25, gt=0)
+    api_token: SecretStr | None = Field(None, description="bearer token every request but /healthz must carry; "
+                                                          "default: the STREAMDYCOKE_API_TOKEN environment variable")
+    allow_anonymous: bool = Field(False, description="serve without a token (a closed development setup only)")
+    max_request_bytes: int = Field(64 * 1024, gt=0, description="larger request bodies get a 413")
+    query_timeout_s: float = Field(120.0, gt=0, description="a query the LLM has not answered by then gets a "
+                                                            "retryable 503")
     fleet: FleetArgs | None = None
 
     @field_validator("model")

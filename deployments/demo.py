@@ -32,9 +32,11 @@ def load_system_config(path: str) -> SystemConfig:
     return SystemConfig.model_validate(read_config_file(path))
 
 
-def _post(url: str, body: dict, timeout: float = 120.0) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"content-type": "application/json"})
+def _post(url: str, body: dict, token: str | None, timeout: float = 120.0) -> dict:
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read())
 
@@ -70,16 +72,19 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
 
     from .stack import LocalStack
 
+    from pydantic import SecretStr
+
     say = (lambda *a: print(*a, file=sys.stderr)) if json_out else print
     app = AppArgs(model=model or EncoderSpec(), num_cpus=0.25)
     with tempfile.TemporaryDirectory(prefix="streamdycoke-demo-") as tmp, LocalStack() as stack:
+        say(f"API token (send it as 'Authorization: Bearer <token>'): {stack.api_token}")
         sources = list(sources or [])
         while len(sources) < cameras:
             i = len(sources)
             say(f"making sample camera {i} ...")
             sources.append(str(make_camera_video(Path(tmp) / f"cam{i}.mp4", seconds=20, seed=100 + i, movers=2 + i)))
         cams = [CameraConfig(id=f"cam{i}", source=src) for i, src in enumerate(sources)]
-        app = app.model_copy(update={"redis": stack.redis})
+        app = app.model_copy(update={"redis": stack.redis, "api_token": SecretStr(stack.api_token)})
         result = _run(stack.kafka, app, cams, IngestSettings(loop=True, realtime=True), stack.api, stack.metrics_url,
                       duration, question, window_s, json_out, local=True)
     _report(result, json_out)  # after everything stopped: Ray's shutdown chatter comes before it
@@ -122,9 +127,14 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
 
     from .app import build_app
 
+    import os
+
+    from .guard import TOKEN_ENV
+
     say = (lambda *a: print(*a, file=sys.stderr)) if json_out else print
     stop_ingest = threading.Event()
     result: dict = {"cameras": {}}
+    token = app.api_token.get_secret_value() if app.api_token is not None else os.environ.get(TOKEN_ENV)
     with contextlib.ExitStack() as stack:
         sup = CameraSupervisor(kafka, app.redis, app.model)
         stack.callback(sup.shutdown)
@@ -160,7 +170,7 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
             for cam in sup.actors:
                 try:
                     queries[cam] = _post(f"{api}/v1/query", {"camera": cam, "question": question,
-                                                             "window_s": window_s, "max_new_tokens": 16})
+                                                             "window_s": window_s, "max_new_tokens": 16}, token)
                 except Exception as exc:  # shown, not fatal: the cameras go on
                     queries[cam] = {"error": str(exc)}
 

@@ -8,6 +8,7 @@ HTTP proxy on 127.0.0.1, and stops them all, in reverse order, on leaving its ``
 from __future__ import annotations
 
 import contextlib
+import secrets
 
 from actors.config import KafkaSettings, RedisSettings
 from actors.embedded import EmbeddedKafka, EmbeddedRedis, free_port
@@ -30,6 +31,7 @@ class LocalStack:
         self.redis_server = EmbeddedRedis()
         self.metrics_port = free_port()
         self.http_port = free_port()
+        self.api_token = secrets.token_urlsafe(24)  # the bearer token of the app served on this stack
         self._stack: contextlib.ExitStack | None = None
 
     @property

@@ -12,21 +12,28 @@ from streamdycoke import EncoderSpec
 from streamdycoke.video import make_camera_video
 
 TINY = EncoderSpec(weights=None)  # the tiny random LLaVA-OneVision (no weights here), for LLM and cameras alike
+TOKEN = "test-token-0123456789"  # the bearer token of the apps these tests serve
 
 from ..conftest import needs_isolated_network, wait_for
 
 pytestmark = needs_isolated_network
 
 
-def http(port, method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-                                 headers={"content-type": "application/json"})
+def http(port, method, path, body=None, token=TOKEN, raw: bytes | None = None, headers: dict | None = None,
+         timeout: float = 60):
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    hdrs = {"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {}),
+            **(headers or {})}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method, headers=hdrs)
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        raw_body = e.read() or b"{}"
+        try:
+            return e.code, json.loads(raw_body)
+        except ValueError:
+            return e.code, raw_body.decode(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +50,8 @@ def app(ray_cluster, tmp_path_factory):
     n = Ingestor("lobby", str(video), stack.kafka, IngestSettings(size=64)).run().frames
     sup.add(CameraConfig(id="lobby"))  # no encoder named: the LLM's own (tiny, offline) tower
     wait_for(lambda: sup.stats()["lobby"].get("consumed") == n, timeout_s=90)
-    serve.run(build_app(AppArgs(model=TINY, redis=stack.redis, num_cpus=0.25)), name="sdk", route_prefix="/")
+    serve.run(build_app(AppArgs(model=TINY, redis=stack.redis, num_cpus=0.25, api_token=TOKEN)), name="sdk",
+              route_prefix="/")
     yield stack.http_port, sup
     serve.delete("sdk")
     sup.shutdown()
@@ -105,3 +113,57 @@ def test_fleet_status_is_404_when_the_app_runs_no_fleet(app):
     port, _ = app
     status, body = http(port, "GET", "/v1/fleet")
     assert status == 404 and "no camera fleet" in body["detail"]
+
+
+def test_every_route_but_healthz_needs_the_bearer_token(app):
+    port, _ = app
+    for method, path, body in (("POST", "/v1/query", {"camera": "lobby", "question": "hi"}), ("GET", "/v1/cameras", None),
+                               ("GET", "/docs", None), ("GET", "/openapi.json", None), ("GET", "/v1/fleet", None)):
+        for token in (None, "wrong", TOKEN[:-1], TOKEN + "x"):
+            status, r = http(port, method, path, body, token=token)
+            assert status == 401 and r == {"detail": "missing or wrong bearer token"}, (path, token)
+    assert http(port, "GET", "/healthz", token=None) == (200, {"status": "ok"})
+    assert http(port, "GET", "/v1/cameras")[0] == 200
+
+
+def test_request_size_window_and_tokens_are_bounded(app):
+    port, _ = app
+    big = {"camera": "lobby", "question": "hi", "pad": "x" * (10 << 20)}
+    assert http(port, "POST", "/v1/query", big)[0] == 413
+    # a Content-Length that lies does not get more through
+    status, _ = http(port, "POST", "/v1/query", raw=b"{" + b" " * (100 << 10) + b"}", headers={"content-length": "10"})
+    assert status in (400, 413, 422)
+    for window in ("NaN", "Infinity", "-Infinity", "1e400"):
+        raw = ('{"camera": "lobby", "question": "hi", "window_s": %s}' % window).encode()
+        status, r = http(port, "POST", "/v1/query", raw=raw)
+        assert status == 422 and "window_s" in json.dumps(r), (window, status, r)
+    assert http(port, "POST", "/v1/query", {"camera": "lobby", "question": "hi", "max_new_tokens": 10**9})[0] == 422
+    assert http(port, "POST", "/v1/query", {"camera": "../etc", "question": "hi"})[0] == 422
+    assert http(port, "POST", "/v1/query", {"camera": "lobby", "question": "hi", "extra": 1})[0] == 422
+
+
+def test_fuzzed_requests_only_ever_get_an_answer_or_a_4xx(app):
+    """Hostile bodies and field values: the API answers 200 or a 4xx, never a 500, never a hang."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    port, _ = app
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
+                        st.text(max_size=50))
+    values = st.recursive(scalars, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=8), c,
+                                                                                                 max_size=4)),
+                          max_leaves=8)
+    fields = st.fixed_dictionaries({}, optional={"camera": st.one_of(st.just("lobby"), values),
+                                                 "question": st.one_of(st.just("what?"), values),
+                                                 "window_s": st.one_of(st.floats(0.1, 60), values),
+                                                 "max_new_tokens": st.one_of(st.integers(1, 2), values)})
+    bodies = st.one_of(fields.map(lambda d: json.dumps(d, allow_nan=True).encode()), st.binary(max_size=300),
+                       values.map(lambda v: json.dumps(v, allow_nan=True).encode()))
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=bodies, path=st.sampled_from(["/v1/query", "/v1/cameras", "/v1/query?window_s=nan", "/nope"]))
+    def check(body, path):
+        status, r = http(port, "POST", path, raw=body)
+        assert status == 200 or 400 <= status < 500, (status, body[:200], r)
+
+    check()

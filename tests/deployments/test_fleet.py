@@ -11,7 +11,7 @@ from actors.token_cache import RedisTokenStore
 from streamdycoke.video import make_camera_video
 
 from ..conftest import needs_isolated_network, wait_for
-from .test_app import TINY, http
+from .test_app import TINY, TOKEN, http
 
 pytestmark = needs_isolated_network
 
@@ -30,7 +30,7 @@ def serve_with_fleet(ray_cluster, cameras_file, name: str) -> int:
     from deployments.config import AppArgs, FleetArgs
 
     stack = ray_cluster
-    serve.run(build_app(AppArgs(model=TINY, redis=stack.redis, num_cpus=0.2, gateway_num_cpus=0.1,
+    serve.run(build_app(AppArgs(model=TINY, redis=stack.redis, num_cpus=0.2, gateway_num_cpus=0.1, api_token=TOKEN,
                                 fleet=FleetArgs(kafka=stack.kafka, cameras_file=str(cameras_file), reload_s=0.5,
                                                 num_cpus=0.05))),
               name=name, route_prefix="/")

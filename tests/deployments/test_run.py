@@ -48,7 +48,8 @@ def test_run_against_existing_services(tmp_path):
             cfg.write_text(yaml.safe_dump({
                 "kafka": {"bootstrap": k.bootstrap},
                 "ray_address": f"127.0.0.1:{ray_port}", "http_port": free_port(),
-                "app": {"model": {"weights": None}, "redis": {"url": r.url}, "num_cpus": 0.25},
+                "app": {"model": {"weights": None}, "redis": {"url": r.url}, "num_cpus": 0.25,
+                        "api_token": "run-test-token"},
                 "cameras": [{"id": "dock", "source": str(video)}],
             }))
             out = subprocess.run([sys.executable, "-m", "streamdycoke.cli", "run", "--config", str(cfg),
