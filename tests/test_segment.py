@@ -75,3 +75,63 @@ def test_encode_rejects_float32_tokens():
     bad = TokenSegment(s.stream_id, 0, 0.0, s.positions, s.tokens.float(), False, s.grid)
     with pytest.raises(ValueError, match="float16 or bfloat16"):
         encode_segment(bad)
+
+
+# -- property-based: hostile bytes only ever produce the format's own error ----------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from streamdycoke.segment import SegmentFormatError, TokenSegment, decode_segment, encode_segment, read_header  # noqa: E402
+
+
+def _valid_segment() -> bytes:
+    return encode_segment(TokenSegment("cam", 3, 2.5, torch.tensor([0, 2, 5]), torch.ones(3, 4, dtype=torch.float16),
+                                       False, (2, 3)))
+
+
+def _check(data: bytes) -> None:
+    import math
+
+    try:
+        seg = decode_segment(data)
+    except SegmentFormatError as exc:
+        assert str(exc)
+        return
+    assert math.isfinite(seg.timestamp) and seg.timestamp >= 0
+    n = seg.grid[0] * seg.grid[1]
+    assert n > 0 and seg.num_kept <= n and seg.tokens.shape == (seg.num_kept, seg.dim)
+    if seg.num_kept:
+        assert int(seg.positions.min()) >= 0 and int(seg.positions.max()) < n
+        assert bool((seg.positions[1:] > seg.positions[:-1]).all())
+    assert read_header(data).num_kept == seg.num_kept
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_never_raise_anything_but_a_segment_format_error(data):
+    _check(data)
+    _check(b"SDKT\x01\x00" + data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_mutated_segments_never_raise_anything_but_a_segment_format_error(data):
+    raw = bytearray(_valid_segment())
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    _check(bytes(raw))
+    _check(bytes(raw[: data.draw(st.integers(0, len(raw)))]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF),
+       st.integers(0, 40), st.integers(0, 8), st.integers(0, 7))
+def test_header_fields_of_any_value_are_checked(ts, gh, gw, k, d, flags):
+    """A header with any field values, and a body consistent with its lengths and CRC: checked, never crashing."""
+    import zlib
+
+    from streamdycoke.segment import HEADER
+
+    body = b"s" + bytes(2 * k) + bytes(2 * k * d)
+    _check(HEADER.pack(b"SDKT", 1, flags, 1, 9, ts, gh, gw, k, d, zlib.crc32(body)) + body)

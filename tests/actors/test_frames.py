@@ -35,3 +35,58 @@ def test_malformed_messages_are_rejected_with_a_reason(mutate, reason):
 def test_encode_rejects_wrong_shapes():
     with pytest.raises(ValueError, match="uint8"):
         encode_frame("cam", 0, 0.0, np.zeros((4, 4, 3), dtype=np.float32))
+
+
+# -- property-based: hostile bytes only ever produce the format's own error ----------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _valid_frame(draw_ts: float = 1.5) -> bytes:
+    return encode_frame("cam-1", 7, draw_ts, np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3))
+
+
+def _check(data: bytes) -> None:
+    import math
+
+    try:
+        msg = decode_frame(data)
+    except FrameFormatError as exc:
+        assert exc.reason and str(exc)
+        return
+    # whatever decodes satisfies the reader's invariants
+    assert math.isfinite(msg.timestamp) and msg.timestamp >= 0 and msg.camera
+    assert msg.rgb.shape == (msg.rgb.shape[0], msg.rgb.shape[1], 3) and msg.rgb.dtype == np.uint8
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200))
+def test_random_bytes_never_raise_anything_but_a_frame_format_error(data):
+    _check(data)
+    _check(b"SDKF\x01\x00" + data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_mutated_frames_never_raise_anything_but_a_frame_format_error(data):
+    raw = bytearray(_valid_frame())
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    _check(bytes(raw))
+    _check(bytes(raw[:cut]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(allow_nan=True, allow_infinity=True), st.integers(0, 2**64 - 1))
+def test_header_fields_of_any_value_are_checked(ts, index):
+    import struct
+    import zlib
+
+    from actors.frames import FRAME_HEADER
+
+    payload = bytes(12)
+    raw = FRAME_HEADER.pack(b"SDKF", 1, 0, 1, index, ts, 2, 2, 12, zlib.crc32(payload)) + b"c" + payload
+    _check(raw)
+    assert struct.calcsize("<4sBBHQdHHII") == FRAME_HEADER.size
