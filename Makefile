@@ -38,10 +38,11 @@ bench: $(STAMP)
 REAL_CLIPS := runs/videos/real
 
 # Tools the tests drive as real processes: ffmpeg (pushes an RTSP camera), prometheus + promtool (scrape a
-# running pipeline, check and unit-test the alert rules), kubectl (renders the Kustomize overlays offline).
+# running pipeline, check and unit-test the alert rules), kubectl (renders the Kustomize overlays offline),
+# redis-server (Debian's, built with TLS: the Redis TLS test).
 # Installed with apt when missing and we are root.
 system-deps:
-	@missing=""; for t in ffmpeg:ffmpeg promtool:prometheus prometheus:prometheus kubectl:kubectl; do \
+	@missing=""; for t in ffmpeg:ffmpeg promtool:prometheus prometheus:prometheus kubectl:kubectl redis-server:redis-server; do \
 		command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
 	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
 	if [ -n "$${missing% }" ]; then \

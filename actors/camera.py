@@ -131,7 +131,7 @@ class CameraWorker:
             ensure_topic(kafka, self.topic)
             ensure_topic(kafka, kafka.dead_letter_topic)
             self._consumer = KafkaConsumer(
-                bootstrap_servers=kafka.bootstrap, group_id=kafka.group_prefix + cam.id,
+                **kafka.client_kwargs(), group_id=kafka.group_prefix + cam.id,
                 enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=kafka.max_poll_records,
                 max_partition_fetch_bytes=kafka.max_message_bytes, fetch_max_bytes=4 * kafka.max_message_bytes,
             )
@@ -141,8 +141,7 @@ class CameraWorker:
                 self._consumer.seek(self._tp, committed)
             else:
                 self._consumer.seek_to_beginning(self._tp)
-            self._producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all",
-                                           max_request_size=kafka.max_message_bytes)
+            self._producer = KafkaProducer(**kafka.client_kwargs(), acks="all", max_request_size=kafka.max_message_bytes)
             self._pending_dead_letters: list = []
             state = None
             newest = self.store.newest_timestamp(cam.id)

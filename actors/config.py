@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from streamdycoke import EncoderSpec, PipelineConfig, PolicySpec, SamplerConfig, StreamConfig
@@ -43,9 +45,35 @@ class KafkaSettings(BaseModel):
     replication_factor: int = Field(1, ge=1, description="of topics the pipeline creates (3 on a real cluster)")
     max_message_bytes: int = Field(16 << 20, gt=0, description="largest frame message; the topics the pipeline "
                                                                "creates, producers and consumers all use it")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = Field(None, description="CA bundle that signed the brokers' certificates")
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _security(self) -> "KafkaSettings":
+        if self.security_protocol.startswith("SASL_") and not (self.sasl_mechanism and self.sasl_username
+                                                               and self.sasl_password):
+            raise ValueError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
+        return self
 
     def topic_for(self, camera: str) -> str:
         return f"{self.topic_prefix}{camera}"
+
+    def client_kwargs(self) -> dict:
+        """Connection settings for every kafka-python client (consumer, producer, admin): the one place
+        the SASL password is unwrapped."""
+        kw: dict = {"bootstrap_servers": self.bootstrap, "security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL_"):
+            kw.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                      sasl_plain_password=self.sasl_password.get_secret_value())
+        if self.security_protocol.endswith("SSL"):
+            kw.update(ssl_check_hostname=self.ssl_check_hostname)
+            if self.ssl_cafile:
+                kw["ssl_cafile"] = self.ssl_cafile
+        return kw
 
 
 class RedisSettings(BaseModel):
@@ -53,7 +81,8 @@ class RedisSettings(BaseModel):
 
     model_config = _STRICT
 
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str = Field("redis://127.0.0.1:6379/0", description="without credentials: they go in username/password")
+    username: str | None = Field(None, description="ACL user (Redis 6+); None: the default user")
     password: SecretStr | None = None
     tls: bool = False
     tls_ca_certs: str | None = None

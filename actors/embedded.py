@@ -151,11 +151,11 @@ class EmbeddedRedis:
         config: dict = {}
         if self.durable:
             config.update(appendonly="yes", appendfsync="always")
-        if self.password is not None:
-            config["requirepass"] = self.password
         self._server = ValkeyServer(port=self.port, data_dir=Path(self._data_dir) if self._data_dir else None,
                                     persist=self.durable, **config)
         self._server.start()
+        if self.password is not None:  # after start: the server's readiness check speaks no AUTH
+            self._server.client().config_set("requirepass", self.password)
         return self
 
     def kill(self) -> None:

@@ -138,7 +138,7 @@ class Ingestor:
         from kafka import KafkaProducer
 
         ensure_topic(self.kafka, self.topic)  # a broker that lost its data lost the topic too
-        return KafkaProducer(bootstrap_servers=self.kafka.bootstrap, acks="all", linger_ms=0,
+        return KafkaProducer(**self.kafka.client_kwargs(), acks="all", linger_ms=0,
                              max_request_size=self.kafka.max_message_bytes,
                              request_timeout_ms=int(1000 * self.settings.send_timeout_s))
 
@@ -160,7 +160,7 @@ class Ingestor:
         from kafka import KafkaConsumer, TopicPartition
 
         tp = TopicPartition(self.topic, 0)
-        c = KafkaConsumer(bootstrap_servers=self.kafka.bootstrap, enable_auto_commit=False,
+        c = KafkaConsumer(**self.kafka.client_kwargs(), enable_auto_commit=False,
                           max_partition_fetch_bytes=self.kafka.max_message_bytes,
                           fetch_max_bytes=4 * self.kafka.max_message_bytes)
         try:

@@ -79,6 +79,8 @@ class RedisTokenStore:
             # worker's recovery) counts it, backs off and resumes from what is durably stored
             kwargs = {"socket_timeout": s.socket_timeout_s, "socket_connect_timeout": s.socket_timeout_s,
                       "retry": Retry(NoBackoff(), 0)}
+            if s.username is not None:
+                kwargs["username"] = s.username
             if s.password is not None:
                 kwargs["password"] = s.password.get_secret_value()
             if s.tls:

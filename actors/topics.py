@@ -16,7 +16,7 @@ def ensure_topic(kafka: KafkaSettings, topic: str) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap, client_id="streamdycoke-admin")
+    admin = KafkaAdminClient(client_id="streamdycoke-admin", **kafka.client_kwargs())
     try:
         admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=kafka.replication_factor,
                                       topic_configs={"max.message.bytes": str(kafka.max_message_bytes)})])

@@ -146,3 +146,28 @@ def test_cameras_file_is_validated_with_errors_naming_the_field(tmp_path):
     f.write_text("- id: a\n")
     with pytest.raises(ValueError, match="expected a mapping at the top level, got list"):
         load_cameras(str(f))
+
+
+def test_kafka_security_settings_reach_every_client():
+    """SASL/SCRAM and TLS: one settings object, one place that builds every client's connection settings."""
+    import ast
+    from pathlib import Path
+
+    import pydantic
+
+    k = KafkaSettings(bootstrap="b:9093", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                      sasl_username="cam", sasl_password="sc4am", ssl_cafile="/ca.pem")
+    assert k.client_kwargs() == {"bootstrap_servers": "b:9093", "security_protocol": "SASL_SSL",
+                                 "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "cam",
+                                 "sasl_plain_password": "sc4am", "ssl_check_hostname": True, "ssl_cafile": "/ca.pem"}
+    assert "sc4am" not in repr(k) and "sc4am" not in k.model_dump_json()
+    with pytest.raises(pydantic.ValidationError, match="SASL_PLAINTEXT needs"):
+        KafkaSettings(security_protocol="SASL_PLAINTEXT", sasl_username="cam")
+    # every kafka-python client the pipeline builds takes its connection settings from client_kwargs()
+    root = Path(__file__).resolve().parents[2]
+    for path in [*(root / "actors").glob("*.py"), *(root / "deployments").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("KafkaConsumer", "KafkaProducer",
+                                                                             "KafkaAdminClient"):
+                assert any(isinstance(kw.value, ast.Call) and getattr(kw.value.func, "attr", "") == "client_kwargs"
+                           for kw in node.keywords if kw.arg is None), f"{path.name}:{node.lineno}"

