@@ -18,6 +18,7 @@ secrets stay :class:`~pydantic.SecretStr` until the one place that opens a conne
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from typing import Literal
@@ -30,6 +31,12 @@ __all__ = ["CameraConfig", "CamerasFile", "IngestSettings", "KafkaSettings", "Re
            "load_cameras", "read_config_file"]
 
 _STRICT = ConfigDict(extra="forbid")
+
+
+def _env_secret(name: str) -> SecretStr | None:
+    """A secret from the environment (where Kubernetes puts a Secret), never from a config file in Git."""
+    value = os.environ.get(name)
+    return SecretStr(value) if value else None
 
 
 class KafkaSettings(BaseModel):
@@ -48,7 +55,8 @@ class KafkaSettings(BaseModel):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
     sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    sasl_password: SecretStr | None = Field(default_factory=lambda: _env_secret("STREAMDYCOKE_KAFKA_PASSWORD"),
+                                            description="default: $STREAMDYCOKE_KAFKA_PASSWORD (a Kubernetes Secret)")
     ssl_cafile: str | None = Field(None, description="CA bundle that signed the brokers' certificates")
     ssl_check_hostname: bool = True
 
@@ -83,7 +91,8 @@ class RedisSettings(BaseModel):
 
     url: str = Field("redis://127.0.0.1:6379/0", description="without credentials: they go in username/password")
     username: str | None = Field(None, description="ACL user (Redis 6+); None: the default user")
-    password: SecretStr | None = None
+    password: SecretStr | None = Field(default_factory=lambda: _env_secret("STREAMDYCOKE_REDIS_PASSWORD"),
+                                       description="default: $STREAMDYCOKE_REDIS_PASSWORD (a Kubernetes Secret)")
     tls: bool = False
     tls_ca_certs: str | None = None
     key_prefix: str = "sdk"

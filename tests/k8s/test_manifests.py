@@ -58,7 +58,7 @@ def test_the_crd_check_rejects_what_the_api_server_would():
 def test_core_kinds_validate_with_kubernetes_validate(target):
     import kubernetes_validate
 
-    core = [d for d in render(target) if d["apiVersion"] in ("v1", "apps/v1", "policy/v1")]
+    core = [d for d in render(target) if d["apiVersion"] in ("v1", "apps/v1", "policy/v1", "networking.k8s.io/v1")]
     assert {d["kind"] for d in core} >= {"Namespace", "ConfigMap", "Deployment", "Service", "StatefulSet"}
     for doc in core:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -166,7 +166,8 @@ def test_camera_workers_and_the_llm_resolve_to_the_same_encoder_and_weights(targ
         vols = {v["name"]: v for v in spec["volumes"]}
         mounts = [m for m in spec["containers"][0]["volumeMounts"] if weights.startswith(m["mountPath"].rstrip("/") + "/")]
         assert mounts, f"group {g['groupName']}: nothing mounted at {weights}"
-        assert vols[mounts[0]["name"]]["persistentVolumeClaim"]["claimName"] == "streamdycoke-models"
+        claim = vols[mounts[0]["name"]]["persistentVolumeClaim"]["claimName"]
+        assert claim == "streamdycoke-models" and find(docs, "PersistentVolumeClaim", claim), f"no PVC {claim}"
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -302,3 +303,67 @@ def test_image_ray_version_matches_the_rayservice_and_the_tested_ray():
 
     assert (int(base.group(2)), int(base.group(3))) == sys.version_info[:2]
     assert "pip install --no-cache-dir \"torch==2.13.0\"" in dockerfile  # the pin the project is tested with
+
+
+def _pod_templates(docs) -> list[tuple[str, dict]]:
+    """(name, pod template spec) of every workload: Deployments, StatefulSets, and the RayService's pods."""
+    out = [(f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"])
+           for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+    for rs in find(docs, "RayService"):
+        rc = rs["spec"]["rayClusterConfig"]
+        out.append(("ray-head", rc["headGroupSpec"]["template"]["spec"]))
+        out += [(f"ray-{g['groupName']}", g["template"]["spec"]) for g in rc["workerGroupSpecs"]]
+    return out
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_pod_runs_non_root_on_a_read_only_root_without_privileges(target):
+    pods = _pod_templates(render(target))
+    assert len(pods) >= 4
+    for name, spec in pods:
+        assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0, name
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_credentials_come_from_secrets_and_every_ray_pod_has_them(target):
+    docs = render(target)
+    assert not find(docs, "Secret"), "no credential is committed: the operator creates the Secrets"
+    for name, spec in _pod_templates(docs):
+        if not name.startswith("ray-"):
+            continue
+        env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in spec["containers"][0]["env"]}
+        assert env["STREAMDYCOKE_API_TOKEN"] == {"name": "streamdycoke-api", "key": "token"}, name
+        assert env["STREAMDYCOKE_REDIS_PASSWORD"] == {"name": "streamdycoke-redis", "key": "password"}, name
+    (redis,) = [spec for name, spec in _pod_templates(docs) if name == "Deployment/streamdycoke-redis"]
+    c = redis["containers"][0]
+    assert "--requirepass" in c["args"] and "$(REDIS_PASSWORD)" in c["args"]
+    assert c["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "streamdycoke-redis", "key": "password"}
+    args = serve_config(docs)["applications"][0]["args"]
+    assert "api_token" not in args and "password" not in args["redis"], "secrets never in the serve config"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_network_policies_let_only_what_must_talk(target):
+    docs = render(target)
+    pols = {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}
+    deny = pols["default-deny-ingress"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    ray = {"ray.io/is-ray-node": "yes"}
+    redis = pols["redis-from-ray"]
+    assert redis["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "streamdycoke-redis"}
+    assert redis["ingress"] == [{"from": [{"podSelector": {"matchLabels": ray}}], "ports": [{"port": 6379, "protocol": "TCP"}]}]
+    metrics = pols["metrics-from-monitoring"]["ingress"][0]
+    assert metrics["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    assert {p["port"] for p in metrics["ports"]} == {8080, 9100}
+    assert pols["serve-http"]["ingress"] == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]
+    # the Redis pods carry the label the policy selects; Kafka admits only the pipeline's pods
+    (rd,) = find(docs, "Deployment", "streamdycoke-redis")
+    assert rd["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "streamdycoke-redis"
+    (kafka,) = find(docs, "Kafka")
+    peers = kafka["spec"]["kafka"]["listeners"][0]["networkPolicyPeers"]
+    assert {"podSelector": {"matchLabels": ray}} in peers
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "streamdycoke-ingest"}}} in peers
