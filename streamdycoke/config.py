@@ -109,6 +109,11 @@ def add_options(parser: argparse.ArgumentParser | Any, cls: type, *, prefix: str
         if typ is bool:
             group.add_argument(_flag(name, rename), dest=dest, default=default,
                                action=argparse.BooleanOptionalAction, help=doc)
+        elif typing.get_origin(typ) is typing.Literal:
+            choices = list(typing.get_args(typ)) + ([None] if optional else [])
+            group.add_argument(_flag(name, rename), dest=dest, default=default, choices=choices,
+                               type=lambda v: None if v.lower() == "none" else v,
+                               help=f"{doc} (default: {default})".strip())
         elif typ in (int, float, str):
             conv = typ if not optional else (lambda v, t=typ: None if v.lower() == "none" else t(v))
             group.add_argument(_flag(name, rename), dest=dest, default=default, type=conv,
