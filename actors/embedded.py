@@ -76,14 +76,13 @@ class EmbeddedKafka:
     def _start_object_store(self) -> None:
         if self._s3 is not None:
             return
-        import logging
+        import sys
 
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per broker request
         port = free_port()
-        self._s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        self._s3.start()
+        # its own process: in the caller's, it would compete for the GIL with whatever the caller runs
+        self._s3 = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        _wait_port(port, 30.0, self._s3)
         endpoint = f"http://127.0.0.1:{port}"
         urllib.request.urlopen(urllib.request.Request(f"{endpoint}/tansu", method="PUT"), timeout=10).close()
         # credentials of the local object store only (it accepts any)
@@ -112,7 +111,12 @@ class EmbeddedKafka:
                 self._proc.wait()
         self._proc = None
         if self._s3 is not None:
-            self._s3.stop()
+            self._s3.terminate()
+            try:
+                self._s3.wait(5)
+            except subprocess.TimeoutExpired:
+                self._s3.kill()
+                self._s3.wait()
             self._s3 = None
 
     def __enter__(self) -> "EmbeddedKafka":

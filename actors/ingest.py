@@ -154,8 +154,11 @@ class Ingestor:
         """One past the highest frame index already in the camera's topic (0 for a new topic), and
         the latest capture timestamp there (0.0 for a new topic).
 
-        Read from the messages themselves (the last few), not from the end offset: indices then
-        continue even where a broker reports end offsets loosely (tansu's lags within a batch).
+        Read from the messages themselves, not from the end offset, and read on past the end offset
+        until nothing more comes: a broker may report its end loosely (tansu's trails the true end,
+        by many records with its object-store log), and trusting it would reuse indices the camera's
+        actor already stored, which it would then drop as replays. Bounded: this camera's ingest is
+        the only producer of its topic, and it is not running while this reads.
         """
         from kafka import KafkaConsumer, TopicPartition
 
@@ -166,14 +169,11 @@ class Ingestor:
         try:
             c.assign([tp])
             end = c.end_offsets([tp])[tp]
-            if end == 0:
-                return 0, 0.0
             c.seek(tp, max(0, end - 64))
-            last, last_ts = -1, 0.0
-            while c.position(tp) < end:  # bounded: only up to the end as it was when we looked
-                batch = c.poll(timeout_ms=1000).get(tp, [])
-                if not batch:
-                    break
+            last, last_ts, empty = -1, 0.0, 0
+            while empty < 2:  # to the true end: two polls in a row with nothing
+                batch = c.poll(timeout_ms=500).get(tp, [])
+                empty = 0 if batch else empty + 1
                 for rec in batch:
                     try:
                         msg = decode_frame(rec.value)

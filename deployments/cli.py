@@ -61,6 +61,18 @@ def register(sub, bench) -> None:
     bench_common_options(q)
     q.set_defaults(func=cmd_bench_pipeline)
 
+    q = bench.add_parser("soak", help="many cameras for long while faults are injected: delivery, resume time, RSS")
+    q.add_argument("--cameras", type=int, default=8)
+    q.add_argument("--duration", type=float, default=600.0, help="seconds")
+    q.add_argument("--fault-every", type=float, default=60.0, help="seconds between faults")
+    q.add_argument("--outage", type=float, default=3.0, help="seconds a killed or cut service stays down")
+    q.add_argument("--fps", type=int, default=10, help="frames per second of each camera (every one is stored)")
+    q.add_argument("--resume", type=float, default=30.0, help="seconds within which every camera must store a "
+                                                              "newer frame for a fault to count as survived")
+    q.add_argument("--plot", default="docs/soak.png", help="where to draw lag and RSS over time")
+    bench_common_options(q)
+    q.set_defaults(func=cmd_bench_soak)
+
     q = bench.add_parser("decode", help="ingest's per-frame cost: PyAV decode + resize")
     q.add_argument("--video", default=None, help="the clip (default: the real 720p one)")
     q.add_argument("--repeats", type=int, default=3)
@@ -194,6 +206,17 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     res = bench_pipeline(cameras=args.cameras, duration=args.duration, queries=args.queries,
                          model=from_options(EncoderSpec, args, prefix="model_"), progress=not args.quiet)
     print_pipeline(res)
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from .bench_soak import bench_soak, print_soak
+
+    res = bench_soak(cameras=args.cameras, duration=args.duration, fault_every_s=args.fault_every,
+                     outage_s=args.outage, resume_s=args.resume, fps=args.fps, progress=not args.quiet)
+    print_soak(res, args.plot)
     if args.json:
         print(json.dumps(res))
     return 0

@@ -24,7 +24,7 @@ from streamdycoke import EncoderSpec
 from streamdycoke.video import make_camera_video
 
 from ..conftest import wait_for
-from ..netfaults import TcpProxy
+from deployments.netfaults import TcpProxy
 
 RESUME_S = 15.0  # the stated time: a camera resumes this soon after its service is back
 PIXELS = EncoderSpec("pixels")  # cheap tokens: these tests are about delivery, not about the encoder
@@ -225,3 +225,22 @@ def test_hostile_timestamps_are_dead_lettered_and_the_stream_goes_on(services):
         assert cam.worker.faults.total() == 0, "poison is the record's problem, not a fault of the camera"
     finally:
         cam.close()
+
+
+def test_resume_point_reads_to_the_true_end_where_the_broker_reports_it_loosely(services, tmp_path):
+    """The durable embedded broker's end offset trails its log by many records: a restarted ingest that
+    trusted it would reuse indices the actor already stored and would then drop as replays (the soak
+    benchmark caught this: 52 frames of one camera lost)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    k, _ = services
+    kafka = KafkaSettings(bootstrap=k.bootstrap)
+    n = Ingestor("loose", str(make_camera_video(tmp_path / "v.mp4", seconds=5, seed=7)), kafka,
+                 IngestSettings(size=32)).run().frames
+    c = KafkaConsumer(**kafka.client_kwargs())
+    tp = TopicPartition("frames.loose", 0)
+    end = c.end_offsets([tp])[tp]
+    c.close()
+    assert end < n, f"the premise: the broker reports end {end} for {n} records"
+    first, last_ts = Ingestor("loose", "unused", kafka)._resume_point()
+    assert first == n and last_ts > 0

@@ -1,5 +1,5 @@
-"""A TCP proxy on 127.0.0.1 that a test can cut (every connection dropped, new ones refused) and restore:
-the network fault between a client and a real server, without touching the server."""
+"""A TCP proxy on 127.0.0.1 that a test or the soak benchmark can cut (every connection dropped, new ones
+refused) and restore: the network fault between a client and a real server, without touching the server."""
 
 from __future__ import annotations
 

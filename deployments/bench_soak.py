@@ -1,0 +1,276 @@
+"""``streamdycoke bench soak``: many cameras for a long time while faults are injected on a schedule.
+
+Every camera streams a synthetic video in real time (looping, ``fps`` frames per second: 10 by default,
+so that 8 cameras with every frame encoded fit 2 cores) through ingest, Kafka and its Ray actor into
+Redis, with every frame processed and stored (no sampler), so delivery can be checked exactly: at
+the end each camera's stored frame indices must be exactly the indices ingest published, once each.
+Faults, in turn, every ``fault_every_s`` seconds:
+
+- ``redis_kill``: Valkey (append-only file, fsync always) SIGKILLed, restarted after ``outage_s``;
+- ``redis_cut``: every connection to Redis dropped and refused for ``outage_s`` (a TCP proxy);
+- ``broker_kill``: the broker (its log in an object store outside it) SIGKILLed, restarted;
+- ``ingest_kill``: one camera's ingest stopped mid-stream and started again (new producer, resume point);
+- ``actor_kill``: one camera actor's process killed (Ray restarts it, the supervisor resumes its run).
+
+A fault is *survived* when every camera stores a newer frame within ``resume_s`` of the service's
+return. Reported: faults injected and survived by kind, time to resume, frames published / stored /
+lost / stored twice per camera, lag and RSS of every process over time (JSON, and a plot).
+"""
+
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["bench_soak", "print_soak"]
+
+FAULTS = ("redis_kill", "redis_cut", "broker_kill", "ingest_kill", "actor_kill")
+
+
+def _rss_by_process() -> dict[str, float]:
+    """MiB of resident memory per process of interest (driver, camera actors, Ray core, broker, Valkey)."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for p in psutil.process_iter(["pid", "name", "cmdline", "memory_info"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            name = p.info["name"] or ""
+            if p.info["pid"] == os.getpid():
+                key = "driver"
+            elif "CameraActor" in cmd or name.startswith("ray::CameraActor"):
+                key = f"actor:{p.info['pid']}"
+            elif "tansu" in cmd:
+                key = "broker"
+            elif "valkey" in name or "valkey-server" in cmd:
+                key = "valkey"
+            elif "raylet" in name or "gcs_server" in name:
+                key = name
+            else:
+                continue
+            out[key] = p.info["memory_info"].rss / 2**20
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float = 60.0, outage_s: float = 3.0,
+               resume_s: float = 30.0, fps: int = 10, progress: bool = True) -> dict:
+    import ray
+
+    from actors.config import CameraConfig, IngestSettings, KafkaSettings, RedisSettings
+    from actors.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+    from actors.ingest import Ingestor
+    from actors.ray_actor import CameraSupervisor
+    from actors.token_cache import RedisTokenStore
+    from streamdycoke import EncoderSpec
+    from streamdycoke.video import make_camera_video
+
+    from .netfaults import TcpProxy
+
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
+    model = EncoderSpec(weights=None)  # the tiny tower: this measures delivery, not the encoder
+    res: dict = {"cameras": cameras, "duration_s": duration, "fault_every_s": fault_every_s, "outage_s": outage_s,
+                 "resume_s": resume_s, "fps": fps, "faults": [], "samples": []}
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedKafka(durable=True) as broker, \
+            EmbeddedRedis(durable=True) as valkey:
+        proxy = TcpProxy(valkey.port)
+        kafka = KafkaSettings(bootstrap=broker.bootstrap)
+        redis = RedisSettings(url=f"redis://127.0.0.1:{proxy.port}/0", socket_timeout_s=2.0)
+        store = RedisTokenStore(RedisSettings(url=valkey.url))  # the bench's own view, not through the proxy
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 _metrics_export_port=free_port())
+        try:
+            ids = [f"soak{i}" for i in range(cameras)]
+            log(f"making {cameras} camera videos ...")
+            videos = {c: make_camera_video(Path(tmp) / f"{c}.mp4", seconds=20, fps=fps, seed=500 + i, size=(96, 128))
+                      for i, c in enumerate(ids)}
+            sup = CameraSupervisor(kafka, redis, model, actor_options={"num_cpus": 0.1})
+            for c in ids:
+                sup.add(CameraConfig(id=c, sampler=None))
+            if not sup.wait_ready():
+                log("warning: not every camera actor was ready after 180 s")
+            settings = IngestSettings(size=64, loop=True, realtime=True, reconnect_backoff_s=0.2, send_timeout_s=3.0)
+            ingest: dict[str, tuple] = {}
+            published: dict[str, int] = {c: 0 for c in ids}
+
+            def start_ingest(c: str) -> None:
+                ing = Ingestor(c, str(videos[c]), kafka, settings)
+                stop = threading.Event()
+                t = threading.Thread(target=ing.run, args=(stop,), daemon=True)
+                t.start()
+                ingest[c] = (ing, stop, t)
+
+            def stop_ingest(c: str) -> None:
+                ing, stop, t = ingest.pop(c)
+                stop.set()
+                t.join(60)
+                published[c] += ing.stats.frames
+
+            for c in ids:
+                start_ingest(c)
+            t0 = time.monotonic()
+            next_fault, k = t0 + fault_every_s, 0
+            next_sample = t0
+            log(f"soak: {cameras} cameras for {duration:.0f} s, a fault every {fault_every_s:.0f} s ...")
+            while time.monotonic() - t0 < duration:
+                now = time.monotonic()
+                if now >= next_sample:
+                    stats = sup.stats()
+                    res["samples"].append({"t": now - t0, "rss_mib": _rss_by_process(),
+                                           "lag": {c: s.get("lag") for c, s in stats.items()},
+                                           "consumed": {c: s.get("consumed") for c, s in stats.items()}})
+                    next_sample = now + 10.0
+                if now >= next_fault and now - t0 < duration - resume_s:
+                    kind = FAULTS[k % len(FAULTS)]
+                    k += 1
+                    at = now - t0
+                    res["faults"].append({"t": at, **_inject(kind, ids[k % cameras], broker, valkey, proxy, sup, store,
+                                                             ids, start_ingest, stop_ingest, outage_s, resume_s, log)})
+                    next_fault = time.monotonic() + fault_every_s
+                sup.supervise()
+                time.sleep(0.5)
+            log("stopping ingest and draining ...")
+            for c in list(ingest):
+                stop_ingest(c)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                sup.supervise()
+                if all((store.last_frame_index(c) or -1) >= published[c] - 1 for c in ids):
+                    break
+                time.sleep(1.0)
+            per_camera = {}
+            for c in ids:
+                idx = [s.frame_index for s in store.read(c)]
+                expected = set(range(published[c]))
+                per_camera[c] = {"published": published[c], "stored": len(idx),
+                                 "lost": len(expected - set(idx)), "duplicates": len(idx) - len(set(idx))}
+            final = sup.stats()
+            sup.shutdown()
+        finally:
+            ray.shutdown()
+            proxy.close()
+    res["per_camera"] = per_camera
+    res["faults_by_kind"] = {kind: {"injected": sum(f["kind"] == kind for f in res["faults"]),
+                                    "survived": sum(f["kind"] == kind and f["survived"] for f in res["faults"])}
+                             for kind in FAULTS}
+    res["faults_injected"] = len(res["faults"])
+    res["faults_survived"] = sum(f["survived"] for f in res["faults"])
+    res["frames_published"] = sum(v["published"] for v in per_camera.values())
+    res["frames_lost"] = sum(v["lost"] for v in per_camera.values())
+    res["duplicates"] = sum(v["duplicates"] for v in per_camera.values())
+    res["camera_faults_counted"] = {c: s.get("faults") for c, s in final.items()}
+    resumes = [f["resume_s"] for f in res["faults"] if f["resume_s"] is not None]
+    res["resume_s_median"] = statistics.median(resumes) if resumes else None
+    res["resume_s_max"] = max(resumes) if resumes else None
+    res["rss_mib"] = _rss_summary(res["samples"])
+    return res
+
+
+def _inject(kind, cam, broker, valkey, proxy, sup, store, ids, start_ingest, stop_ingest, outage_s, resume_s,
+            log) -> dict:
+    """Inject one fault, end it, and measure how long until every camera stores a newer frame."""
+    import ray
+
+    before = {c: store.last_frame_index(c) or -1 for c in ids}
+    log(f"  fault: {kind}" + (f" ({cam})" if kind in ("ingest_kill", "actor_kill") else ""))
+    if kind == "redis_kill":
+        valkey.kill()
+        time.sleep(outage_s)
+        valkey.start()
+    elif kind == "redis_cut":
+        proxy.cut()
+        time.sleep(outage_s)
+        proxy.restore()
+    elif kind == "broker_kill":
+        broker.kill()
+        time.sleep(outage_s)
+        broker.start()
+    elif kind == "ingest_kill":
+        stop_ingest(cam)
+        start_ingest(cam)
+    elif kind == "actor_kill":
+        ray.kill(sup.actors[cam], no_restart=False)
+    back = time.monotonic()
+    deadline = back + resume_s
+    while time.monotonic() < deadline:
+        sup.supervise()
+        try:
+            if all((store.last_frame_index(c) or -1) > before[c] for c in ids):
+                return {"kind": kind, "camera": cam, "survived": True, "resume_s": time.monotonic() - back}
+        except Exception:  # the bench's own read during an outage
+            pass
+        time.sleep(0.25)
+    log(f"  {kind}: not every camera resumed within {resume_s:.0f} s")
+    return {"kind": kind, "camera": cam, "survived": False, "resume_s": None}
+
+
+def _rss_summary(samples: list[dict]) -> dict:
+    """Per process kind: RSS after the first minute and at the end, and the change (flat memory)."""
+    if not samples:
+        return {}
+    first = next((s for s in samples if s["t"] >= 60), samples[0])["rss_mib"]
+    last = samples[-1]["rss_mib"]
+
+    def kind(key: str) -> str:
+        return "camera actors (mean)" if key.startswith("actor:") else key
+
+    out = {}
+    for label in sorted({kind(k) for k in last}):
+        a = [v for k, v in first.items() if kind(k) == label]
+        b = [v for k, v in last.items() if kind(k) == label]
+        if a and b:
+            a_m, b_m = statistics.mean(a), statistics.mean(b)
+            out[label] = {"after_1min_mib": a_m, "end_mib": b_m, "change": (b_m - a_m) / a_m if a_m else None}
+    return out
+
+
+def print_soak(res: dict, plot: str | None = None) -> None:
+    print(f"soak: {res['cameras']} cameras at {res['fps']} fps for {res['duration_s']:.0f} s, every frame stored, "
+          f"a fault every {res['fault_every_s']:.0f} s")
+    print(f"  faults injected {res['faults_injected']}, survived {res['faults_survived']} "
+          f"(resume median {res['resume_s_median'] or 0:.1f} s, max {res['resume_s_max'] or 0:.1f} s)")
+    for kind, v in res["faults_by_kind"].items():
+        print(f"    {kind:<12} {v['survived']}/{v['injected']}")
+    print(f"  frames published {res['frames_published']}, lost {res['frames_lost']}, stored twice {res['duplicates']}")
+    for label, r in res["rss_mib"].items():
+        print(f"  RSS {label:<22} {r['after_1min_mib']:8.1f} MiB after 1 min -> {r['end_mib']:8.1f} MiB "
+              f"({100 * (r['change'] or 0):+.1f}%)")
+    if plot:
+        _plot(res, plot)
+        print(f"  plot: {plot}")
+
+
+def _plot(res: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [s["t"] for s in res["samples"]]
+    fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    for c in res["per_camera"]:
+        a1.plot(t, [s["lag"].get(c) if s["lag"].get(c) is not None else float("nan") for s in res["samples"]],
+                lw=0.8)
+    for f in res["faults"]:
+        for ax in (a1, a2):
+            ax.axvline(f["t"], color="red" if not f["survived"] else "grey", lw=0.6, ls="--")
+        a1.text(f["t"], a1.get_ylim()[1], f["kind"], rotation=90, fontsize=6, va="top")
+    a1.set_ylabel("lag (frames), per camera")
+    keys = sorted({k for s in res["samples"] for k in s["rss_mib"] if not k.startswith("actor:")})
+    for k in keys:
+        a2.plot(t, [s["rss_mib"].get(k, float("nan")) for s in res["samples"]], label=k)
+    a2.plot(t, [statistics.mean([v for kk, v in s["rss_mib"].items() if kk.startswith("actor:")] or [float("nan")])
+                for s in res["samples"]], label="camera actor (mean)")
+    a2.set_ylabel("RSS (MiB)")
+    a2.set_xlabel("seconds")
+    a2.legend(fontsize=7)
+    fig.suptitle(f"soak: {res['cameras']} cameras, {res['faults_injected']} faults "
+                 f"({res['faults_survived']} survived), {res['frames_lost']} frames lost, {res['duplicates']} twice")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
