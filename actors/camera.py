@@ -21,10 +21,14 @@ topic, its original bytes with the reason in headers (``reason``, ``detail``, ``
 ``offset``), and is counted.
 
 Faults are never silent: each is counted by kind (``cache``, ``broker``, ``topic_reset``, ``stall``,
-``start``) and shows in :meth:`CameraWorker.health`. A topic that shrank or was recreated (a broker
-that lost its data: the consumer's position fell out of range and was reset to the topic's start, so
-it moved backwards) is counted, and the frames the cache already holds are skipped as replays; a
-consumer that receives nothing while its topic holds unread frames is a stall, counted and recovered.
+``start``, ``gap``) and shows in :meth:`CameraWorker.health`. Ingest numbers a camera's frames without
+gaps, so the worker tracks the last frame index it consumed (committed with the offset, as its
+metadata) and a frame further ahead is a gap: the topic was recreated under it (a broker that lost
+its data; the old position may still be in range of the new topic) or frames expired before they were
+read. It re-reads the topic from its start once, counted as ``topic_reset`` (frames the cache holds are
+skipped as replays, the missing ones found); a gap that remains is counted as ``gap`` with the frames
+missing. A consumer whose position fell out of range is reset to the topic's start and counted too;
+a consumer that receives nothing while its topic holds unread frames is a stall, counted and recovered.
 """
 
 from __future__ import annotations
@@ -81,6 +85,15 @@ class CameraCounters:
         return None if p is None else 1e3 * p
 
 
+def _peek_index(value: bytes) -> int | None:
+    """The frame index a message claims, if its header can be read (the full checks come later)."""
+    from .frames import FRAME_HEADER, MAGIC
+
+    if value is None or len(value) < FRAME_HEADER.size or value[:4] != MAGIC:
+        return None
+    return FRAME_HEADER.unpack_from(value)[4]
+
+
 class CameraWorker:
     """One camera's consumer, per-frame pipeline and token-cache writer.
 
@@ -107,6 +120,9 @@ class CameraWorker:
         self._consumer = self._producer = self.pipeline = None
         self._encoder = None  # loaded once; a recovery reuses it
         self._last_progress = time.monotonic()
+        self._last_index: int | None = None  # highest frame index consumed (committed as offset metadata)
+        self._reread_for: int | None = None  # the expected index we re-read the topic from its start for
+        self.frames_missing = 0  # frames a gap left out for good (expired or lost with a broker's data)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
@@ -136,11 +152,12 @@ class CameraWorker:
                 max_partition_fetch_bytes=kafka.max_message_bytes, fetch_max_bytes=4 * kafka.max_message_bytes,
             )
             self._consumer.assign([self._tp])
-            committed = self._consumer.committed(self._tp)
+            committed = self._consumer.committed(self._tp, metadata=True)
             if committed is not None:
-                self._consumer.seek(self._tp, committed)
+                self._consumer.seek(self._tp, committed.offset)
             else:
                 self._consumer.seek_to_beginning(self._tp)
+            meta = (committed.metadata or "") if committed is not None else ""
             self._producer = KafkaProducer(**kafka.client_kwargs(), acks="all", max_request_size=kafka.max_message_bytes)
             self._pending_dead_letters: list = []
             state = None
@@ -150,6 +167,9 @@ class CameraWorker:
             if self._encoder is None:
                 self._encoder = build_encoder(self.config.encoder)
             self.pipeline = build_pipeline(cam.id, self.config, state=state, encoder=self._encoder)
+            stored = self.pipeline.state.last_frame_index
+            self._last_index = max(int(meta), stored) if meta.lstrip("-").isdigit() else (
+                stored if stored >= 0 else None)
         except Exception as exc:
             self.stop()
             if self.last_fault != self._message("start", exc):  # one count per outage, not per retry
@@ -187,7 +207,7 @@ class CameraWorker:
     def health(self) -> dict:
         """``status`` (``ok`` or ``recovering``), faults by kind and the last one."""
         return {"status": "ok" if self.started else "recovering", "faults": dict(self.faults),
-                "last_fault": self.last_fault}
+                "last_fault": self.last_fault, "frames_missing": self.frames_missing}
 
     # -- work --------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, every: Callable[[], None] | None = None, every_s: float = 0.5,
@@ -250,15 +270,18 @@ class CameraWorker:
             return 0
         state_before = self.pipeline.state.last_frame_index
         delta = CameraCounters()
+        last_index_before = self._last_index
         try:
-            segments, arrivals = self._decide(batch, delta)
+            segments, arrivals, gap_offset = self._decide(batch, delta)
         except Exception as exc:  # not the record's fault (records fail one by one, inside): a bug or OOM
+            self._last_index = last_index_before
             self.fault("pipeline", exc)
             raise
         try:
             if segments:
                 self.store.append_many(segments)
         except Exception as exc:
+            self._last_index = last_index_before
             self.fault("cache", exc)
             raise
         try:
@@ -267,8 +290,14 @@ class CameraWorker:
             for fut in self._pending_dead_letters:
                 fut.get(timeout=10)
             self._pending_dead_letters.clear()
-            self._consumer.commit()
+            from kafka.structs import OffsetAndMetadata
+
+            offset = gap_offset if gap_offset is not None else self._consumer.position(self._tp)
+            self._consumer.commit({self._tp: OffsetAndMetadata(offset, str(self._last_index), -1)})
+            if gap_offset is not None:  # re-read from the start: replays are skipped, the missing frames found
+                self._consumer.seek_to_beginning(self._tp)
         except Exception as exc:
+            self._last_index = last_index_before
             self.fault("broker", exc)
             raise
         # the batch is durable: now it counts
@@ -286,11 +315,32 @@ class CameraWorker:
                   self.pipeline.state.last_frame_index)
         return len(batch)
 
-    def _decide(self, batch: list, c: CameraCounters) -> tuple[list, list[float]]:
-        """Run a batch's records through the pipeline, dead-lettering poison ones; counts go to ``c``."""
+    def _decide(self, batch: list, c: CameraCounters) -> tuple[list, list[float], int | None]:
+        """Run a batch's records through the pipeline, dead-lettering poison ones; counts go to ``c``.
+
+        Returns the segments, their capture times, and the offset of a record whose index leaves a gap
+        the first time it is seen (the batch stops there; the caller re-reads the topic from its start),
+        else None.
+        """
         segments, arrivals = [], []
         state = self.pipeline.state
         for rec in batch:
+            index = _peek_index(rec.value)
+            expected = None if self._last_index is None else self._last_index + 1
+            if index is not None and expected is not None and index > expected:
+                if self._reread_for != expected:  # first sight: the topic may have been recreated under us
+                    self._reread_for = expected
+                    self.faults["topic_reset"] += 1
+                    self.last_fault = (f"topic_reset: frame {index} at offset {rec.offset} follows frame "
+                                       f"{self._last_index}; re-reading {self.topic} from its start")
+                    log.warning("camera %s: %s", self.camera.id, self.last_fault)
+                    return segments, arrivals, rec.offset
+                self.faults["gap"] += 1  # re-read, still missing: expired or lost with the broker's data
+                self.frames_missing += index - expected
+                self.last_fault = f"gap: frames {expected}..{index - 1} are not in {self.topic}; going on"
+                log.warning("camera %s: %s", self.camera.id, self.last_fault)
+            if index is not None and (self._last_index is None or index > self._last_index):
+                self._last_index = index
             c.consumed += 1
             try:
                 msg = decode_frame(rec.value)
@@ -320,7 +370,7 @@ class CameraWorker:
             c.tokens_kept += out.segment.num_kept
             segments.append(out.segment)
             arrivals.append(msg.timestamp)
-        return segments, arrivals
+        return segments, arrivals, None
 
     def _check_idle(self) -> None:
         """Nothing arrived: is the topic gone or shrunk, or are we stalled while it grows?"""

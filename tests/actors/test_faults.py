@@ -244,3 +244,32 @@ def test_resume_point_reads_to_the_true_end_where_the_broker_reports_it_loosely(
     assert end < n, f"the premise: the broker reports end {end} for {n} records"
     first, last_ts = Ingestor("loose", "unused", kafka)._resume_point()
     assert first == n and last_ts > 0
+
+
+def test_a_broker_that_lost_its_data_is_detected_counted_and_survived(tmp_path):
+    """The in-memory embedded broker restarted: topics, records and committed offsets are gone, frames it
+    had acknowledged included. The worker sees the gap in frame indices, re-reads the new topic from its
+    start (its old position may be in range of it), stores everything the broker still has, once, and
+    counts what the broker lost: nothing silent. (A durable broker loses nothing: the test above.)"""
+    with EmbeddedKafka() as k, EmbeddedRedis() as r:
+        kafka = KafkaSettings(bootstrap=k.bootstrap)
+        cam = Camera("lost", kafka, RedisSettings(url=r.url))
+        try:
+            ing, t = ingest_in_background("lost", make_camera_video(tmp_path / "v.mp4", seconds=6, seed=9), kafka)
+            wait_for(lambda: (cam.store.last_frame_index("lost") or -1) >= 40, timeout_s=30)
+            k.kill()
+            k.start()  # empty: a broker that lost its data
+            t.join(90)
+            n = ing.stats.frames
+            assert n == 180 and ing.stats.send_failures >= 1
+            wait_for(lambda: cam.store.last_frame_index("lost") == n - 1, timeout_s=60)
+            stored = [s.frame_index for s in cam.store.read("lost")]
+            assert stored == sorted(set(stored)), "none stored twice"
+            missing = n - len(stored)
+            assert cam.worker.frames_missing == missing, "every frame the broker lost is counted"
+            assert cam.worker.faults["topic_reset"] >= 1 and (missing == 0 or cam.worker.faults["gap"] >= 1)
+            assert missing < 30, "only what the broker held unread when it died (a second at most)"
+            after = [i for i in stored if i > stored[0] + 60]
+            assert after == list(range(after[0], n)), "everything published after the restart is stored"
+        finally:
+            cam.close()
