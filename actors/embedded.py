@@ -44,6 +44,18 @@ def _wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) 
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def _terminate(proc: subprocess.Popen | None, timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class EmbeddedKafka:
     """A tansu broker on ``127.0.0.1:port``; ``durable``: its log survives :meth:`kill` + :meth:`start`."""
 
@@ -102,22 +114,9 @@ class EmbeddedKafka:
         self.start()
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
-        if self._s3 is not None:
-            self._s3.terminate()
-            try:
-                self._s3.wait(5)
-            except subprocess.TimeoutExpired:
-                self._s3.kill()
-                self._s3.wait()
-            self._s3 = None
+        _terminate(self._proc)
+        _terminate(self._s3)
+        self._proc = self._s3 = None
 
     def __enter__(self) -> "EmbeddedKafka":
         return self.start()

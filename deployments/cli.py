@@ -35,6 +35,8 @@ def register(sub, bench) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="FFmpeg option for opening the source (repeatable), e.g. rtsp_transport=tcp")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
+    p.add_argument("--metrics-addr", default="0.0.0.0",
+                   help="address the metrics listen on: where Prometheus reaches them (127.0.0.1 on one machine)")
     add_options(p, KafkaSettings, prefix="kafka_", **_INGEST_KAFKA)
     add_options(p, IngestSettings, prefix="ingest_")
     p.set_defaults(func=cmd_ingest)
@@ -121,7 +123,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     kafka = from_options(KafkaSettings, args, prefix="kafka_")
     settings = from_options(IngestSettings, args, prefix="ingest_", options=options)
     metrics = IngestMetrics()
-    server = metrics.serve(args.metrics_port) if args.metrics_port is not None else None
+    server = metrics.serve(args.metrics_port, args.metrics_addr) if args.metrics_port is not None else None
     where = f"; metrics on :{server.server_port}/metrics" if server is not None else ""
     try:
         if args.config is not None:
