@@ -10,11 +10,16 @@ Faults, in turn, every ``fault_every_s`` seconds:
 - ``redis_cut``: every connection to Redis dropped and refused for ``outage_s`` (a TCP proxy);
 - ``broker_kill``: the broker (its log in an object store outside it) SIGKILLed, restarted;
 - ``ingest_kill``: one camera's ingest stopped mid-stream and started again (new producer, resume point);
-- ``actor_kill``: one camera actor's process killed (Ray restarts it, the supervisor resumes its run).
+- ``actor_kill``: one camera actor's process killed (Ray restarts it, the supervisor resumes its run);
+- ``llm_kill``: the LLM replica killed while questions keep coming (Serve starts another).
 
-A fault is *survived* when every camera stores a newer frame within ``resume_s`` of the service's
-return. Reported: faults injected and survived by kind, time to resume, frames published / stored /
-lost / stored twice per camera, lag and RSS of every process over time (JSON, and a plot).
+A camera fault is *survived* when every camera stores a newer frame within ``resume_s`` of the
+service's return; an LLM fault when a question is answered again within ``resume_s``. Questions are
+asked every 2 s throughout; none may hang (each has a 60 s client timeout): each ends in an answer or
+a retryable 503. Reported: faults injected and survived by kind, time to resume, frames published /
+stored / lost / stored twice per camera, questions answered / 503 / hung, lag and RSS of every process
+over time (JSON, and a plot). The camera fleet's controller is not restarted here (the fleet is not
+used: the bench drives the supervisor itself); its restart is a test (tests/deployments/test_faults.py).
 """
 
 import os
@@ -27,7 +32,7 @@ from pathlib import Path
 
 __all__ = ["bench_soak", "print_soak"]
 
-FAULTS = ("redis_kill", "redis_cut", "broker_kill", "ingest_kill", "actor_kill")
+FAULTS = ("redis_kill", "redis_cut", "broker_kill", "ingest_kill", "actor_kill", "llm_kill")
 
 
 def _rss_by_process() -> dict[str, float]:
@@ -83,6 +88,41 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
         store = RedisTokenStore(RedisSettings(url=valkey.url))  # the bench's own view, not through the proxy
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  _metrics_export_port=free_port())
+        from ray import serve
+
+        from .app import build_app
+        from .config import AppArgs
+        from .demo import _post
+
+        http_port, token = free_port(), "soak-token"
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        serve.run(build_app(AppArgs(model=model, redis=redis, num_cpus=0.2, gateway_num_cpus=0.1, api_token=token,
+                                    query_timeout_s=30)), name="soak", route_prefix="/")
+        queries = {"ok": 0, "retryable": 0, "hung": 0, "other": 0, "last_ok": 0.0}
+        stop_asking = threading.Event()
+
+        def ask() -> None:  # questions keep coming, as from users
+            import urllib.error
+
+            i = 0
+            while not stop_asking.is_set():
+                cam = f"soak{i % cameras}"
+                i += 1
+                try:
+                    _post(f"http://127.0.0.1:{http_port}/v1/query",
+                          {"camera": cam, "question": "what moves?", "window_s": 5, "max_new_tokens": 4}, token,
+                          timeout=60)
+                    queries["ok"] += 1
+                    queries["last_ok"] = time.monotonic()
+                except urllib.error.HTTPError as e:
+                    queries["retryable" if e.code == 503 else "other"] += 1
+                except TimeoutError:
+                    queries["hung"] += 1
+                except OSError:
+                    queries["other"] += 1
+                stop_asking.wait(2.0)
+
+        asker = threading.Thread(target=ask, daemon=True)
         try:
             ids = [f"soak{i}" for i in range(cameras)]
             log(f"making {cameras} camera videos ...")
@@ -112,6 +152,10 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
 
             for c in ids:
                 start_ingest(c)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and any(store.last_frame_index(c) is None for c in ids):
+                time.sleep(0.5)  # questions start once every camera has frames to ask about
+            asker.start()
             t0 = time.monotonic()
             next_fault, k = t0 + fault_every_s, 0
             next_sample = t0
@@ -129,10 +173,13 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
                     k += 1
                     at = now - t0
                     res["faults"].append({"t": at, **_inject(kind, ids[k % cameras], broker, valkey, proxy, sup, store,
-                                                             ids, start_ingest, stop_ingest, outage_s, resume_s, log)})
+                                                             ids, start_ingest, stop_ingest, outage_s, resume_s, log,
+                                                             queries)})
                     next_fault = time.monotonic() + fault_every_s
                 sup.supervise()
                 time.sleep(0.5)
+            stop_asking.set()
+            asker.join(90)
             log("stopping ingest and draining ...")
             for c in list(ingest):
                 stop_ingest(c)
@@ -151,8 +198,14 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
             final = sup.stats()
             sup.shutdown()
         finally:
-            ray.shutdown()
-            proxy.close()
+            stop_asking.set()
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+                proxy.close()
+    queries.pop("last_ok")
+    res["queries"] = queries
     res["per_camera"] = per_camera
     res["faults_by_kind"] = {kind: {"injected": sum(f["kind"] == kind for f in res["faults"]),
                                     "survived": sum(f["kind"] == kind and f["survived"] for f in res["faults"])}
@@ -171,9 +224,24 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
 
 
 def _inject(kind, cam, broker, valkey, proxy, sup, store, ids, start_ingest, stop_ingest, outage_s, resume_s,
-            log) -> dict:
-    """Inject one fault, end it, and measure how long until every camera stores a newer frame."""
+            log, queries) -> dict:
+    """Inject one fault, end it, and measure how long until every camera stores a newer frame (an LLM
+    fault: until a question is answered again)."""
     import ray
+
+    if kind == "llm_kill":
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["namespace"] == "serve" and "LLMDeployment" in a["name"]]
+        log(f"  fault: {kind}")
+        for name in names:
+            ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+        back = time.monotonic()
+        while time.monotonic() < back + resume_s:
+            if queries["last_ok"] > back:
+                return {"kind": kind, "camera": None, "survived": True, "resume_s": queries["last_ok"] - back}
+            time.sleep(0.25)
+        log(f"  {kind}: no question answered within {resume_s:.0f} s")
+        return {"kind": kind, "camera": None, "survived": False, "resume_s": None}
 
     before = {c: store.last_frame_index(c) or -1 for c in ids}
     log(f"  fault: {kind}" + (f" ({cam})" if kind in ("ingest_kill", "actor_kill") else ""))
@@ -236,6 +304,8 @@ def print_soak(res: dict, plot: str | None = None) -> None:
     for kind, v in res["faults_by_kind"].items():
         print(f"    {kind:<12} {v['survived']}/{v['injected']}")
     print(f"  frames published {res['frames_published']}, lost {res['frames_lost']}, stored twice {res['duplicates']}")
+    q = res["queries"]
+    print(f"  questions: {q['ok']} answered, {q['retryable']} retryable 503s, {q['hung']} hung, {q['other']} other errors")
     for label, r in res["rss_mib"].items():
         print(f"  RSS {label:<22} {r['after_1min_mib']:8.1f} MiB after 1 min -> {r['end_mib']:8.1f} MiB "
               f"({100 * (r['change'] or 0):+.1f}%)")

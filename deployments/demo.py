@@ -33,6 +33,7 @@ def load_system_config(path: str) -> SystemConfig:
 
 
 def _post(url: str, body: dict, token: str | None, timeout: float = 120.0) -> dict:
+    """POST JSON with the bearer token; the parsed answer (an HTTP error raises ``HTTPError``)."""
     headers = {"content-type": "application/json"}
     if token:
         headers["authorization"] = f"Bearer {token}"
