@@ -12,9 +12,9 @@ pytestmark = needs_isolated_network
 
 def test_short_soak_survives_every_fault_kind_without_loss_or_duplicates(tmp_path):
     env = {**os.environ, "RAY_ADDRESS": ""}  # its own local Ray, not the test session's
-    out = subprocess.run([sys.executable, "-m", "streamdycoke.cli", "bench", "soak", "--cameras", "2", "--duration",
-                          "130", "--fault-every", "5", "--outage", "1.5", "--resume", "40", "--plot", str(tmp_path / "soak.png"), "--json"],
-                         capture_output=True, text=True, timeout=600, env=env)
+    cmd = [sys.executable, "-m", "streamdycoke.cli", "bench", "soak", "--cameras", "2", "--duration", "130",
+           "--fault-every", "5", "--outage", "1.5", "--resume", "40", "--plot", str(tmp_path / "soak.png"), "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert {k for k, v in r["faults_by_kind"].items() if v["injected"]} == {"redis_kill", "redis_cut", "broker_kill",
