@@ -64,38 +64,32 @@ def _rss_by_process() -> dict[str, float]:
 
 def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float = 60.0, outage_s: float = 3.0,
                resume_s: float = 30.0, fps: int = 10, progress: bool = True) -> dict:
-    import ray
+    from ray import serve
 
-    from actors.config import CameraConfig, IngestSettings, KafkaSettings, RedisSettings
-    from actors.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+    from actors.config import CameraConfig, IngestSettings, RedisSettings
     from actors.ingest import Ingestor
     from actors.ray_actor import CameraSupervisor
     from actors.token_cache import RedisTokenStore
     from streamdycoke import EncoderSpec
     from streamdycoke.video import make_camera_video
 
+    from .app import build_app
+    from .config import AppArgs
+    from .demo import _post
     from .netfaults import TcpProxy
+    from .stack import LocalStack
 
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
     model = EncoderSpec(weights=None)  # the tiny tower: this measures delivery, not the encoder
     res: dict = {"cameras": cameras, "duration_s": duration, "fault_every_s": fault_every_s, "outage_s": outage_s,
                  "resume_s": resume_s, "fps": fps, "faults": [], "samples": []}
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedKafka(durable=True) as broker, \
-            EmbeddedRedis(durable=True) as valkey:
+    with tempfile.TemporaryDirectory() as tmp, LocalStack(durable=True) as stack:
+        broker, valkey = stack.kafka_server, stack.redis_server
         proxy = TcpProxy(valkey.port)
-        kafka = KafkaSettings(bootstrap=broker.bootstrap)
+        kafka = stack.kafka
         redis = RedisSettings(url=f"redis://127.0.0.1:{proxy.port}/0", socket_timeout_s=2.0)
-        store = RedisTokenStore(RedisSettings(url=valkey.url))  # the bench's own view, not through the proxy
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 _metrics_export_port=free_port())
-        from ray import serve
-
-        from .app import build_app
-        from .config import AppArgs
-        from .demo import _post
-
-        http_port, token = free_port(), "soak-token"
-        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        store = RedisTokenStore(stack.redis)  # the bench's own view, not through the proxy
+        http_port, token = stack.http_port, stack.api_token
         serve.run(build_app(AppArgs(model=model, redis=redis, num_cpus=0.2, gateway_num_cpus=0.1, api_token=token,
                                     query_timeout_s=30)), name="soak", route_prefix="/")
         queries = {"ok": 0, "retryable": 0, "hung": 0, "other": 0, "last_ok": 0.0}
@@ -199,11 +193,7 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
             sup.shutdown()
         finally:
             stop_asking.set()
-            try:
-                serve.shutdown()
-            finally:
-                ray.shutdown()
-                proxy.close()
+            proxy.close()
     queries.pop("last_ok")
     res["queries"] = queries
     res["per_camera"] = per_camera

@@ -22,13 +22,14 @@ class LocalStack:
     Args:
         num_cpus: CPUs Ray may schedule.
         metrics_report_interval_ms: how often Ray exports metrics (1 s: tests see them soon).
+        durable: the broker and Redis keep their data across a kill and restart (fault injection).
     """
 
-    def __init__(self, num_cpus: int = 2, metrics_report_interval_ms: int = 1000) -> None:
+    def __init__(self, num_cpus: int = 2, metrics_report_interval_ms: int = 1000, durable: bool = False) -> None:
         self.num_cpus = num_cpus
         self.metrics_report_interval_ms = metrics_report_interval_ms
-        self.kafka_server = EmbeddedKafka()
-        self.redis_server = EmbeddedRedis()
+        self.kafka_server = EmbeddedKafka(durable=durable)
+        self.redis_server = EmbeddedRedis(durable=durable)
         self.metrics_port = free_port()
         self.http_port = free_port()
         self.api_token = secrets.token_urlsafe(24)  # the bearer token of the app served on this stack

@@ -50,12 +50,14 @@ def _worker(spec: dict) -> dict:
 
     torch.set_num_threads(spec["threads"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)
-    model = Qwen2ForCausalLM(_lm_config(spec["tiny"])).to(device).eval()
+    with torch.random.fork_rng(devices=[]):  # fixed weights, without touching the caller's random state
+        torch.manual_seed(0)
+        model = Qwen2ForCausalLM(_lm_config(spec["tiny"])).to(device).eval()
     torch.set_default_dtype(torch.float32)
     L = PREFIX_TOKENS + spec["n_visual"] + SUFFIX_TOKENS
-    embeds = torch.randn(1, L, model.config.hidden_size, dtype=torch.bfloat16, device=device) * 0.02
+    embeds = torch.randn(1, L, model.config.hidden_size, generator=gen).to(device, torch.bfloat16) * 0.02
     visual = torch.zeros(1, L, dtype=torch.bool)
     visual[0, PREFIX_TOKENS:PREFIX_TOKENS + spec["n_visual"]] = True
 
