@@ -121,6 +121,7 @@ class CameraWorker:
         self._encoder = None  # loaded once; a recovery reuses it
         self._last_progress = time.monotonic()
         self._last_index: int | None = None  # highest frame index consumed (committed as offset metadata)
+        self._last_ts = 0.0  # capture time of the last frame decided (a replay is never newer than it)
         self._reread_for: int | None = None  # the expected index we re-read the topic from its start for
         self.frames_missing = 0  # frames a gap left out for good (expired or lost with a broker's data)
 
@@ -164,6 +165,7 @@ class CameraWorker:
             newest = self.store.newest_timestamp(cam.id)
             if newest is not None:  # the window as stored: from the last keyframe on
                 state = StreamState.from_segments(cam.id, self.store.read(cam.id, start=newest))
+                self._last_ts = max(self._last_ts, newest)
             if self._encoder is None:
                 self._encoder = build_encoder(self.config.encoder)
             self.pipeline = build_pipeline(cam.id, self.config, state=state, encoder=self._encoder)
@@ -353,10 +355,19 @@ class CameraWorker:
             except FrameFormatError as exc:
                 self._dead_letter(rec, exc.reason, str(exc), c)
                 continue
-            if msg.frame_index <= state.last_frame_index:  # replay of a frame the cache already holds
-                c.consumed -= 1
+            if msg.frame_index <= state.last_frame_index:
+                if msg.timestamp > self._last_ts:  # not a replay: a restarted producer reused the index
+                    self.faults["index_reused"] += 1
+                    self.frames_missing += 1
+                    self.last_fault = (f"index_reused: frame {msg.frame_index} at offset {rec.offset} is newer than "
+                                       "the stored frame of that index; it cannot be stored")
+                    log.warning("camera %s: %s", self.camera.id, self.last_fault)
+                    self._dead_letter(rec, "index_reused", self.last_fault, c)
+                    continue
+                c.consumed -= 1  # a replay of a frame the cache already holds
                 c.replayed += 1
                 continue
+            self._last_ts = max(self._last_ts, msg.timestamp)
             try:
                 out = self.pipeline.push(msg.rgb, msg.frame_index, msg.timestamp)
             except ValueError as exc:  # e.g. a frame too small for the sampler

@@ -171,8 +171,8 @@ class Ingestor:
             end = c.end_offsets([tp])[tp]
             c.seek(tp, max(0, end - 64))
             last, last_ts, empty = -1, 0.0, 0
-            while empty < 2:  # to the true end: two polls in a row with nothing
-                batch = c.poll(timeout_ms=500).get(tp, [])
+            while empty < 3:  # to the true end: three polls in a row with nothing (a loaded broker is slow)
+                batch = c.poll(timeout_ms=1500).get(tp, [])
                 empty = 0 if batch else empty + 1
                 for rec in batch:
                     try:

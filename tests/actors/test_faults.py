@@ -273,3 +273,30 @@ def test_a_broker_that_lost_its_data_is_detected_counted_and_survived(tmp_path):
             assert after == list(range(after[0], n)), "everything published after the restart is stored"
         finally:
             cam.close()
+
+
+def test_a_reused_frame_index_is_never_taken_for_a_replay_silently(services):
+    """A producer that restarts and reuses indices (it could not read its topic's true end) sends frames
+    newer than the stored frames of those indices: counted, dead-lettered, never silently dropped."""
+    from kafka import KafkaProducer
+
+    k, r = services
+    kafka = KafkaSettings(bootstrap=k.bootstrap, dead_letter_topic="dlq.reuse")
+    cam = Camera("reuse", kafka, RedisSettings(url=r.url))
+    try:
+        wait_for(lambda: cam.worker.started, timeout_s=30)
+        p = KafkaProducer(bootstrap_servers=k.bootstrap, acks="all", max_request_size=16 << 20)
+        rgb = np.full((64, 64, 3), 90, np.uint8)
+        now = time.time()
+        for i in range(10):
+            p.send("frames.reuse", encode_frame("reuse", i, now + i / 30, rgb), partition=0).get(10)
+        for i in (5, 6, 7, 3):  # 5-7: reused by a new producer (newer); 3: a genuine replay (same stamp)
+            ts = now + 1 + i / 30 if i != 3 else now + i / 30
+            p.send("frames.reuse", encode_frame("reuse", i, ts, rgb), partition=0).get(10)
+        p.close()
+        wait_for(lambda: cam.worker.counters.consumed + cam.worker.counters.replayed == 14, timeout_s=30)
+        assert cam.worker.faults["index_reused"] == 3 and cam.worker.frames_missing == 3
+        assert cam.worker.counters.replayed == 1 and cam.worker.counters.dead_lettered == 3
+        assert [s.frame_index for s in cam.store.read("reuse")] == list(range(10))
+    finally:
+        cam.close()
