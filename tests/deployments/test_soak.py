@@ -12,14 +12,16 @@ pytestmark = needs_isolated_network
 
 def test_short_soak_survives_every_fault_kind_without_loss_or_duplicates(tmp_path):
     env = {**os.environ, "RAY_ADDRESS": ""}  # its own local Ray, not the test session's
-    cmd = [sys.executable, "-m", "streamdycoke.cli", "bench", "soak", "--cameras", "2", "--duration", "130",
-           "--fault-every", "5", "--outage", "1.5", "--resume", "40", "--plot", str(tmp_path / "soak.png"), "--json"]
+    # generous --resume: this runs beside the test session's own Ray on 2 cores (alone it resumes in < 13 s)
+    cmd = [sys.executable, "-m", "streamdycoke.cli", "bench", "soak", "--cameras", "2", "--duration", "160",
+           "--fault-every", "3", "--outage", "1.5", "--resume", "60", "--plot", str(tmp_path / "soak.png"), "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert {k for k, v in r["faults_by_kind"].items() if v["injected"]} == {"redis_kill", "redis_cut", "broker_kill",
                                                                          "ingest_kill", "actor_kill", "llm_kill"}
-    assert r["faults_survived"] == r["faults_injected"] >= 6
+    not_survived = [(f["kind"], f["t"]) for f in r["faults"] if not f["survived"]]
+    assert not not_survived and r["faults_injected"] >= 6, (not_survived, r["faults_by_kind"])
     assert r["queries"]["ok"] > 0 and r["queries"]["hung"] == 0 and r["queries"]["other"] == 0
     assert r["frames_published"] > 200 and r["frames_lost"] == 0 and r["duplicates"] == 0
     assert (tmp_path / "soak.png").stat().st_size > 0
