@@ -154,7 +154,7 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
             next_fault, k = t0 + fault_every_s, 0
             next_sample = t0
             log(f"soak: {cameras} cameras for {duration:.0f} s, a fault every {fault_every_s:.0f} s ...")
-            while time.monotonic() - t0 < duration:
+            while time.monotonic() - t0 < duration or k < len(FAULTS):  # every kind at least once
                 now = time.monotonic()
                 if now >= next_sample:
                     stats = sup.stats()
@@ -162,7 +162,7 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
                                            "lag": {c: s.get("lag") for c, s in stats.items()},
                                            "consumed": {c: s.get("consumed") for c, s in stats.items()}})
                     next_sample = now + 10.0
-                if now >= next_fault and now - t0 < duration - resume_s:
+                if now >= next_fault and (now - t0 < duration - resume_s or k < len(FAULTS)):
                     kind = FAULTS[k % len(FAULTS)]
                     k += 1
                     at = now - t0
