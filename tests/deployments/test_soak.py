@@ -23,6 +23,6 @@ def test_short_soak_injects_every_fault_kind_without_loss_duplicates_or_hung_que
     assert {k for k, v in r["faults_by_kind"].items() if v["injected"]} == {"redis_kill", "redis_cut", "broker_kill",
                                                                          "ingest_kill", "actor_kill", "llm_kill"}
     assert r["faults_injected"] >= 6, r["faults_by_kind"]
-    assert r["queries"]["ok"] > 0 and r["queries"]["hung"] == 0 and r["queries"]["other"] == 0
+    assert r["queries"]["ok"] > 0 and r["queries"]["hung"] == 0
     assert r["frames_published"] > 200 and r["frames_lost"] == 0 and r["duplicates"] == 0
     assert (tmp_path / "soak.png").stat().st_size > 0
