@@ -113,8 +113,8 @@ class InMemoryTokenStore:
 
     def _retain(self, stream_id: str) -> None:
         entries = self._streams[stream_id]
-        if not entries:
-            return
+        if not entries or (self.retention_s is None and self.max_bytes is None):
+            return  # nothing to enforce: no sort of the whole stream per write
         by_time = sorted(entries.items(), key=lambda kv: (kv[1].timestamp, kv[0]))
         keyframes = [e.timestamp for _, e in by_time if e.keyframe]
         if self.retention_s is not None:
