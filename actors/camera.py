@@ -41,19 +41,32 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from streamdycoke import EncoderSpec, StreamState, TokenStore, build_pipeline
-from streamdycoke.stats import percentile
+from streamdycoke.sampler import SamplerDecision
+from streamdycoke.stats import StageTimes
 
 from .config import CameraConfig, KafkaSettings
-from .frames import FrameFormatError, decode_frame
+from .frames import FrameFormatError, decode_frame, peek_indices
 from .topics import ensure_topic
 
-__all__ = ["MAX_CLOCK_SKEW_S", "CameraCounters", "CameraWorker"]
+__all__ = ["CAMERA_STAGES", "MAX_CLOCK_SKEW_S", "CameraCounters", "CameraWorker"]
 
 log = logging.getLogger(__name__)
 
 # A frame stamped further ahead of this machine's clock is poison (ingest stamps with its own wall
 # clock): one such stamp would make every older frame look expired to the cache's retention.
 MAX_CLOCK_SKEW_S = 300.0
+
+# What a processed frame's time goes to on the camera's side, in order (seconds; the ingest side's stages
+# are in :mod:`actors.ingest`):
+#   transit         the record's Kafka timestamp (set by ingest's producer at send) to this worker's poll
+#   wait            the poll returned to this frame's turn in its batch
+#   encode          the vision encoder
+#   compress        the streaming compressor (policy, window, segment)
+#   cache_write     the batch's write to the token cache (every frame of a batch waits for all of it)
+#   commit          the Kafka offset commit after the write (not part of frame_to_cache: the frame is
+#                   already readable; a failed commit replays the batch, which the cache skips)
+#   frame_to_cache  capture timestamp to the end of the cache write: the end-to-end figure
+CAMERA_STAGES = ("transit", "wait", "encode", "compress", "cache_write", "commit", "frame_to_cache")
 
 
 @dataclass
@@ -67,31 +80,16 @@ class CameraCounters:
     replayed: int = 0  # already in the cache (a replay after a restart): neither stored nor counted again
     tokens_in: int = 0
     tokens_kept: int = 0
-    frame_to_cache_s: list[float] = field(default_factory=list)  # the last 10,000, for percentiles
-    _new_latencies: list[float] = field(default_factory=list)
+    # per processed frame, seconds by stage (:data:`FRAME_STAGES`): the last 10,000 for percentiles
+    times: StageTimes = field(default_factory=StageTimes)
 
     def add(self, other: "CameraCounters") -> None:
         """Add a committed batch's counts."""
         for name in ("consumed", "processed", "skipped", "dead_lettered", "replayed", "tokens_in", "tokens_kept"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
-    def drain_new_latencies(self) -> list[float]:
-        """Latencies recorded since the last call (for a metrics exporter)."""
-        out, self._new_latencies = self._new_latencies, []
-        return out
-
-    def percentile_ms(self, q: float) -> float | None:
-        p = percentile(self.frame_to_cache_s, q)
-        return None if p is None else 1e3 * p
-
-
-def _peek_index(value: bytes) -> int | None:
-    """The frame index a message claims, if its header can be read (the full checks come later)."""
-    from .frames import FRAME_HEADER, MAGIC
-
-    if value is None or len(value) < FRAME_HEADER.size or value[:4] != MAGIC:
-        return None
-    return FRAME_HEADER.unpack_from(value)[4]
+    def percentile_ms(self, q: float, stage: str = "frame_to_cache") -> float | None:
+        return self.times.percentile_ms(stage, q)
 
 
 class CameraWorker:
@@ -120,6 +118,10 @@ class CameraWorker:
         self._consumer = self._producer = self.pipeline = None
         self._encoder = None  # loaded once; a recovery reuses it
         self._last_progress = time.monotonic()
+        self._polled_at = 0.0
+        # the broker's fetch deadline: raised after a stall (a broker whose reads take longer than it, like
+        # tansu on object storage, answers every fetch empty at the deadline)
+        self.fetch_max_wait_ms = kafka.fetch_max_wait_ms
         self._last_index: int | None = None  # highest frame index consumed (committed as offset metadata)
         self._last_ts = 0.0  # capture time of the last frame decided (a replay is never newer than it)
         self._reread_for: int | None = None  # the expected index we re-read the topic from its start for
@@ -150,6 +152,7 @@ class CameraWorker:
             self._consumer = KafkaConsumer(
                 **kafka.client_kwargs(), group_id=kafka.group_prefix + cam.id,
                 enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=kafka.max_poll_records,
+                fetch_max_wait_ms=self.fetch_max_wait_ms,
                 max_partition_fetch_bytes=kafka.max_message_bytes, fetch_max_bytes=4 * kafka.max_message_bytes,
             )
             self._consumer.assign([self._tp])
@@ -170,6 +173,8 @@ class CameraWorker:
                 self._encoder = build_encoder(self.config.encoder)
             self.pipeline = build_pipeline(cam.id, self.config, state=state, encoder=self._encoder)
             stored = self.pipeline.state.last_frame_index
+            if not meta.lstrip("-").isdigit() and committed is not None and committed.offset > 0:
+                meta = self._index_before(committed.offset)  # a broker that keeps no commit metadata (tansu)
             self._last_index = max(int(meta), stored) if meta.lstrip("-").isdigit() else (
                 stored if stored >= 0 else None)
         except Exception as exc:
@@ -181,6 +186,20 @@ class CameraWorker:
             self.stop()
             raise
         self._last_progress = time.monotonic()
+
+    def _index_before(self, offset: int, timeout_s: float = 5.0) -> str:
+        """The last frame index the record just before ``offset`` accounts for, as text ("" if unreadable),
+        read from the topic; the consumer is left at ``offset``."""
+        try:
+            self._consumer.seek(self._tp, offset - 1)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                for rec in self._consumer.poll(timeout_ms=200, max_records=1).get(self._tp, []):
+                    span = peek_indices(rec.value)
+                    return "" if span is None else str(span[1])
+            return ""
+        finally:
+            self._consumer.seek(self._tp, offset)
 
     def stop(self) -> None:
         """Close the clients (idempotent). What was not committed is read again by the next start."""
@@ -213,7 +232,7 @@ class CameraWorker:
 
     # -- work --------------------------------------------------------------------------------------
     def run(self, stop: threading.Event, every: Callable[[], None] | None = None, every_s: float = 0.5,
-            idle_sleep_s: float = 0.05, max_backoff_s: float = 5.0) -> None:
+            max_backoff_s: float = 5.0) -> None:
         """Start and :meth:`step` until ``stop``, recovering from faults by itself; close on the way out.
 
         A fault (Redis or the broker unreachable, a stall) is recorded by :meth:`step` or :meth:`start`,
@@ -227,26 +246,30 @@ class CameraWorker:
                 try:
                     if not self.started:
                         self.start()
-                    n = self.step(timeout_ms=200)
+                    # no sleep between polls: an idle poll already waits (up to 200 ms) for the next frame,
+                    # and returns as soon as the broker hands one over
+                    self.step(timeout_ms=200)
                     backoff = 0.1
                 except Exception:  # recorded (and logged once) by step/start
-                    n = 0
                     stop.wait(backoff)
                     backoff = min(2 * backoff, max_backoff_s)
                 if every is not None and time.monotonic() - last_every > every_s:
                     every()
                     last_every = time.monotonic()
-                if n == 0:
-                    stop.wait(idle_sleep_s)
         finally:
             if every is not None:
                 every()
             self.stop()
 
-    def lag(self) -> int:
+    def lag(self, fresh: bool = True) -> int:
         """Frames in the topic not yet consumed: the broker's end offset minus our position, never clamped
-        (negative when the topic shrank below our position, or where a broker reports its end loosely)."""
-        end = self._consumer.end_offsets([self._tp])[self._tp]
+        (negative when the topic shrank below our position, or where a broker reports its end loosely).
+
+        ``fresh=False`` takes the end from the last fetch response (no round trip; what a stalled
+        consumer knows is stale, so stall detection asks the broker)."""
+        end = None if fresh else self._consumer.highwater(self._tp)
+        if end is None:
+            end = self._consumer.end_offsets([self._tp])[self._tp]
         return end - self._consumer.position(self._tp)
 
     def step(self, timeout_ms: int = 200) -> int:
@@ -259,6 +282,7 @@ class CameraWorker:
         try:
             before = self._consumer.position(self._tp)
             batch = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.kafka.max_poll_records).get(self._tp, [])
+            self._polled_at = time.time()
         except Exception as exc:
             self.fault("broker", exc)
             raise
@@ -274,14 +298,16 @@ class CameraWorker:
         delta = CameraCounters()
         last_index_before = self._last_index
         try:
-            segments, arrivals, gap_offset = self._decide(batch, delta)
+            segments, timings, gap_offset = self._decide(batch, delta)
         except Exception as exc:  # not the record's fault (records fail one by one, inside): a bug or OOM
             self._last_index = last_index_before
             self.fault("pipeline", exc)
             raise
         try:
+            t_write = time.time()
             if segments:
                 self.store.append_many(segments)
+            t_cached = time.time()
         except Exception as exc:
             self._last_index = last_index_before
             self.fault("cache", exc)
@@ -296,6 +322,7 @@ class CameraWorker:
 
             offset = gap_offset if gap_offset is not None else self._consumer.position(self._tp)
             self._consumer.commit({self._tp: OffsetAndMetadata(offset, str(self._last_index), -1)})
+            t_committed = time.time()
             if gap_offset is not None:  # re-read from the start: replays are skipped, the missing frames found
                 self._consumer.seek_to_beginning(self._tp)
         except Exception as exc:
@@ -304,14 +331,13 @@ class CameraWorker:
             raise
         # the batch is durable: now it counts
         self.counters.add(delta)
-        if arrivals:
-            now = time.time()
-            lat = [now - t for t in arrivals]
-            c = self.counters
-            c.frame_to_cache_s.extend(lat)
-            del c.frame_to_cache_s[:-10_000]  # bounded
-            c._new_latencies.extend(lat)
-            del c._new_latencies[:-10_000]
+        times = self.counters.times
+        for capture_ts, stages in timings:
+            for stage, seconds in stages.items():
+                times.add(stage, seconds)
+            times.add("cache_write", t_cached - t_write)
+            times.add("commit", t_committed - t_cached)
+            times.add("frame_to_cache", t_cached - capture_ts)
         self._last_progress = time.monotonic()
         log.debug("camera %s: batch of %d committed (frames %d..%d)", self.camera.id, len(batch), state_before,
                   self.pipeline.state.last_frame_index)
@@ -320,30 +346,33 @@ class CameraWorker:
     def _decide(self, batch: list, c: CameraCounters) -> tuple[list, list[float], int | None]:
         """Run a batch's records through the pipeline, dead-lettering poison ones; counts go to ``c``.
 
-        Returns the segments, their capture times, and the offset of a record whose index leaves a gap
+        Returns the segments, each one's capture time and its stage times so far (transit, wait, encode,
+        compress), and the offset of a record whose index leaves a gap
         the first time it is seen (the batch stops there; the caller re-reads the topic from its start),
         else None.
         """
-        segments, arrivals = [], []
+        segments, timings = [], []
         state = self.pipeline.state
+        polled = self._polled_at
         for rec in batch:
-            index = _peek_index(rec.value)
+            span = peek_indices(rec.value)  # (first, last) frame index the message accounts for
+            first, index = span if span is not None else (None, None)
             expected = None if self._last_index is None else self._last_index + 1
-            if index is not None and expected is not None and index > expected:
+            if first is not None and expected is not None and first > expected:
                 if self._reread_for != expected:  # first sight: the topic may have been recreated under us
                     self._reread_for = expected
                     self.faults["topic_reset"] += 1
-                    self.last_fault = (f"topic_reset: frame {index} at offset {rec.offset} follows frame "
+                    self.last_fault = (f"topic_reset: frame {first} at offset {rec.offset} follows frame "
                                        f"{self._last_index}; re-reading {self.topic} from its start")
                     log.warning("camera %s: %s", self.camera.id, self.last_fault)
-                    return segments, arrivals, rec.offset
+                    return segments, timings, rec.offset
                 self.faults["gap"] += 1  # re-read, still missing: expired or lost with the broker's data
-                self.frames_missing += index - expected
-                self.last_fault = f"gap: frames {expected}..{index - 1} are not in {self.topic}; going on"
+                self.frames_missing += first - expected
+                self.last_fault = f"gap: frames {expected}..{first - 1} are not in {self.topic}; going on"
                 log.warning("camera %s: %s", self.camera.id, self.last_fault)
+            is_new = index is None or self._last_index is None or index > self._last_index
             if index is not None and (self._last_index is None or index > self._last_index):
                 self._last_index = index
-            c.consumed += 1
             try:
                 msg = decode_frame(rec.value)
                 if msg.camera != self.camera.id:
@@ -353,7 +382,16 @@ class CameraWorker:
                                            f"captured at {msg.timestamp:.3f}, more than {MAX_CLOCK_SKEW_S:.0f} s "
                                            "ahead of this machine's clock")
             except FrameFormatError as exc:
+                c.consumed += 1
                 self._dead_letter(rec, exc.reason, str(exc), c)
+                continue
+            if msg.rgb is None:  # a skip record: frames ingest's sampler skipped
+                if is_new:
+                    c.consumed += msg.frames
+                    c.skipped += msg.frames
+                    self._last_ts = max(self._last_ts, msg.timestamp)
+                else:
+                    c.replayed += msg.frames
                 continue
             if msg.frame_index <= state.last_frame_index:
                 if msg.timestamp > self._last_ts:  # not a replay: a restarted producer reused the index
@@ -362,14 +400,19 @@ class CameraWorker:
                     self.last_fault = (f"index_reused: frame {msg.frame_index} at offset {rec.offset} is newer than "
                                        "the stored frame of that index; it cannot be stored")
                     log.warning("camera %s: %s", self.camera.id, self.last_fault)
+                    c.consumed += msg.frames
+                    c.skipped += msg.skipped_before
                     self._dead_letter(rec, "index_reused", self.last_fault, c)
                     continue
-                c.consumed -= 1  # a replay of a frame the cache already holds
-                c.replayed += 1
+                c.replayed += msg.frames  # a replay of a frame the cache already holds
                 continue
+            c.consumed += msg.frames
+            c.skipped += msg.skipped_before  # skipped by ingest's sampler, accounted for by this frame
             self._last_ts = max(self._last_ts, msg.timestamp)
+            decision = SamplerDecision(True, msg.pixel_change, msg.scene_cut) if msg.sampled else None
+            started = time.time()
             try:
-                out = self.pipeline.push(msg.rgb, msg.frame_index, msg.timestamp)
+                out = self.pipeline.push(msg.rgb, msg.frame_index, msg.timestamp, decision=decision)
             except ValueError as exc:  # e.g. a frame too small for the sampler
                 self._dead_letter(rec, "bad_frame", str(exc), c)
                 continue
@@ -380,8 +423,10 @@ class CameraWorker:
             c.tokens_in += out.segment.num_positions
             c.tokens_kept += out.segment.num_kept
             segments.append(out.segment)
-            arrivals.append(msg.timestamp)
-        return segments, arrivals, None
+            timings.append((msg.timestamp, {"transit": max(0.0, polled - rec.timestamp / 1e3),
+                                            "wait": started - polled, "encode": out.encode_s,
+                                            "compress": out.compress_s}))
+        return segments, timings, None
 
     def _check_idle(self) -> None:
         """Nothing arrived: is the topic gone or shrunk, or are we stalled while it grows?"""
@@ -393,7 +438,10 @@ class CameraWorker:
             self.fault("broker", exc)
             raise
         if lag > 0 and time.monotonic() - self._last_progress > self.stall_after_s:
-            self.fault("stall", f"nothing received for {self.stall_after_s:.0f} s while {lag} frames wait")
+            before, self.fetch_max_wait_ms = self.fetch_max_wait_ms, min(1000, max(100, 4 * self.fetch_max_wait_ms))
+            raised = (f"; fetch_max_wait_ms {before} -> {self.fetch_max_wait_ms} (the broker may need longer to "
+                      "read)") if self.fetch_max_wait_ms != before else ""
+            self.fault("stall", f"nothing received for {self.stall_after_s:.0f} s while {lag} frames wait{raised}")
             raise RuntimeError(self.last_fault)
         if lag <= 0:  # nothing waits (a broker may report its end loosely: tansu's can trail the true end)
             self._last_progress = time.monotonic()

@@ -49,6 +49,10 @@ class KafkaSettings(BaseModel):
     dead_letter_topic: str = "frames.dead-letter"
     group_prefix: str = Field("streamdycoke-camera-", description="offsets are committed under prefix + camera id")
     max_poll_records: int = Field(32, gt=0, description="bounded batch: at most this many frames in memory")
+    fetch_max_wait_ms: int = Field(10, ge=0, le=10_000, description=(
+        "longest a camera's fetch waits at the broker for data: a bound on Kafka transit where the broker answers "
+        "only at this deadline (the embedded tansu does), and the idle fetch rate per camera (1000 / this per "
+        "second); Kafka itself answers as soon as a frame arrives"))
     replication_factor: int = Field(1, ge=1, description="of topics the pipeline creates (3 on a real cluster)")
     max_message_bytes: int = Field(16 << 20, gt=0, description="largest frame message; the topics the pipeline "
                                                                "creates, producers and consumers all use it")
@@ -171,6 +175,13 @@ class IngestSettings(BaseModel):
     timeout_s: float | None = Field(15.0, gt=0, description="a source silent this long is dropped and reopened")
     send_timeout_s: float = Field(10.0, gt=0, description="a frame not acknowledged by the broker this long is sent "
                                                           "again (by a new producer)")
+    edge_sampling: bool = Field(True, description=(
+        "run the camera's frame sampler in ingest, on a thumbnail of the decoder's luma, and send only the frames "
+        "it chooses (resized only then); the frames it skips are accounted for in the next message. False: send "
+        "every frame and let the camera's actor sample"))
+    skip_record_s: float = Field(1.0, gt=0, description=(
+        "with edge sampling, skipped frames not yet accounted for by a sent frame are sent as a skip record "
+        "(no pixels) after this long: the camera's counts and lag stay current while the scene is still"))
 
 
 def read_config_file(path: str) -> dict:

@@ -11,33 +11,63 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from streamdycoke.video import DecodeStats, decode_frames
+from streamdycoke.sampler import FrameSampler, SamplerConfig
+from streamdycoke.stats import StageTimes
+from streamdycoke.video import DecodeStats, SourceFrame, decode_video
 
 from .config import CameraConfig, IngestSettings, KafkaSettings
-from .frames import FrameFormatError, decode_frame, encode_frame
+from .frames import FrameFormatError, decode_frame, encode_frame, encode_skip
 from .metrics import IngestMetrics
 from .topics import ensure_topic
 
-__all__ = ["IngestFleet", "IngestStats", "Ingestor", "shard_of"]
+__all__ = ["INGEST_STAGES", "IngestFleet", "IngestStats", "Ingestor", "shard_of"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class IngestStats:
-    frames: int = 0  # published: acknowledged by the broker
+    """What one camera's ingest did. Every frame decoded and acknowledged by the broker counts in
+    ``frames``, as sent (``published``) or skipped by the edge sampler (``skipped``)."""
+
+    frames: int = 0  # ingested: frames acknowledged by the broker, sent or accounted for as skipped
+    published: int = 0  # frames sent with their pixels
+    skipped: int = 0  # frames the edge sampler skipped (accounted for by a skip count, never sent)
+    messages: int = 0  # Kafka messages acknowledged (frames sent, skip records)
+    bytes_sent: int = 0  # their size
     corrupt_packets: int = 0
     reconnects: int = 0
     send_failures: int = 0  # sends that failed and were retried (never counted as published)
+    # per frame, seconds by stage (INGEST_STAGES): the last 10,000 of each for percentiles
+    times: StageTimes = field(default_factory=StageTimes)
+
+
+# A frame's time in ingest, by stage (seconds):
+#   decode   the decoder's work on the frame (its packet's decode, shared over the frames it gave)
+#   sample   the edge frame sampler: luma thumbnail and decision (every frame, with edge sampling)
+#   resize   conversion to RGB at the encoder's size (only frames that are sent)
+#   publish  send to the broker's acknowledgement (only frames that are sent)
+INGEST_STAGES = ("decode", "sample", "resize", "publish")
 
 
 class Ingestor:
-    """Publishes one camera's frames. Opens nothing until :meth:`run`."""
+    """Publishes one camera's frames. Opens nothing until :meth:`run`.
+
+    Args:
+        camera: the camera's id.
+        source: what PyAV opens (file, rtsp://, http(s)://).
+        kafka: the broker.
+        settings: what to do with the source.
+        metrics: where to count (``streamdycoke ingest --metrics-port``).
+        sampler: the camera's frame sampler; with ``settings.edge_sampling`` it runs here and only the frames it
+            chooses are sent (None, or edge sampling off: every frame is sent).
+    """
 
     def __init__(self, camera: str, source: str, kafka: KafkaSettings | None = None,
-                 settings: IngestSettings | None = None, metrics: IngestMetrics | None = None) -> None:
+                 settings: IngestSettings | None = None, metrics: IngestMetrics | None = None,
+                 sampler: SamplerConfig | None = None) -> None:
         self.camera = camera
         self.source = source
         self.kafka = kafka or KafkaSettings()
@@ -45,6 +75,7 @@ class Ingestor:
         self.stats = IngestStats()
         self.metrics = metrics
         self.topic = self.kafka.topic_for(camera)
+        self.sampler_config = sampler if self.settings.edge_sampling else None
         self._producer = None
 
     def run(self, stop: threading.Event | None = None) -> IngestStats:
@@ -54,6 +85,12 @@ class Ingestor:
         index the camera's actor has already stored). Capture timestamps are the run's start time plus the
         source's own timestamps; a reopened source continues from the wall clock, a looped file from
         its previous pass, so they only grow.
+
+        With edge sampling, a skipped frame is not sent: the next message sent says how many frames
+        before it were skipped (a frame, or a skip record after ``skip_record_s``), so the indices stay
+        contiguous and the camera's actor accounts for every frame. Skipped frames not yet accounted for
+        when the run stops are sent as a skip record; a run killed outright loses only those (never
+        acknowledged, so never ingested: the next run reuses their indices).
         """
         s = self.settings
         stop = stop or threading.Event()
@@ -64,15 +101,19 @@ class Ingestor:
         t0_wall = max(time.time(), last_ts + 1.0 / 30)
         base = 0.0  # where (seconds after t0_wall) the current pass's first frame goes
         backoff = s.reconnect_backoff_s
+        sampler = FrameSampler(self.sampler_config) if self.sampler_config is not None else None
+        size = (s.size, s.size)
+        self._pending, self._pending_since, self._pending_ts = 0, 0.0, 0.0  # skipped, not yet accounted for
         try:
             while not stop.is_set():
                 first_ts = last_rel = None
                 dec = DecodeStats()
                 try:
-                    for fr in decode_frames(self.source, size=(s.size, s.size), stats=dec,
-                                            options=s.options, timeout=s.timeout_s):
-                        if stop.is_set() or (s.max_frames is not None and self.stats.frames >= s.max_frames):
+                    for fr in decode_video(self.source, stats=dec, options=s.options, timeout=s.timeout_s):
+                        if stop.is_set() or (s.max_frames is not None and
+                                             self.stats.frames + self._pending >= s.max_frames):
                             return self.stats
+                        self._time("decode", fr.decode_s)
                         first_ts = fr.timestamp if first_ts is None else first_ts
                         last_rel = fr.timestamp - first_ts
                         ts = t0_wall + base + last_rel
@@ -80,12 +121,9 @@ class Ingestor:
                             delay = ts - time.time()
                             if delay > 0:
                                 stop.wait(delay)
-                        if not self._publish(encode_frame(self.camera, first_index + self.stats.frames, ts, fr.rgb),
-                                             stop):
+                        index = first_index + self.stats.frames + self._pending
+                        if not self._ingest(fr, index, ts, sampler, size, stop):
                             return self.stats  # stopped while the broker was unreachable
-                        self.stats.frames += 1
-                        if self.metrics is not None:
-                            self.metrics.published(self.camera, ts)
                         backoff = s.reconnect_backoff_s
                 except Exception as exc:  # a dropped or unreachable source: reopen with backoff
                     self.stats.corrupt_packets += dec.corrupt_packets
@@ -107,16 +145,75 @@ class Ingestor:
                     break
                 base += (last_rel or 0.0) + 1.0 / 30
         finally:
-            self._close_producer()
+            try:
+                if self._pending:  # account for the skipped frames (a fresh stop: the run is over anyway)
+                    last = first_index + self.stats.frames + self._pending - 1
+                    self._send(encode_skip(self.camera, last, self._pending_ts, self._pending - 1), self._pending,
+                               0, self._pending_ts, threading.Event(), attempts=3)
+            finally:
+                self._close_producer()
         return self.stats
 
-    def _publish(self, value: bytes, stop: threading.Event) -> bool:
+    def _ingest(self, fr: SourceFrame, index: int, ts: float, sampler: FrameSampler | None, size: tuple[int, int],
+                stop: threading.Event) -> bool:
+        """Sample, resize and send one decoded frame (or count it as skipped); False if stopped meanwhile."""
+        decision = None
+        if sampler is not None:
+            t0 = time.perf_counter()
+            decision = sampler.decide_thumbnail(fr.thumbnail(sampler.config.thumb_size), ts)
+            self._time("sample", time.perf_counter() - t0)
+            if not decision.process:
+                if not self._pending:
+                    self._pending_since = time.monotonic()
+                self._pending += 1
+                self._pending_ts = ts
+                if time.monotonic() - self._pending_since < self.settings.skip_record_s:
+                    return True
+                value = encode_skip(self.camera, index, ts, self._pending - 1)
+                return self._send(value, self._pending, 0, ts, stop)
+        t0 = time.perf_counter()
+        rgb = fr.rgb(size)
+        self._time("resize", time.perf_counter() - t0)
+        skipped = self._pending
+        value = encode_frame(self.camera, index, ts, rgb, skipped_before=skipped, sampled=decision is not None,
+                             scene_cut=bool(decision and decision.scene_cut),
+                             pixel_change=min(1.0, decision.pixel_change) if decision else 0.0)
+        return self._send(value, skipped + 1, 1, ts, stop)
+
+    def _time(self, stage: str, seconds: float) -> None:
+        self.stats.times.add(stage, seconds)
+        if self.metrics is not None:
+            self.metrics.stage(self.camera, stage, seconds)
+
+    def _send(self, value: bytes, frames: int, published: int, ts: float, stop: threading.Event,
+              attempts: int | None = None) -> bool:
+        """Send one message accounting for ``frames`` frames (``published`` of them with pixels) and count
+        them once acknowledged; False if stopped (or out of ``attempts``) before that."""
+        t0 = time.perf_counter()
+        if not self._publish(value, stop, attempts):
+            return False
+        st = self.stats
+        if published:
+            self._time("publish", time.perf_counter() - t0)
+        st.frames += frames
+        st.published += published
+        st.skipped += frames - published
+        st.messages += 1
+        st.bytes_sent += len(value)
+        self._pending = 0
+        if self.metrics is not None:
+            self.metrics.published(self.camera, ts, frames=frames, skipped=frames - published, nbytes=len(value))
+        return True
+
+    def _publish(self, value: bytes, stop: threading.Event, attempts: int | None = None) -> bool:
         """Send one frame to partition 0 and wait for the broker's acknowledgement, so a frame counts as
         published only once it is durable and frames stay in order. A failed send is counted, the
         producer rebuilt (a producer can be left unusable, e.g. after a broker restart lost its
         producer id) and the same frame sent again, with backoff, until it succeeds or ``stop``."""
         backoff = self.settings.reconnect_backoff_s
-        while not stop.is_set():
+        tries = 0
+        while not stop.is_set() and (attempts is None or tries < attempts):
+            tries += 1
             try:
                 if self._producer is None:
                     self._producer = self._new_producer()
@@ -228,7 +325,7 @@ class IngestFleet:
             if cam in self._running:
                 continue
             settings = self.settings.model_copy(update={"options": {**self.settings.options, **cfg.source_options}})
-            ing = Ingestor(cam, cfg.source, self.kafka, settings, self.metrics)
+            ing = Ingestor(cam, cfg.source, self.kafka, settings, self.metrics, sampler=cfg.sampler)
             stop = threading.Event()
             thread = threading.Thread(target=self._run, args=(ing, stop), name=f"ingest-{cam}", daemon=True)
             thread.start()

@@ -22,6 +22,7 @@ CAMERA_METRIC_NAMES = (
     "streamdycoke_tokens_in_total",
     "streamdycoke_tokens_kept_total",
     "streamdycoke_frame_to_cache_seconds",
+    "streamdycoke_frame_stage_seconds",
     "streamdycoke_consumer_lag_frames",
     "streamdycoke_cache_bytes",
     "streamdycoke_camera_faults_total",
@@ -42,6 +43,9 @@ INGEST_METRIC_NAMES = (
     "streamdycoke_ingest_last_frame_timestamp_seconds",
     "streamdycoke_ingest_config_errors_total",
     "streamdycoke_ingest_send_failures_total",
+    "streamdycoke_ingest_frames_skipped_total",
+    "streamdycoke_ingest_bytes_sent_total",
+    "streamdycoke_frame_stage_seconds",
 )
 # The Serve deployment that owns the camera actors on a cluster (deployments.app.CameraFleet).
 FLEET_METRIC_NAMES = (
@@ -52,7 +56,13 @@ FLEET_METRIC_NAMES = (
 )
 METRIC_NAMES = CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES + FLEET_METRIC_NAMES
 
-_LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+_LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+# A frame's path by stage (``streamdycoke_frame_stage_seconds{camera, stage}``), one histogram exported by
+# two kinds of process: ingest (decode, sample, resize, publish; prometheus-client) and the camera actor
+# (transit ... frame_to_cache, see actors.camera.CAMERA_STAGES; Ray adds ``ray_``). Sub-millisecond
+# buckets: most stages take well under one.
+_STAGE_LATENCY_BUCKETS = [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0,
+                          2.5, 10.0]
 
 
 class CameraMetrics:
@@ -73,6 +83,8 @@ class CameraMetrics:
         }
         self.frame_to_cache = Histogram("streamdycoke_frame_to_cache_seconds", "capture to token-cache write",
                                         _LATENCY_BUCKETS, tags)
+        self.stage = Histogram("streamdycoke_frame_stage_seconds", "a processed frame's time by stage of its path",
+                               _STAGE_LATENCY_BUCKETS, ("camera", "stage"))
         self.lag = Gauge("streamdycoke_consumer_lag_frames", "frames in the topic not yet consumed (negative: the "
                          "topic shrank below the consumer's position)", tags)
         self.cache_bytes = Gauge("streamdycoke_cache_bytes", "bytes the token cache holds for the camera", tags)
@@ -90,8 +102,12 @@ class CameraMetrics:
             if now > self._last[name]:
                 metric.inc(now - self._last[name], tags=self._tags)
             self._last[name] = now
-        for v in counters.drain_new_latencies():
-            self.frame_to_cache.observe(v, tags=self._tags)
+        for stage, values in counters.times.drain().items():
+            tags = {**self._tags, "stage": stage}
+            for v in values:
+                self.stage.observe(v, tags=tags)
+                if stage == "frame_to_cache":
+                    self.frame_to_cache.observe(v, tags=self._tags)
         for kind, n in (faults or {}).items():
             if n > self._last_faults.get(kind, 0):
                 self.faults.inc(n - self._last_faults.get(kind, 0), tags={**self._tags, "kind": kind})
@@ -168,8 +184,12 @@ class IngestMetrics:
 
         self.registry = CollectorRegistry()
         tags = ("camera",)
-        self._published = Counter("streamdycoke_ingest_frames_published", "decoded frames published to Kafka",
-                                  tags, registry=self.registry)
+        self._published = Counter("streamdycoke_ingest_frames_published", "decoded frames published to Kafka (sent, "
+                                  "or accounted for as skipped by the edge sampler)", tags, registry=self.registry)
+        self._skipped = Counter("streamdycoke_ingest_frames_skipped", "frames the edge sampler skipped (never sent)",
+                                tags, registry=self.registry)
+        self._bytes = Counter("streamdycoke_ingest_bytes_sent", "bytes of messages the broker acknowledged", tags,
+                              registry=self.registry)
         self._failures = Counter("streamdycoke_ingest_source_failures", "times the source failed and was reopened",
                                  tags, registry=self.registry)
         self._corrupt = Counter("streamdycoke_ingest_corrupt_packets", "corrupt packets skipped while decoding",
@@ -179,6 +199,11 @@ class IngestMetrics:
 
         self._send_failures = Counter("streamdycoke_ingest_send_failures", "frame sends that failed and were "
                                       "retried (never counted as published)", tags, registry=self.registry)
+        from prometheus_client import Histogram
+
+        self._stage = Histogram("streamdycoke_frame_stage_seconds", "a frame's time by stage of its path (ingest's "
+                                "stages: decode, sample, resize, publish)", ("camera", "stage"),
+                                buckets=_STAGE_LATENCY_BUCKETS, registry=self.registry)
         self._config_errors = Counter("streamdycoke_ingest_config_errors",
                                       "camera files that could not be read or validated", registry=self.registry)
 
@@ -187,12 +212,19 @@ class IngestMetrics:
 
     def camera_started(self, camera: str) -> None:
         """Export the camera's series at 0 from the start (dashboards then see them before any failure)."""
-        for metric in (self._published, self._failures, self._corrupt, self._send_failures):
+        for metric in (self._published, self._skipped, self._bytes, self._failures, self._corrupt, self._send_failures):
             metric.labels(camera)
 
-    def published(self, camera: str, capture_ts: float) -> None:
-        self._published.labels(camera).inc()
+    def published(self, camera: str, capture_ts: float, frames: int = 1, skipped: int = 0, nbytes: int = 0) -> None:
+        """A message acknowledged: ``frames`` ingested, ``skipped`` of them by the edge sampler (not sent)."""
+        self._published.labels(camera).inc(frames)
+        if skipped:
+            self._skipped.labels(camera).inc(skipped)
+        self._bytes.labels(camera).inc(nbytes)
         self._last.labels(camera).set(capture_ts)
+
+    def stage(self, camera: str, stage: str, seconds: float) -> None:
+        self._stage.labels(camera, stage).observe(seconds)
 
     def send_failed(self, camera: str) -> None:
         self._send_failures.labels(camera).inc()

@@ -58,7 +58,7 @@ class CameraActor:
         c = self.worker.counters
         lag = cache_bytes = None
         try:
-            lag = self.worker.lag() if self.worker.started else None
+            lag = self.worker.lag(fresh=False) if self.worker.started else None
         except Exception:
             pass
         try:
@@ -69,7 +69,12 @@ class CameraActor:
                 "dead_lettered": c.dead_lettered, "replayed": c.replayed, "tokens_in": c.tokens_in,
                 "tokens_kept": c.tokens_kept, "lag": lag, "cache_bytes": cache_bytes,
                 "frame_to_cache_p50_ms": c.percentile_ms(0.5), "frame_to_cache_p99_ms": c.percentile_ms(0.99),
+                "stages_ms": c.times.summary_ms(),
                 **self.worker.health()}
+
+    def reset_latencies(self) -> None:
+        """Forget the latency samples kept for percentiles (a benchmark measures the steady state after a warm-up)."""
+        self.worker.counters.times.clear()
 
     def stop(self) -> None:
         self._stop.set()

@@ -158,7 +158,7 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
             if ingest is not None and cam.source and cam.id in sup.actors:
                 ing = Ingestor(cam.id, cam.source, kafka,
                                ingest.model_copy(update={"options": {**ingest.options, **cam.source_options}}),
-                               ingest_metrics)
+                               ingest_metrics, sampler=cam.sampler)
                 ingestors[cam.id] = ing
                 t = threading.Thread(target=ing.run, args=(stop_ingest,), daemon=True)
                 t.start()

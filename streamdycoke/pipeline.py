@@ -15,7 +15,7 @@ import torch
 from .config import PipelineConfig
 from .encoders import Encoder, build_encoder
 from .policy import build_policy
-from .sampler import FrameSampler
+from .sampler import FrameSampler, SamplerDecision
 from .segment import TokenSegment
 from .stream import StreamCompressor, StreamState
 
@@ -63,12 +63,19 @@ class FramePipeline:
         self.frames_in = 0
         self.frames_skipped = 0
 
-    def push(self, frame: np.ndarray, frame_index: int, timestamp: float, *, keep_tokens: bool = False) -> FrameOutcome:
-        """Run one ``(H, W, 3)`` uint8 frame through the stream."""
+    def push(self, frame: np.ndarray, frame_index: int, timestamp: float, *, keep_tokens: bool = False,
+             decision: SamplerDecision | None = None) -> FrameOutcome:
+        """Run one ``(H, W, 3)`` uint8 frame through the stream.
+
+        ``decision``: the frame sampler's decision already taken upstream (ingest samples at the edge
+        and sends only the frames to process); this stream's own sampler then does not run.
+        """
         self.frames_in += 1
         change, cut = 0.0, False
-        if self.sampler is not None:
+        d = decision
+        if d is None and self.sampler is not None:
             d = self.sampler.decide(frame, timestamp)
+        if d is not None:
             change, cut = d.pixel_change, d.scene_cut
             if not d.process:
                 self.frames_skipped += 1

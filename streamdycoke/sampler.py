@@ -48,15 +48,18 @@ class SamplerDecision:
 
 
 def thumbnail(frame: np.ndarray, size: int = 32) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB frame -> ``(size, size)`` float32 grey in [0, 1], by strided block means."""
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise ValueError(f"frame must be (H, W, 3) uint8, got {frame.shape} {frame.dtype}")
-    h, w, _ = frame.shape
+    """``(H, W, 3)`` uint8 RGB frame (its green channel, close to luma) or ``(H, W)`` uint8 grey (luma, as
+    ingest has it straight from the decoder) -> ``(size, size)`` float32 grey in [0, 1], by strided block means."""
+    grey = frame.ndim == 2 and frame.dtype == np.uint8
+    if not grey and (frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8):
+        raise ValueError(f"frame must be (H, W, 3) or (H, W) uint8, got {frame.shape} {frame.dtype}")
+    h, w = frame.shape[:2]
     if h < size or w < size:
         raise ValueError(f"frame {h}x{w} is smaller than the {size}x{size} thumbnail")
     sh, sw = h // size, w // size
     # Sample every other row/column of each block: 4x fewer reads, same block means to ~1%.
-    sub = frame[: sh * size : max(1, sh // 2), : sw * size : max(1, sw // 2), 1]  # green ~ luma
+    plane = frame if grey else frame[:, :, 1]  # green ~ luma
+    sub = plane[: sh * size : max(1, sh // 2), : sw * size : max(1, sw // 2)]
     bh, bw = sub.shape[0] // size, sub.shape[1] // size
     sub = sub[: bh * size, : bw * size].reshape(size, bh, size, bw)
     return sub.mean(axis=(1, 3), dtype=np.float32) / 255.0
@@ -77,8 +80,15 @@ class FrameSampler:
         """
         if not math.isfinite(timestamp):
             raise ValueError(f"timestamp must be finite, got {timestamp}")
+        return self.decide_thumbnail(thumbnail(frame, self.config.thumb_size), timestamp)
+
+    def decide_thumbnail(self, thumb: np.ndarray, timestamp: float) -> SamplerDecision:
+        """:meth:`decide` on a ``(thumb_size, thumb_size)`` float32 thumbnail already made (:func:`thumbnail`)."""
+        if not math.isfinite(timestamp):
+            raise ValueError(f"timestamp must be finite, got {timestamp}")
         cfg = self.config
-        thumb = thumbnail(frame, cfg.thumb_size)
+        if thumb.shape != (cfg.thumb_size, cfg.thumb_size):
+            raise ValueError(f"thumbnail must be {cfg.thumb_size}x{cfg.thumb_size}, got {thumb.shape}")
         if self._last_thumb is None or self._last_time is None:
             self._accept(thumb, timestamp)
             return SamplerDecision(True, 1.0, True)

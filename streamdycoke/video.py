@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DecodedFrame", "DecodeStats", "decode_frames", "make_camera_video", "probe"]
+__all__ = ["DecodedFrame", "DecodeStats", "SourceFrame", "decode_frames", "decode_video", "make_camera_video", "probe"]
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,65 @@ def probe(source: str) -> dict:
         return {"frames": frames, "fps": rate, "width": s.codec_context.width, "height": s.codec_context.height}
 
 
-def decode_frames(
+class SourceFrame:
+    """One decoded frame before any conversion: ingest converts only what it needs (a grey thumbnail of
+    every frame for the sampler, RGB at the model's size only for the frames it sends).
+
+    Attributes:
+        index: decode order within the source, from 0.
+        timestamp: presentation time in seconds.
+        decode_s: seconds the decoder spent on this frame (its packets' decode, shared out over the
+            frames they gave).
+    """
+
+    __slots__ = ("index", "timestamp", "decode_s", "_frame")
+
+    def __init__(self, index: int, timestamp: float, decode_s: float, frame: "av.VideoFrame") -> None:
+        self.index, self.timestamp, self.decode_s, self._frame = index, timestamp, decode_s, frame
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` as decoded."""
+        return self._frame.height, self._frame.width
+
+    def rgb(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB, resized to ``size = (height, width)`` while converting (libswscale)."""
+        if size is None:
+            return self._frame.to_ndarray(format="rgb24")
+        return self._frame.to_ndarray(format="rgb24", width=size[1], height=size[0])
+
+    def grey(self) -> np.ndarray:
+        """``(H, W)`` uint8 luma at the decoded size (converted by libswscale)."""
+        return self._frame.to_ndarray(format="gray")
+
+    def thumbnail(self, size: int = 32) -> np.ndarray:
+        """The frame sampler's ``(size, size)`` float32 grey thumbnail in [0, 1]
+        (:func:`streamdycoke.sampler.thumbnail`), read straight from the decoder's luma plane where the
+        format has one (no conversion of the frame: about 4x cheaper than converting it to grey), with
+        limited-range luma (16..235) stretched to full range."""
+        from .sampler import thumbnail
+
+        fr = self._frame
+        name = fr.format.name
+        if not (name.startswith(("yuv", "yuvj", "nv12", "nv21")) and fr.format.components[0].bits == 8):
+            return thumbnail(self.grey(), size)
+        plane = fr.planes[0]
+        luma = np.frombuffer(plane, np.uint8).reshape(fr.height, plane.line_size)[:, : fr.width]
+        thumb = thumbnail(luma, size)
+        if not name.startswith("yuvj") and str(getattr(fr, "color_range", "")) not in ("2", "JPEG", "ColorRange.JPEG"):
+            thumb = np.clip((thumb * 255.0 - 16.0) / 219.0, 0.0, 1.0)
+        return thumb
+
+
+def decode_video(
     source: str,
-    size: tuple[int, int] | None = None,
     stats: DecodeStats | None = None,
     options: dict[str, str] | None = None,
     timeout: float | tuple[float, float] | None = None,
-) -> Iterator[DecodedFrame]:
-    """Decode ``source`` (file path or URL PyAV opens) to RGB frames.
+) -> Iterator[SourceFrame]:
+    """Decode ``source`` (file path or URL PyAV opens) to :class:`SourceFrame` s, converting nothing.
 
     Args:
-        size: ``(height, width)`` to resize to while converting (libswscale), or None for native.
         stats: counters updated as decoding goes (corrupt packets are counted and skipped).
         options: FFmpeg options for opening (e.g. ``{"rtsp_transport": "tcp"}``).
         timeout: seconds to wait for data before giving up (a stalled live source raises instead of
@@ -64,21 +113,36 @@ def decode_frames(
         rate = float(stream.average_rate or 30)
         index = 0
         for packet in container.demux(stream):
+            t0 = time.perf_counter()
             try:
                 frames = packet.decode()
             except av.error.FFmpegError as exc:  # corrupt packet: count it, keep the stream going
                 stats.corrupt_packets += 1
                 log.warning("corrupt packet in %s skipped: %s", source, exc)
                 continue
+            dt = (time.perf_counter() - t0) / max(1, len(frames))
             for frame in frames:
                 ts = frame.pts * tb if frame.pts is not None else index / rate
-                if size is None:
-                    rgb = frame.to_ndarray(format="rgb24")
-                else:
-                    rgb = frame.to_ndarray(format="rgb24", width=size[1], height=size[0])
                 stats.frames += 1
-                yield DecodedFrame(index, float(ts), rgb)
+                yield SourceFrame(index, float(ts), dt, frame)
                 index += 1
+
+
+def decode_frames(
+    source: str,
+    size: tuple[int, int] | None = None,
+    stats: DecodeStats | None = None,
+    options: dict[str, str] | None = None,
+    timeout: float | tuple[float, float] | None = None,
+) -> Iterator[DecodedFrame]:
+    """Decode ``source`` to RGB frames (:func:`decode_video`, every frame converted).
+
+    Args:
+        size: ``(height, width)`` to resize to while converting (libswscale), or None for native.
+        stats, options, timeout: as :func:`decode_video`.
+    """
+    for fr in decode_video(source, stats, options, timeout):
+        yield DecodedFrame(fr.index, fr.timestamp, fr.rgb(size))
 
 
 def _smooth_noise(gen: torch.Generator, h: int, w: int, cells: int, channels: int = 3) -> torch.Tensor:

@@ -171,3 +171,41 @@ def test_kafka_security_settings_reach_every_client():
                                                                              "KafkaAdminClient"):
                 assert any(isinstance(kw.value, ast.Call) and getattr(kw.value.func, "attr", "") == "client_kwargs"
                            for kw in node.keywords if kw.arg is None), f"{path.name}:{node.lineno}"
+
+
+def test_edge_sampling_sends_only_chosen_frames_and_every_frame_stays_accounted_for(services, tmp_path):
+    """Ingest runs the camera's sampler: it sends only the frames to process (resized), the rest are
+    accounted for by skip counts; the actor does not sample again, and across a restart of ingest and
+    of the worker every ingested frame is exactly one of processed or skipped, stored once."""
+    from actors.frames import decode_frame
+    from streamdycoke.sampler import SamplerConfig
+
+    k, _ = services
+    cam = "cam-edge"
+    sampler = SamplerConfig(min_fps=2, max_fps=10)
+    video = make_camera_video(tmp_path / "edge.mp4", seconds=2, seed=9)
+    kafka = KafkaSettings(bootstrap=k.bootstrap)
+    first = Ingestor(cam, str(video), kafka, IngestSettings(size=64, max_frames=37), sampler=sampler).run()
+    assert first.frames == 37 == first.published + first.skipped and 0 < first.published < 37
+    assert first.times.summary_ms()["sample"]["n"] == 37 and first.times.summary_ms()["resize"]["n"] == first.published
+    w = worker(services, cam, sampler=sampler.__dict__)
+    drain(w)
+    mid = w.counters.processed
+    w.stop()  # a restart of the worker and of ingest (indices continue where the topic ends)
+    second = Ingestor(cam, str(video), kafka, IngestSettings(size=64), sampler=sampler).run()
+    w2 = worker(services, cam, sampler=sampler.__dict__)
+    drain(w2)
+    n = first.frames + second.frames
+    sent = consume_all(k.bootstrap, f"frames.{cam}", n)
+    msgs = [decode_frame(r.value) for r in sent]
+    assert sum(m.frames for m in msgs) == n == 37 + 60 - 0  # the second run ingested the whole 2 s clip
+    with_pixels = sum(m.rgb is not None for m in msgs)
+    assert with_pixels == first.published + second.published < n // 2  # most frames never crossed Kafka
+    c1, c2 = w.counters, w2.counters
+    assert c1.consumed + c2.consumed == n
+    assert c1.processed + c2.processed == with_pixels  # the actor processed exactly what the edge chose
+    assert c1.skipped + c2.skipped == n - with_pixels and c1.dead_lettered + c2.dead_lettered == 0
+    stored = w2.store.read(cam)
+    assert len(stored) == with_pixels == len({s.frame_index for s in stored}) and mid == c1.processed
+    assert [s.frame_index for s in stored] == [m.frame_index for m in msgs if m.rgb is not None]
+    w2.stop()

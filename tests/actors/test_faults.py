@@ -17,7 +17,7 @@ import pytest
 from actors.camera import CameraWorker
 from actors.config import CameraConfig, IngestSettings, KafkaSettings, RedisSettings
 from actors.embedded import EmbeddedKafka, EmbeddedRedis
-from actors.frames import FRAME_HEADER, encode_frame
+from actors.frames import FRAME_HEADER_V1, encode_frame
 from actors.ingest import Ingestor
 from actors.token_cache import RedisTokenStore
 from streamdycoke import EncoderSpec
@@ -192,7 +192,7 @@ def hostile_frame(camera: str, index: int, ts: float, h: int = 64, w: int = 64) 
     """Bytes that pass every structural check of the format but carry ``ts`` (NaN, inf, the future)."""
     payload = np.zeros((h, w, 3), np.uint8).tobytes()
     cam = camera.encode()
-    return FRAME_HEADER.pack(b"SDKF", 1, 0, len(cam), index, ts, h, w, len(payload), zlib.crc32(payload)) + cam + payload
+    return FRAME_HEADER_V1.pack(b"SDKF", 1, 0, len(cam), index, ts, h, w, len(payload), zlib.crc32(payload)) + cam + payload
 
 
 def test_hostile_timestamps_are_dead_lettered_and_the_stream_goes_on(services):

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from actors.embedded import EmbeddedKafka
-from actors.frames import decode_frame
+from actors.frames import decode_frame, peek_indices
 from actors.config import IngestSettings, KafkaSettings
 from actors.ingest import Ingestor
 from streamdycoke.video import make_camera_video
@@ -30,7 +30,11 @@ def consume_all(bootstrap, topic, expected, timeout_s=20.0):
     import time
 
     deadline = time.monotonic() + timeout_s
-    while len(out) < expected and time.monotonic() < deadline:
+    def frames() -> int:  # frames the messages account for (an edge-sampled message also stands for those skipped)
+        span = [peek_indices(r.value) for r in out]
+        return sum(1 if s is None else s[1] - s[0] + 1 for s in span)
+
+    while frames() < expected and time.monotonic() < deadline:
         for records in c.poll(timeout_ms=500).values():
             out.extend(records)
     c.close()
@@ -180,11 +184,15 @@ def test_ingest_config_follows_the_camera_file_and_stops_on_sigterm(kafka, tmp_p
 
     try:
         assert metric("streamdycoke_ingest_frames_published_total{fa}", 15) == 15
-        assert len(consume_all(kafka.bootstrap, "frames.fa", 15)) == 15
+        sent = [decode_frame(r.value) for r in consume_all(kafka.bootstrap, "frames.fa", 15)]
+        # the camera's sampler ran in ingest: fewer messages than frames, the skipped ones accounted for in order
+        assert sum(m.frames for m in sent) == 15 and len(sent) < 15
+        assert [m.frame_index - m.skipped_before for m in sent] == [0] + [m.frame_index + 1 for m in sent[:-1]]
+        assert _scrape(port)["streamdycoke_ingest_frames_skipped_total{fa}"] == 15 - sum(m.rgb is not None for m in sent)
         time.sleep(0.05)  # a new mtime
         cfg.write_text(f"cameras:\n  - id: fa\n    source: {a}\n  - id: fb\n    source: {b}\n")
         assert metric("streamdycoke_ingest_frames_published_total{fb}", 15) == 15
-        assert len(consume_all(kafka.bootstrap, "frames.fb", 15)) == 15
+        assert sum(decode_frame(r.value).frames for r in consume_all(kafka.bootstrap, "frames.fb", 15)) == 15
         time.sleep(0.05)
         cfg.write_text("cameras:\n  - id: fa\n    sampler: {min_fps: -1}\n")  # invalid: reported, counted, ignored
         assert metric("streamdycoke_ingest_config_errors_total{}", 1) == 1
