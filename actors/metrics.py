@@ -51,6 +51,7 @@ INGEST_METRIC_NAMES = (
 FLEET_METRIC_NAMES = (
     "streamdycoke_fleet_cameras",
     "streamdycoke_fleet_cameras_refused",
+    "streamdycoke_fleet_cameras_unplaced",
     "streamdycoke_fleet_actor_restarts_total",
     "streamdycoke_fleet_config_errors_total",
 )
@@ -155,15 +156,18 @@ class FleetMetrics:
         self.cameras = Gauge("streamdycoke_fleet_cameras", "camera actors the fleet runs")
         self.refused = Gauge("streamdycoke_fleet_cameras_refused",
                              "configured cameras not started because their encoder cannot feed the LLM")
+        self.unplaced = Gauge("streamdycoke_fleet_cameras_unplaced",
+                              "camera actors the cluster has not placed (no free camera slot): their frames wait")
         self.restarts = Counter("streamdycoke_fleet_actor_restarts_total", "camera actor runs restarted after a failure",
                                 ("camera",))
         self.config_errors = Counter("streamdycoke_fleet_config_errors_total",
                                      "camera lists that could not be read or validated")
         self._restarts: dict[str, int] = {}
 
-    def publish(self, cameras: int, restarts: dict[str, int], refused: int = 0) -> None:
+    def publish(self, cameras: int, restarts: dict[str, int], refused: int = 0, unplaced: int = 0) -> None:
         self.cameras.set(cameras)
         self.refused.set(refused)
+        self.unplaced.set(unplaced)
         for cam, n in restarts.items():
             if n > self._restarts.get(cam, 0):
                 self.restarts.inc(n - self._restarts.get(cam, 0), tags={"camera": cam})

@@ -22,12 +22,21 @@ from .camera import CameraWorker
 from .config import CameraConfig, KafkaSettings, RedisSettings, encoder_refusal
 from .token_cache import RedisTokenStore
 
-__all__ = ["CameraActor", "CameraRefused", "CameraSupervisor"]
+__all__ = ["CAMERA_RESOURCE", "CAMERA_SLOTS_PER_CPU", "CameraActor", "CameraRefused", "CameraSupervisor"]
 
 log = logging.getLogger(__name__)
 
 
-@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=2, num_cpus=0.25)
+# Camera actors are placed by a custom resource, a camera slot (``camera``), not by fractions of a CPU:
+# a node declares how many cameras it can carry (measured: ``streamdycoke bench pipeline --cameras
+# 1,2,4,8,16``, see the README) and each actor takes one slot. An actor asks for no CPU of its own
+# (``num_cpus=0``), so fractional CPU bookkeeping next to Serve's replicas never leaves one unschedulable
+# on a node that has slots.
+CAMERA_RESOURCE = "camera"
+CAMERA_SLOTS_PER_CPU = 8
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=2, num_cpus=0, resources={CAMERA_RESOURCE: 1})
 class CameraActor:
     def __init__(self, camera: CameraConfig, kafka: KafkaSettings, redis: RedisSettings,
                  app_model: EncoderSpec | None = None) -> None:
@@ -92,12 +101,15 @@ class CameraSupervisor:
         redis: the token cache.
         app_model: the application's LLM; a camera that names no encoder uses its vision tower, and a
             camera whose encoder cannot feed it is refused (:class:`CameraRefused`) instead of started.
-        actor_options: Ray options for every camera actor (e.g. ``{"resources": {"camera": 1}}`` to
-            place them on the CPU worker group of a cluster).
+        actor_options: Ray options for every camera actor, over the default of one camera slot and no CPU.
+        placement_grace_s: an actor not running this long after it was added is reported as unplaced
+            (:attr:`unplaced`, with why), until it runs; one that asks for more slots than the whole cluster
+            has is reported at once. (Ray tells no placement apart from a slow start without its dashboard,
+            so the grace covers the start of a worker process on a loaded node.)
     """
 
     def __init__(self, kafka: KafkaSettings, redis: RedisSettings, app_model: EncoderSpec | None = None,
-                 actor_options: dict | None = None) -> None:
+                 actor_options: dict | None = None, placement_grace_s: float = 60.0) -> None:
         self.kafka, self.redis = kafka, redis
         self.app_model = app_model or EncoderSpec()
         self.actor_options = dict(actor_options or {})
@@ -106,6 +118,10 @@ class CameraSupervisor:
         self._runs: dict[str, Any] = {}
         self.restarts: dict[str, int] = {}
         self.refused: dict[str, str] = {}  # camera -> why its tokens could not feed the LLM
+        self.unplaced: dict[str, str] = {}  # camera -> why its actor is not running yet (no free slot, ...)
+        self.placement_grace_s = placement_grace_s
+        self._ready: dict[str, Any] = {}  # camera -> the actor's ready ref, until it is placed
+        self._added_at: dict[str, float] = {}
 
     def add(self, camera: CameraConfig) -> None:
         if camera.id in self.actors:
@@ -118,12 +134,19 @@ class CameraSupervisor:
         self.actors[camera.id] = actor
         self.configs[camera.id] = camera
         self._runs[camera.id] = actor.run.remote()
+        self._ready[camera.id] = actor.__ray_ready__.remote()
+        self._added_at[camera.id] = time.monotonic()
         self.restarts[camera.id] = 0
 
     def remove(self, camera_id: str, timeout_s: float = 30.0) -> dict | None:
         actor = self.actors.pop(camera_id)
         run = self._runs.pop(camera_id)
         self.configs.pop(camera_id, None)
+        self.unplaced.pop(camera_id, None)
+        self._added_at.pop(camera_id, None)
+        if self._ready.pop(camera_id, None) is not None:  # never placed: nothing to wait for
+            ray.kill(actor, no_restart=True)
+            return None
         actor.stop.remote()
         try:
             return ray.get(run, timeout=timeout_s)
@@ -160,8 +183,39 @@ class CameraSupervisor:
                 out["failed"].append(cam)
         return out
 
+    def check_placement(self) -> dict[str, str]:
+        """Update and return :attr:`unplaced`: cameras whose actor is still not running ``placement_grace_s``
+        after it was added, with why (the cluster's free camera slots, or the resources the actor asks for)."""
+        pending = [cam for cam in self._ready if not ray.wait([self._ready[cam]], timeout=0)[0]]
+        for cam in [c for c in self._ready if c not in pending]:
+            del self._ready[cam]
+            if self.unplaced.pop(cam, None) is not None:
+                log.info("camera %s: placed", cam)
+        if not pending:
+            return {}
+        total = ray.cluster_resources()
+        asks = {CAMERA_RESOURCE: 1, **self.actor_options.get("resources", {})}
+        if self.actor_options.get("num_cpus"):
+            asks["CPU"] = self.actor_options["num_cpus"]
+        infeasible = any(total.get(r, 0) < n for r, n in asks.items())
+        late = [c for c in pending if infeasible or time.monotonic() - self._added_at[c] > self.placement_grace_s]
+        if late:
+            free = ray.available_resources().get(CAMERA_RESOURCE, 0)
+            for cam in late:
+                why = ((f"more than the cluster has: it asks for {asks}" if infeasible else
+                        f"not running {self.placement_grace_s:.0f} s after it was added: it asks for {asks}")
+                       + f"; the cluster has {total.get(CAMERA_RESOURCE, 0):g} camera slots, {free:g} free (declare more "
+                       "with ray start "
+                       f"--resources '{{\"{CAMERA_RESOURCE}\": N}}', or let the autoscaler add a node)")
+                if self.unplaced.get(cam) != why:
+                    log.error("camera %s: %s", cam, why)
+                self.unplaced[cam] = why
+        return dict(self.unplaced)
+
     def supervise(self) -> None:
-        """Restart the run loop of any actor whose run call ended (e.g. the actor process died)."""
+        """Restart the run loop of any actor whose run call ended (e.g. the actor process died), and
+        report the ones not placed (:meth:`check_placement`)."""
+        self.check_placement()
         for cam, run in list(self._runs.items()):
             ready, _ = ray.wait([run], timeout=0)
             if not ready:
@@ -174,18 +228,27 @@ class CameraSupervisor:
             self._runs[cam] = self.actors[cam].run.remote()
 
     def wait_ready(self, timeout_s: float = 180.0) -> bool:
-        """Wait until every actor has its encoder loaded and its consumer assigned; False on timeout."""
+        """Wait until every actor has its encoder loaded and its consumer assigned; False on timeout, or as
+        soon as an actor cannot be placed (:attr:`unplaced` says which and why)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            stats = self.stats()
-            if all(s.get("lag") is not None for s in stats.values()):
+            if self.check_placement():
+                return False
+            placed = [cam for cam in self.actors if cam not in self._ready]
+            stats = self.stats(placed)
+            if len(placed) == len(self.actors) and all(s.get("lag") is not None for s in stats.values()):
                 return True
             time.sleep(0.5)
         return False
 
-    def stats(self) -> dict[str, dict]:
+    def stats(self, cameras: list[str] | None = None) -> dict[str, dict]:
+        """Each camera's stats (an unplaced camera's say so, without asking its actor)."""
         out = {}
-        for cam, actor in self.actors.items():
+        for cam in (self.actors if cameras is None else cameras):
+            actor = self.actors[cam]
+            if cam in self.unplaced:
+                out[cam] = {"camera": cam, "error": "unplaced", "detail": self.unplaced[cam]}
+                continue
             try:
                 out[cam] = ray.get(actor.stats.remote(), timeout=10)
             except Exception as exc:

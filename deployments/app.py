@@ -130,7 +130,8 @@ class CameraFleet:
                     log.info("camera fleet: %s", changes)
                 self.last_error = f"cameras failed to start: {changes['failed']}" if changes["failed"] else None
             self.sup.supervise()
-            self.metrics.publish(len(self.sup.actors), self.sup.restarts, len(self.sup.refused))
+            self.metrics.publish(len(self.sup.actors), self.sup.restarts, len(self.sup.refused),
+                                 len(self.sup.unplaced))
             self.reconciles += 1
         except Exception as exc:  # Ray trouble: reported, tried again next round
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -146,6 +147,7 @@ class CameraFleet:
                                       "config": self.sup.configs[cam].model_dump(mode="json")}
                                 for cam in sorted(self.sup.actors)},
                     "refused": dict(sorted(self.sup.refused.items())),
+                    "unplaced": dict(sorted(self.sup.unplaced.items())),
                     "reconciles": self.reconciles, "last_error": self.last_error}
 
     def shutdown(self) -> None:

@@ -21,12 +21,18 @@ class LocalStack:
 
     Args:
         num_cpus: CPUs Ray may schedule.
+        camera_slots: camera actors this machine carries (Ray resource ``camera``); default: the measured
+            ``CAMERA_SLOTS_PER_CPU`` per CPU.
         metrics_report_interval_ms: how often Ray exports metrics (1 s: tests see them soon).
         durable: the broker and Redis keep their data across a kill and restart (fault injection).
     """
 
-    def __init__(self, num_cpus: int = 2, metrics_report_interval_ms: int = 1000, durable: bool = False) -> None:
+    def __init__(self, num_cpus: int = 2, metrics_report_interval_ms: int = 1000, durable: bool = False,
+                 camera_slots: int | None = None) -> None:
+        from actors.ray_actor import CAMERA_SLOTS_PER_CPU
+
         self.num_cpus = num_cpus
+        self.camera_slots = CAMERA_SLOTS_PER_CPU * num_cpus if camera_slots is None else camera_slots
         self.metrics_report_interval_ms = metrics_report_interval_ms
         self.kafka_server = EmbeddedKafka(durable=durable)
         self.redis_server = EmbeddedRedis(durable=durable)
@@ -59,7 +65,10 @@ class LocalStack:
         try:
             stack.enter_context(self.kafka_server)
             stack.enter_context(self.redis_server)
+            from actors.ray_actor import CAMERA_RESOURCE
+
             ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
+                     resources={CAMERA_RESOURCE: self.camera_slots},
                      _metrics_export_port=self.metrics_port,
                      _system_config={"metrics_report_interval_ms": self.metrics_report_interval_ms})
             stack.callback(ray.shutdown)

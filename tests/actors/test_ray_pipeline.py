@@ -100,3 +100,37 @@ def test_killed_actor_restarts_and_resumes_without_loss_or_duplicates(cluster, t
     wait_for(lambda: sup.restarts[cam] >= 1 and store.last_frame_index(cam) == n - 1, every=sup.supervise)
     assert [s.frame_index for s in store.read(cam)] == list(range(n)), "no frame lost, none stored twice"
     sup.shutdown()
+
+
+def test_cameras_take_slots_not_cpu_and_one_that_cannot_be_placed_is_reported(cluster):
+    """Sixteen camera actors on this 2-CPU Ray (the embedded default's slots) all start, though Serve's
+    replicas hold CPU; a camera asking for more slots than the cluster has is reported with why, never
+    silently idle, and removing it clears the report."""
+    import ray
+
+    from actors.ray_actor import CAMERA_RESOURCE, CameraSupervisor
+
+    assert ray.cluster_resources()[CAMERA_RESOURCE] == cluster.camera_slots >= 16
+    sup = CameraSupervisor(cluster.kafka, cluster.redis)
+    many = [CameraConfig(id=f"slot-{i}", encoder={"name": "pixels"}) for i in range(16)]
+    big = CameraSupervisor(cluster.kafka, cluster.redis, actor_options={"resources": {CAMERA_RESOURCE: 1000}},
+                           placement_grace_s=1.0)
+    try:
+        sup.app_model = many[0].encoder  # these cameras encode with pixels: cheap to start sixteen
+        for cam in many:
+            sup.add(cam)
+        assert sup.wait_ready(timeout_s=120), sup.unplaced
+        assert sup.unplaced == {} and len(sup.stats()) == 16
+        big.app_model = many[0].encoder
+        big.add(CameraConfig(id="greedy", encoder={"name": "pixels"}))
+        wait_for(lambda: "greedy" in big.check_placement(), timeout_s=30)
+        why = big.unplaced["greedy"]
+        assert why.startswith("more than the cluster has") and "1000" in why
+        assert f"{cluster.camera_slots:g} camera slots" in why
+        assert big.stats()["greedy"]["error"] == "unplaced"
+        assert not big.wait_ready(timeout_s=5)
+        big.remove("greedy")
+        assert big.unplaced == {} and big.check_placement() == {}
+    finally:
+        sup.shutdown()
+        big.shutdown()

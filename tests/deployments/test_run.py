@@ -37,7 +37,7 @@ def test_run_against_existing_services(tmp_path):
     with EmbeddedKafka() as k, EmbeddedRedis() as r:
         # a cluster of its own, in its own process group, stopped alone (`ray stop` would stop every
         # Ray on the machine, the test session's too)
-        head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={ray_port}", "--num-cpus=2",
+        head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={ray_port}", "--num-cpus=2", "--resources={\"camera\": 4}",
                                  "--include-dashboard=false", "--disable-usage-stats"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
         from actors.embedded import _wait_port
