@@ -48,8 +48,10 @@ class IngestStats:
 #   decode   the decoder's work on the frame (its packet's decode, shared over the frames it gave)
 #   sample   the edge frame sampler: luma thumbnail and decision (every frame, with edge sampling)
 #   resize   conversion to RGB at the encoder's size (only frames that are sent)
+#   ingest   the frame's capture timestamp to its send: everything above plus waiting for the thread
+#            (only frames that are sent)
 #   publish  send to the broker's acknowledgement (only frames that are sent)
-INGEST_STAGES = ("decode", "sample", "resize", "publish")
+INGEST_STAGES = ("decode", "sample", "resize", "ingest", "publish")
 
 
 class Ingestor:
@@ -174,6 +176,7 @@ class Ingestor:
         t0 = time.perf_counter()
         rgb = fr.rgb(size)
         self._time("resize", time.perf_counter() - t0)
+        self._time("ingest", max(0.0, time.time() - ts))  # capture to send: pacing, GIL, sample and resize
         skipped = self._pending
         value = encode_frame(self.camera, index, ts, rgb, skipped_before=skipped, sampled=decision is not None,
                              scene_cut=bool(decision and decision.scene_cut),

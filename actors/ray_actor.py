@@ -81,6 +81,15 @@ class CameraActor:
                 "stages_ms": c.times.summary_ms(),
                 **self.worker.health()}
 
+    def stage_samples(self) -> dict[str, list[float]]:
+        """The latency samples kept for percentiles, seconds by stage (a benchmark pools them over cameras)."""
+        return {stage: list(d) for stage, d in list(self.worker.counters.times.recent.items())}
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
     def reset_latencies(self) -> None:
         """Forget the latency samples kept for percentiles (a benchmark measures the steady state after a warm-up)."""
         self.worker.counters.times.clear()

@@ -1,11 +1,23 @@
-"""``streamdycoke bench pipeline --cameras N``: the whole system, compressed and uncompressed, side by side.
+"""``streamdycoke bench pipeline``: the whole system at real time, per stage, and as the camera count grows.
 
-Every camera runs twice from the same source at real time (30 fps): ``camI`` with the default
-compression (sampler, policy, window) and ``camI-raw`` with none (every frame processed, every
-token kept). Both feed the same Redis and the same LLM deployment. After ``duration`` seconds:
-sustained frames/s consumed, the lag left, frame-to-cache p50/p99; then ``queries`` questions per
-camera over the same window, and query latency p50/p99 with the visual tokens each used.
+One run: ``cameras`` synthetic street cameras at 30 fps, ingested in real time (by default with edge
+sampling: ingest runs each camera's sampler and sends only the frames to process), one camera actor
+each, the token cache, the Serve app. With ``uncompressed``, each camera also runs a twin ``camI-raw``
+with no compression (every frame sent and processed, every token kept), side by side. After the actors
+are ready and a warm-up, every latency sample is dropped and ``duration`` seconds are measured:
+
+- frames/s ingested and consumed, the lag left, keep ratio;
+- frame-to-cache p50/p99 over every processed frame of every camera, and the worst camera's p99;
+- p50/p99 of each stage of a frame's path (ingest: decode, sample, resize, publish; camera: transit,
+  wait, encode, compress, cache_write, commit), pooled over cameras;
+- Kafka bytes/s (what ingest sent), CPU cores and RSS per process group (driver = ingest threads);
+- then ``queries`` questions per camera: query latency and the visual tokens each used.
+
+A sweep (``cameras=[1, 2, 4, 8, 16]``) runs one fresh stack per count and per ingest mode, prints a row
+each and draws ``plot``.
 """
+
+from __future__ import annotations
 
 import statistics
 import sys
@@ -20,14 +32,27 @@ from streamdycoke.stats import percentile
 
 from .config import AppArgs
 
-__all__ = ["bench_pipeline", "print_pipeline"]
+__all__ = ["bench_pipeline", "bench_pipeline_sweep", "print_pipeline", "print_sweep"]
 
 # the uncompressed twin of each camera: every frame processed, every token kept
 UNCOMPRESSED = {"sampler": None, "policy": PolicySpec("fixed:1.0")}
+INGEST_MODES = ("edge", "actor")  # where the frame sampler runs
+
+
+def _pooled(samples: list[dict[str, list[float]]]) -> dict[str, dict]:
+    """Per stage, p50/p99 (ms) and count over the samples of several cameras."""
+    stages: dict[str, list[float]] = {}
+    for s in samples:
+        for stage, xs in s.items():
+            stages.setdefault(stage, []).extend(xs)
+    return {stage: {"n": len(xs), "p50_ms": 1e3 * percentile(xs, 0.5), "p99_ms": 1e3 * percentile(xs, 0.99)}
+            for stage, xs in stages.items() if xs}
 
 
 def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, window_s: float = 10.0,
-                   model: EncoderSpec | None = None, progress: bool = True) -> dict:
+                   model: EncoderSpec | None = None, uncompressed: bool = True, ingest: str = "edge",
+                   warmup_s: float = 5.0, progress: bool = True, keep_samples: bool = False) -> dict:
+    import ray
     from ray import serve
 
     from actors.ingest import Ingestor
@@ -37,81 +62,200 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
 
     from .app import build_app
     from .demo import _post
+    from .procstats import ProcessSampler
     from .stack import LocalStack
 
+    if ingest not in INGEST_MODES:
+        raise ValueError(f"ingest must be one of {INGEST_MODES}, got {ingest!r}")
     log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
     model = model or EncoderSpec()
     size = encoder_shape(model).input_size[0]
-    res: dict = {"cameras": cameras, "duration_s": duration, "model": model.weights, "variants": {}}
+    variants = {"compressed": {}, **({"uncompressed": UNCOMPRESSED} if uncompressed else {})}
+    res: dict = {"cameras": cameras, "ingest": ingest, "duration_s": duration, "model": model.weights,
+                 "variants": {}}
     with tempfile.TemporaryDirectory() as tmp, LocalStack() as stack:
+        res["camera_slots"] = stack.camera_slots
         sources = [str(make_camera_video(Path(tmp) / f"c{i}.mp4", seconds=20, seed=200 + i)) for i in range(cameras)]
         sup = CameraSupervisor(stack.kafka, stack.redis, model)
         serve.run(build_app(AppArgs(model=model, redis=stack.redis, num_cpus=0.25, api_token=stack.api_token)),
                   name="bench", route_prefix="/")
-        variants = {"compressed": {}, "uncompressed": UNCOMPRESSED}
         stop = threading.Event()
-        threads = []
-        streams = [(f"cam{i}" + ("" if vname == "compressed" else "-raw"), src, extra)
-                   for i, src in enumerate(sources) for vname, extra in variants.items()]
-        for cam, _, extra in streams:
-            sup.add(CameraConfig(id=cam, **extra))
+        streams = [(f"cam{i}" + ("" if vname == "compressed" else "-raw"), vname, src, CameraConfig(
+            id=f"cam{i}" + ("" if vname == "compressed" else "-raw"), **extra))
+            for i, src in enumerate(sources) for vname, extra in variants.items()]
+        for _, _, _, cfg in streams:
+            sup.add(cfg)
+        t_start = time.monotonic()
         if not sup.wait_ready():  # measure the steady state, not frames queued while encoders load
-            log("warning: camera actors not ready after 180 s; measuring anyway")
-        for cam, src, _ in streams:
-            ing = Ingestor(cam, src, stack.kafka, IngestSettings(size=size, loop=True, realtime=True))
-            t = threading.Thread(target=ing.run, args=(stop,), daemon=True)
-            t.start()
-            threads.append(t)
-        log(f"running {2 * cameras} camera streams for {duration:.0f}s ...")
-        time.sleep(5.0)  # ingest's start-up
-        first = sup.stats()
-        t0 = time.monotonic()
+            log(f"warning: camera actors not ready ({sup.unplaced or 'timed out'}); measuring anyway")
+        res["actors_ready_s"] = time.monotonic() - t_start
+        ingestors: dict[str, Ingestor] = {}
+        settings = IngestSettings(size=size, loop=True, realtime=True, edge_sampling=ingest == "edge")
+        for cam, _, src, cfg in streams:
+            ingestors[cam] = ing = Ingestor(cam, src, stack.kafka, settings, sampler=cfg.sampler)
+            threading.Thread(target=ing.run, args=(stop,), daemon=True).start()
+        log(f"{len(streams)} camera streams, ingest sampling at the {ingest}; warm-up {warmup_s:.0f}s, "
+            f"then {duration:.0f}s measured ...")
+        time.sleep(warmup_s)
+        for actor in sup.actors.values():  # the steady state: forget the warm-up's samples
+            ray.get(actor.reset_latencies.remote())
+        for ing in ingestors.values():
+            ing.stats.times.clear()
+        procs = ProcessSampler()
+        first, p0, t0 = sup.stats(), procs.snapshot(), time.monotonic()
+        sent0 = {c: (i.stats.frames, i.stats.bytes_sent) for c, i in ingestors.items()}
         time.sleep(duration)
-        last = sup.stats()
+        sent1 = {c: (i.stats.frames, i.stats.bytes_sent) for c, i in ingestors.items()}
         dt = time.monotonic() - t0
+        last, p1 = sup.stats(), procs.snapshot()
+        samples = {cam: ray.get(a.stage_samples.remote()) for cam, a in sup.actors.items()}
+        if keep_samples:
+            res["samples"] = {"camera": samples, "ingest": {c: {k: list(v) for k, v in i.stats.times.recent.items()}
+                                                            for c, i in ingestors.items()}}
+        res["processes"] = ProcessSampler.since(p0, p1, dt)
         log("querying ...")
         lat: dict[str, list[float]] = {v: [] for v in variants}
         vis: dict[str, list[int]] = {v: [] for v in variants}
         for _ in range(queries):
-            for i in range(cameras):
-                for vname in variants:
-                    cam = f"cam{i}" + ("" if vname == "compressed" else "-raw")
-                    r = _post(f"{stack.api}/v1/query",
-                              {"camera": cam, "question": "What changed?", "window_s": window_s, "max_new_tokens": 8},
-                              stack.api_token)
-                    lat[vname].append(r["latency_ms"]["total"])
-                    vis[vname].append(r["usage"]["visual_tokens"])
+            for cam, vname, _, _ in streams:
+                r = _post(f"{stack.api}/v1/query",
+                          {"camera": cam, "question": "What changed?", "window_s": window_s, "max_new_tokens": 8},
+                          stack.api_token)
+                lat[vname].append(r["latency_ms"]["total"])
+                vis[vname].append(r["usage"]["visual_tokens"])
         stop.set()
         for vname in variants:
-            cams = [c for c in last if (c.endswith("-raw")) == (vname == "uncompressed")]
-            consumed = sum(last[c]["consumed"] - first.get(c, {}).get("consumed", 0) for c in cams)
-            f2c = [last[c]["frame_to_cache_p50_ms"] for c in cams if last[c].get("frame_to_cache_p50_ms")]
-            f2c99 = [last[c]["frame_to_cache_p99_ms"] for c in cams if last[c].get("frame_to_cache_p99_ms")]
-            tin = sum(last[c]["tokens_in"] for c in cams)
+            cams = [cam for cam, v, _, _ in streams if v == vname]
+            consumed = sum(last[c].get("consumed", 0) - first.get(c, {}).get("consumed", 0) for c in cams)
+            ingested = sum(sent1[c][0] - sent0[c][0] for c in cams)
+            nbytes = sum(sent1[c][1] - sent0[c][1] for c in cams)
+            f2c = [x for c in cams for x in samples[c].get("frame_to_cache", [])]
+            worst = [percentile(samples[c].get("frame_to_cache", []), 0.99) for c in cams]
+            tin = sum(last[c].get("tokens_in", 0) for c in cams)
+            stages = _pooled([ingestors[c].stats.times.recent for c in cams] + [samples[c] for c in cams])
             res["variants"][vname] = {
-                "frames_per_s": consumed / dt, "lag_frames": sum(last[c]["lag"] or 0 for c in cams),
-                "processed": sum(last[c]["processed"] for c in cams),
-                "keep_ratio": sum(last[c]["tokens_kept"] for c in cams) / tin if tin else None,
-                "frame_to_cache_p50_ms": statistics.median(f2c) if f2c else None,
-                "frame_to_cache_p99_ms": max(f2c99) if f2c99 else None,
+                "ingested_per_s": ingested / dt, "frames_per_s": consumed / dt,
+                "lag_frames": sum(last[c].get("lag") or 0 for c in cams),
+                "processed": sum(last[c].get("processed", 0) for c in cams),
+                "keep_ratio": sum(last[c].get("tokens_kept", 0) for c in cams) / tin if tin else None,
+                "frame_to_cache_p50_ms": 1e3 * percentile(f2c, 0.5) if f2c else None,
+                "frame_to_cache_p99_ms": 1e3 * percentile(f2c, 0.99) if f2c else None,
+                "worst_camera_p99_ms": 1e3 * max(w for w in worst if w is not None) if any(
+                    w is not None for w in worst) else None,
+                "kafka_bytes_per_s": nbytes / dt, "kafka_bytes_per_s_per_camera": nbytes / dt / len(cams),
+                "stages_ms": stages,
                 "query_p50_ms": percentile(lat[vname], 0.5), "query_p99_ms": percentile(lat[vname], 0.99),
-                "query_visual_tokens": statistics.median(vis[vname]),
+                "query_visual_tokens": statistics.median(vis[vname]) if vis[vname] else None,
             }
         sup.shutdown()
-    c, u = res["variants"]["compressed"], res["variants"]["uncompressed"]
-    res["query_speedup_p50"] = u["query_p50_ms"] / c["query_p50_ms"] if c["query_p50_ms"] else None
+    c, u = res["variants"]["compressed"], res["variants"].get("uncompressed")
+    if u and c["query_p50_ms"] and u["query_p50_ms"]:
+        res["query_speedup_p50"] = u["query_p50_ms"] / c["query_p50_ms"]
+    drv = res["processes"].get("driver", {})
+    res["ingest_cpu_cores_per_stream"] = drv.get("cpu_cores", 0.0) / len(streams)
     return res
 
 
-def print_pipeline(res: dict) -> None:
-    print(f"pipeline: {res['cameras']} cameras x 2 variants at 30 fps for {res['duration_s']:.0f}s; "
-          f"model {res['model']} (a tiny random one where its weights are not on this machine)")
-    print(f"  {'variant':<13} {'frames/s':>9} {'lag':>5} {'keep':>6} {'f2c p50 ms':>11} {'f2c p99 ms':>11} "
-          f"{'query p50 ms':>13} {'query p99 ms':>13} {'visual tok':>10}")
+def bench_pipeline_sweep(cameras: list[int], ingest_modes: list[str] = ("edge",), plot: str | None = None,
+                         progress: bool = True, **kw) -> dict:
+    """One :func:`bench_pipeline` run per camera count and ingest mode, each on a fresh stack."""
+    runs = []
+    for mode in ingest_modes:
+        for n in cameras:
+            if progress:
+                print(f"== {n} cameras, sampling at the {mode} ==", file=sys.stderr)
+            runs.append(bench_pipeline(cameras=n, ingest=mode, progress=progress, **kw))
+            if progress:
+                print_sweep({"runs": runs[-1:]}, file=sys.stderr)
+    out = {"runs": runs}
+    holding = [r["cameras"] for r in runs if _holds(r, 100.0)]
+    out["largest_holding_100ms"] = max(holding) if holding else None
+    out["largest_holding_33ms"] = max((r["cameras"] for r in runs if _holds(r, 33.0)), default=None)
+    if plot and len(runs) > 1:
+        _plot(out, plot)
+        out["plot"] = plot
+    return out
+
+
+def _holds(run: dict, p99_ms: float) -> bool:
+    """Real time held: every frame ingested was consumed (lag bounded: under one second of frames per
+    camera at the end) and every camera's frame-to-cache p99 within ``p99_ms``."""
+    c = run["variants"]["compressed"]
+    return (c["worst_camera_p99_ms"] is not None and c["worst_camera_p99_ms"] <= p99_ms
+            and c["lag_frames"] <= 30 * run["cameras"] and c["frames_per_s"] >= 0.95 * c["ingested_per_s"])
+
+
+def _f(x, fmt: str) -> str:
+    return format(x, fmt) if isinstance(x, (int, float)) and not isinstance(x, bool) else "-"
+
+
+def print_pipeline(res: dict, file=None) -> None:
+    p = lambda *a: print(*a, file=file or sys.stdout)  # noqa: E731
+    p(f"pipeline: {res['cameras']} cameras at 30 fps, sampling at the {res['ingest']}, {res['duration_s']:.0f}s "
+      f"measured after a warm-up; model {res['model']} (a tiny random one where its weights are not on this machine)")
+    p(f"  {'variant':<13} {'in f/s':>7} {'done f/s':>8} {'lag':>5} {'keep':>6} {'f2c p50':>8} {'f2c p99':>8} "
+      f"{'worst p99':>9} {'KB/s/cam':>9} {'query p50':>9} {'visual tok':>10}")
     for name, v in res["variants"].items():
-        f = lambda x, fmt: format(x, fmt) if isinstance(x, (int, float)) else "-"  # noqa: E731
-        print(f"  {name:<13} {f(v['frames_per_s'], '>9.1f')} {v['lag_frames']:>5} {f(v['keep_ratio'], '>6.3f')} "
-              f"{f(v['frame_to_cache_p50_ms'], '>11.1f')} {f(v['frame_to_cache_p99_ms'], '>11.1f')} "
-              f"{f(v['query_p50_ms'], '>13.1f')} {f(v['query_p99_ms'], '>13.1f')} {f(v['query_visual_tokens'], '>10.0f')}")
+        p(f"  {name:<13} {_f(v['ingested_per_s'], '>7.1f')} {_f(v['frames_per_s'], '>8.1f')} {v['lag_frames']:>5} "
+          f"{_f(v['keep_ratio'], '>6.3f')} {_f(v['frame_to_cache_p50_ms'], '>8.1f')} "
+          f"{_f(v['frame_to_cache_p99_ms'], '>8.1f')} {_f(v['worst_camera_p99_ms'], '>9.1f')} "
+          f"{_f(v['kafka_bytes_per_s_per_camera'] / 1e3, '>9.1f')} {_f(v['query_p50_ms'], '>9.1f')} "
+          f"{_f(v['query_visual_tokens'], '>10.0f')}")
+    for name, v in res["variants"].items():
+        p(f"  {name}: stage p50 / p99 ms (n)")
+        for stage, s in v["stages_ms"].items():
+            p(f"    {stage:<15} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f}  ({s['n']})")
+    p("  processes: " + ", ".join(f"{g} x{v['processes']} {v['cpu_cores']:.2f} cores {v['rss_mib']:.0f} MiB"
+                                  for g, v in sorted(res["processes"].items())))
     if res.get("query_speedup_p50"):
-        print(f"query p50: uncompressed / compressed = {res['query_speedup_p50']:.2f}x")
+        p(f"query p50: uncompressed / compressed = {res['query_speedup_p50']:.2f}x")
+
+
+def print_sweep(res: dict, file=None) -> None:
+    p = lambda *a: print(*a, file=file or sys.stdout)  # noqa: E731
+    p(f"  {'cams':>4} {'ingest':>6} {'in f/s':>7} {'done f/s':>8} {'lag':>5} {'f2c p50':>8} {'f2c p99':>8} "
+      f"{'worst p99':>9} {'KB/s/cam':>9} {'cores':>6} {'actor MiB':>9} {'driver MiB':>10}")
+    for r in res["runs"]:
+        c = r["variants"]["compressed"]
+        pr = r["processes"]
+        cores = sum(g["cpu_cores"] for g in pr.values())
+        p(f"  {r['cameras']:>4} {r['ingest']:>6} {_f(c['ingested_per_s'], '>7.1f')} {_f(c['frames_per_s'], '>8.1f')} "
+          f"{c['lag_frames']:>5} {_f(c['frame_to_cache_p50_ms'], '>8.1f')} {_f(c['frame_to_cache_p99_ms'], '>8.1f')} "
+          f"{_f(c['worst_camera_p99_ms'], '>9.1f')} {_f(c['kafka_bytes_per_s_per_camera'] / 1e3, '>9.1f')} "
+          f"{cores:>6.2f} {_f(pr.get('camera_actor', {}).get('rss_mib_per_process'), '>9.0f')} "
+          f"{_f(pr.get('driver', {}).get('rss_mib'), '>10.0f')}")
+    if "largest_holding_100ms" in res:
+        p(f"largest camera count holding real time (lag bounded, every camera's p99 <= 100 ms): "
+          f"{res['largest_holding_100ms']}; <= 33 ms: {res['largest_holding_33ms']}")
+
+
+def _plot(res: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for mode in sorted({r["ingest"] for r in res["runs"]}):
+        runs = [r for r in res["runs"] if r["ingest"] == mode]
+        n = [r["cameras"] for r in runs]
+        c = [r["variants"]["compressed"] for r in runs]
+        a1.plot(n, [v["frame_to_cache_p50_ms"] for v in c], "o-", label=f"p50 ({mode} sampling)")
+        a1.plot(n, [v["worst_camera_p99_ms"] for v in c], "s--", label=f"worst camera p99 ({mode})")
+        a2.plot(n, [sum(g["cpu_cores"] for g in r["processes"].values()) for r in runs], "o-",
+                label=f"CPU cores, all processes ({mode})")
+        a2.plot(n, [r["processes"].get("driver", {}).get("cpu_cores", 0) for r in runs], "^:",
+                label=f"ingest (driver) cores ({mode})")
+    a1.axhline(33, color="grey", lw=0.8, ls=":")
+    a1.axhline(100, color="grey", lw=0.8, ls="--")
+    a1.set(xscale="log", yscale="log", xlabel="cameras at 30 fps", ylabel="frame-to-cache ms",
+           title="latency (dotted: 33 ms, dashed: 100 ms)")
+    a2.set(xscale="log", xlabel="cameras at 30 fps", ylabel="cores", title="CPU on a 2-core machine")
+    for a in (a1, a2):
+        a.set_xticks(sorted({r["cameras"] for r in res["runs"]}))
+        a.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

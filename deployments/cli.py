@@ -55,10 +55,20 @@ def register(sub, bench) -> None:
     _question_options(p)
     p.set_defaults(func=cmd_run)
 
-    q = bench.add_parser("pipeline", help="the whole pipeline, each camera compressed and uncompressed side by side")
-    q.add_argument("--cameras", type=int, default=2, help="cameras (each also runs uncompressed)")
-    q.add_argument("--duration", type=float, default=30.0, help="seconds of real-time load")
-    q.add_argument("--queries", type=int, default=5, help="questions per camera and variant")
+    q = bench.add_parser("pipeline", help="the whole pipeline at real time: latency by stage, compressed and "
+                                          "uncompressed side by side; a sweep over camera counts")
+    q.add_argument("--cameras", type=_int_list, default=[2], help="cameras at 30 fps; a list (1,2,4,8,16) sweeps, "
+                                                                  "one fresh stack per count")
+    q.add_argument("--duration", type=float, default=30.0, help="seconds measured, after the warm-up")
+    q.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring")
+    q.add_argument("--queries", type=int, default=None, help="questions per camera and variant (default: 5; 2 in "
+                                                             "a sweep)")
+    q.add_argument("--ingest", type=lambda t: t.split(","), default=["edge"], metavar="edge,actor",
+                   help="where the frame sampler runs: edge (ingest sends only the chosen frames), actor (ingest "
+                        "sends every frame); a list compares them, one run each")
+    q.add_argument("--uncompressed", action=argparse.BooleanOptionalAction, default=None,
+                   help="run an uncompressed twin of each camera (default: for a single run, not in a sweep)")
+    q.add_argument("--plot", default="docs/bench_pipeline_sweep.png", help="a sweep's plot")
     add_options(q, EncoderSpec, **_MODEL_OPTIONS)
     bench_common_options(q)
     q.set_defaults(func=cmd_bench_pipeline)
@@ -83,6 +93,16 @@ def register(sub, bench) -> None:
                                                           "send_timeout_s"))
     bench_common_options(q)
     q.set_defaults(func=cmd_bench_decode)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or N,N,...; got {text!r}") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"camera counts must be >= 1; got {text!r}")
+    return out
 
 
 def _question_options(p: argparse.ArgumentParser) -> None:
@@ -203,11 +223,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
-    from .bench_pipeline import bench_pipeline, print_pipeline
+    from .bench_pipeline import bench_pipeline, bench_pipeline_sweep, print_pipeline, print_sweep
 
-    res = bench_pipeline(cameras=args.cameras, duration=args.duration, queries=args.queries,
-                         model=from_options(EncoderSpec, args, prefix="model_"), progress=not args.quiet)
-    print_pipeline(res)
+    sweep = len(args.cameras) > 1 or len(args.ingest) > 1
+    kw = dict(duration=args.duration, warmup_s=args.warmup, model=from_options(EncoderSpec, args, prefix="model_"),
+              queries=args.queries if args.queries is not None else (2 if sweep else 5),
+              uncompressed=args.uncompressed if args.uncompressed is not None else not sweep)
+    if sweep:
+        res = bench_pipeline_sweep(args.cameras, args.ingest, plot=args.plot, progress=not args.quiet, **kw)
+        print_sweep(res)
+        for run in res["runs"]:
+            print_pipeline(run)
+    else:
+        res = bench_pipeline(cameras=args.cameras[0], ingest=args.ingest[0], progress=not args.quiet, **kw)
+        print_pipeline(res)
     if args.json:
         print(json.dumps(res))
     return 0
