@@ -103,6 +103,9 @@ class RedisSettings(BaseModel):
     retention_s: float = Field(600.0, gt=0, description="keep frames this far behind a camera's newest; also the "
                                                         "longest window a query may ask for")
     max_bytes_per_camera: int = Field(256 * 2**20, gt=0)
+    retention_every_s: float = Field(1.0, ge=0, description=(
+        "apply retention to a camera at most this often (it costs four round trips, more than the write itself); "
+        "the bounds are then exceeded by at most this long's frames"))
     socket_timeout_s: float = Field(5.0, gt=0)
 
 

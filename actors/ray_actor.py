@@ -40,6 +40,11 @@ CAMERA_SLOTS_PER_CPU = 8
 class CameraActor:
     def __init__(self, camera: CameraConfig, kafka: KafkaSettings, redis: RedisSettings,
                  app_model: EncoderSpec | None = None) -> None:
+        import torch
+
+        # many camera actors share a node's cores: one intra-op thread each, not one per core each (16 actors
+        # on 2 cores with 2 threads apiece spent more time switching than encoding)
+        torch.set_num_threads(1)
         self.camera = camera
         self.worker = CameraWorker(camera, kafka, RedisTokenStore(redis), app_model)
         self._stop = threading.Event()

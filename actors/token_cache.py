@@ -20,6 +20,7 @@ documented segment format and decode with a clear error if corrupt.
 from __future__ import annotations
 
 import json
+import time
 from typing import Iterable
 
 from streamdycoke.segment import TokenSegment, decode_segment, encode_segment
@@ -65,6 +66,7 @@ class RedisTokenStore:
         self.settings = settings or RedisSettings()
         self._client = None
         self._append = self._trim = None
+        self._retained_at: dict[str, float] = {}  # stream -> when retention last ran (monotonic)
 
     @property
     def client(self):
@@ -104,7 +106,8 @@ class RedisTokenStore:
         return self.append_many([segment])[0]
 
     def append_many(self, segments: Iterable[TokenSegment]) -> list[bool]:
-        """Store segments in one pipelined round trip; True for each that was new. Then apply retention."""
+        """Store segments in one pipelined round trip; True for each that was new. Then apply retention, at
+        most every ``retention_every_s`` per stream."""
         segments = list(segments)
         if not segments:
             return []
@@ -115,8 +118,11 @@ class RedisTokenStore:
                          args=[seg.frame_index, repr(seg.timestamp), int(seg.keyframe), encode_segment(seg)],
                          client=pipe)
         added = [bool(x) for x in pipe.execute()]
+        now = time.monotonic()
         for stream_id in {s.stream_id for s in segments}:
-            self._retain(stream_id)
+            if now - self._retained_at.get(stream_id, -1e9) >= self.settings.retention_every_s:
+                self._retain(stream_id)
+                self._retained_at[stream_id] = now
         return added
 
     def read(self, stream_id: str, start: float | None = None, end: float | None = None,

@@ -51,7 +51,8 @@ def _pooled(samples: list[dict[str, list[float]]]) -> dict[str, dict]:
 
 def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, window_s: float = 10.0,
                    model: EncoderSpec | None = None, uncompressed: bool = True, ingest: str = "edge",
-                   warmup_s: float = 5.0, progress: bool = True, keep_samples: bool = False) -> dict:
+                   warmup_s: float = 5.0, progress: bool = True, keep_samples: bool = False,
+                   fetch_max_wait_ms: int | None = None) -> dict:
     import ray
     from ray import serve
 
@@ -76,7 +77,10 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
     with tempfile.TemporaryDirectory() as tmp, LocalStack() as stack:
         res["camera_slots"] = stack.camera_slots
         sources = [str(make_camera_video(Path(tmp) / f"c{i}.mp4", seconds=20, seed=200 + i)) for i in range(cameras)]
-        sup = CameraSupervisor(stack.kafka, stack.redis, model)
+        kafka = stack.kafka if fetch_max_wait_ms is None else stack.kafka.model_copy(
+            update={"fetch_max_wait_ms": fetch_max_wait_ms})
+        res["fetch_max_wait_ms"] = kafka.fetch_max_wait_ms
+        sup = CameraSupervisor(kafka, stack.redis, model)
         serve.run(build_app(AppArgs(model=model, redis=stack.redis, num_cpus=0.25, api_token=stack.api_token)),
                   name="bench", route_prefix="/")
         stop = threading.Event()
@@ -92,7 +96,7 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
         ingestors: dict[str, Ingestor] = {}
         settings = IngestSettings(size=size, loop=True, realtime=True, edge_sampling=ingest == "edge")
         for cam, _, src, cfg in streams:
-            ingestors[cam] = ing = Ingestor(cam, src, stack.kafka, settings, sampler=cfg.sampler)
+            ingestors[cam] = ing = Ingestor(cam, src, kafka, settings, sampler=cfg.sampler)
             threading.Thread(target=ing.run, args=(stop,), daemon=True).start()
         log(f"{len(streams)} camera streams, ingest sampling at the {ingest}; warm-up {warmup_s:.0f}s, "
             f"then {duration:.0f}s measured ...")

@@ -69,6 +69,8 @@ def register(sub, bench) -> None:
     q.add_argument("--uncompressed", action=argparse.BooleanOptionalAction, default=None,
                    help="run an uncompressed twin of each camera (default: for a single run, not in a sweep)")
     q.add_argument("--plot", default="docs/bench_pipeline_sweep.png", help="a sweep's plot")
+    q.add_argument("--fetch-max-wait-ms", type=int, default=None,
+                   help="the camera consumers' fetch wait (default: KafkaSettings' own)")
     add_options(q, EncoderSpec, **_MODEL_OPTIONS)
     bench_common_options(q)
     q.set_defaults(func=cmd_bench_pipeline)
@@ -226,7 +228,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from .bench_pipeline import bench_pipeline, bench_pipeline_sweep, print_pipeline, print_sweep
 
     sweep = len(args.cameras) > 1 or len(args.ingest) > 1
-    kw = dict(duration=args.duration, warmup_s=args.warmup, model=from_options(EncoderSpec, args, prefix="model_"),
+    kw = dict(duration=args.duration, warmup_s=args.warmup, fetch_max_wait_ms=args.fetch_max_wait_ms, model=from_options(EncoderSpec, args, prefix="model_"),
               queries=args.queries if args.queries is not None else (2 if sweep else 5),
               uncompressed=args.uncompressed if args.uncompressed is not None else not sweep)
     if sweep:

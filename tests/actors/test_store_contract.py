@@ -31,6 +31,7 @@ def make_store(request, valkey):
         if request.param == "memory":
             return InMemoryTokenStore(retention_s, max_bytes)
         settings = RedisSettings(url=f"redis://127.0.0.1:{valkey.port}/0", key_prefix=prefix,
+                                 retention_every_s=0,  # every write: the contract's retention is immediate
                                  **({"retention_s": retention_s} if retention_s else {}),
                                  **({"max_bytes_per_camera": max_bytes} if max_bytes else {}))
         return RedisTokenStore(settings)
