@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from streamdycoke import EncoderSpec, StreamState, TokenStore, build_pipeline
+from streamdycoke.encoders import Encoder
 from streamdycoke.sampler import SamplerDecision
 from streamdycoke.stats import StageTimes
 
@@ -102,10 +103,12 @@ class CameraWorker:
         app_model: the application's LLM, whose vision tower the camera uses unless it names its own encoder.
         stall_after_s: a consumer that receives nothing this long while its topic holds unread frames
             is stalled: it is counted and recovered.
+        encoder: the encoder to use (e.g. :class:`actors.encoder_client.RemoteEncoder`); None loads the
+            camera's own on the first start.
     """
 
     def __init__(self, camera: CameraConfig, kafka: KafkaSettings, store: TokenStore,
-                 app_model: EncoderSpec | None = None, stall_after_s: float = 10.0) -> None:
+                 app_model: EncoderSpec | None = None, stall_after_s: float = 10.0, encoder: Encoder | None = None) -> None:
         self.camera = camera
         self.kafka = kafka
         self.store = store
@@ -116,7 +119,7 @@ class CameraWorker:
         self.last_fault: str | None = None
         self.topic = kafka.topic_for(camera.id)
         self._consumer = self._producer = self.pipeline = None
-        self._encoder = None  # loaded once; a recovery reuses it
+        self._encoder = encoder  # loaded once (unless given: e.g. the app's encoder service); a recovery reuses it
         self._last_progress = time.monotonic()
         self._polled_at = 0.0
         # the broker's fetch deadline: raised after a stall (a broker whose reads take longer than it, like

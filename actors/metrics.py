@@ -11,7 +11,7 @@ add ``or vector(0)``.
 
 from __future__ import annotations
 
-__all__ = ["CAMERA_METRIC_NAMES", "CameraMetrics", "FLEET_METRIC_NAMES", "FleetMetrics", "INGEST_METRIC_NAMES", "IngestMetrics", "METRIC_NAMES",
+__all__ = ["CAMERA_METRIC_NAMES", "CameraMetrics", "ENCODER_METRIC_NAMES", "EncoderMetrics", "FLEET_METRIC_NAMES", "FleetMetrics", "INGEST_METRIC_NAMES", "IngestMetrics", "METRIC_NAMES",
            "QUERY_METRIC_NAMES", "QueryMetrics"]
 
 CAMERA_METRIC_NAMES = (
@@ -55,7 +55,13 @@ FLEET_METRIC_NAMES = (
     "streamdycoke_fleet_actor_restarts_total",
     "streamdycoke_fleet_config_errors_total",
 )
-METRIC_NAMES = CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES + FLEET_METRIC_NAMES
+# The encoder deployment (deployments.encoder), when the app runs one.
+ENCODER_METRIC_NAMES = (
+    "streamdycoke_encoder_batch_frames",
+    "streamdycoke_encoder_frames_total",
+    "streamdycoke_encoder_batch_seconds",
+)
+METRIC_NAMES = CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES + FLEET_METRIC_NAMES + ENCODER_METRIC_NAMES
 
 _LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 # A frame's path by stage (``streamdycoke_frame_stage_seconds{camera, stage}``), one histogram exported by
@@ -145,6 +151,24 @@ class QueryMetrics:
     def batch(self, requests: int, visual_tokens: int) -> None:
         self.batch_requests.observe(requests)
         self.batch_tokens.observe(visual_tokens)
+
+
+class EncoderMetrics:
+    """Metrics of the encoder deployment (created inside its replica)."""
+
+    def __init__(self) -> None:
+        from ray.serve import metrics
+
+        self.batch = metrics.Histogram("streamdycoke_encoder_batch_frames", "frames per encoder forward pass",
+                                       boundaries=[1, 2, 4, 8, 16, 32, 64])
+        self.frames = metrics.Counter("streamdycoke_encoder_frames_total", "frames the encoder deployment encoded")
+        self.seconds = metrics.Histogram("streamdycoke_encoder_batch_seconds", "time of one forward pass",
+                                         boundaries=_STAGE_BUCKETS)
+
+    def forward(self, frames: int, seconds: float) -> None:
+        self.batch.observe(frames)
+        self.frames.inc(frames)
+        self.seconds.observe(seconds)
 
 
 class FleetMetrics:

@@ -39,14 +39,19 @@ CAMERA_SLOTS_PER_CPU = 8
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=2, num_cpus=0, resources={CAMERA_RESOURCE: 1})
 class CameraActor:
     def __init__(self, camera: CameraConfig, kafka: KafkaSettings, redis: RedisSettings,
-                 app_model: EncoderSpec | None = None) -> None:
+                 app_model: EncoderSpec | None = None, encoder_handle: Any = None) -> None:
         import torch
 
         # many camera actors share a node's cores: one intra-op thread each, not one per core each (16 actors
         # on 2 cores with 2 threads apiece spent more time switching than encoding)
         torch.set_num_threads(1)
         self.camera = camera
-        self.worker = CameraWorker(camera, kafka, RedisTokenStore(redis), app_model)
+        encoder = None
+        if encoder_handle is not None:  # the app's encoder service: this camera's frames are batched there
+            from .encoder_client import RemoteEncoder
+
+            encoder = RemoteEncoder(camera.pipeline_config(app_model).encoder, encoder_handle)
+        self.worker = CameraWorker(camera, kafka, RedisTokenStore(redis), app_model, encoder=encoder)
         self._stop = threading.Event()
 
     def run(self) -> dict:
@@ -116,6 +121,8 @@ class CameraSupervisor:
         app_model: the application's LLM; a camera that names no encoder uses its vision tower, and a
             camera whose encoder cannot feed it is refused (:class:`CameraRefused`) instead of started.
         actor_options: Ray options for every camera actor, over the default of one camera slot and no CPU.
+        encoder_handle: the app's encoder service (a Serve handle of :mod:`deployments.encoder`), or None:
+            each actor encodes its own frames.
         placement_grace_s: an actor not running this long after it was added is reported as unplaced
             (:attr:`unplaced`, with why), until it runs; one that asks for more slots than the whole cluster
             has is reported at once. (Ray tells no placement apart from a slow start without its dashboard,
@@ -123,7 +130,7 @@ class CameraSupervisor:
     """
 
     def __init__(self, kafka: KafkaSettings, redis: RedisSettings, app_model: EncoderSpec | None = None,
-                 actor_options: dict | None = None, placement_grace_s: float = 60.0) -> None:
+                 actor_options: dict | None = None, placement_grace_s: float = 60.0, encoder_handle: Any = None) -> None:
         self.kafka, self.redis = kafka, redis
         self.app_model = app_model or EncoderSpec()
         self.actor_options = dict(actor_options or {})
@@ -134,6 +141,7 @@ class CameraSupervisor:
         self.refused: dict[str, str] = {}  # camera -> why its tokens could not feed the LLM
         self.unplaced: dict[str, str] = {}  # camera -> why its actor is not running yet (no free slot, ...)
         self.placement_grace_s = placement_grace_s
+        self.encoder_handle = encoder_handle
         self._ready: dict[str, Any] = {}  # camera -> the actor's ready ref, until it is placed
         self._added_at: dict[str, float] = {}
 
@@ -144,7 +152,7 @@ class CameraSupervisor:
         if reason is not None:
             raise CameraRefused(reason)
         actor = CameraActor.options(name=f"camera-{camera.id}", **self.actor_options).remote(
-            camera, self.kafka, self.redis, self.app_model)
+            camera, self.kafka, self.redis, self.app_model, self.encoder_handle)
         self.actors[camera.id] = actor
         self.configs[camera.id] = camera
         self._runs[camera.id] = actor.run.remote()

@@ -89,12 +89,13 @@ class CameraFleet:
     stops them in order.
     """
 
-    def __init__(self, args: AppArgs) -> None:
+    def __init__(self, args: AppArgs, encoder: Any = None) -> None:
         from actors.metrics import FleetMetrics
         from actors.ray_actor import CameraSupervisor
 
         self.fleet = args.fleet
-        self.sup = CameraSupervisor(self.fleet.kafka, args.redis, args.model, self.fleet.actor_options)
+        self.sup = CameraSupervisor(self.fleet.kafka, args.redis, args.model, self.fleet.actor_options,
+                                    encoder_handle=encoder)
         self.metrics = FleetMetrics()
         self.last_error: str | None = None
         self.reconciles = 0
@@ -173,9 +174,10 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
 @serve.deployment
 @serve.ingress(api)
 class Gateway:
-    def __init__(self, llm: Any, args: AppArgs, fleet: Any = None) -> None:
+    def __init__(self, llm: Any, args: AppArgs, fleet: Any = None, encoder: Any = None) -> None:
         self.llm = llm
         self.fleet = fleet
+        self.encoder = encoder  # the encoder service, when the app runs one (GET /v1/encoder)
         self.args = args
         self.store = RedisTokenStore(args.redis)
         from actors.metrics import QueryMetrics
@@ -278,7 +280,18 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
     else:
         opts["num_replicas"] = a.num_replicas
     llm = LLMDeployment.options(**opts).bind(a)
+    encoder = None
+    if a.encoder is not None:
+        from .encoder import EncoderDeployment
+
+        e = a.encoder
+        eopts: dict[str, Any] = {"ray_actor_options": {"num_cpus": e.num_cpus, "num_gpus": e.num_gpus}}
+        if e.autoscaling_config:
+            eopts["autoscaling_config"] = e.autoscaling_config
+        else:
+            eopts["num_replicas"] = e.num_replicas
+        encoder = EncoderDeployment.options(**eopts).bind(a.model, e.max_batch_size, e.batch_wait_timeout_s)
     fleet = None
     if a.fleet is not None:
-        fleet = CameraFleet.options(ray_actor_options={"num_cpus": a.fleet.num_cpus}).bind(a)
-    return Gateway.options(ray_actor_options={"num_cpus": a.gateway_num_cpus}).bind(llm, a, fleet)
+        fleet = CameraFleet.options(ray_actor_options={"num_cpus": a.fleet.num_cpus}).bind(a, encoder)
+    return Gateway.options(ray_actor_options={"num_cpus": a.gateway_num_cpus}).bind(llm, a, fleet, encoder)

@@ -30,13 +30,15 @@ from actors.config import CameraConfig, IngestSettings
 from streamdycoke import EncoderSpec, PolicySpec
 from streamdycoke.stats import percentile
 
-from .config import AppArgs
+from .config import AppArgs, EncoderServiceArgs
+from .encoder import ENCODER_DEPLOYMENT
 
 __all__ = ["bench_pipeline", "bench_pipeline_sweep", "print_pipeline", "print_sweep"]
 
 # the uncompressed twin of each camera: every frame processed, every token kept
 UNCOMPRESSED = {"sampler": None, "policy": PolicySpec("fixed:1.0")}
 INGEST_MODES = ("edge", "actor")  # where the frame sampler runs
+ENCODER_PLACEMENTS = ("actor", "service")  # where frames are encoded: in each camera actor, or batched by a deployment
 
 
 def _pooled(samples: list[dict[str, list[float]]]) -> dict[str, dict]:
@@ -52,7 +54,7 @@ def _pooled(samples: list[dict[str, list[float]]]) -> dict[str, dict]:
 def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, window_s: float = 10.0,
                    model: EncoderSpec | None = None, uncompressed: bool = True, ingest: str = "edge",
                    warmup_s: float = 5.0, progress: bool = True, keep_samples: bool = False,
-                   fetch_max_wait_ms: int | None = None) -> dict:
+                   fetch_max_wait_ms: int | None = None, encoder_at: str = "actor") -> dict:
     import ray
     from ray import serve
 
@@ -66,23 +68,27 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
     from .procstats import ProcessSampler
     from .stack import LocalStack
 
+    if encoder_at not in ENCODER_PLACEMENTS:
+        raise ValueError(f"encoder_at must be one of {ENCODER_PLACEMENTS}, got {encoder_at!r}")
     if ingest not in INGEST_MODES:
         raise ValueError(f"ingest must be one of {INGEST_MODES}, got {ingest!r}")
     log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
     model = model or EncoderSpec()
     size = encoder_shape(model).input_size[0]
     variants = {"compressed": {}, **({"uncompressed": UNCOMPRESSED} if uncompressed else {})}
-    res: dict = {"cameras": cameras, "ingest": ingest, "duration_s": duration, "model": model.weights,
-                 "variants": {}}
+    res: dict = {"cameras": cameras, "ingest": ingest, "encoder_at": encoder_at, "duration_s": duration,
+                 "model": model.weights, "variants": {}}
     with tempfile.TemporaryDirectory() as tmp, LocalStack() as stack:
         res["camera_slots"] = stack.camera_slots
         sources = [str(make_camera_video(Path(tmp) / f"c{i}.mp4", seconds=20, seed=200 + i)) for i in range(cameras)]
         kafka = stack.kafka if fetch_max_wait_ms is None else stack.kafka.model_copy(
             update={"fetch_max_wait_ms": fetch_max_wait_ms})
         res["fetch_max_wait_ms"] = kafka.fetch_max_wait_ms
-        sup = CameraSupervisor(kafka, stack.redis, model)
-        serve.run(build_app(AppArgs(model=model, redis=stack.redis, num_cpus=0.25, api_token=stack.api_token)),
-                  name="bench", route_prefix="/")
+        service = EncoderServiceArgs(num_cpus=0.5) if encoder_at == "service" else None
+        serve.run(build_app(AppArgs(model=model, redis=stack.redis, num_cpus=0.25, api_token=stack.api_token,
+                                    encoder=service)), name="bench", route_prefix="/")
+        encoder = serve.get_deployment_handle(ENCODER_DEPLOYMENT, app_name="bench") if service else None
+        sup = CameraSupervisor(kafka, stack.redis, model, encoder_handle=encoder)
         stop = threading.Event()
         streams = [(f"cam{i}" + ("" if vname == "compressed" else "-raw"), vname, src, CameraConfig(
             id=f"cam{i}" + ("" if vname == "compressed" else "-raw"), **extra))
@@ -106,12 +112,24 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
         for ing in ingestors.values():
             ing.stats.times.clear()
         procs = ProcessSampler()
+        enc0 = encoder.stats.remote().result() if encoder else None
         first, p0, t0 = sup.stats(), procs.snapshot(), time.monotonic()
         sent0 = {c: (i.stats.frames, i.stats.bytes_sent) for c, i in ingestors.items()}
         time.sleep(duration)
         sent1 = {c: (i.stats.frames, i.stats.bytes_sent) for c, i in ingestors.items()}
         dt = time.monotonic() - t0
         last, p1 = sup.stats(), procs.snapshot()
+        if encoder:
+            enc1 = encoder.stats.remote().result()
+            sizes = {int(k): v - enc0["batch_sizes"].get(k, 0) for k, v in enc1["batch_sizes"].items()}
+            sizes = {k: v for k, v in sizes.items() if v}
+            res["encoder"] = {"placement": "service", "frames_per_s": (enc1["frames"] - enc0["frames"]) / dt,
+                              "batch_sizes": sizes, "mean_batch": (enc1["frames"] - enc0["frames"]) / max(1, sum(
+                                  sizes.values())), "forward_ms_mean": enc1["forward_ms_mean"]}
+        else:
+            done = sum(last[c].get("processed", 0) - first.get(c, {}).get("processed", 0) for c in last)
+            res["encoder"] = {"placement": "actor", "frames_per_s": done / dt, "batch_sizes": {1: done},
+                              "mean_batch": 1.0}
         samples = {cam: ray.get(a.stage_samples.remote()) for cam, a in sup.actors.items()}
         if keep_samples:
             res["samples"] = {"camera": samples, "ingest": {c: {k: list(v) for k, v in i.stats.times.recent.items()}
@@ -161,16 +179,17 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
 
 
 def bench_pipeline_sweep(cameras: list[int], ingest_modes: list[str] = ("edge",), plot: str | None = None,
-                         progress: bool = True, **kw) -> dict:
-    """One :func:`bench_pipeline` run per camera count and ingest mode, each on a fresh stack."""
+                         progress: bool = True, encoder_at: list[str] = ("actor",), **kw) -> dict:
+    """One :func:`bench_pipeline` run per camera count, ingest mode and encoder placement, each on a fresh stack."""
     runs = []
     for mode in ingest_modes:
-        for n in cameras:
-            if progress:
-                print(f"== {n} cameras, sampling at the {mode} ==", file=sys.stderr)
-            runs.append(bench_pipeline(cameras=n, ingest=mode, progress=progress, **kw))
-            if progress:
-                print_sweep({"runs": runs[-1:]}, file=sys.stderr)
+        for enc in encoder_at:
+            for n in cameras:
+                if progress:
+                    print(f"== {n} cameras, sampling at the {mode}, encoding in the {enc} ==", file=sys.stderr)
+                runs.append(bench_pipeline(cameras=n, ingest=mode, encoder_at=enc, progress=progress, **kw))
+                if progress:
+                    print_sweep({"runs": runs[-1:]}, file=sys.stderr)
     out = {"runs": runs}
     holding = [r["cameras"] for r in runs if _holds(r, 100.0)]
     out["largest_holding_100ms"] = max(holding) if holding else None
@@ -211,19 +230,24 @@ def print_pipeline(res: dict, file=None) -> None:
             p(f"    {stage:<15} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f}  ({s['n']})")
     p("  processes: " + ", ".join(f"{g} x{v['processes']} {v['cpu_cores']:.2f} cores {v['rss_mib']:.0f} MiB"
                                   for g, v in sorted(res["processes"].items())))
+    e = res.get("encoder") or {}
+    if e:
+        p(f"  encoder in the {e['placement']}: {e['frames_per_s']:.1f} frames/s encoded, mean batch "
+          f"{e['mean_batch']:.2f}, batch sizes {e['batch_sizes']}"
+          + (f", forward pass {e['forward_ms_mean']:.1f} ms" if e.get("forward_ms_mean") else ""))
     if res.get("query_speedup_p50"):
         p(f"query p50: uncompressed / compressed = {res['query_speedup_p50']:.2f}x")
 
 
 def print_sweep(res: dict, file=None) -> None:
     p = lambda *a: print(*a, file=file or sys.stdout)  # noqa: E731
-    p(f"  {'cams':>4} {'ingest':>6} {'in f/s':>7} {'done f/s':>8} {'lag':>5} {'f2c p50':>8} {'f2c p99':>8} "
+    p(f"  {'cams':>4} {'ingest':>6} {'encode':>7} {'in f/s':>7} {'done f/s':>8} {'lag':>5} {'f2c p50':>8} {'f2c p99':>8} "
       f"{'worst p99':>9} {'KB/s/cam':>9} {'cores':>6} {'actor MiB':>9} {'driver MiB':>10}")
     for r in res["runs"]:
         c = r["variants"]["compressed"]
         pr = r["processes"]
         cores = sum(g["cpu_cores"] for g in pr.values())
-        p(f"  {r['cameras']:>4} {r['ingest']:>6} {_f(c['ingested_per_s'], '>7.1f')} {_f(c['frames_per_s'], '>8.1f')} "
+        p(f"  {r['cameras']:>4} {r['ingest']:>6} {r.get('encoder_at', 'actor'):>7} {_f(c['ingested_per_s'], '>7.1f')} {_f(c['frames_per_s'], '>8.1f')} "
           f"{c['lag_frames']:>5} {_f(c['frame_to_cache_p50_ms'], '>8.1f')} {_f(c['frame_to_cache_p99_ms'], '>8.1f')} "
           f"{_f(c['worst_camera_p99_ms'], '>9.1f')} {_f(c['kafka_bytes_per_s_per_camera'] / 1e3, '>9.1f')} "
           f"{cores:>6.2f} {_f(pr.get('camera_actor', {}).get('rss_mib_per_process'), '>9.0f')} "

@@ -36,6 +36,20 @@ class FleetArgs(BaseModel):
     num_cpus: float = Field(0.1, gt=0)
 
 
+class EncoderServiceArgs(BaseModel):
+    """The vision encoder as a Serve deployment (:mod:`deployments.encoder`): camera actors send the frames they
+    process there, batched across cameras (GPU replicas in production)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, ge=0, description="per replica")
+    num_gpus: float = Field(0.0, ge=0, description="per replica")
+    max_batch_size: int = Field(16, ge=1, description="frames per forward pass at most")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, description="how long a batch's first frame waits for others")
+    autoscaling_config: dict[str, Any] | None = None
+
+
 class AppArgs(BaseModel):
     """Arguments of :func:`deployments.app.build_app` (a ``serveConfigV2`` passes them as ``args``)."""
 
@@ -58,6 +72,9 @@ class AppArgs(BaseModel):
     query_timeout_s: float = Field(120.0, gt=0, description="a query the LLM has not answered by then gets a "
                                                             "retryable 503")
     fleet: FleetArgs | None = None
+    encoder: EncoderServiceArgs | None = Field(None, description=(
+        "run the vision encoder as a deployment batching frames across cameras; None: each camera actor "
+        "encodes its own frames (small setups, cheap encoders)"))
 
     @field_validator("model")
     @classmethod

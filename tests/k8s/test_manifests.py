@@ -101,8 +101,12 @@ def test_rayservice_shape(target):
         mounts = {m["mountPath"]: m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
         vols = {v["name"]: v for v in pod["spec"]["volumes"]}
         assert vols[mounts[cameras_dir]]["configMap"]["name"] == "streamdycoke-cameras"
-    # the camera actors ask for exactly the resource the CPU group offers
+    # the camera actors ask for exactly the resource the CPU group offers, and no CPU of their own
     assert args["fleet"]["actor_options"]["resources"] == {"camera": 1}
+    assert "num_cpus" not in args["fleet"]["actor_options"]
+    # frames are encoded by the encoder deployment (on a GPU in production), not by each camera actor
+    assert args["encoder"]["max_batch_size"] > 1
+    assert (args["encoder"]["num_gpus"] > 0) == (target != "overlays/cpu-dev")
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -255,7 +259,8 @@ def _exported() -> set[str]:
     out = set()
     for name in CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES + FLEET_METRIC_NAMES:
         out |= {f"ray_{name}", f"ray_{name}_bucket", f"ray_{name}_sum", f"ray_{name}_count"}
-    out |= set(INGEST_METRIC_NAMES)  # served by prometheus-client directly: no ray_ prefix
+    for name in INGEST_METRIC_NAMES:  # served by prometheus-client directly: no ray_ prefix
+        out |= {name, f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     return out
 
 
@@ -279,7 +284,7 @@ def test_dashboard_is_grafana_json_with_the_panels_operators_watch():
     assert all(p["targets"] and p["datasource"]["uid"] == "${datasource}" for p in panels)
     text = json.dumps(dash)
     for needle in ("frames_consumed_total", "tokens_kept_total", "frame_to_cache_seconds_bucket",
-                   "query_stage_seconds_bucket", "consumer_lag_frames", "llm_batch_size_requests_bucket",
+                   "query_stage_seconds_bucket", "frame_stage_seconds_bucket", "fleet_cameras_unplaced", "consumer_lag_frames", "llm_batch_size_requests_bucket",
                    "replica_healthy"):
         assert needle in text, needle
     (cm,) = find(render("base"), "ConfigMap", "streamdycoke-dashboard")

@@ -1,0 +1,37 @@
+"""`streamdycoke bench pipeline`, short: one camera with edge sampling; every stage of a frame's path is
+measured, the figures it prints are the ones it measured, and the run accounts for what was ingested."""
+
+import json
+import os
+import subprocess
+import sys
+
+from actors.camera import CAMERA_STAGES
+from actors.ingest import INGEST_STAGES
+
+from ..conftest import needs_isolated_network
+
+pytestmark = needs_isolated_network
+
+
+def test_short_bench_pipeline_measures_every_stage_and_accounts_for_the_frames():
+    env = {**os.environ, "RAY_ADDRESS": ""}  # its own local Ray, not the test session's
+    out = subprocess.run([sys.executable, "-m", "streamdycoke.cli", "bench", "pipeline", "--cameras", "1",
+                          "--duration", "6", "--warmup", "3", "--queries", "1", "--no-uncompressed", "--json"],
+                         capture_output=True, text=True, timeout=400, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    c = r["variants"]["compressed"]
+    assert set(r["variants"]) == {"compressed"} and r["ingest"] == "edge"
+    assert set(c["stages_ms"]) == set(INGEST_STAGES) | set(CAMERA_STAGES), sorted(c["stages_ms"])
+    st = c["stages_ms"]
+    # every frame decoded is sampled at the edge; only the chosen ones are resized and sent
+    assert st["decode"]["n"] == st["sample"]["n"] > st["resize"]["n"] == st["publish"]["n"] > 0
+    assert st["frame_to_cache"]["n"] == st["transit"]["n"] == st["encode"]["n"] > 0
+    assert st["frame_to_cache"]["p50_ms"] <= st["frame_to_cache"]["p99_ms"]
+    # frame-to-cache spans the camera's stages: its median is no shorter than the longest of theirs
+    assert st["frame_to_cache"]["p50_ms"] >= max(st[s]["p50_ms"] for s in ("transit", "encode", "cache_write"))
+    assert 20 < c["ingested_per_s"] < 40 and c["frames_per_s"] > 0 and c["kafka_bytes_per_s"] > 0
+    assert c["frame_to_cache_p99_ms"] == st["frame_to_cache"]["p99_ms"]
+    assert r["processes"]["camera_actor"]["processes"] == 1 and r["processes"]["driver"]["rss_mib"] > 0
+    assert "frame_to_cache" in out.stdout and "transit" in out.stdout  # the table shows the stages
