@@ -15,6 +15,12 @@ fails (Redis down, the broker gone), nothing of it counts: the worker closes its
 started again, rebuilds its window from what the cache durably holds and resumes from the committed
 offset, so it never moves past a frame it has not stored and never counts a frame twice.
 
+Edge sampling: ingest may run the camera's frame sampler and send only the frames it chooses; a message
+then says how many frames just before it were skipped there (and a skip record, with no pixels, stands
+for skipped frames alone), so every ingested frame is still consumed exactly once as processed, skipped
+or dead-lettered, frame indices stay contiguous for gap detection, and a frame chosen at the edge is
+processed without sampling again.
+
 Bad input never stops the stream: a message that does not parse, has the wrong size, belongs to
 another camera, carries a timestamp from the future, or fails in the pipeline goes to the dead-letter
 topic, its original bytes with the reason in headers (``reason``, ``detail``, ``camera``, ``topic``,

@@ -54,7 +54,7 @@ def _pooled(samples: list[dict[str, list[float]]]) -> dict[str, dict]:
 def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, window_s: float = 10.0,
                    model: EncoderSpec | None = None, uncompressed: bool = True, ingest: str = "edge",
                    warmup_s: float = 5.0, progress: bool = True, keep_samples: bool = False,
-                   fetch_max_wait_ms: int | None = None, encoder_at: str = "actor") -> dict:
+                   fetch_max_wait_ms: int | None = None, encoder_at: str = "actor", rss_every_s: float = 10.0) -> dict:
     import ray
     from ray import serve
 
@@ -115,7 +115,11 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
         enc0 = encoder.stats.remote().result() if encoder else None
         first, p0, t0 = sup.stats(), procs.snapshot(), time.monotonic()
         sent0 = {c: (i.stats.frames, i.stats.bytes_sent) for c, i in ingestors.items()}
-        time.sleep(duration)
+        timeline = [(0.0, p0)]  # RSS per process every rss_every_s: is memory flat?
+        while (left := duration - (time.monotonic() - t0)) > 0:
+            time.sleep(min(rss_every_s, left))
+            if left > rss_every_s:
+                timeline.append((time.monotonic() - t0, procs.snapshot()))
         sent1 = {c: (i.stats.frames, i.stats.bytes_sent) for c, i in ingestors.items()}
         dt = time.monotonic() - t0
         last, p1 = sup.stats(), procs.snapshot()
@@ -135,6 +139,8 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
             res["samples"] = {"camera": samples, "ingest": {c: {k: list(v) for k, v in i.stats.times.recent.items()}
                                                             for c, i in ingestors.items()}}
         res["processes"] = ProcessSampler.since(p0, p1, dt)
+        timeline.append((dt, p1))
+        res["memory"] = _memory_growth(timeline)
         log("querying ...")
         lat: dict[str, list[float]] = {v: [] for v in variants}
         vis: dict[str, list[int]] = {v: [] for v in variants}
@@ -176,6 +182,23 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
     drv = res["processes"].get("driver", {})
     res["ingest_cpu_cores_per_stream"] = drv.get("cpu_cores", 0.0) / len(streams)
     return res
+
+
+def _memory_growth(timeline: list[tuple[float, dict]], after_s: float = 60.0) -> dict:
+    """RSS per process group from the first sample at or after ``after_s`` (the first minute: imports,
+    caches and buffers filled) to the last: MiB then and now, and the largest growth of any one process
+    of the group in percent. Runs shorter than ``after_s`` compare with the first sample."""
+    base_t, base = next(((t, s) for t, s in timeline if t >= after_s), timeline[0])
+    end_t, end = timeline[-1]
+    out: dict[str, dict] = {"from_s": base_t, "to_s": end_t, "groups": {}}
+    for pid, (group, _, rss) in end.items():
+        if pid not in base:
+            continue
+        g = out["groups"].setdefault(group, {"rss_mib_from": 0.0, "rss_mib_to": 0.0, "max_growth_pct": -1e9})
+        g["rss_mib_from"] += base[pid][2]
+        g["rss_mib_to"] += rss
+        g["max_growth_pct"] = max(g["max_growth_pct"], 100.0 * (rss - base[pid][2]) / base[pid][2])
+    return out
 
 
 def bench_pipeline_sweep(cameras: list[int], ingest_modes: list[str] = ("edge",), plot: str | None = None,
@@ -228,6 +251,11 @@ def print_pipeline(res: dict, file=None) -> None:
         p(f"  {name}: stage p50 / p99 ms (n)")
         for stage, s in v["stages_ms"].items():
             p(f"    {stage:<15} {s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f}  ({s['n']})")
+    m = res.get("memory")
+    if m:
+        p(f"  RSS from {m['from_s']:.0f} s to {m['to_s']:.0f} s: " + ", ".join(
+            f"{g} {v['rss_mib_from']:.0f} -> {v['rss_mib_to']:.0f} MiB (worst process {v['max_growth_pct']:+.1f}%)"
+            for g, v in sorted(m["groups"].items())))
     p("  processes: " + ", ".join(f"{g} x{v['processes']} {v['cpu_cores']:.2f} cores {v['rss_mib']:.0f} MiB"
                                   for g, v in sorted(res["processes"].items())))
     e = res.get("encoder") or {}
