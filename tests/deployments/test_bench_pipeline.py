@@ -25,8 +25,10 @@ def test_short_bench_pipeline_measures_every_stage_and_accounts_for_the_frames()
     assert set(r["variants"]) == {"compressed"} and r["ingest"] == "edge"
     assert set(c["stages_ms"]) == set(INGEST_STAGES) | set(CAMERA_STAGES), sorted(c["stages_ms"])
     st = c["stages_ms"]
-    # every frame decoded is sampled at the edge; only the chosen ones are resized and sent
-    assert st["decode"]["n"] == st["sample"]["n"] > st["resize"]["n"] == st["publish"]["n"] > 0
+    # every frame decoded is sampled at the edge; only the chosen ones are resized and sent (ingest still runs
+    # while the figures are read: one frame may be between two stages)
+    assert abs(st["decode"]["n"] - st["sample"]["n"]) <= 1 and abs(st["resize"]["n"] - st["publish"]["n"]) <= 1
+    assert st["sample"]["n"] > 3 * st["resize"]["n"] > 0
     assert st["frame_to_cache"]["n"] == st["transit"]["n"] == st["encode"]["n"] > 0
     assert st["frame_to_cache"]["p50_ms"] <= st["frame_to_cache"]["p99_ms"]
     # frame-to-cache spans the camera's stages: its median is no shorter than the longest of theirs
