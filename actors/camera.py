@@ -39,6 +39,7 @@ a consumer that receives nothing while its topic holds unread frames is a stall,
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -194,6 +195,10 @@ class CameraWorker:
         except BaseException:
             self.stop()
             raise
+        # what start-up allocated (the model, clients, Ray's own objects) lives as long as the process: keep it
+        # out of the collector's full passes, which otherwise stall the stream for tens of milliseconds
+        gc.collect()
+        gc.freeze()
         self._last_progress = time.monotonic()
 
     def _index_before(self, offset: int, timeout_s: float = 5.0) -> str:

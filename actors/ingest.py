@@ -8,6 +8,7 @@ reopened with exponential backoff, frame indices continuing where they were.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -100,6 +101,7 @@ class Ingestor:
             self.metrics.camera_started(self.camera)
         ensure_topic(self.kafka, self.topic)
         first_index, last_ts = self._resume_point()
+        gc.freeze()  # start-up's objects out of the collector's full passes (they stall every ingest thread)
         t0_wall = max(time.time(), last_ts + 1.0 / 30)
         base = 0.0  # where (seconds after t0_wall) the current pass's first frame goes
         backoff = s.reconnect_backoff_s
