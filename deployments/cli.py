@@ -90,6 +90,12 @@ def register(sub, bench) -> None:
     bench_common_options(q)
     q.set_defaults(func=cmd_bench_soak)
 
+    q = bench.add_parser("transit", help="the embedded broker alone: Kafka transit for each consumer fetch wait")
+    q.add_argument("--waits", type=_int_list, default=[500, 100, 20, 10, 5], help="fetch_max_wait_ms values")
+    q.add_argument("--frames", type=int, default=150, help="messages per value, at 30 a second")
+    bench_common_options(q)
+    q.set_defaults(func=cmd_bench_transit)
+
     q = bench.add_parser("decode", help="ingest's per-frame cost: PyAV decode + resize")
     q.add_argument("--video", default=None, help="the clip (default: the real 720p one)")
     q.add_argument("--repeats", type=int, default=3)
@@ -255,6 +261,16 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     res = bench_soak(cameras=args.cameras, duration=args.duration, fault_every_s=args.fault_every,
                      outage_s=args.outage, resume_s=args.resume, fps=args.fps, progress=not args.quiet)
     print_soak(res, args.plot)
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def cmd_bench_transit(args: argparse.Namespace) -> int:
+    from .bench_transit import bench_transit, print_transit
+
+    res = bench_transit(waits_ms=args.waits, frames=args.frames, progress=not args.quiet)
+    print_transit(res)
     if args.json:
         print(json.dumps(res))
     return 0
