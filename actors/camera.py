@@ -357,13 +357,12 @@ class CameraWorker:
                   self.pipeline.state.last_frame_index)
         return len(batch)
 
-    def _decide(self, batch: list, c: CameraCounters) -> tuple[list, list[float], int | None]:
+    def _decide(self, batch: list, c: CameraCounters) -> tuple[list, list[tuple[float, dict]], int | None]:
         """Run a batch's records through the pipeline, dead-lettering poison ones; counts go to ``c``.
 
-        Returns the segments, each one's capture time and its stage times so far (transit, wait, encode,
-        compress), and the offset of a record whose index leaves a gap
-        the first time it is seen (the batch stops there; the caller re-reads the topic from its start),
-        else None.
+        Returns the segments; per segment, its capture time and its stage times so far (seconds: transit,
+        wait, encode, compress); and the offset of a record whose index leaves a gap the first time it is
+        seen (the batch stops there; the caller re-reads the topic from its start), else None.
         """
         segments, timings = [], []
         state = self.pipeline.state
