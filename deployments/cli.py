@@ -66,7 +66,7 @@ def register(sub, bench) -> None:
     q.add_argument("--ingest", type=lambda t: t.split(","), default=["edge"], metavar="edge,actor",
                    help="where the frame sampler runs: edge (ingest sends only the chosen frames), actor (ingest "
                         "sends every frame); a list compares them, one run each")
-    q.add_argument("--encoder-at", type=lambda t: t.split(","), default=["actor"], metavar="actor,service",
+    q.add_argument("--encode-in", type=lambda t: t.split(","), default=["actor"], metavar="actor,service",
                    help="where frames are encoded: in each camera actor, or by the encoder deployment batching "
                         "across cameras; a list compares them, one run each")
     q.add_argument("--uncompressed", action=argparse.BooleanOptionalAction, default=None,
@@ -236,18 +236,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from .bench_pipeline import bench_pipeline, bench_pipeline_sweep, print_pipeline, print_sweep
 
-    sweep = len(args.cameras) > 1 or len(args.ingest) > 1 or len(args.encoder_at) > 1
+    sweep = len(args.cameras) > 1 or len(args.ingest) > 1 or len(args.encode_in) > 1
     kw = dict(duration=args.duration, warmup_s=args.warmup, fetch_max_wait_ms=args.fetch_max_wait_ms, model=from_options(EncoderSpec, args, prefix="model_"),
               queries=args.queries if args.queries is not None else (2 if sweep else 5),
               uncompressed=args.uncompressed if args.uncompressed is not None else not sweep)
     if sweep:
         res = bench_pipeline_sweep(args.cameras, args.ingest, plot=args.plot, progress=not args.quiet,
-                                   encoder_at=args.encoder_at, **kw)
+                                   encoder_at=args.encode_in, **kw)
         print_sweep(res)
         for run in res["runs"]:
             print_pipeline(run)
     else:
-        res = bench_pipeline(cameras=args.cameras[0], ingest=args.ingest[0], encoder_at=args.encoder_at[0],
+        res = bench_pipeline(cameras=args.cameras[0], ingest=args.ingest[0], encoder_at=args.encode_in[0],
                              progress=not args.quiet, **kw)
         print_pipeline(res)
     if args.json:
