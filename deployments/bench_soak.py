@@ -62,6 +62,32 @@ def _rss_by_process() -> dict[str, float]:
     return out
 
 
+def _indices_in_topic(kafka, camera: str) -> set[int]:
+    """Every frame index the camera's topic accounts for, read from its start to its end."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from actors.frames import peek_indices
+
+    tp = TopicPartition(kafka.topic_for(camera), 0)
+    c = KafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False, fetch_max_bytes=64 << 20,
+                      max_partition_fetch_bytes=kafka.max_message_bytes)
+    try:
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        out: set[int] = set()
+        empty = 0
+        while empty < 3:  # to the true end (a loaded broker is slow; tansu reports its end loosely)
+            batch = c.poll(timeout_ms=1000).get(tp, [])
+            empty = 0 if batch else empty + 1
+            for rec in batch:
+                span = peek_indices(rec.value)
+                if span is not None:
+                    out.update(range(span[0], span[1] + 1))
+        return out
+    finally:
+        c.close()
+
+
 def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float = 60.0, outage_s: float = 3.0,
                resume_s: float = 30.0, fps: int = 10, progress: bool = True) -> dict:
     from ray import serve
@@ -184,12 +210,17 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
                     break
                 time.sleep(1.0)
             per_camera = {}
+            final = sup.stats()
             for c in ids:
                 idx = [s.frame_index for s in store.read(c)]
                 expected = set(range(published[c]))
+                in_topic = _indices_in_topic(kafka, c)
+                by_broker = expected - in_topic  # acknowledged to ingest, then not in the topic
                 per_camera[c] = {"published": published[c], "stored": len(idx),
-                                 "lost": len(expected - set(idx)), "duplicates": len(idx) - len(set(idx))}
-            final = sup.stats()
+                                 "lost": len(expected - set(idx)), "duplicates": len(idx) - len(set(idx)),
+                                 "lost_by_broker": len(by_broker),
+                                 "lost_in_pipeline": len((expected & in_topic) - set(idx)),
+                                 "reported_missing": final.get(c, {}).get("frames_missing")}
             sup.shutdown()
         finally:
             stop_asking.set()
@@ -204,6 +235,9 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
     res["faults_survived"] = sum(f["survived"] for f in res["faults"])
     res["frames_published"] = sum(v["published"] for v in per_camera.values())
     res["frames_lost"] = sum(v["lost"] for v in per_camera.values())
+    res["frames_lost_by_broker"] = sum(v["lost_by_broker"] for v in per_camera.values())
+    res["frames_lost_in_pipeline"] = sum(v["lost_in_pipeline"] for v in per_camera.values())
+    res["frames_reported_missing"] = sum(v["reported_missing"] or 0 for v in per_camera.values())
     res["duplicates"] = sum(v["duplicates"] for v in per_camera.values())
     res["camera_faults_counted"] = {c: s.get("faults") for c, s in final.items()}
     resumes = [f["resume_s"] for f in res["faults"] if f["resume_s"] is not None]
@@ -293,7 +327,9 @@ def print_soak(res: dict, plot: str | None = None) -> None:
           f"(resume median {res['resume_s_median'] or 0:.1f} s, max {res['resume_s_max'] or 0:.1f} s)")
     for kind, v in res["faults_by_kind"].items():
         print(f"    {kind:<12} {v['survived']}/{v['injected']}")
-    print(f"  frames published {res['frames_published']}, lost {res['frames_lost']}, stored twice {res['duplicates']}")
+    print(f"  frames published {res['frames_published']}, lost {res['frames_lost']} (by the broker after acknowledging "
+          f"them: {res['frames_lost_by_broker']}, counted by the cameras as missing: {res['frames_reported_missing']}; "
+          f"in the pipeline: {res['frames_lost_in_pipeline']}), stored twice {res['duplicates']}")
     q = res["queries"]
     print(f"  questions: {q['ok']} answered, {q['retryable']} retryable 503s, {q['hung']} hung, {q['other']} other errors")
     for label, r in res["rss_mib"].items():
