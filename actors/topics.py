@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .config import KafkaSettings
 
-__all__ = ["ensure_topic"]
+__all__ = ["ensure_topic", "frame_indices_in_topic"]
 
 
 def ensure_topic(kafka: KafkaSettings, topic: str) -> None:
@@ -24,3 +24,30 @@ def ensure_topic(kafka: KafkaSettings, topic: str) -> None:
         pass
     finally:
         admin.close()
+
+
+def frame_indices_in_topic(kafka: KafkaSettings, camera: str) -> set[int]:
+    """Every frame index the camera's topic accounts for, read from its start to its end (what the broker
+    kept: the benchmarks and fault tests compare it with what ingest saw acknowledged)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from .frames import peek_indices
+
+    tp = TopicPartition(kafka.topic_for(camera), 0)
+    c = KafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False, fetch_max_bytes=64 << 20,
+                      max_partition_fetch_bytes=kafka.max_message_bytes)
+    try:
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        out: set[int] = set()
+        empty = 0
+        while empty < 3:  # to the true end (a loaded broker is slow; tansu reports its end loosely)
+            batch = c.poll(timeout_ms=1000).get(tp, [])
+            empty = 0 if batch else empty + 1
+            for rec in batch:
+                span = peek_indices(rec.value)
+                if span is not None:
+                    out.update(range(span[0], span[1] + 1))
+        return out
+    finally:
+        c.close()

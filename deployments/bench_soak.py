@@ -30,6 +30,8 @@ import threading
 import time
 from pathlib import Path
 
+from actors.topics import frame_indices_in_topic
+
 __all__ = ["bench_soak", "print_soak"]
 
 FAULTS = ("redis_kill", "redis_cut", "broker_kill", "ingest_kill", "actor_kill", "llm_kill")
@@ -60,32 +62,6 @@ def _rss_by_process() -> dict[str, float]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return out
-
-
-def _indices_in_topic(kafka, camera: str) -> set[int]:
-    """Every frame index the camera's topic accounts for, read from its start to its end."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    from actors.frames import peek_indices
-
-    tp = TopicPartition(kafka.topic_for(camera), 0)
-    c = KafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False, fetch_max_bytes=64 << 20,
-                      max_partition_fetch_bytes=kafka.max_message_bytes)
-    try:
-        c.assign([tp])
-        c.seek_to_beginning(tp)
-        out: set[int] = set()
-        empty = 0
-        while empty < 3:  # to the true end (a loaded broker is slow; tansu reports its end loosely)
-            batch = c.poll(timeout_ms=1000).get(tp, [])
-            empty = 0 if batch else empty + 1
-            for rec in batch:
-                span = peek_indices(rec.value)
-                if span is not None:
-                    out.update(range(span[0], span[1] + 1))
-        return out
-    finally:
-        c.close()
 
 
 def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float = 60.0, outage_s: float = 3.0,
@@ -214,7 +190,7 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
             for c in ids:
                 idx = [s.frame_index for s in store.read(c)]
                 expected = set(range(published[c]))
-                in_topic = _indices_in_topic(kafka, c)
+                in_topic = frame_indices_in_topic(kafka, c)
                 by_broker = expected - in_topic  # acknowledged to ingest, then not in the topic
                 per_camera[c] = {"published": published[c], "stored": len(idx),
                                  "lost": len(expected - set(idx)), "duplicates": len(idx) - len(set(idx)),

