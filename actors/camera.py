@@ -136,6 +136,9 @@ class CameraWorker:
         self._last_ts = 0.0  # capture time of the last frame decided (a replay is never newer than it)
         self._reread_for: int | None = None  # the expected index we re-read the topic from its start for
         self.frames_missing = 0  # frames a gap left out for good (expired or lost with a broker's data)
+        # highest frame index the counters account for (moved at each commit; at start, the committed one): a
+        # replay above it was written by a batch whose commit failed, so it is stored but was never counted
+        self._counted_through = -1
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
@@ -185,6 +188,8 @@ class CameraWorker:
             stored = self.pipeline.state.last_frame_index
             if not meta.lstrip("-").isdigit() and committed is not None and committed.offset > 0:
                 meta = self._index_before(committed.offset)  # a broker that keeps no commit metadata (tansu)
+            if meta.lstrip("-").isdigit():
+                self._counted_through = max(self._counted_through, int(meta))
             self._last_index = max(int(meta), stored) if meta.lstrip("-").isdigit() else (
                 stored if stored >= 0 else None)
         except Exception as exc:
@@ -345,6 +350,8 @@ class CameraWorker:
             raise
         # the batch is durable: now it counts
         self.counters.add(delta)
+        if self._last_index is not None:
+            self._counted_through = max(self._counted_through, self._last_index)
         times = self.counters.times
         for capture_ts, stages in timings:
             for stage, seconds in stages.items():
@@ -366,6 +373,7 @@ class CameraWorker:
         """
         segments, timings = [], []
         state = self.pipeline.state
+        stored_before = state.last_frame_index  # the newest frame stored before this batch
         polled = self._polled_at
         for rec in batch:
             span = peek_indices(rec.value)  # (first, last) frame index the message accounts for
@@ -417,7 +425,12 @@ class CameraWorker:
                     c.skipped += msg.skipped_before
                     self._dead_letter(rec, "index_reused", self.last_fault, c)
                     continue
-                c.replayed += msg.frames  # a replay of a frame the cache already holds
+                if self._counted_through < msg.frame_index <= stored_before:  # stored by a batch whose commit failed
+                    c.consumed += msg.frames
+                    c.skipped += msg.skipped_before
+                    c.processed += 1
+                else:
+                    c.replayed += msg.frames  # a replay of a frame the cache already holds, counted before
                 continue
             c.consumed += msg.frames
             c.skipped += msg.skipped_before  # skipped by ingest's sampler, accounted for by this frame
