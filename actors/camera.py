@@ -402,6 +402,10 @@ class CameraWorker:
                     raise FrameFormatError("timestamp_in_future",
                                            f"captured at {msg.timestamp:.3f}, more than {MAX_CLOCK_SKEW_S:.0f} s "
                                            "ahead of this machine's clock")
+                if is_new and expected is not None and first is not None and first < expected:
+                    raise FrameFormatError("bad_skip_count",
+                                           f"frame {index} claims {msg.skipped_before} skipped frames before it, "
+                                           f"back to {first}, but frames up to {expected - 1} are already accounted for")
             except FrameFormatError as exc:
                 c.consumed += 1
                 self._dead_letter(rec, exc.reason, str(exc), c)

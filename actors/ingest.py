@@ -168,10 +168,10 @@ class Ingestor:
             self._time("sample", time.perf_counter() - t0)
             if not decision.process:
                 if not self._pending:
-                    self._pending_since = time.monotonic()
+                    self._pending_since = ts
                 self._pending += 1
                 self._pending_ts = ts
-                if time.monotonic() - self._pending_since < self.settings.skip_record_s:
+                if ts - self._pending_since < self.settings.skip_record_s:  # capture time: deterministic
                     return True
                 value = encode_skip(self.camera, index, ts, self._pending - 1)
                 return self._send(value, self._pending, 0, ts, stop)

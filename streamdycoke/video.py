@@ -75,8 +75,8 @@ class SourceFrame:
     def thumbnail(self, size: int = 32) -> np.ndarray:
         """The frame sampler's ``(size, size)`` float32 grey thumbnail in [0, 1]
         (:func:`streamdycoke.sampler.thumbnail`), read straight from the decoder's luma plane where the
-        format has one (no conversion of the frame: about 4x cheaper than converting it to grey), with
-        limited-range luma (16..235) stretched to full range."""
+        format has one (no conversion of the frame), with limited-range luma (16..235) stretched to full
+        range."""
         from .sampler import thumbnail
 
         fr = self._frame

@@ -222,19 +222,22 @@ def test_hostile_timestamps_are_dead_lettered_and_the_stream_goes_on(services):
         sent = [encode_frame("hostile", 0, now, rgb), hostile_frame("hostile", 1, float("inf")),
                 hostile_frame("hostile", 2, float("nan")), hostile_frame("hostile", 3, now + 86400),
                 hostile_frame("hostile", 4, -1.0), encode_frame("hostile", 5, now + 0.1, rgb),
-                struct.pack("<4s", b"junk"), encode_frame("hostile", 6, now + 0.2, rgb)]
+                struct.pack("<4s", b"junk"), encode_frame("hostile", 6, now + 0.2, rgb),
+                # claims frames 3..7 were skipped before it: 3..6 are already accounted for
+                encode_frame("hostile", 8, now + 0.3, rgb, skipped_before=5), encode_frame("hostile", 9, now + 0.4, rgb)]
         for v in sent:
             p.send("frames.hostile", v, partition=0).get(10)
         p.close()
         wait_for(lambda: cam.worker.counters.consumed == len(sent), timeout_s=30)
         c = cam.worker.counters
-        assert c.dead_lettered == 5 and c.processed == 3
-        assert [s.frame_index for s in cam.store.read("hostile")] == [0, 5, 6], "retention was not fooled"
+        assert c.dead_lettered == 6 and c.processed == 4
+        assert [s.frame_index for s in cam.store.read("hostile")] == [0, 5, 6, 9], "retention was not fooled"
         consumer = KafkaConsumer("dlq.hostile", bootstrap_servers=k.bootstrap, auto_offset_reset="earliest",
                                  consumer_timeout_ms=3000, max_partition_fetch_bytes=16 << 20)
         reasons = sorted(dict(m.headers)["reason"].decode() for m in consumer)
         consumer.close()
-        assert reasons == ["bad_timestamp", "bad_timestamp", "bad_timestamp", "timestamp_in_future", "truncated"]
+        assert reasons == ["bad_skip_count", "bad_timestamp", "bad_timestamp", "bad_timestamp", "timestamp_in_future",
+                           "truncated"]
         assert cam.worker.faults.total() == 0, "poison is the record's problem, not a fault of the camera"
     finally:
         cam.close()

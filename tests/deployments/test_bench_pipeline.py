@@ -34,6 +34,5 @@ def test_short_bench_pipeline_measures_every_stage_and_accounts_for_the_frames()
     # frame-to-cache spans the camera's stages: its median is no shorter than the longest of theirs
     assert st["frame_to_cache"]["p50_ms"] >= max(st[s]["p50_ms"] for s in ("transit", "encode", "cache_write"))
     assert 20 < c["ingested_per_s"] < 40 and c["frames_per_s"] > 0 and c["kafka_bytes_per_s"] > 0
-    assert c["frame_to_cache_p99_ms"] == st["frame_to_cache"]["p99_ms"]
     assert r["processes"]["camera_actor"]["processes"] == 1 and r["processes"]["driver"]["rss_mib"] > 0
     assert "frame_to_cache" in out.stdout and "transit" in out.stdout  # the table shows the stages
