@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,pipeline]'
+	$(BIN)/pip install -q -e '.[dev,pipeline,eval]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -98,9 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_make_sample)
 
     from .bench import add_bench_parser
+    from .evalqa.run import add_eval_parser
     from .train import add_train_parser
 
     add_train_parser(sub)
+    add_eval_parser(sub)
     bench = add_bench_parser(sub)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         ep.load()(sub, bench)

@@ -34,11 +34,21 @@ class StreamConfig:
         scene_cut_similarity: a frame whose mean similarity to the held tokens is below this is a
             scene cut and becomes a keyframe.
         token_dtype: dtype of stored tokens, ``"float16"`` or ``"bfloat16"``.
+        budget_ratio: rate control (None: off, the policy alone decides). The stream then keeps
+            on average this share of the tokens of every frame *in*, frames the sampler skipped
+            included: a token bucket gains ``budget_ratio * N`` per frame in, keyframes and kept
+            tokens spend it (it may go negative and is repaid), a judged frame keeps at most what
+            the bucket holds, and credit above ``burst_frames`` frames' worth is spent at once
+            refreshing the most drifted positions (no budget is left unspent while the scene is still).
+        burst_frames: the bucket's size in frames' worth of tokens: how much a still stretch may save
+            for the change that ends it.
     """
 
     window: int = 16
     scene_cut_similarity: float = 0.5
     token_dtype: str = "float16"
+    budget_ratio: float | None = None
+    burst_frames: float = 2.0
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -47,6 +57,10 @@ class StreamConfig:
             raise ValueError(f"token_dtype must be one of {sorted(_DTYPES)}, got {self.token_dtype!r}")
         if not -1.0 <= self.scene_cut_similarity <= 1.0:
             raise ValueError(f"scene_cut_similarity must be in [-1, 1], got {self.scene_cut_similarity}")
+        if self.budget_ratio is not None and not 0.0 < self.budget_ratio <= 1.0:
+            raise ValueError(f"budget_ratio must be in (0, 1] or None, got {self.budget_ratio}")
+        if not self.burst_frames >= 1.0:
+            raise ValueError(f"burst_frames must be >= 1, got {self.burst_frames}")
 
 
 @dataclass
@@ -82,6 +96,8 @@ class StreamState:
         grid: ``(H, W)`` of the held tokens.
         frames_since_keyframe: processed frames since the last keyframe.
         last_frame_index: index of the last processed frame (-1 before any).
+        credit: tokens the rate controller may still spend (``StreamConfig.budget_ratio``);
+            starts at 0 and is not stored with the segments (a resumed stream starts from 0).
         stats: running totals.
     """
 
@@ -92,6 +108,7 @@ class StreamState:
     grid: tuple[int, int] | None = None
     frames_since_keyframe: int = 0
     last_frame_index: int = -1
+    credit: float = 0.0
     stats: StreamStats = field(default_factory=StreamStats)
 
     def nbytes(self) -> int:
@@ -198,6 +215,9 @@ class StreamCompressor:
                 or float(sim.mean()) < self.config.scene_cut_similarity
             )
         stats = state.stats
+        target = self.config.budget_ratio
+        if target is not None:  # frames in since the last processed one, skipped ones included
+            state.credit += target * n * (frame_index - state.last_frame_index if state.last_frame_index >= 0 else 1)
         if keyframe:
             positions = torch.arange(n)
             state.held_unit = x_unit.clone()
@@ -214,6 +234,10 @@ class StreamCompressor:
                 FrameContext(sim, pixel_change, state.frames_since_keyframe + 1, w, prev_sim)
             )
             k = frame_token_budget(n, decision.keep_ratio)
+            if target is not None:
+                cap = self.config.burst_frames * n
+                k = max(min(k, math.floor(state.credit)), math.floor(state.credit - cap), 0)
+                k = min(k, n)
             if decision.priority is None:  # least similar first
                 chosen = sim.topk(k, largest=False, sorted=False).indices
             else:
@@ -225,6 +249,8 @@ class StreamCompressor:
             # Kept positions are reproduced exactly; the others hold a token at cosine `sim`
             # (fidelity against the stored-precision tokens).
             stats.fidelity_sum += (k + float(sim.sum()) - float(sim[positions].sum())) / n
+        if target is not None:
+            state.credit -= int(positions.shape[0])
         if self._uses_prev:
             state.prev_unit = x_unit
         state.last_frame_index = frame_index

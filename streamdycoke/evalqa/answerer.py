@@ -1,0 +1,274 @@
+"""A small video-QA model over visual tokens at their (frame, position) slots, and its training.
+
+It reads what a video LLM would read: the visual tokens a stream kept, each at its slot (frame,
+grid position), plus the question. Tokens a compressor dropped are simply absent (masked out of
+attention), as in a video LLM given a pruned sequence; nothing is filled in.
+
+Architecture (shapes for ``B`` questions over ``L = T * N`` token slots):
+
+- token slot ``(f, p)``: ``Linear(PCA(token))`` + position embedding ``p`` + age embedding
+  ``t - f`` (how long before the question's time) + ``Linear(cos(token, X), cos(token, Y))``, the
+  similarity to the pictures the question names (this is what lets it answer about objects it never
+  saw: it learns to match, not to recognise);
+- question: 4 latent queries carrying the kind, the look-back window and the time asked, plus one
+  query per named object (its reference vector, projected);
+- ``layers`` blocks of [queries cross-attend to the token slots, queries self-attend, MLP];
+- the first query's output gives logits over :data:`~.questions.ANSWERS`, restricted to the kind's.
+
+A learned "nothing" slot is always present, so a question asked before any token exists is answered
+from the question alone. The token width is first reduced to ``pca`` dimensions by a PCA fitted on
+training tokens (a fixed buffer), which makes training on CPU take minutes.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data import EncodedStream
+from .questions import ANSWERS, KIND_ANSWERS, KINDS, Question
+
+__all__ = ["EventQA", "QABatch", "build_batch", "predict", "train_answerer"]
+
+MAX_FRAMES = 64
+
+
+def _answer_mask() -> torch.Tensor:
+    m = torch.full((len(KINDS), len(ANSWERS)), float("-inf"))
+    for i, k in enumerate(KINDS):
+        m[i, list(KIND_ANSWERS[k])] = 0.0
+    return m
+
+
+@dataclass
+class QABatch:
+    """Model inputs for ``B`` questions over ``L`` token slots.
+
+    Attributes:
+        tokens: ``(B, L, P)`` PCA-reduced tokens.
+        sims: ``(B, L, 2)`` cosine of each token to the X and Y pictures (0 where not named).
+        pos: ``(B, L)`` long grid position. age: ``(B, L)`` long ``t - frame`` (clamped).
+        keep: ``(B, L)`` float in [0, 1]: 1 for a slot the stream holds, 0 for one it does not (a
+            soft value during policy training).
+        kind, window, t: ``(B,)`` long. refs: ``(B, 2, P)``. has_ref: ``(B, 2)`` float.
+        answer: ``(B,)`` long (ground truth).
+    """
+
+    tokens: torch.Tensor
+    sims: torch.Tensor
+    pos: torch.Tensor
+    age: torch.Tensor
+    keep: torch.Tensor
+    kind: torch.Tensor
+    window: torch.Tensor
+    t: torch.Tensor
+    refs: torch.Tensor
+    has_ref: torch.Tensor
+    answer: torch.Tensor
+
+
+class _Block(nn.Module):
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.nq, self.nk = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.cross = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.ns = nn.LayerNorm(d)
+        self.self_attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.nm = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        k = self.nk(kv)
+        q = q + self.cross(self.nq(q), k, k, key_padding_mask=bias, need_weights=False)[0]
+        s = self.ns(q)
+        q = q + self.self_attn(s, s, s, need_weights=False)[0]
+        return q + self.mlp(self.nm(q))
+
+
+class EventQA(nn.Module):
+    """See the module docstring. ``dim``: encoder token width; ``pca``: reduced width; ``d``: model width."""
+
+    def __init__(self, dim: int = 1280, pca: int = 128, d: int = 64, heads: int = 4, layers: int = 2,
+                 positions: int = 49) -> None:
+        super().__init__()
+        self.config = {"dim": dim, "pca": pca, "d": d, "heads": heads, "layers": layers, "positions": positions}
+        self.register_buffer("pca_mean", torch.zeros(dim))
+        self.register_buffer("pca_basis", torch.eye(dim, pca))
+        self.vis = nn.Linear(pca, d)
+        self.sim = nn.Linear(2, d)
+        self.pos = nn.Embedding(positions, d)
+        self.age = nn.Embedding(MAX_FRAMES, d)
+        self.null = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.latent = nn.Parameter(torch.randn(4, d) * 0.02)
+        self.kind = nn.Embedding(len(KINDS), d)
+        self.window = nn.Embedding(MAX_FRAMES + 1, d)
+        self.time = nn.Embedding(MAX_FRAMES, d)
+        self.ref = nn.Linear(pca, d)
+        self.role = nn.Embedding(2, d)
+        self.blocks = nn.ModuleList(_Block(d, heads) for _ in range(layers))
+        self.out_norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, len(ANSWERS))
+        self.register_buffer("answer_mask", _answer_mask())
+
+    def reduce(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(..., dim)`` tokens -> ``(..., pca)``."""
+        return (tokens.float() - self.pca_mean) @ self.pca_basis
+
+    def fit_pca(self, tokens: torch.Tensor) -> None:
+        """Fit the PCA buffers on ``(M, dim)`` training tokens."""
+        x = tokens.float()
+        mean = x.mean(0)
+        _, _, v = torch.pca_lowrank(x - mean, q=self.pca_basis.shape[1], center=False, niter=4)
+        scale = ((x - mean) @ v).std(0).clamp_min(1e-6)
+        self.pca_mean.copy_(mean)
+        self.pca_basis.copy_(v / scale)  # whitened: unit variance per component
+
+    def forward(self, b: QABatch) -> torch.Tensor:
+        """Logits ``(B, len(ANSWERS))``, ``-inf`` outside the question kind's answers."""
+        B = b.tokens.shape[0]
+        kv = self.vis(b.tokens) + self.sim(b.sims) + self.pos(b.pos) + self.age(b.age)
+        kv = torch.cat([self.null.expand(B, 1, -1), kv], 1)
+        # additive attention bias: log of the keep weight (0 kept, -inf dropped; soft in between)
+        bias = torch.cat([torch.zeros(B, 1), b.keep.clamp_min(1e-9).log()], 1)
+        bias = torch.where(bias < -20.0, torch.full_like(bias, float("-inf")), bias)
+        q0 = self.latent.unsqueeze(0) + (self.kind(b.kind) + self.window(b.window) + self.time(b.t)).unsqueeze(1)
+        qr = (self.ref(b.refs) + self.role.weight.unsqueeze(0)) * b.has_ref.unsqueeze(-1)
+        q = torch.cat([q0, qr], 1)
+        for blk in self.blocks:
+            q = blk(q, kv, bias)
+        return self.head(self.out_norm(q[:, 0])) + self.answer_mask[b.kind]
+
+    def save(self, path, **meta) -> None:
+        torch.save({"format": "streamdycoke.EventQA/1", "config": self.config, "state_dict": self.state_dict(),
+                    "meta": meta}, path)
+
+    @classmethod
+    def load(cls, path) -> "EventQA":
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or ckpt.get("format") != "streamdycoke.EventQA/1":
+            raise ValueError(f"{path} is not a StreamDyCoke EventQA checkpoint")
+        m = cls(**ckpt["config"])
+        m.load_state_dict(ckpt["state_dict"])
+        m.meta = ckpt.get("meta", {})
+        return m.eval()
+
+
+class StreamInputs:
+    """Per-stream tensors the batches are cut from: reduced tokens, unit tokens, slot indices."""
+
+    def __init__(self, model: EventQA, stream: EncodedStream) -> None:
+        toks = stream.tokens.float()  # (T, N, D)
+        T, N, _ = toks.shape
+        self.T, self.N = T, N
+        with torch.no_grad():
+            self.reduced = model.reduce(toks.view(T * N, -1))  # (L, P)
+        self.unit = F.normalize(toks.view(T * N, -1), dim=-1)  # (L, D)
+        self.frame = torch.arange(T).repeat_interleave(N)  # (L,)
+        self.pos = torch.arange(N).repeat(T)
+
+
+def build_batch(model: EventQA, items: list[tuple[StreamInputs, Question, torch.Tensor]],
+                refs: dict[str, torch.Tensor]) -> QABatch:
+    """Batch ``(stream inputs, question, keep (T, N) float)`` triples; slots after the question's time are dropped."""
+    toks, sims, pos, age, keep = [], [], [], [], []
+    kind, window, t, rr, has, ans = [], [], [], [], [], []
+    zero = torch.zeros(model.pca_basis.shape[1])
+    for si, q, k in items:
+        toks.append(si.reduced)
+        cols = []
+        for name in (q.x, q.y):
+            cols.append(si.unit @ refs[name] if name is not None else torch.zeros(si.unit.shape[0]))
+        sims.append(torch.stack(cols, 1))
+        pos.append(si.pos)
+        age.append((q.t - si.frame).clamp(0, MAX_FRAMES - 1))
+        keep.append(k.reshape(-1) * (si.frame <= q.t).float())
+        kind.append(KINDS.index(q.kind))
+        window.append(q.window)
+        t.append(min(q.t, MAX_FRAMES - 1))
+        with torch.no_grad():
+            rr.append(torch.stack([model.reduce(refs[n]) if n is not None else zero for n in (q.x, q.y)]))
+        has.append(torch.tensor([q.x is not None, q.y is not None], dtype=torch.float32))
+        ans.append(q.answer)
+    return QABatch(torch.stack(toks), torch.stack(sims), torch.stack(pos), torch.stack(age), torch.stack(keep),
+                   torch.tensor(kind), torch.tensor(window), torch.tensor(t), torch.stack(rr), torch.stack(has),
+                   torch.tensor(ans))
+
+
+def _random_keep(T: int, N: int, gen: torch.Generator, max_drop: float) -> torch.Tensor:
+    """Token dropout for training: frame 0 whole, each later slot kept with a random per-stream rate."""
+    if max_drop <= 0:
+        return torch.ones(T, N)
+    rate = 1.0 - max_drop * torch.rand((), generator=gen).item()
+    k = (torch.rand(T, N, generator=gen) < rate).float()
+    k[0] = 1.0
+    return k
+
+
+def train_answerer(
+    streams: list[EncodedStream], refs: dict[str, torch.Tensor], *, steps: int = 1500, batch: int = 32,
+    lr: float = 2e-3, seed: int = 0, token_dropout: float = 0.0, progress: bool = True,
+    val: list[tuple[EncodedStream, list[Question]]] | None = None, **model_kw,
+) -> tuple[EventQA, list[dict]]:
+    """Train :class:`EventQA` on uncompressed training streams, with fresh random questions every step
+    (:func:`~.questions.scene_questions`). ``token_dropout`` > 0 drops a random share (up to it) of
+    each training stream's slots. Returns the model and the history (loss; val accuracy when given)."""
+    from .questions import scene_questions
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        model = EventQA(dim=streams[0].tokens.shape[-1], positions=streams[0].tokens.shape[1], **model_kw)
+        sample = torch.cat([s.tokens[:: max(1, s.tokens.shape[0] // 8)].reshape(-1, s.tokens.shape[-1]) for s in streams])
+        model.fit_pca(sample[torch.randperm(sample.shape[0], generator=gen)[:20000]])
+        inputs = [StreamInputs(model, s) for s in streams]
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+        history: list[dict] = []
+        bar = tqdm(range(steps), desc="train answerer", unit="step", disable=not progress, file=sys.stderr)
+        for step in bar:
+            model.train()
+            items = []
+            while len(items) < batch:
+                i = int(rng.integers(len(streams)))
+                qs = scene_questions(streams[i].scene, rng, per_kind=1)
+                q = qs[int(rng.integers(len(qs)))]
+                items.append((inputs[i], q, _random_keep(inputs[i].T, inputs[i].N, gen, token_dropout)))
+            b = build_batch(model, items, refs)
+            loss = F.cross_entropy(model(b), b.answer)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            rec = {"step": step, "loss": float(loss.detach())}
+            if val is not None and (step + 1) % max(1, steps // 5) == 0:
+                rec["val_accuracy"] = float(np.mean(predict(model, val, refs) == np.concatenate([[q.answer for q in qs] for _, qs in val])))
+            history.append(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", **({"val": f"{rec['val_accuracy']:.3f}"} if "val_accuracy" in rec else {}))
+        model.eval()
+        return model, history
+
+
+@torch.no_grad()
+def predict(model: EventQA, items: list[tuple[EncodedStream, list[Question]]], refs: dict[str, torch.Tensor],
+            keeps: list[torch.Tensor] | None = None, batch: int = 64) -> np.ndarray:
+    """Predicted answer index for every question, in order; ``keeps[i]`` ``(T, N)`` is what stream
+    ``i`` holds (default: everything)."""
+    model.eval()
+    flat = []
+    for i, (s, qs) in enumerate(items):
+        si = StreamInputs(model, s)
+        k = keeps[i].float() if keeps is not None else torch.ones(si.T, si.N)
+        flat.extend((si, q, k) for q in qs)
+    out = []
+    for j in range(0, len(flat), batch):
+        out.append(model(build_batch(model, flat[j:j + batch], refs)).argmax(-1))
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)

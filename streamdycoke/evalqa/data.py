@@ -1,0 +1,93 @@
+"""Encoded event streams: every frame of a generated scene through the encoder, cached on disk.
+
+Every frame is encoded, the ones a sampler would skip included: the measures cover every frame in
+(what a compressed stream holds at a skipped frame is what it held before it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..encoders import Encoder
+from ..sampler import thumbnail
+from .scenes import OBJECTS, FPS, Scene, SceneSpec, generate_scene, object_reference_frame, render, split_objects
+
+__all__ = ["EncodedStream", "GENERATOR_VERSION", "encode_streams", "object_references"]
+
+GENERATOR_VERSION = 1  # bump when scenes.py renders differently: the cache keys on it
+
+
+@dataclass
+class EncodedStream:
+    """One stream, ready for the compressors and the answerers.
+
+    Attributes:
+        scene: the generated scene (ground truth); None for a real clip.
+        tokens: ``(T, N, D)`` float16, every frame's tokens.
+        thumbs: ``(T, 32, 32)`` float32 grey thumbnails (what the frame sampler looks at).
+    """
+
+    scene: Scene | None
+    tokens: torch.Tensor
+    thumbs: np.ndarray
+    times: list[float] | None = None  # capture times (default: frame / FPS)
+    name: str = ""
+
+    @property
+    def timestamps(self) -> list[float]:
+        return self.times if self.times is not None else [i / FPS for i in range(self.tokens.shape[0])]
+
+
+def _key(encoder: Encoder, split: str, seed: int, spec: SceneSpec) -> str:
+    raw = f"{GENERATOR_VERSION}|{encoder.name}|{split}|{seed}|{spec}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+def encode_streams(
+    encoder: Encoder, split: str, seeds: list[int], *, spec: SceneSpec | None = None,
+    cache_dir: str | Path | None = None, progress: bool = True, batch: int = 20,
+) -> list[EncodedStream]:
+    """Generate and encode the streams ``seeds`` of ``split`` (cached per stream under ``cache_dir``)."""
+    spec = spec or SceneSpec()
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    out = []
+    bar = tqdm(seeds, desc=f"encode {split}", unit="stream", disable=not progress, file=sys.stderr)
+    for seed in bar:
+        scene = generate_scene(seed, split, spec)
+        path = cache / f"{_key(encoder, split, seed, spec)}.pt" if cache is not None else None
+        if path is not None and path.exists():
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            out.append(EncodedStream(scene, saved["tokens"], saved["thumbs"].numpy()))
+            continue
+        frames = np.stack([render(scene, f) for f in range(scene.frames)])
+        thumbs = np.stack([thumbnail(f) for f in frames])
+        toks = torch.cat([encoder.encode(frames[i:i + batch]) for i in range(0, len(frames), batch)]).half()
+        if path is not None:
+            tmp = path.with_suffix(".tmp")
+            torch.save({"tokens": toks, "thumbs": torch.from_numpy(thumbs)}, tmp)
+            tmp.replace(path)
+        out.append(EncodedStream(scene, toks, thumbs))
+    return out
+
+
+def object_references(encoder: Encoder, split: str | None = None) -> dict[str, torch.Tensor]:
+    """Each object's reference vector ``(D,)``, unit norm: the mean of the encoder's tokens over the
+    object's picture (the central ``3 x 3`` positions of its reference frame, where the object is)."""
+    names = split_objects(split) if split is not None else list(OBJECTS)
+    frames = np.stack([object_reference_frame(n) for n in names])
+    toks = encoder.encode(frames)  # (K, N, D)
+    gh, gw = encoder.grid
+    grid = toks.view(len(names), gh, gw, -1)
+    cy, cx = gh // 2, gw // 2
+    centre = grid[:, cy - 1:cy + 2, cx - 1:cx + 2].reshape(len(names), -1, toks.shape[-1]).mean(1)
+    return {n: F.normalize(v.float(), dim=0) for n, v in zip(names, centre)}

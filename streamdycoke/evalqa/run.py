@@ -1,0 +1,256 @@
+"""``streamdycoke eval``: answer accuracy against token budget, every method side by side.
+
+1. Generate and encode the event streams (train / val / test, disjoint objects and backgrounds) with
+   the pretrained EfficientNet-Lite0 (cached under ``--cache-dir``).
+2. Train the event-QA answerer on uncompressed training streams (or load ``--answerer``).
+3. On the test streams: accuracy of the answerer on the uncompressed streams and on what each method
+   keeps at each budget, with a 95% bootstrap interval over streams, and the paired difference to
+   uncompressed; plus zero-shot ImageNet top-1 agreement between each frame and what the compressed
+   stream holds at that frame (every frame in, skipped ones included), on the test streams and on
+   the real sample clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..encoders import EncoderSpec, build_encoder
+from .answerer import EventQA, predict, train_answerer
+from .data import EncodedStream, encode_streams, object_references
+from .methods import METHODS, held_index, keep_mask
+from .questions import KINDS, scene_questions
+from .scenes import SceneSpec
+
+__all__ = ["add_eval_parser", "bootstrap", "evaluate_methods", "topk_agreement"]
+
+BUDGETS = (0.05, 0.10, 0.15, 0.25, 0.35, 0.50)
+
+
+def bootstrap(per_stream_correct: list[np.ndarray], per_stream_base: list[np.ndarray] | None = None,
+              n: int = 2000, seed: int = 0) -> tuple[float, float, float | None, float | None]:
+    """Accuracy and its 95% interval half-width, resampling streams (questions about one stream are
+    not independent); with ``per_stream_base``: also the paired difference to it and its half-width."""
+    rng = np.random.default_rng(seed)
+    c = np.array([x.sum() for x in per_stream_correct], dtype=np.float64)
+    m = np.array([len(x) for x in per_stream_correct], dtype=np.float64)
+    acc = c.sum() / m.sum()
+    idx = rng.integers(0, len(c), size=(n, len(c)))
+    boots = c[idx].sum(1) / m[idx].sum(1)
+    half = float(np.percentile(boots, 97.5) - np.percentile(boots, 2.5)) / 2
+    if per_stream_base is None:
+        return float(acc), half, None, None
+    b = np.array([x.sum() for x in per_stream_base], dtype=np.float64)
+    d = (c[idx].sum(1) - b[idx].sum(1)) / m[idx].sum(1)
+    return float(acc), half, float((c.sum() - b.sum()) / m.sum()), float(np.percentile(d, 97.5) - np.percentile(d, 2.5)) / 2
+
+
+@torch.no_grad()
+def topk_agreement(encoder, streams: list[EncodedStream], keeps: list[torch.Tensor] | None,
+                   live_top1: list[torch.Tensor] | None = None) -> tuple[float, list[torch.Tensor]]:
+    """Share of frames (all frames in) where the ImageNet head's top-1 on what the stream holds equals
+    its top-1 on the live frame. ``keeps=None`` gives the live top-1s (agreement 1)."""
+    tops, agree, total = [], 0, 0
+    for i, s in enumerate(streams):
+        tok = s.tokens.float()
+        if keeps is not None:
+            h = held_index(keeps[i])  # (T, N)
+            tok = tok[h.clamp_min(0), torch.arange(tok.shape[1]).unsqueeze(0)]
+        top = encoder.classify(tok).argmax(-1)
+        tops.append(top)
+        if live_top1 is not None:
+            agree += int((top == live_top1[i]).sum())
+            total += len(top)
+    return (agree / total if total else 1.0), tops
+
+
+def evaluate_methods(
+    model: EventQA, encoder, refs, test: list[EncodedStream], *, methods=METHODS, budgets=BUDGETS,
+    net=None, window: int = 16, per_kind: int = 6, seed: int = 0, real: list[EncodedStream] | None = None,
+    progress: bool = True,
+) -> dict:
+    """The whole comparison; see the module docstring. Returns the JSON-ready result."""
+    rng = np.random.default_rng(seed + 12345)
+    items = [(s, scene_questions(s.scene, rng, per_kind)) for s in test]
+    answers = [np.array([q.answer for q in qs]) for _, qs in items]
+    kinds = [np.array([q.kind for q in qs]) for _, qs in items]
+    split = np.cumsum([len(a) for a in answers])[:-1]
+
+    def per_stream(pred: np.ndarray) -> list[np.ndarray]:
+        return [p == a for p, a in zip(np.split(pred, split), answers)]
+
+    base = per_stream(predict(model, items, refs))
+    acc0, ci0, _, _ = bootstrap(base)
+    _, live_tops = topk_agreement(encoder, test, None)
+    real_tops = topk_agreement(encoder, real, None)[1] if real else None
+    by_kind0 = {k: float(np.concatenate(base)[np.concatenate(kinds) == k].mean()) for k in KINDS}
+    results = []
+    for method in methods:
+        for r in budgets:
+            t0 = time.perf_counter()
+            keeps = [keep_mask(method, s, r, net=net, window=window) for s in test]
+            kept = sum(int(k.sum()) for k in keeps) / sum(k.numel() for k in keeps)
+            correct = per_stream(predict(model, items, refs, keeps))
+            acc, ci, delta, dci = bootstrap(correct, base)
+            allc = np.concatenate(correct)
+            row = {"method": method, "target": r, "keep_ratio": round(kept, 4), "accuracy": round(acc, 4),
+                   "ci95": round(ci, 4), "delta": round(delta, 4), "delta_ci95": round(dci, 4),
+                   "by_kind": {k: round(float(allc[np.concatenate(kinds) == k].mean()), 4) for k in KINDS},
+                   "top1_agreement": round(topk_agreement(encoder, test, keeps, live_tops)[0], 4)}
+            if real:
+                rk = [keep_mask(method, s, r, net=net, window=window) for s in real]
+                row["real_keep_ratio"] = round(sum(int(k.sum()) for k in rk) / sum(k.numel() for k in rk), 4)
+                row["real_top1_agreement"] = round(topk_agreement(encoder, real, rk, real_tops)[0], 4)
+            results.append(row)
+            if progress:
+                print(f"  {method:<10} r={r:.2f} kept {kept:.3f} acc {acc:.4f} ±{ci:.4f} "
+                      f"(Δ {delta:+.4f} ±{dci:.4f}) top-1 agree {row['top1_agreement']:.3f}"
+                      f" [{time.perf_counter() - t0:.1f}s]", file=sys.stderr, flush=True)
+    return {"uncompressed_accuracy": round(acc0, 4), "uncompressed_ci95": round(ci0, 4),
+            "uncompressed_by_kind": {k: round(v, 4) for k, v in by_kind0.items()},
+            "questions": int(sum(len(a) for a in answers)), "streams": len(test), "results": results}
+
+
+def real_streams(encoder, clip_dir: Path, cache_dir: Path, max_frames: int, progress: bool = True) -> list[EncodedStream]:
+    """The real sample clips (every frame up to ``max_frames``) encoded, cached; [] when offline."""
+    from ..samples import real_clips
+    from ..sampler import thumbnail
+    from ..video import decode_frames
+
+    out = []
+    for path in real_clips(clip_dir):
+        cache = cache_dir / f"real_{encoder.name}_{path.stem}_{max_frames}.pt"
+        if cache.exists():
+            d = torch.load(cache, map_location="cpu", weights_only=True)
+            out.append(EncodedStream(None, d["tokens"], d["thumbs"].numpy(), d["times"].tolist(), path.stem))
+            continue
+        frames, times = [], []
+        for fr in decode_frames(str(path), size=encoder.input_size):
+            if fr.index >= max_frames:
+                break
+            frames.append(fr.rgb)
+            times.append(fr.timestamp)
+        arr = np.stack(frames)
+        thumbs = np.stack([thumbnail(f) for f in arr])
+        toks = torch.cat([encoder.encode(arr[i:i + 20]) for i in range(0, len(arr), 20)]).half()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        torch.save({"tokens": toks, "thumbs": torch.from_numpy(thumbs), "times": torch.tensor(times)}, cache)
+        out.append(EncodedStream(None, toks, thumbs, times, path.stem))
+        if progress:
+            print(f"encoded real clip {path.name}: {len(arr)} frames", file=sys.stderr)
+    return out
+
+
+def plot_eval(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for method in dict.fromkeys(r["method"] for r in result["results"]):
+        rows = [r for r in result["results"] if r["method"] == method]
+        x = [100 * r["keep_ratio"] for r in rows]
+        axes[0].errorbar(x, [100 * r["accuracy"] for r in rows], yerr=[100 * r["ci95"] for r in rows],
+                         marker="o", capsize=3, label=method)
+        axes[1].plot(x, [100 * r["top1_agreement"] for r in rows], marker="o", label=method)
+    axes[0].axhline(100 * result["uncompressed_accuracy"], color="k", ls="--", lw=1, label="uncompressed")
+    axes[0].axhline(100 * (result["uncompressed_accuracy"] - 0.01), color="k", ls=":", lw=1, label="uncompressed − 1 pt")
+    axes[0].set_ylabel("event-QA accuracy, test split (%)")
+    axes[1].set_ylabel("ImageNet top-1 agreement, held vs live frame (%)")
+    for ax in axes:
+        ax.set_xlabel("tokens kept (% of every frame in)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"EfficientNet-Lite0 tokens, {result['streams']} test streams, {result['questions']} questions")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..policy import load_policy
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    progress = not args.quiet
+    cache = Path(args.cache_dir)
+    encoder = build_encoder(EncoderSpec("efficientnet-lite0"))
+    spec = SceneSpec(frames=args.frames)
+    test = encode_streams(encoder, "test", list(range(args.test)), spec=spec, cache_dir=cache / "streams", progress=progress)
+    refs = object_references(encoder)
+    answerer_path = Path(args.answerer) if args.answerer else None
+    if answerer_path is not None and answerer_path.exists() and not args.retrain:
+        model = EventQA.load(answerer_path)
+    else:
+        train = encode_streams(encoder, "train", list(range(args.train)), spec=spec, cache_dir=cache / "streams", progress=progress)
+        rng = np.random.default_rng(args.seed + 999)
+        val_streams = encode_streams(encoder, "val", list(range(args.val)), spec=spec, cache_dir=cache / "streams", progress=progress)
+        val = [(s, scene_questions(s.scene, rng, 4)) for s in val_streams]
+        model, history = train_answerer(train, refs, steps=args.steps, seed=args.seed, progress=progress, val=val,
+                                        token_dropout=args.token_dropout)
+        if answerer_path is not None:
+            answerer_path.parent.mkdir(parents=True, exist_ok=True)
+            model.save(answerer_path, steps=args.steps, train_streams=args.train, frames=args.frames,
+                       token_dropout=args.token_dropout, final_loss=history[-1]["loss"],
+                       val_accuracy=[h.get("val_accuracy") for h in history if "val_accuracy" in h])
+    net = load_policy(args.net) if "stream-net" in args.methods else None
+    real = real_streams(encoder, Path(args.real_dir), cache, args.real_frames, progress) if args.real else []
+    result = evaluate_methods(model, encoder, refs, test, methods=args.methods, budgets=args.budgets, net=net,
+                              window=args.window, seed=args.seed, real=real, progress=progress)
+    result.update({"encoder": encoder.name, "frames_per_stream": args.frames, "policy_net": args.net,
+                   "real_clips": [s.name for s in real]})
+    print(f"uncompressed accuracy {result['uncompressed_accuracy']:.4f} ±{result['uncompressed_ci95']:.4f} "
+          f"({result['questions']} questions on {result['streams']} test streams)")
+    print(f"{'method':<11}{'target':>7}{'kept':>7}{'accuracy':>10}{'±ci95':>8}{'Δ':>8}{'top-1':>7}{'real top-1':>11}")
+    for r in result["results"]:
+        print(f"{r['method']:<11}{r['target']:>7.2f}{r['keep_ratio']:>7.3f}{r['accuracy']:>10.4f}{r['ci95']:>8.4f}"
+              f"{r['delta']:>+8.4f}{r['top1_agreement']:>7.3f}{r.get('real_top1_agreement', float('nan')):>11.3f}")
+    if args.plot:
+        plot_eval(result, Path(args.plot))
+        print(f"plot: {args.plot}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _ratios(text: str) -> list[float]:
+    vals = [float(v) for v in text.split(",") if v]
+    if not vals or any(not 0 < v <= 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"budgets must be comma-separated shares in (0, 1], got {text!r}")
+    return vals
+
+
+def add_eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="answer accuracy against token budget: every method on the event-QA benchmark")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--budgets", type=_ratios, default=list(BUDGETS), help="comma-separated token shares")
+    p.add_argument("--train", type=int, default=120, help="training streams")
+    p.add_argument("--val", type=int, default=24, help="validation streams")
+    p.add_argument("--test", type=int, default=80, help="test streams")
+    p.add_argument("--frames", type=int, default=40, help="frames per stream (5 fps)")
+    p.add_argument("--steps", type=int, default=1500, help="answerer training steps")
+    p.add_argument("--token-dropout", type=float, default=0.0, help="training augmentation: drop up to this share of slots")
+    p.add_argument("--window", type=int, default=16, help="the streaming compressor's W")
+    p.add_argument("--net", default="net", help="PolicyNet for stream-net: 'net' (shipped) or a checkpoint")
+    p.add_argument("--answerer", default="runs/eval/answerer.pt", help="answerer checkpoint (trained when missing)")
+    p.add_argument("--retrain", action="store_true", help="train the answerer even if the checkpoint exists")
+    p.add_argument("--no-real", dest="real", action="store_false", help="skip the real sample clips")
+    p.add_argument("--real-dir", default="runs/videos/real")
+    p.add_argument("--real-frames", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", default="runs/eval")
+    p.add_argument("--plot", default="runs/eval/accuracy_vs_budget.png")
+    p.add_argument("--out", default="", help="also write the JSON result here")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)

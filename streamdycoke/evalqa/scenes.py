@@ -1,0 +1,294 @@
+"""Camera-like event streams with ground truth, composed from real photographs.
+
+Every stream is generated from a seed: a still background (a real texture photograph, tinted), real
+objects (photographs bundled with scikit-image: a cat, a coffee cup, a rocket, a motorcycle, ...)
+entering, leaving, moving along a lane and being swapped for another, a lighting change, camera
+shake, sensor noise and scene cuts (the background changes). Because the generator places every
+object, the answers to an operator's questions are known exactly (:mod:`.questions`).
+
+Objects and backgrounds are split three ways (train / val / test): a test stream shows only objects
+and backgrounds no training stream showed.
+
+Frames are ``(224, 224, 3)`` uint8 RGB at :data:`FPS` frames a second. An object is *in view* on a
+frame when it is drawn on it; objects move in separate horizontal lanes, so none hides another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Appearance", "BACKGROUNDS", "FPS", "OBJECTS", "SIZE", "Scene", "SceneSpec", "generate_scene",
+           "object_reference_frame", "render"]
+
+SIZE = 224
+FPS = 5.0
+_MARGIN = 16  # background is rendered larger by this on every side, for camera shake
+_LANES = (40, 112, 184)  # lane centres (rows): objects in different lanes never overlap
+_MAX_OBJECT = 70
+
+# name -> (file in skimage's data directory, crop (y0, y1, x0, x1) as fractions or None, split)
+OBJECTS: dict[str, tuple[str, tuple[float, float, float, float] | None, str]] = {
+    "cat": ("chelsea.png", (0.0, 1.0, 0.15, 0.85), "train"),
+    "astronaut": ("astronaut.png", (0.0, 0.6, 0.25, 0.8), "train"),
+    "cameraman": ("camera.png", (0.05, 0.9, 0.15, 0.75), "train"),
+    "chessboard": ("chessboard_RGB.png", None, "train"),
+    "galaxy": ("hubble_deep_field.jpg", (0.3, 0.6, 0.3, 0.6), "train"),
+    "retina": ("retina.jpg", None, "train"),
+    "tissue": ("ihc.png", (0.0, 0.5, 0.0, 0.5), "train"),
+    "moon": ("moon.png", (0.2, 0.8, 0.2, 0.8), "train"),
+    "phantom": ("phantom.png", None, "train"),
+    "clock": ("clock_motion.png", (0.1, 0.9, 0.2, 0.8), "train"),
+    "colour-chart": ("color.png", None, "train"),
+    "coins": ("coins.png", (0.0, 0.5, 0.0, 0.5), "val"),
+    "logo": ("logo.png", None, "val"),
+    "cell": ("cell.png", (0.2, 0.6, 0.2, 0.6), "val"),
+    "coffee": ("coffee.png", (0.05, 0.95, 0.15, 0.85), "test"),
+    "rocket": ("rocket.jpg", (0.0, 1.0, 0.3, 0.7), "test"),
+    "horse": ("horse.png", None, "test"),
+    "motorcycle": ("motorcycle_left.png", (0.05, 0.95, 0.05, 0.95), "test"),
+}
+# name -> (file, split); greyscale textures, tinted per stream
+BACKGROUNDS: dict[str, tuple[str, str]] = {
+    "brick": ("brick.png", "train"),
+    "grass": ("grass.png", "train"),
+    "text": ("text.png", "train"),
+    "page": ("page.png", "train"),
+    "microaneurysms": ("microaneurysms.png", "val"),
+    "gravel": ("gravel.png", "test"),
+    "chessboard-grey": ("chessboard_GRAY.png", "test"),
+}
+SPLITS = ("train", "val", "test")
+
+
+def _data_dir() -> Path:
+    try:
+        import skimage
+    except ImportError as exc:
+        raise RuntimeError("the event-QA benchmark needs scikit-image's bundled photos: pip install "
+                           "'streamdycoke[eval]' (or scikit-image)") from exc
+    return Path(skimage.__file__).parent / "data"
+
+
+@lru_cache(maxsize=None)
+def _photo(file: str) -> np.ndarray:
+    """A bundled photo as float32 RGBA in [0, 1], ``(H, W, 4)``."""
+    from PIL import Image
+
+    im = Image.open(_data_dir() / file)
+    im = np.asarray(im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB"), dtype=np.float32) / 255.0
+    if im.shape[2] == 3:
+        im = np.concatenate([im, np.ones_like(im[..., :1])], axis=2)
+    return im
+
+
+def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    from PIL import Image
+
+    chans = [np.asarray(Image.fromarray(img[..., c]).resize((w, h), Image.BILINEAR)) for c in range(img.shape[2])]
+    return np.stack(chans, axis=2)
+
+
+@lru_cache(maxsize=None)
+def _sprite(name: str, size: int) -> np.ndarray:
+    """Object ``name`` as float32 RGBA, longest side ``size`` pixels."""
+    file, crop, _ = OBJECTS[name]
+    im = _photo(file)
+    if crop is not None:
+        H, W = im.shape[:2]
+        y0, y1, x0, x1 = crop
+        im = im[int(y0 * H):int(y1 * H), int(x0 * W):int(x1 * W)]
+    if name == "horse":  # a black silhouette on transparent: give it a coat
+        a = 1.0 - im[..., :3].mean(-1, keepdims=True)  # the horse is the dark pixels
+        im = np.concatenate([np.broadcast_to(np.array([0.45, 0.28, 0.15], np.float32), im.shape[:2] + (3,)), a], 2)
+    h, w = im.shape[:2]
+    s = size / max(h, w)
+    return _resize(np.ascontiguousarray(im), max(2, round(h * s)), max(2, round(w * s)))
+
+
+@lru_cache(maxsize=None)
+def _texture(name: str) -> np.ndarray:
+    """Background ``name`` as float32 grey ``(S, S)`` with ``S = SIZE + 2 * margin``, tiled if small."""
+    im = _photo(BACKGROUNDS[name][0])[..., :3].mean(-1)
+    side = SIZE + 2 * _MARGIN
+    if min(im.shape) < side // 2:
+        reps = (-(-side // im.shape[0]), -(-side // im.shape[1]))
+        im = np.tile(im, reps)
+    s = side / min(im.shape)
+    im = _resize(im[..., None], max(side, round(im.shape[0] * s)), max(side, round(im.shape[1] * s)))[..., 0]
+    return np.ascontiguousarray(im[:side, :side])
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """One object on screen from frame ``start`` to ``end`` (exclusive), its top-left corner per frame."""
+
+    name: str
+    start: int
+    end: int
+    size: int
+    lane: int
+    xs: tuple[int, ...]  # left edge on frames start..end-1
+
+    def in_view(self, frame: int) -> bool:
+        return self.start <= frame < self.end
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """Stream-level randomness."""
+
+    frames: int = 40
+    p_cut: float = 0.5
+    p_light: float = 0.35
+    p_shake: float = 0.3
+    p_swap: float = 0.25
+    p_brief: float = 0.3
+    noise: float = 2.0 / 255
+
+
+@dataclass
+class Scene:
+    """A generated stream and its ground truth."""
+
+    seed: int
+    split: str
+    frames: int
+    backgrounds: list[tuple[str, tuple[float, float, float]]]  # (texture, tint) before / after the cut
+    cut: int | None  # frame at which the background changes, or None
+    light: tuple[int, float] | None  # (start frame, gain reached 5 frames later)
+    shake: tuple[int, int] | None  # frames [a, b) with camera shake
+    appearances: list[Appearance] = field(default_factory=list)
+
+    def distinct_objects(self, upto: int | None = None) -> list[str]:
+        """Names in order of first appearance (ties: by lane), up to frame ``upto`` inclusive."""
+        upto = self.frames - 1 if upto is None else upto
+        seen = sorted((a.start, a.lane, a.name) for a in self.appearances if a.start <= upto)
+        out: list[str] = []
+        for _, _, n in seen:
+            if n not in out:
+                out.append(n)
+        return out
+
+    def in_view(self, frame: int) -> set[str]:
+        return {a.name for a in self.appearances if a.in_view(frame)}
+
+    def first_seen(self, name: str) -> int | None:
+        starts = [a.start for a in self.appearances if a.name == name]
+        return min(starts) if starts else None
+
+
+def split_objects(split: str) -> list[str]:
+    return [n for n, (_, _, s) in OBJECTS.items() if s == split]
+
+
+def split_backgrounds(split: str) -> list[str]:
+    return [n for n, (_, s) in BACKGROUNDS.items() if s == split]
+
+
+def generate_scene(seed: int, split: str, spec: SceneSpec | None = None) -> Scene:
+    """The scene of stream ``seed`` in ``split`` (same seed and split, same scene)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    spec = spec or SceneSpec()
+    T = spec.frames
+    rng = np.random.default_rng([seed, SPLITS.index(split), 7919])
+    bgs = split_backgrounds(split)
+    objs = split_objects(split)
+
+    def tint() -> tuple[float, float, float]:
+        return tuple(float(v) for v in rng.uniform(0.55, 1.0, 3))
+
+    first_bg = str(rng.choice(bgs))
+    backgrounds = [(first_bg, tint())]
+    cut = None
+    if rng.random() < spec.p_cut:
+        cut = int(rng.integers(T // 5, T - T // 5))
+        backgrounds.append((str(rng.choice(bgs)), tint()))
+    light = (int(rng.integers(2, T - 6)), float(rng.choice([rng.uniform(0.6, 0.8), rng.uniform(1.2, 1.4)]))) \
+        if rng.random() < spec.p_light else None
+    shake = None
+    if rng.random() < spec.p_shake:
+        a = int(rng.integers(0, T - 8))
+        shake = (a, a + int(rng.integers(5, 12)))
+    n_obj = int(rng.choice([0, 1, 2, 3], p=[0.1, 0.3, 0.35, 0.25]))
+    names = [str(n) for n in rng.permutation(objs)[:n_obj]]
+    lanes = [int(v) for v in rng.permutation(len(_LANES))[:n_obj]]
+    apps: list[Appearance] = []
+    pool = [n for n in objs if n not in names]
+    for name, lane in zip(names, lanes):
+        size = int(rng.integers(50, _MAX_OBJECT + 1))
+        if rng.random() < spec.p_brief:
+            dur = int(rng.integers(2, 5))
+        else:
+            dur = int(rng.integers(8, T + 1))
+        start = int(rng.integers(0, max(1, T - min(dur, T) + 1)))
+        end = min(T, start + dur)
+        x0 = float(rng.uniform(0, SIZE - size))
+        v = 0.0 if rng.random() < 0.5 else float(rng.uniform(3, 8) * rng.choice([-1, 1]))
+        xs = []
+        x = x0
+        for _ in range(start, end):
+            xs.append(int(round(x)))
+            x += v
+            if x < 0 or x > SIZE - size:  # bounce off the frame's edges
+                v = -v
+                x = min(max(x, 0.0), float(SIZE - size))
+        swap_at = None
+        if pool and end - start >= 8 and rng.random() < spec.p_swap and len(names) + len(apps) < 4:
+            swap_at = start + int(rng.integers(3, end - start - 2))
+        if swap_at is None:
+            apps.append(Appearance(name, start, end, size, lane, tuple(xs)))
+        else:
+            other = str(pool.pop(int(rng.integers(len(pool)))))
+            k = swap_at - start
+            apps.append(Appearance(name, start, swap_at, size, lane, tuple(xs[:k])))
+            apps.append(Appearance(other, swap_at, end, size, lane, tuple(xs[k:])))
+    scene = Scene(seed, split, T, backgrounds, cut, light, shake, apps)
+    if len(scene.distinct_objects()) > 3:  # a swap made a fourth: drop the last appearance
+        scene.appearances.pop()
+    return scene
+
+
+def _paste(canvas: np.ndarray, sprite: np.ndarray, top: int, left: int) -> None:
+    h, w = sprite.shape[:2]
+    a = sprite[..., 3:4]
+    region = canvas[top:top + h, left:left + w]
+    region[:] = region * (1 - a) + sprite[..., :3] * a
+
+
+def render(scene: Scene, frame: int) -> np.ndarray:
+    """Frame ``frame`` of ``scene``: ``(224, 224, 3)`` uint8 RGB (deterministic, noise included)."""
+    if not 0 <= frame < scene.frames:
+        raise ValueError(f"frame {frame} outside 0..{scene.frames - 1}")
+    rng = np.random.default_rng([scene.seed, SPLITS.index(scene.split), frame, 104729])
+    bg_name, tint = scene.backgrounds[1 if scene.cut is not None and frame >= scene.cut else 0]
+    tex = _texture(bg_name)
+    dy = dx = 0
+    if scene.shake is not None and scene.shake[0] <= frame < scene.shake[1]:
+        dy, dx = (int(v) for v in rng.integers(-5, 6, 2))
+    y0, x0 = _MARGIN + dy, _MARGIN + dx
+    canvas = tex[y0:y0 + SIZE, x0:x0 + SIZE, None] * np.asarray(tint, np.float32)  # (224, 224, 3)
+    canvas = np.ascontiguousarray(canvas)
+    for a in scene.appearances:
+        if a.in_view(frame):
+            sprite = _sprite(a.name, a.size)
+            top = min(max(0, _LANES[a.lane] - sprite.shape[0] // 2 + dy), SIZE - sprite.shape[0])
+            left = min(max(0, a.xs[frame - a.start] + dx), SIZE - sprite.shape[1])
+            _paste(canvas, sprite, top, left)
+    if scene.light is not None and frame >= scene.light[0]:
+        ramp = min(1.0, (frame - scene.light[0] + 1) / 5)
+        canvas *= 1.0 + ramp * (scene.light[1] - 1.0)
+    canvas += rng.normal(0.0, SceneSpec().noise, canvas.shape).astype(np.float32)
+    return (np.clip(canvas, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def object_reference_frame(name: str, size: int = 96) -> np.ndarray:
+    """The object alone, centred on mid grey: the picture a question refers to, ``(224, 224, 3)`` uint8."""
+    canvas = np.full((SIZE, SIZE, 3), 0.5, np.float32)
+    sprite = _sprite(name, size)
+    _paste(canvas, sprite, (SIZE - sprite.shape[0]) // 2, (SIZE - sprite.shape[1]) // 2)
+    return (canvas * 255.0 + 0.5).astype(np.uint8)

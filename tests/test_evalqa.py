@@ -1,0 +1,184 @@
+"""The accuracy evidence: the pretrained encoder, the event-QA benchmark's ground truth, the methods at
+matched budgets, rate control, the answerer's view of a stream, and ``streamdycoke eval`` end to end."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from streamdycoke.encoders import EncoderSpec, build_encoder, encoder_shape
+from streamdycoke.evalqa.answerer import EventQA, StreamInputs, build_batch, predict
+from streamdycoke.evalqa.data import EncodedStream
+from streamdycoke.evalqa.methods import METHODS, held_index, keep_mask
+from streamdycoke.evalqa.questions import ANSWERS, KIND_ANSWERS, Question, scene_questions
+from streamdycoke.evalqa.scenes import (BACKGROUNDS, OBJECTS, SIZE, generate_scene, object_reference_frame, render,
+                                        split_backgrounds, split_objects)
+from streamdycoke.policy import load_policy
+from streamdycoke.stream import StreamCompressor, StreamConfig
+
+pytest.importorskip("skimage")
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return build_encoder(EncoderSpec("efficientnet-lite0"))
+
+
+def test_efficientnet_lite0_is_the_pretrained_imagenet_model(lite0):
+    from streamdycoke.encoders.efficientnet import imagenet_class_names
+
+    assert encoder_shape(EncoderSpec("efficientnet-lite0")).grid == lite0.grid == (7, 7)
+    cat = object_reference_frame("cat", size=224)
+    toks = lite0.encode(cat)
+    assert toks.shape == (1, 49, 1280)
+    # the head over the tokens is the model's own forward pass
+    x = (torch.from_numpy(cat).permute(2, 0, 1)[None].float() - 127.0) / 128.0
+    with torch.no_grad():
+        direct = lite0.model(x)
+    assert torch.allclose(lite0.classify(toks), direct, atol=1e-4)
+    names = imagenet_class_names()
+    top = int(direct.argmax())
+    assert 281 <= top <= 285, f"a cat photo classified as {names[top]!r}"  # ImageNet's domestic cats
+
+
+def test_scenes_are_reproducible_and_splits_disjoint():
+    a, b = generate_scene(3, "test"), generate_scene(3, "test")
+    assert a == b and np.array_equal(render(a, 7), render(b, 7))
+    assert render(a, 0).shape == (SIZE, SIZE, 3)
+    for kind, names in (("objects", OBJECTS), ("backgrounds", BACKGROUNDS)):
+        per = [set(split_objects(s) if kind == "objects" else split_backgrounds(s)) for s in ("train", "val", "test")]
+        assert not (per[0] & per[1] or per[0] & per[2] or per[1] & per[2]), kind
+        assert set().union(*per) == set(names)
+    for seed in range(20):
+        sc = generate_scene(seed, "test")
+        assert {a.name for a in sc.appearances} <= set(split_objects("test"))
+        assert {bg for bg, _ in sc.backgrounds} <= set(split_backgrounds("test"))
+
+
+def test_ground_truth_matches_the_pixels():
+    """An object the scene says is in view changes the frame where it is drawn; one it says is not, does not."""
+    for seed in range(30):
+        sc = generate_scene(seed, "train")
+        if sc.appearances:
+            break
+    a = sc.appearances[0]
+    empty = type(sc)(sc.seed, sc.split, sc.frames, sc.backgrounds, sc.cut, sc.light, sc.shake, [])
+    inside = a.start
+    diff = np.abs(render(sc, inside).astype(int) - render(empty, inside).astype(int)).mean()
+    assert diff > 3.0
+    outside = [f for f in range(sc.frames) if not sc.in_view(f)]
+    if outside:
+        assert np.array_equal(render(sc, outside[0]), render(empty, outside[0]))
+
+
+def test_questions_answers_follow_the_scene():
+    rng = np.random.default_rng(0)
+    for seed in range(40):
+        sc = generate_scene(seed, "val")
+        for q in scene_questions(sc, rng, per_kind=4):
+            assert q.answer in KIND_ANSWERS[q.kind]
+            if q.kind == "present":
+                assert (q.x in sc.in_view(q.t)) == (ANSWERS[q.answer] == "yes")
+            elif q.kind == "appeared":
+                seen = any(q.x in sc.in_view(f) for f in range(q.t - q.window + 1, q.t + 1))
+                assert seen == (ANSWERS[q.answer] == "yes")
+            elif q.kind == "count":
+                assert ANSWERS[q.answer] == str(len(sc.distinct_objects()))
+            elif q.kind == "scene_change":
+                assert (sc.cut is None) == (ANSWERS[q.answer] == "no-change")
+            elif q.kind == "first":
+                fx, fy = sc.first_seen(q.x), sc.first_seen(q.y)
+                assert (fx < fy) == (ANSWERS[q.answer] == "x-first")
+
+
+def _stream(seed=1, T=40, still=False):
+    """A token stream with skipped-looking stillness and a change: (T, 49, 64) and thumbnails."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(49, 64, generator=g)
+    toks = base.expand(T, 49, 64).clone()
+    thumbs = np.zeros((T, 32, 32), np.float32)
+    if not still:
+        for t in range(T):
+            toks[t, t % 49] += 3 * torch.randn(64, generator=g)  # something moves
+            thumbs[t, (t % 32), :] = 0.9
+    return EncodedStream(None, toks.half(), thumbs)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("r", [0.05, 0.15, 0.5])
+def test_every_method_keeps_about_its_budget(method, r):
+    s = _stream()
+    keep = keep_mask(method, s, r, net=load_policy("net"))
+    kept = keep.float().mean().item()
+    assert keep.shape == (40, 49) and bool(keep[0].all())  # every method starts from a whole frame
+    if method in ("uniform", "evs"):
+        assert abs(kept - r) <= 1 / 40 + 1e-6
+    else:  # ttm rounds per frame; the streaming ones may spend less than the budget, never more than a burst
+        assert kept <= r + 2 / 40 + 1e-6
+        assert kept >= 0.5 * r
+
+
+def test_rate_control_counts_skipped_frames_and_spends_a_still_scene_budget():
+    toks = torch.randn(49, 32).expand(200, 49, 32).clone() + 0.01 * torch.randn(200, 49, 32)
+    comp = StreamCompressor(StreamConfig(window=1000, budget_ratio=0.1))
+    st = comp.new_state("s")
+    processed = list(range(0, 200, 4))  # the sampler kept one frame in four
+    for i in processed:
+        comp.process(st, toks[i], (7, 7), i, i / 5)
+    budget = 0.1 * 197 * 49  # frames in up to the last processed one
+    assert st.stats.tokens_kept <= budget + 1
+    assert st.stats.tokens_kept >= budget - 2 * 49 - 1  # unspent credit is capped at burst_frames
+    free = StreamCompressor(StreamConfig(window=1000))  # no rate control: a still scene keeps ~nothing
+    st2 = free.new_state("s")
+    for i in processed:
+        free.process(st2, toks[i], (7, 7), i, i / 5)
+    assert st2.stats.tokens_kept < st.stats.tokens_kept
+
+
+def test_held_index_is_the_last_kept_frame():
+    keep = torch.tensor([[1, 1], [0, 1], [1, 0], [0, 0]], dtype=torch.bool)
+    assert held_index(keep).tolist() == [[0, 0], [0, 1], [2, 1], [2, 1]]
+
+
+def test_answerer_sees_only_the_past_and_only_what_is_kept():
+    s = _stream(T=12)
+    model = EventQA(dim=64, pca=16, d=32, positions=49)
+    model.fit_pca(s.tokens.view(-1, 64).float())
+    refs = {"cat": torch.nn.functional.normalize(torch.randn(64), dim=0)}
+    q = Question("present", 5, 0, "cat", None, 1)
+    si = StreamInputs(model, s)
+    full = model(build_batch(model, [(si, q, torch.ones(12, 49))], refs))
+    later = s.tokens.clone()
+    later[6:] = torch.randn_like(later[6:].float()).half()  # frames after t=5 changed: invisible
+    si2 = StreamInputs(model, EncodedStream(None, later, s.thumbs))
+    assert torch.allclose(full, model(build_batch(model, [(si2, q, torch.ones(12, 49))], refs)), atol=1e-5)
+    keep = torch.ones(12, 49)
+    keep[3:6] = 0  # dropped slots are not seen either
+    masked = model(build_batch(model, [(si, q, keep)], refs))
+    earlier = s.tokens.clone()
+    earlier[3:6] = torch.randn_like(earlier[3:6].float()).half()
+    si3 = StreamInputs(model, EncodedStream(None, earlier, s.thumbs))
+    assert torch.allclose(masked, model(build_batch(model, [(si3, q, keep)], refs)), atol=1e-5)
+    assert not torch.allclose(full, masked)
+    out = model(build_batch(model, [(si, q, torch.zeros(12, 49))], refs))  # nothing held: still answers
+    assert torch.isfinite(out[0, list(KIND_ANSWERS["present"])]).all()
+
+
+def test_eval_command_end_to_end(tmp_path, capsys):
+    from streamdycoke.cli import main
+
+    rc = main(["eval", "--train", "4", "--val", "2", "--test", "3", "--frames", "16", "--steps", "30",
+               "--budgets", "0.1,0.3", "--no-real", "--cache-dir", str(tmp_path), "--answerer", str(tmp_path / "a.pt"),
+               "--plot", str(tmp_path / "p.png"), "--json", "-q"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0.0 <= res["uncompressed_accuracy"] <= 1.0
+    rows = res["results"]
+    assert {r["method"] for r in rows} == set(METHODS) and len(rows) == 2 * len(METHODS)
+    for r in rows:
+        assert set(r) >= {"method", "keep_ratio", "accuracy", "ci95"}
+        assert 0 < r["keep_ratio"] <= 0.3 + 2 / 16 and math.isfinite(r["ci95"])
+    assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "a.pt").exists()
+    assert EventQA.load(tmp_path / "a.pt").meta["steps"] == 30
