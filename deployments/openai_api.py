@@ -1,0 +1,163 @@
+"""The OpenAI-compatible surface of the gateway: request and response shapes, and the camera reference.
+
+``POST /v1/chat/completions`` takes OpenAI's chat request. A user message's content may hold a
+``video_url`` part naming a camera's recent window, ``camera://<camera>?window_s=<seconds>`` (default
+10 s); the question is the text of the messages (the last user message's text parts, after the
+earlier turns' text). The answer comes back as a ``chat.completion`` (or, with ``"stream": true``,
+as ``chat.completion.chunk`` server-sent events ending with ``data: [DONE]``), and ``usage`` reports
+the visual tokens the answer read beside OpenAI's token counts.
+
+What is not supported is refused with a 400 that says so, never ignored: sampling (``temperature``
+> 0, ``top_p`` < 1: the LLM decodes greedily until generation moves to transformers' own, issue 13),
+``n`` > 1, tools, images, more than one camera per request.
+"""
+
+import json
+import time
+import uuid
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlparse
+
+from pydantic import BaseModel, Field
+
+__all__ = ["ChatRequest", "CameraRef", "chat_completion", "chat_chunks", "model_list", "parse_request"]
+
+CAMERA_SCHEME = "camera"
+
+
+class _Url(BaseModel):
+    url: str = Field(min_length=1, max_length=2000)
+
+
+class ContentPart(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    type: Literal["text", "video_url", "image_url"]
+    text: str | None = Field(None, max_length=4000)
+    video_url: _Url | None = None
+    image_url: _Url | None = None
+
+
+class Message(BaseModel):
+    model_config = {"extra": "allow"}  # OpenAI clients add fields (name, ...) we need not read
+
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[ContentPart] | None = None
+
+
+class ChatRequest(BaseModel):
+    model_config = {"extra": "allow"}  # unknown OpenAI options are listed in the 400 below, not dropped silently
+
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[Message] = Field(min_length=1, max_length=64)
+    max_tokens: int | None = Field(None, ge=1, le=1024)
+    max_completion_tokens: int | None = Field(None, ge=1, le=1024)
+    stream: bool = False
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    n: int | None = Field(None, ge=1, le=8)
+    stream_options: dict | None = None
+    user: str | None = None
+
+
+# options an OpenAI client may send that change nothing for a greedy single answer
+_HARMLESS = {"stream_options", "user", "seed", "frequency_penalty", "presence_penalty", "logprobs", "metadata", "store"}
+
+
+class CameraRef(BaseModel):
+    camera: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+    window_s: float = Field(10.0, gt=0, allow_inf_nan=False)
+
+
+def parse_camera_url(url: str) -> CameraRef:
+    """``camera://lobby?window_s=30`` -> ``CameraRef(camera="lobby", window_s=30)``; ``ValueError`` otherwise."""
+    u = urlparse(url)
+    if u.scheme != CAMERA_SCHEME or not u.netloc:
+        raise ValueError(f"video_url must be camera://<camera>[?window_s=S], got {url[:100]!r}")
+    q = parse_qs(u.query)
+    unknown = set(q) - {"window_s"}
+    if unknown:
+        raise ValueError(f"camera URL: unknown parameter(s) {sorted(unknown)}; only window_s")
+    try:
+        window = float(q["window_s"][0]) if "window_s" in q else 10.0
+    except ValueError:
+        raise ValueError(f"camera URL: window_s must be a number, got {q['window_s'][0]!r}") from None
+    return CameraRef(camera=u.netloc, window_s=window)
+
+
+def parse_request(req: ChatRequest) -> tuple[CameraRef, str, int]:
+    """The camera, the question and the token budget of a chat request; ``ValueError`` naming what is unsupported."""
+    extra = set(req.model_extra or {}) - _HARMLESS
+    if extra:
+        raise ValueError(f"unsupported option(s): {sorted(extra)}")
+    if req.temperature not in (None, 0, 0.0) or req.top_p not in (None, 1, 1.0):
+        raise ValueError("sampling is not supported yet (the LLM decodes greedily): use temperature 0 or leave it out")
+    if (req.n or 1) != 1:
+        raise ValueError("n > 1 is not supported")
+    cameras: list[CameraRef] = []
+    texts: list[str] = []
+    for m in req.messages:
+        if m.content is None:
+            continue
+        parts = [ContentPart(type="text", text=m.content)] if isinstance(m.content, str) else m.content
+        for p in parts:
+            if p.type == "image_url":
+                raise ValueError("image_url parts are not supported: name a camera with a video_url part")
+            if p.type == "video_url":
+                if m.role != "user" or p.video_url is None:
+                    raise ValueError("a video_url part belongs in a user message and needs a url")
+                cameras.append(parse_camera_url(p.video_url.url))
+            elif p.text:
+                texts.append(p.text if m.role == "user" else f"{m.role}: {p.text}")
+    if len(cameras) != 1:
+        raise ValueError(f"a request must reference exactly one camera (video_url camera://...), found {len(cameras)}")
+    question = "\n".join(texts).strip()
+    if not question:
+        raise ValueError("no question: the messages hold no text")
+    budget = req.max_completion_tokens or req.max_tokens or 32
+    return cameras[0], question[:4000], budget
+
+
+def model_list(model_id: str) -> dict:
+    return {"object": "list", "data": [{"id": model_id, "object": "model", "created": 0, "owned_by": "streamdycoke"}]}
+
+
+def _usage(out: dict, question_tokens: int) -> dict:
+    u = out["usage"]
+    prompt = u["visual_tokens"] + question_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": u["new_tokens"], "total_tokens": prompt + u["new_tokens"],
+            "visual_tokens": u["visual_tokens"], "visual_tokens_uncompressed": u["visual_tokens_uncompressed"],
+            "frames": u["frames"]}
+
+
+def chat_completion(model_id: str, out: dict, budget: int, question_tokens: int) -> dict:
+    """A ``chat.completion`` from the gateway's answer ``out``."""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+        "model": model_id,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": out["answer"]},
+                     "finish_reason": "length" if out["usage"]["new_tokens"] >= budget else "stop"}],
+        "usage": _usage(out, question_tokens),
+    }
+
+
+def chat_chunks(model_id: str, out: dict, budget: int, question_tokens: int, include_usage: bool):
+    """The same answer as ``chat.completion.chunk`` server-sent events (word by word; the LLM answers
+    whole today, so the first word arrives with the whole answer's latency)."""
+    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+
+    def event(delta: dict, finish: str | None = None, usage: Any = None, choices: bool = True) -> str:
+        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model_id,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else []}
+        if usage is not None:
+            body["usage"] = usage
+        return f"data: {json.dumps(body)}\n\n"
+
+    yield event({"role": "assistant", "content": ""})
+    words = out["answer"].split(" ")
+    for i, w in enumerate(words):
+        yield event({"content": w if i == 0 else " " + w})
+    yield event({}, "length" if out["usage"]["new_tokens"] >= budget else "stop")
+    if include_usage:
+        yield event({}, usage=_usage(out, question_tokens), choices=False)
+    yield "data: [DONE]\n\n"
