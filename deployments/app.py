@@ -41,7 +41,7 @@ from streamdycoke.segment import SegmentFormatError, encode_segment
 from .config import AppArgs
 from .guard import RequestGuard
 from .llm import LLMEngine, LLMRequest
-from .openai_api import ChatRequest, chat_chunks, chat_completion, model_list, parse_request
+from .openai_api import ChatRequest, chat_chunks, chat_completion, model_list, openai_error, parse_request
 
 __all__ = ["QueryRequest", "build_app"]
 
@@ -246,7 +246,14 @@ class Gateway:
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, req: ChatRequest):
-        """OpenAI's chat completion over one camera's recent window (see :mod:`deployments.openai_api`)."""
+        """OpenAI's chat completion over one camera's recent window (see :mod:`deployments.openai_api`).
+        Errors come in OpenAI's shape (``{"error": {"message", "type", "code"}}``), so clients show the reason."""
+        try:
+            return await self._chat(req)
+        except HTTPException as exc:
+            return openai_error(exc.status_code, str(exc.detail), exc.headers)
+
+    async def _chat(self, req: ChatRequest):
         if req.model != self._model_id():
             self.metrics.query("http_404")
             raise HTTPException(404, f"model {req.model!r} is not served here; GET /v1/models lists {self._model_id()!r}")

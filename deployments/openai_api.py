@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlparse
 
 from pydantic import BaseModel, Field
 
-__all__ = ["ChatRequest", "CameraRef", "chat_completion", "chat_chunks", "model_list", "parse_request"]
+__all__ = ["ChatRequest", "CameraRef", "chat_completion", "chat_chunks", "model_list", "openai_error", "parse_request"]
 
 CAMERA_SCHEME = "camera"
 
@@ -116,6 +116,18 @@ def parse_request(req: ChatRequest) -> tuple[CameraRef, str, int]:
         raise ValueError("no question: the messages hold no text")
     budget = req.max_completion_tokens or req.max_tokens or 32
     return cameras[0], question[:4000], budget
+
+
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
+                409: "invalid_request_error", 503: "service_unavailable"}
+
+
+def openai_error(status: int, message: str, headers: dict | None = None):
+    """An error response in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``."""
+    from fastapi.responses import JSONResponse
+
+    body = {"error": {"message": message, "type": _ERROR_TYPES.get(status, "api_error"), "param": None, "code": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def model_list(model_id: str) -> dict:
