@@ -56,7 +56,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from .compress import compress_video
 
     report = compress_video(args.video, pipeline_config_from(args), progress=not args.quiet,
-                            max_frames=args.max_frames)
+                            max_frames=args.max_frames, measure_skipped=args.measure_skipped)
     print(report.summary())
     if args.json:
         print(json.dumps(asdict(report)))
@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video")
     add_pipeline_options(p)
     p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--measure-skipped", action="store_true",
+                   help="also encode the frames the sampler skips, for the measurement only: fidelity over every frame in")
     p.add_argument("--json", action="store_true", help="also print one JSON object as the last line")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_compress)

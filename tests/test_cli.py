@@ -27,6 +27,20 @@ def test_compress_json_contract_and_default_keeps_at_most_40_percent(camera, cap
     assert 0.9 < r["fidelity"] <= 1.0
 
 
+def test_compress_measures_every_frame_in_when_asked(camera, capsys):
+    """Fidelity over processed frames cannot see what skipping lost; --measure-skipped covers every frame in
+    (equal to it when nothing is skipped)."""
+    assert main(["compress", str(camera), "--encoder", "pixels", "--json", "-q", "--measure-skipped"]) == 0
+    r = last_json(capsys)
+    assert r["frames_processed"] < r["frames_in"]
+    assert 0.5 < r["fidelity_all_frames"] < r["fidelity"]
+    assert main(["compress", str(camera), "--encoder", "pixels", "--json", "-q", "--measure-skipped", "--no-sampler"]) == 0
+    r = last_json(capsys)
+    assert r["fidelity_all_frames"] == pytest.approx(r["fidelity"])
+    assert main(["compress", str(camera), "--encoder", "pixels", "--json", "-q"]) == 0
+    assert last_json(capsys)["fidelity_all_frames"] is None  # not measured unless asked: it costs an encode per frame
+
+
 def test_compress_without_sampler_with_fixed_policy_one_is_lossless(camera, capsys):
     assert main(["compress", str(camera), "--encoder", "pixels", "--json", "-q", "--no-sampler", "--policy", "fixed:1.0",
                  "--max-frames", "30"]) == 0
