@@ -218,9 +218,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                    "real_clips": [s.name for s in real]})
     print(f"uncompressed accuracy {result['uncompressed_accuracy']:.4f} ±{result['uncompressed_ci95']:.4f} "
           f"({result['questions']} questions on {result['streams']} test streams)")
-    print(f"{'method':<11}{'target':>7}{'kept':>7}{'accuracy':>10}{'±ci95':>8}{'Δ':>8}{'top-1':>7}{'real top-1':>11}")
+    print(f"{'method':<16}{'target':>7}{'kept':>7}{'accuracy':>10}{'±ci95':>8}{'Δ':>8}{'top-1':>7}{'real top-1':>11}")
     for r in result["results"]:
-        print(f"{r['method']:<11}{r['target']:>7.2f}{r['keep_ratio']:>7.3f}{r['accuracy']:>10.4f}{r['ci95']:>8.4f}"
+        print(f"{r['method']:<16}{r['target']:>7.2f}{r['keep_ratio']:>7.3f}{r['accuracy']:>10.4f}{r['ci95']:>8.4f}"
               f"{r['delta']:>+8.4f}{r['top1_agreement']:>7.3f}{r.get('real_top1_agreement', float('nan')):>11.3f}")
     if args.plot:
         plot_eval(result, Path(args.plot))
