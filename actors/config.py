@@ -123,6 +123,11 @@ class CameraConfig(BaseModel):
     sampler: SamplerConfig | None = Field(default_factory=SamplerConfig, description="None: every frame")
     policy: PolicySpec = Field(default_factory=PolicySpec)
 
+    @model_validator(mode="after")
+    def _pipeline_is_consistent(self) -> "CameraConfig":
+        PipelineConfig(stream=self.stream, sampler=self.sampler, policy=self.policy)  # its checks, at load time
+        return self
+
     def pipeline_config(self, app_model: EncoderSpec | None = None) -> PipelineConfig:
         """The core :class:`~streamdycoke.PipelineConfig` of this camera; a camera that names no encoder
         encodes with ``app_model`` (the application's LLM)."""

@@ -114,8 +114,10 @@ def parse_request(req: ChatRequest) -> tuple[CameraRef, str, int]:
     question = "\n".join(texts).strip()
     if not question:
         raise ValueError("no question: the messages hold no text")
+    if len(question) > 4000:
+        raise ValueError(f"the question is {len(question)} characters of text; at most 4000")
     budget = req.max_completion_tokens or req.max_tokens or 32
-    return cameras[0], question[:4000], budget
+    return cameras[0], question, budget
 
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",

@@ -42,6 +42,11 @@ class PipelineConfig:
     sampler: SamplerConfig | None = field(default_factory=SamplerConfig)
     policy: PolicySpec = field(default_factory=PolicySpec)
 
+    def __post_init__(self) -> None:
+        if self.stream.budget_ratio is not None and self.policy.max_keep_ratio < 1.0:
+            raise ValueError("policy.max_keep_ratio caps a policy's count, which rate control (stream.budget_ratio) "
+                             "does not use: set one or the other")
+
 
 # -- command-line options from config classes ----------------------------------------------------------
 def _fields(cls: type) -> dict[str, tuple[Any, Any, str]]:

@@ -40,7 +40,7 @@ class StreamConfig:
             keyframes spend ``N`` (the bucket may go negative and is repaid), and a judged frame
             spends what the bucket holds (at most ``N``) on the positions the policy ranks first
             (least similar to the held token, by default). The policy's own count is not used: on
-            the event-QA benchmark's validation streams, capping the threshold policy's count by the
+            the event-QA benchmark's validation streams (and 20 training streams), capping the threshold policy's count by the
             bucket left a third of a 35% budget unspent (24% kept) with no gain in accuracy per token.
     """
 

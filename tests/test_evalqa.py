@@ -207,3 +207,29 @@ def test_policy_trains_on_the_task_loss_through_the_soft_keep_mask():
     # ... and not the answerer, which is frozen
     assert all(torch.equal(frozen[k], v) for k, v in answerer.state_dict().items())
     assert net.calibration.shape == (11, 2)
+
+
+def test_bootstrap_gives_the_accuracy_its_interval_and_the_paired_difference():
+    from streamdycoke.evalqa.run import bootstrap
+
+    rng = np.random.default_rng(1)
+    base = [rng.random(12) < 0.8 for _ in range(60)]
+    worse = [b & (rng.random(12) < 0.9) for b in base]  # loses about a tenth of the right answers
+    acc, ci, delta, dci = bootstrap(worse, base)
+    assert acc == pytest.approx(np.concatenate(worse).mean())
+    assert delta == pytest.approx(np.concatenate(worse).mean() - np.concatenate(base).mean()) and delta < 0
+    assert 0 < dci < ci  # pairing removes the streams' shared difficulty
+    assert abs(delta) > dci  # a real loss is resolved
+    assert bootstrap(base, base)[2:] == (0.0, 0.0)
+
+
+def test_rate_control_and_a_policy_cap_are_refused_together():
+    from actors.config import CameraConfig
+    from streamdycoke.config import PipelineConfig
+    from streamdycoke.policy import PolicySpec
+
+    with pytest.raises(ValueError, match="max_keep_ratio"):
+        PipelineConfig(stream=StreamConfig(budget_ratio=0.1), policy=PolicySpec(max_keep_ratio=0.5))
+    with pytest.raises(ValueError, match="max_keep_ratio"):
+        CameraConfig(id="a", stream={"budget_ratio": 0.1}, policy={"max_keep_ratio": 0.5})
+    assert CameraConfig(id="a", stream={"budget_ratio": 0.1}).stream.budget_ratio == 0.1

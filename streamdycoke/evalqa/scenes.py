@@ -162,6 +162,7 @@ class Scene:
     light: tuple[int, float] | None  # (start frame, gain reached 5 frames later)
     shake: tuple[int, int] | None  # frames [a, b) with camera shake
     appearances: list[Appearance] = field(default_factory=list)
+    noise: float = SceneSpec.noise  # sensor noise (std, in [0, 1] units)
 
     def distinct_objects(self, upto: int | None = None) -> list[str]:
         """Names in order of first appearance (ties: by lane), up to frame ``upto`` inclusive."""
@@ -247,8 +248,10 @@ def generate_scene(seed: int, split: str, spec: SceneSpec | None = None) -> Scen
             k = swap_at - start
             apps.append(Appearance(name, start, swap_at, size, lane, tuple(xs[:k])))
             apps.append(Appearance(other, swap_at, end, size, lane, tuple(xs[k:])))
-    scene = Scene(seed, split, T, backgrounds, cut, light, shake, apps)
-    if len(scene.distinct_objects()) > 3:  # a swap made a fourth: drop the last appearance
+    scene = Scene(seed, split, T, backgrounds, cut, light, shake, apps, spec.noise)
+    # At most one swap can happen with three objects (the guard above), making a fourth distinct object;
+    # dropping the last appearance (the swap's, or the third object's) brings it back to at most three.
+    if len(scene.distinct_objects()) > 3:
         scene.appearances.pop()
     return scene
 
@@ -282,7 +285,7 @@ def render(scene: Scene, frame: int) -> np.ndarray:
     if scene.light is not None and frame >= scene.light[0]:
         ramp = min(1.0, (frame - scene.light[0] + 1) / 5)
         canvas *= 1.0 + ramp * (scene.light[1] - 1.0)
-    canvas += rng.normal(0.0, SceneSpec().noise, canvas.shape).astype(np.float32)
+    canvas += rng.normal(0.0, scene.noise, canvas.shape).astype(np.float32)
     return (np.clip(canvas, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 

@@ -34,6 +34,7 @@ def test_a_camera_part_and_text_make_a_query():
     ([_cam(), {"type": "text", "text": "hi"}], {"n": 2}, "n > 1"),
     ([_cam(), {"type": "text", "text": "hi"}], {"tools": [{"type": "function"}]}, "unsupported option"),
     ([_cam(), {"type": "image_url", "image_url": {"url": "data:x"}}], {}, "image_url"),
+    ([_cam(), {"type": "text", "text": "a" * 3000}, {"type": "text", "text": "b" * 3000}], {}, "at most 4000"),
 ])
 def test_what_is_not_supported_is_refused_by_name(content, kw, words):
     with pytest.raises(ValueError, match=words):
