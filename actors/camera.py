@@ -139,6 +139,9 @@ class CameraWorker:
         # highest frame index the counters account for (moved at each commit; at start, the committed one): a
         # replay above it was written by a batch whose commit failed, so it is stored but was never counted
         self._counted_through = -1
+        # told the capture time of each frame the sampler cut on, once its batch is durable (standing queries)
+        self.on_cut: Callable[[float], None] | None = None
+        self._cuts: list[float] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
@@ -348,8 +351,11 @@ class CameraWorker:
             self._last_index = last_index_before
             self.fault("broker", exc)
             raise
-        # the batch is durable: now it counts
+        # the batch is durable: now it counts, and its scene cuts trigger what asks on them
         self.counters.add(delta)
+        if self.on_cut is not None:
+            for ts in self._cuts:
+                self.on_cut(ts)
         if self._last_index is not None:
             self._counted_through = max(self._counted_through, self._last_index)
         times = self.counters.times
@@ -372,6 +378,7 @@ class CameraWorker:
         seen (the batch stops there; the caller re-reads the topic from its start), else None.
         """
         segments, timings = [], []
+        self._cuts = []
         state = self.pipeline.state
         stored_before = state.last_frame_index  # the newest frame stored before this batch
         polled = self._polled_at
@@ -446,6 +453,8 @@ class CameraWorker:
             except ValueError as exc:  # e.g. a frame too small for the sampler
                 self._dead_letter(rec, "bad_frame", str(exc), c)
                 continue
+            if out.scene_cut:
+                self._cuts.append(msg.timestamp)
             if out.segment is None:
                 c.skipped += 1
                 continue

@@ -27,6 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from streamdycoke import EncoderSpec, PipelineConfig, PolicySpec, SamplerConfig, StreamConfig
 
+from .standing import StandingQuery
+
+EVENT_QA_ENCODER = "efficientnet-lite0"  # what the event-QA answerer reads (actors.answerers)
+
 __all__ = ["CameraConfig", "CamerasFile", "IngestSettings", "KafkaSettings", "RedisSettings", "encoder_refusal",
            "load_cameras", "read_config_file"]
 
@@ -47,6 +51,8 @@ class KafkaSettings(BaseModel):
     bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port...] of the brokers")
     topic_prefix: str = Field("frames.", description="a camera's frames go to topic prefix + camera id")
     dead_letter_topic: str = "frames.dead-letter"
+    alerts_topic: str = Field("streamdycoke.alerts", description="standing queries' alerts (JSON, schema "
+                                                                   "streamdycoke.alert v1; key: the camera id)")
     group_prefix: str = Field("streamdycoke-camera-", description="offsets are committed under prefix + camera id")
     max_poll_records: int = Field(32, gt=0, description="bounded batch: at most this many frames in memory")
     fetch_max_wait_ms: int = Field(10, ge=0, le=10_000, description=(
@@ -107,6 +113,7 @@ class RedisSettings(BaseModel):
         "apply retention to a camera at most this often (it costs four round trips, more than the write itself); "
         "the bounds are then exceeded by at most this long's frames"))
     socket_timeout_s: float = Field(5.0, gt=0)
+    alerts_max: int = Field(10_000, gt=0, description="alerts the alert stream keeps (GET /v1/alerts replays them)")
 
 
 class CameraConfig(BaseModel):
@@ -122,11 +129,36 @@ class CameraConfig(BaseModel):
     stream: StreamConfig = Field(default_factory=StreamConfig)
     sampler: SamplerConfig | None = Field(default_factory=SamplerConfig, description="None: every frame")
     policy: PolicySpec = Field(default_factory=PolicySpec)
+    standing: list[StandingQuery] = Field(default_factory=list, max_length=32, description=(
+        "standing queries: questions asked of this camera's window on a period and/or on scene change, whose "
+        "answers raise alerts (actors.standing)"))
 
     @model_validator(mode="after")
     def _pipeline_is_consistent(self) -> "CameraConfig":
         PipelineConfig(stream=self.stream, sampler=self.sampler, policy=self.policy)  # its checks, at load time
+        ids = [q.id for q in self.standing]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"camera {self.id}: standing query ids must be unique")
+        for q in self.standing:
+            if q.on_scene_change and self.sampler is None:
+                raise ValueError(f"camera {self.id}: standing query {q.id} asks on scene change, but the camera has "
+                                 "no frame sampler to cut (sampler: null)")
+            if q.answerer == "event-qa" and (self.encoder is None or self.encoder.name != EVENT_QA_ENCODER):
+                raise ValueError(f"camera {self.id}: standing query {q.id}: the event-qa answerer reads "
+                                 f"{EVENT_QA_ENCODER} tokens; set encoder: {{name: {EVENT_QA_ENCODER}}}")
+            if q.answerer == "event-qa":
+                from .answerers import parse_event_qa_prompt
+
+                try:
+                    parse_event_qa_prompt(q.prompt)
+                except ValueError as exc:
+                    raise ValueError(f"camera {self.id}: standing query {q.id}: {exc}") from None
         return self
+
+    @property
+    def answered_without_llm(self) -> bool:
+        """Its standing queries are all answered without the LLM (so its encoder need not feed the LLM)."""
+        return bool(self.standing) and all(q.answerer != "llm" for q in self.standing)
 
     def pipeline_config(self, app_model: EncoderSpec | None = None) -> PipelineConfig:
         """The core :class:`~streamdycoke.PipelineConfig` of this camera; a camera that names no encoder
@@ -142,6 +174,8 @@ def encoder_refusal(camera: CameraConfig, app_model: EncoderSpec) -> str | None:
     device may differ): anything else yields tokens the LLM was not trained on, or of another width.
     """
     enc = camera.pipeline_config(app_model).encoder
+    if camera.answered_without_llm:  # read by its standing queries' own answerer; the LLM refuses it per query
+        return None
     if enc.name != app_model.name:
         return f"camera {camera.id}: encoder {enc.name!r} cannot feed the {app_model.name!r} LLM (use its own tower)"
     if enc.weights != app_model.weights:

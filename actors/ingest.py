@@ -41,6 +41,7 @@ class IngestStats:
     corrupt_packets: int = 0
     reconnects: int = 0
     send_failures: int = 0  # sends that failed and were retried (never counted as published)
+    start_ts: float | None = None  # capture time given to the source's time 0 (a looped file repeats from it)
     # per frame, seconds by stage (INGEST_STAGES): the last 10,000 of each for percentiles
     times: StageTimes = field(default_factory=StageTimes)
 
@@ -103,6 +104,7 @@ class Ingestor:
         first_index, last_ts = self._resume_point()
         gc.freeze()  # start-up's objects out of the collector's full passes (they stall every ingest thread)
         t0_wall = max(time.time(), last_ts + 1.0 / 30)
+        self.stats.start_ts = t0_wall
         base = 0.0  # where (seconds after t0_wall) the current pass's first frame goes
         backoff = s.reconnect_backoff_s
         sampler = FrameSampler(self.sampler_config) if self.sampler_config is not None else None
@@ -147,7 +149,7 @@ class Ingestor:
                     self.metrics.corrupt(self.camera, dec.corrupt_packets)
                 if not s.loop:
                     break
-                base += (last_rel or 0.0) + 1.0 / 30
+                base += (last_rel or 0.0) + 1.0 / 30  # a looped file: the next pass starts 1/30 s after the last frame
         finally:
             try:
                 if self._pending:  # account for the skipped frames (a fresh stop: the run is over anyway)

@@ -12,7 +12,7 @@ add ``or vector(0)``.
 from __future__ import annotations
 
 __all__ = ["CAMERA_METRIC_NAMES", "CameraMetrics", "ENCODER_METRIC_NAMES", "EncoderMetrics", "FLEET_METRIC_NAMES", "FleetMetrics", "INGEST_METRIC_NAMES", "IngestMetrics", "METRIC_NAMES",
-           "QUERY_METRIC_NAMES", "QueryMetrics"]
+           "QUERY_METRIC_NAMES", "QueryMetrics", "STANDING_METRIC_NAMES", "StandingMetrics"]
 
 CAMERA_METRIC_NAMES = (
     "streamdycoke_frames_consumed_total",
@@ -61,7 +61,16 @@ ENCODER_METRIC_NAMES = (
     "streamdycoke_encoder_frames_total",
     "streamdycoke_encoder_batch_seconds",
 )
-METRIC_NAMES = CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES + FLEET_METRIC_NAMES + ENCODER_METRIC_NAMES
+# Standing queries (actors.standing), exported by the camera actor that runs them.
+STANDING_METRIC_NAMES = (
+    "streamdycoke_alerts_total",
+    "streamdycoke_standing_query_seconds",
+    "streamdycoke_standing_query_rounds_total",
+    "streamdycoke_standing_query_failures_total",
+    "streamdycoke_alert_publish_failures_total",
+)
+METRIC_NAMES = (CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES + FLEET_METRIC_NAMES + ENCODER_METRIC_NAMES
+                + STANDING_METRIC_NAMES)
 
 _LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 # A frame's path by stage (``streamdycoke_frame_stage_seconds{camera, stage}``), one histogram exported by
@@ -151,6 +160,44 @@ class QueryMetrics:
     def batch(self, requests: int, visual_tokens: int) -> None:
         self.batch_requests.observe(requests)
         self.batch_tokens.observe(visual_tokens)
+
+
+class StandingMetrics:
+    """A camera's standing queries: alerts by state, trigger-to-decision latency by trigger, rounds (and
+    whether the rule could read the answer), failures by reason, alerts a sink could not take."""
+
+    def __init__(self, camera: str) -> None:
+        from ray.util.metrics import Counter, Histogram
+
+        tags = ("camera", "query")
+        self._default = {"camera": camera}
+        self.alerts = Counter("streamdycoke_alerts_total", "alerts raised or cleared by standing queries",
+                              tags + ("state",))
+        self.latency = Histogram("streamdycoke_standing_query_seconds", "a standing query's trigger (scheduled "
+                                 "instant, or the cut frame's capture) to its decision", _LATENCY_BUCKETS,
+                                 tags + ("trigger",))
+        self.rounds = Counter("streamdycoke_standing_query_rounds_total", "standing query rounds answered, by "
+                              "whether the rule could read the answer", tags + ("readable",))
+        self.failures = Counter("streamdycoke_standing_query_failures_total", "standing query rounds that failed",
+                                tags + ("reason",))
+        self.publish_failures = Counter("streamdycoke_alert_publish_failures_total", "alert sends that failed "
+                                        "(kept and retried) or alerts dropped past the pending bound",
+                                        ("camera", "sink", "dropped"))
+        for m in (self.alerts, self.latency, self.rounds, self.failures, self.publish_failures):
+            m.set_default_tags(self._default)
+
+    def round(self, query: str, trigger: str, seconds: float, readable: bool = True) -> None:
+        self.latency.observe(seconds, tags={"query": query, "trigger": trigger})
+        self.rounds.inc(1, tags={"query": query, "readable": str(readable).lower()})
+
+    def alert(self, query: str, state: str) -> None:
+        self.alerts.inc(1, tags={"query": query, "state": state})
+
+    def failed(self, query: str, reason: str) -> None:
+        self.failures.inc(1, tags={"query": query, "reason": reason})
+
+    def publish_failed(self, sink: str, dropped: bool = False) -> None:
+        self.publish_failures.inc(1, tags={"sink": sink, "dropped": str(dropped).lower()})
 
 
 class EncoderMetrics:

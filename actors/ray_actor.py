@@ -39,7 +39,8 @@ CAMERA_SLOTS_PER_CPU = 8
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=2, num_cpus=0, resources={CAMERA_RESOURCE: 1})
 class CameraActor:
     def __init__(self, camera: CameraConfig, kafka: KafkaSettings, redis: RedisSettings,
-                 app_model: EncoderSpec | None = None, encoder_handle: Any = None) -> None:
+                 app_model: EncoderSpec | None = None, encoder_handle: Any = None, llm_handle: Any = None,
+                 reuse_prefill: bool = True) -> None:
         import torch
 
         # many camera actors share a node's cores: one intra-op thread each, not one per core each (16 actors
@@ -53,6 +54,46 @@ class CameraActor:
             encoder = RemoteEncoder(camera.pipeline_config(app_model).encoder, encoder_handle)
         self.worker = CameraWorker(camera, kafka, RedisTokenStore(redis), app_model, encoder=encoder)
         self._stop = threading.Event()
+        self.kafka, self.redis = kafka, redis
+        self.llm_handle, self.reuse_prefill = llm_handle, reuse_prefill
+        self.standing = None  # the camera's standing queries (actors.standing), built when run starts
+
+    def _start_standing(self):
+        """The camera's standing queries, on their own thread (the frame loop never waits for an answer)."""
+        from .alerts import AlertSinks
+        from .answerers import EventQAAnswerer, LLMAnswerer
+        from .metrics import StandingMetrics
+        from .standing import StandingQueries
+
+        cam = self.camera
+        metrics = StandingMetrics(cam.id)
+        store = RedisTokenStore(self.redis)  # its own connections: the frame loop's are not shared across threads
+        answerers = {}
+        if any(q.answerer == "llm" for q in cam.standing):
+            if self.llm_handle is None:
+                raise ValueError(f"camera {cam.id}: standing queries answered by the LLM need the app's LLM "
+                                 "deployment, and this actor was started without one")
+            answerers["llm"] = LLMAnswerer(self.llm_handle)
+        if any(q.answerer == "event-qa" for q in cam.standing):
+            answerers["event-qa"] = EventQAAnswerer()
+        try:
+            state = store.alerting(cam.id)
+        except Exception:  # the cache is down: start clear; the worker's recovery reports the outage
+            state = {}
+        sinks = AlertSinks(self.kafka, store, metrics)
+        runner = StandingQueries(cam.id, cam.standing, store, answerers, sinks, metrics, reuse=self.reuse_prefill,
+                                 state=state)
+        self.worker.on_cut = runner.scene_cut
+        thread = threading.Thread(target=self._standing_loop, args=(runner, sinks), name=f"standing-{cam.id}",
+                                  daemon=True)
+        thread.start()
+        return runner, thread
+
+    def _standing_loop(self, runner, sinks) -> None:
+        try:
+            runner.run(self._stop)
+        finally:
+            sinks.close()
 
     def run(self) -> dict:
         """Consume until :meth:`stop`, recovering from faults by itself (:meth:`CameraWorker.run`);
@@ -60,7 +101,16 @@ class CameraActor:
         from .metrics import CameraMetrics
 
         metrics = CameraMetrics(self.camera.id)
-        self.worker.run(self._stop, every=lambda: self._publish(metrics))
+        thread = None
+        if self.camera.standing and self.standing is None:
+            self.standing, thread = self._start_standing()
+        try:
+            self.worker.run(self._stop, every=lambda: self._publish(metrics))
+        finally:
+            if thread is not None:
+                self.standing.stop()
+                thread.join(timeout=30)
+                self.standing = None
         return self.stats()
 
     def _publish(self, metrics) -> None:
@@ -91,7 +141,17 @@ class CameraActor:
                 "tokens_kept": c.tokens_kept, "lag": lag, "cache_bytes": cache_bytes,
                 "frame_to_cache_p50_ms": f2c.get("p50"), "frame_to_cache_p99_ms": f2c.get("p99"),
                 "stages_ms": stages,
+                **({"standing": self._standing_stats()} if self.standing is not None else {}),
                 **self.worker.health()}
+
+    def _standing_stats(self) -> dict:
+        r = self.standing
+        return {"rounds": r.rounds, "reused_tokens": r.reused_tokens,
+                "alerting": sorted(q for q, on in r.active().items() if on)}
+
+    def standing_latencies(self) -> list[tuple[str, str, float]]:
+        """``(query, trigger, seconds)`` of the last standing-query rounds (a benchmark pools them)."""
+        return list(self.standing.latencies) if self.standing is not None else []
 
     def stage_samples(self) -> dict[str, list[float]]:
         """The latency samples kept for percentiles, seconds by stage (a benchmark pools them over cameras)."""
@@ -125,6 +185,9 @@ class CameraSupervisor:
         actor_options: Ray options for every camera actor, over the default of one camera slot and no CPU.
         encoder_handle: the app's encoder service (a Serve handle of :mod:`deployments.encoder`), or None:
             each actor encodes its own frames.
+        llm_handle: the app's LLM deployment (a Serve handle), for cameras whose standing queries the LLM
+            answers; a camera that has such queries is refused without one.
+        reuse_prefill: standing queries ask the LLM to keep each window's KV cache (incremental prefill).
         placement_grace_s: an actor not running this long after it was added is reported as unplaced
             (:attr:`unplaced`, with why), until it runs; one that asks for more slots than the whole cluster
             has is reported at once. (Ray tells no placement apart from a slow start without its dashboard,
@@ -132,7 +195,8 @@ class CameraSupervisor:
     """
 
     def __init__(self, kafka: KafkaSettings, redis: RedisSettings, app_model: EncoderSpec | None = None,
-                 actor_options: dict | None = None, placement_grace_s: float = 60.0, encoder_handle: Any = None) -> None:
+                 actor_options: dict | None = None, placement_grace_s: float = 60.0, encoder_handle: Any = None,
+                 llm_handle: Any = None, reuse_prefill: bool = True) -> None:
         self.kafka, self.redis = kafka, redis
         self.app_model = app_model or EncoderSpec()
         self.actor_options = dict(actor_options or {})
@@ -144,6 +208,7 @@ class CameraSupervisor:
         self.unplaced: dict[str, str] = {}  # camera -> why its actor is not running yet (no free slot, ...)
         self.placement_grace_s = placement_grace_s
         self.encoder_handle = encoder_handle
+        self.llm_handle, self.reuse_prefill = llm_handle, reuse_prefill  # for cameras' standing queries
         self._ready: dict[str, Any] = {}  # camera -> the actor's ready ref, until it is placed
         self._added_at: dict[str, float] = {}
 
@@ -151,10 +216,12 @@ class CameraSupervisor:
         if camera.id in self.actors:
             raise ValueError(f"camera {camera.id} is already running")
         reason = encoder_refusal(camera, self.app_model)
+        if reason is None and self.llm_handle is None and any(q.answerer == "llm" for q in camera.standing):
+            reason = f"camera {camera.id}: its standing queries need the LLM deployment, and none was given"
         if reason is not None:
             raise CameraRefused(reason)
         actor = CameraActor.options(name=f"camera-{camera.id}", **self.actor_options).remote(
-            camera, self.kafka, self.redis, self.app_model, self.encoder_handle)
+            camera, self.kafka, self.redis, self.app_model, self.encoder_handle, self.llm_handle, self.reuse_prefill)
         self.actors[camera.id] = actor
         self.configs[camera.id] = camera
         self._runs[camera.id] = actor.run.remote()

@@ -9,6 +9,9 @@ of one camera's keys live in one slot and the scripts below stay atomic on a clu
     P:{cam}:bytes   string  bytes held in ``segs``
     P:{cam}:last    string  highest frame index stored
     P:{cam}:stats   string  the camera actor's latest counters (JSON), for the API's camera list
+    P:alerts        stream  alerts of every camera (JSON, schema ``streamdycoke.alert`` v1), capped
+                            at ``alerts_max``; ``GET /v1/alerts`` serves it (:mod:`actors.alerts`)
+    P:{cam}:alerting hash   standing query id -> 1 while its alert is raised (survives an actor restart)
 
 Writes are one Lua script per segment, pipelined: ``HSETNX`` makes them idempotent on
 (camera, frame index), so an at-least-once replay stores nothing twice. Retention per camera, by age
@@ -178,6 +181,54 @@ class RedisTokenStore:
             k = key.decode() if isinstance(key, bytes) else key
             out.add(k[len(prefix):k.rindex("}")])
         return sorted(out)
+
+    # -- alerts (standing queries: actors.standing, actors.alerts) -----------------------------------
+    def _alerts_key(self) -> str:
+        return f"{self.settings.key_prefix}:alerts"
+
+    def add_alert(self, record: dict) -> str:
+        """Append an alert to the capped alert stream; returns its stream id."""
+        eid = self.client.xadd(self._alerts_key(), {"alert": json.dumps(record)}, maxlen=self.settings.alerts_max,
+                               approximate=True)
+        self.set_alerting(record["camera"], record["query"], record["state"] == "raised")
+        return eid.decode() if isinstance(eid, bytes) else eid
+
+    def read_alerts(self, last_id: str = "0-0", block_ms: int | None = None, count: int = 100) -> list[tuple[str, dict]]:
+        """Alerts after stream id ``last_id`` (``"$"``: only those added from now), waiting up to
+        ``block_ms`` for one; ``[(id, record)]``. An entry that is not valid JSON is skipped and logged."""
+        import logging
+
+        got = self.client.xread({self._alerts_key(): last_id}, count=count, block=block_ms)
+        out = []
+        for _key, entries in got or []:
+            for eid, fields in entries:
+                eid = eid.decode() if isinstance(eid, bytes) else eid
+                raw = fields.get(b"alert", fields.get("alert"))
+                try:
+                    out.append((eid, json.loads(raw)))
+                except (TypeError, ValueError):
+                    logging.getLogger(__name__).error("alert stream entry %s is not JSON; skipped", eid)
+                    out.append((eid, {}))
+        return out
+
+    def last_alert_id(self) -> str | None:
+        last = self.client.xrevrange(self._alerts_key(), count=1)
+        if not last:
+            return None
+        eid = last[0][0]
+        return eid.decode() if isinstance(eid, bytes) else eid
+
+    def set_alerting(self, stream_id: str, query: str, active: bool) -> None:
+        key = f"{self.settings.key_prefix}:{{{stream_id}}}:alerting"
+        if active:
+            self.client.hset(key, query, 1)
+        else:
+            self.client.hdel(key, query)
+
+    def alerting(self, stream_id: str) -> dict[str, bool]:
+        """The standing queries of a camera whose alert is raised."""
+        got = self.client.hgetall(f"{self.settings.key_prefix}:{{{stream_id}}}:alerting")
+        return {(k.decode() if isinstance(k, bytes) else k): True for k in got}
 
     # -- retention ---------------------------------------------------------------------------------
     def _retain(self, stream_id: str) -> None:

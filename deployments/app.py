@@ -3,7 +3,7 @@
 Two deployments, and a third on a cluster:
 
 - ``Gateway`` (the HTTP ingress, FastAPI): ``POST /v1/query``, ``GET /v1/cameras``, ``GET /healthz``,
-  and the OpenAI-compatible ``POST /v1/chat/completions`` and ``GET /v1/models``
+  ``GET /v1/alerts`` (standing queries' alerts as server-sent events, :mod:`actors.alerts`), and the OpenAI-compatible ``POST /v1/chat/completions`` and ``GET /v1/models``
   (:mod:`deployments.openai_api`).
   It validates the request, reads the camera's window from the Redis token cache (timed) and hands
   the segments to the LLM deployment.
@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
@@ -40,7 +40,7 @@ from streamdycoke.segment import SegmentFormatError, encode_segment
 
 from .config import AppArgs
 from .guard import RequestGuard
-from .llm import LLMEngine, LLMRequest
+from .llm import GenerationOptions, LLMEngine, LLMRequest
 from .openai_api import ChatRequest, chat_chunks, chat_completion, model_list, openai_error, parse_request
 
 __all__ = ["QueryRequest", "build_app"]
@@ -58,22 +58,47 @@ class QueryRequest(BaseModel):
     max_new_tokens: int = Field(32, ge=1, le=1024)
 
 
+class _CameraCaches:
+    """What Serve's model multiplexing holds for a camera on a replica: that camera's kept KV caches.
+    Serve routes the camera's requests here while it is loaded, and unloads the least recently used
+    camera past ``max_num_models_per_replica``; its caches go with it."""
+
+    def __init__(self, engine: LLMEngine, camera: str) -> None:
+        self.engine, self.camera = engine, camera
+
+    def __del__(self) -> None:
+        self.engine.forget(f"{self.camera}|")
+
+
 @serve.deployment
 class LLMDeployment:
     """The LLM replicas. Requests are batched by the visual tokens they bring (``AppArgs.max_batch_tokens``),
-    counted as the answer reports them (:meth:`LLMEngine.visual_tokens`)."""
+    counted as the answer reports them (:meth:`LLMEngine.visual_tokens`).
+
+    A request with a ``reuse_key`` (``camera|window``) is answered by incremental prefill from the KV
+    cache this replica keeps for it; its caller sends it with ``multiplexed_model_id=camera``, so Serve
+    routes every request of that camera to the replica that holds the camera's caches."""
 
     def __init__(self, args: AppArgs) -> None:
         from actors.metrics import QueryMetrics
 
-        self.engine = LLMEngine(args.model)
+        self.engine = LLMEngine(args.model, kept_windows=args.kept_windows)
         self.metrics = QueryMetrics()
         self._generate.set_max_batch_size(args.max_batch_tokens)
         self._generate.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
 
     async def generate(self, req: LLMRequest) -> dict:
         req.num_tokens = self.engine.visual_tokens(req.segments)
+        if req.reuse_key is not None:
+            camera = serve.get_multiplexed_model_id() or req.camera
+            await self._camera(camera)  # marks the camera as held here (Serve routes by it)
+            if not req.reuse_key.startswith(f"{camera}|"):
+                raise ValueError(f"reuse_key {req.reuse_key!r} is not camera {camera!r}'s")
         return await self._generate(req)
+
+    @serve.multiplexed(max_num_models_per_replica=64)
+    async def _camera(self, camera: str) -> _CameraCaches:
+        return _CameraCaches(self.engine, camera)
 
     # sizes come from AppArgs (set in __init__), not from here
     @serve.batch(batch_size_fn=lambda reqs: sum(r.num_tokens for r in reqs))
@@ -92,13 +117,13 @@ class CameraFleet:
     stops them in order.
     """
 
-    def __init__(self, args: AppArgs, encoder: Any = None) -> None:
+    def __init__(self, args: AppArgs, encoder: Any = None, llm: Any = None) -> None:
         from actors.metrics import FleetMetrics
         from actors.ray_actor import CameraSupervisor
 
         self.fleet = args.fleet
         self.sup = CameraSupervisor(self.fleet.kafka, args.redis, args.model, self.fleet.actor_options,
-                                    encoder_handle=encoder)
+                                    encoder_handle=encoder, llm_handle=llm)
         self.metrics = FleetMetrics()
         self.last_error: str | None = None
         self.reconciles = 0
@@ -240,6 +265,52 @@ class Gateway:
     def _model_id(self) -> str:
         return self.args.model.weights or "streamdycoke-tiny-random"
 
+    @api.get("/v1/alerts")
+    async def alerts(self, request: Request, camera: list[str] = Query(default=[], max_length=100),
+                     since: str = Query("$", pattern=r"^(\$|0|\d{1,20}-\d{1,20})$")):
+        """Standing queries' alerts as server-sent events (``event: alert``, ``id:`` the alert stream's id,
+        ``data:`` the alert, schema ``streamdycoke.alert`` v1), for the ``camera``s given (repeatable; none:
+        all). ``since``: ``$`` only new alerts (the default), ``0`` every alert kept, or an id to resume
+        after; a reconnecting client's ``Last-Event-ID`` header resumes where it stopped."""
+        import json
+        import re
+
+        for c in camera:
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", c):
+                raise HTTPException(422, f"bad camera name {c[:50]!r}")
+        last = request.headers.get("last-event-id") or since
+        if not re.fullmatch(r"0|\$|\d{1,20}-\d{1,20}", last):
+            raise HTTPException(422, "Last-Event-ID must be an alert id")
+        cams = set(camera) or None
+        try:
+            if last == "$":  # resolved once, so nothing added between two reads is missed
+                last = await asyncio.to_thread(self.store.last_alert_id) or "0-0"
+        except Exception as exc:
+            raise HTTPException(503, f"token cache unavailable ({type(exc).__name__}); retry",
+                                headers={"Retry-After": "1"}) from None
+
+        async def events():
+            nonlocal last
+            yield ": streamdycoke alerts\n\n"  # the stream is open
+            quiet = 0
+            while not await request.is_disconnected():
+                try:
+                    got = await asyncio.to_thread(self.store.read_alerts, last, 1000)
+                except Exception as exc:  # said on the stream, retried: the client keeps its connection
+                    yield f"event: error\ndata: {json.dumps({'error': f'token cache unavailable ({type(exc).__name__})'})}\n\n"
+                    await asyncio.sleep(1.0)
+                    continue
+                for eid, record in got:
+                    last = eid
+                    if cams is None or record.get("camera") in cams:
+                        yield f"id: {eid}\nevent: alert\ndata: {json.dumps(record)}\n\n"
+                quiet = 0 if got else quiet + 1
+                if quiet >= 15:  # a comment every ~15 s keeps proxies from closing an idle stream
+                    quiet = 0
+                    yield ": keep-alive\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
     @api.get("/v1/models")
     def models(self) -> dict:
         return model_list(self._model_id())
@@ -258,8 +329,9 @@ class Gateway:
             self.metrics.query("http_404")
             raise HTTPException(404, f"model {req.model!r} is not served here; GET /v1/models lists {self._model_id()!r}")
         try:
-            cam, question, budget = parse_request(req)
-            q = QueryRequest(camera=cam.camera, question=question, window_s=cam.window_s, max_new_tokens=budget)
+            cam, question, budget, options = parse_request(req)
+            q = QueryRequest(camera=cam.camera, question=question, window_s=cam.window_s, max_new_tokens=budget,
+                             **options)
         except ValueError as exc:  # pydantic's ValidationError is a ValueError too
             self.metrics.query("http_400")
             raise HTTPException(400, str(exc).splitlines()[0][:500]) from None
@@ -285,7 +357,8 @@ class Gateway:
         if not segs:
             raise HTTPException(404, f"unknown camera {q.camera!r}: no frames cached")
         t_fetch = time.perf_counter() - t0
-        req = LLMRequest(q.camera, q.question, q.max_new_tokens, [encode_segment(s) for s in segs])
+        req = LLMRequest(q.camera, q.question, q.max_new_tokens, [encode_segment(s) for s in segs],
+                         options=GenerationOptions(q.temperature, q.top_p, q.seed))
         try:
             res = await asyncio.wait_for(self.llm.generate.remote(req), timeout=self.args.query_timeout_s)
         except ValueError as exc:  # e.g. the camera's encoder does not match the LLM
@@ -298,7 +371,7 @@ class Gateway:
             raise HTTPException(503, f"LLM replica unavailable ({type(exc).__name__}); retry",
                                 headers={"Retry-After": "1"}) from None
         return {
-            "camera": q.camera, "question": q.question, "answer": res["answer"],
+            "camera": q.camera, "question": q.question, "answer": res["answer"], "finish_reason": res["finish_reason"],
             "usage": {"visual_tokens": res["visual_tokens"],
                       "visual_tokens_uncompressed": res["visual_tokens_uncompressed"],
                       "frames": len(segs), "new_tokens": res["new_tokens"]},
@@ -330,5 +403,5 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
         encoder = EncoderDeployment.options(**eopts).bind(a.model, e.max_batch_size, e.batch_wait_timeout_s)
     fleet = None
     if a.fleet is not None:
-        fleet = CameraFleet.options(ray_actor_options={"num_cpus": a.fleet.num_cpus}).bind(a, encoder)
+        fleet = CameraFleet.options(ray_actor_options={"num_cpus": a.fleet.num_cpus}).bind(a, encoder, llm)
     return Gateway.options(ray_actor_options={"num_cpus": a.gateway_num_cpus}).bind(llm, a, fleet, encoder)

@@ -64,6 +64,9 @@ class AppArgs(BaseModel):
     autoscaling_config: dict[str, Any] | None = None
     max_batch_tokens: int = Field(8192, gt=0, description="visual tokens per LLM batch")
     batch_wait_timeout_s: float = Field(0.05, ge=0)
+    kept_windows: int = Field(16, ge=0, description=(
+        "KV caches an LLM replica keeps for incremental prefill (one per camera and standing-query window; "
+        "least recently used dropped first); a camera's requests are routed to the replica holding its caches"))
     gateway_num_cpus: float = Field(0.25, gt=0)
     api_token: SecretStr | None = Field(None, description="bearer token every request but /healthz must carry; "
                                                           "default: the STREAMDYCOKE_API_TOKEN environment variable")

@@ -1,10 +1,16 @@
 """``streamdycoke demo`` (the whole system on one machine, embedded defaults) and ``streamdycoke run``
 (the same against existing Kafka, Redis and Ray): one code path.
 
-Camera actors and the Serve app; ingest of N cameras (given sources, or synthetic street cameras)
-looping in real time; a live table; a question per camera; and on exit (``--duration`` or Ctrl-C)
-ingest stops, the actors drain so that every ingested frame is processed, skipped or dead-lettered,
-and everything started is stopped.
+Camera actors and the Serve app; ingest of N cameras looping in real time; a live table with the
+alerts as they are raised; a question per camera the LLM can read; and on exit (``--duration`` or
+Ctrl-C) ingest stops, the actors drain so that every ingested frame is processed, skipped or
+dead-lettered, and everything started is stopped.
+
+The demo's cameras (unless sources are given) film scripted scenes (:func:`demo_scenes`): an object
+walks through a still scene at known times, and each camera has one standing question about it
+("Is the cat in view?"). Offline, without LLM weights, the question is answered by the event-QA model
+over ``efficientnet-lite0`` tokens (``actors.answerers``); with weights (``--model``), by the LLM. The
+result lists every alert beside the scene's ground truth, so a run shows whether its alerts were true.
 """
 
 import contextlib
@@ -25,6 +31,58 @@ from .config import AppArgs, SystemConfig
 __all__ = ["load_system_config", "run_demo", "run_system"]
 
 DEFAULT_QUESTION = "What is happening in the scene?"
+
+# (object, enters at s, leaves at s, background) of the demo cameras' scripted scenes, 16 s each, looped
+DEMO_SCENES = (("cat", 4.0, 11.0, "brick"), ("astronaut", 6.0, 12.0, "grass"), ("cameraman", 3.0, 9.0, "page"),
+               ("moon", 5.0, 13.0, "text"))
+DEMO_SCENE_S = 16.0
+
+
+def demo_scenes(n: int, tmp: Path) -> list[dict]:
+    """``n`` scripted camera scenes as 5-fps H.264 files, with their ground truth: ``{"source", "object",
+    "in_view_s": [enter, leave], "loop_s"}`` (``loop_s``: how far apart a looped file's passes are)."""
+    from streamdycoke.evalqa.scenes import FPS, render, scripted_scene
+    from streamdycoke.video import write_video
+
+    out = []
+    for i in range(n):
+        obj, a, b, bg = DEMO_SCENES[i % len(DEMO_SCENES)]
+        scene = scripted_scene(obj, a, b, seconds=DEMO_SCENE_S, background=bg, lane=1 + (i // len(DEMO_SCENES)) % 2,
+                               seed=i)
+        path = write_video(tmp / f"cam{i}.mp4", (render(scene, f) for f in range(scene.frames)), FPS)
+        # ingest starts a looped file's next pass 1/30 s after its last frame (actors.ingest)
+        out.append({"source": str(path), "object": obj, "in_view_s": [a, b],
+                    "loop_s": (scene.frames - 1) / FPS + 1.0 / 30})
+    return out
+
+
+def _llm_has_weights(model: EncoderSpec) -> bool:
+    if not model.weights:
+        return False
+    try:
+        from transformers import LlavaOnevisionConfig
+
+        LlavaOnevisionConfig.from_pretrained(model.weights, local_files_only=True)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def demo_camera(i: int, scene: dict, llm: bool) -> CameraConfig:
+    """Camera ``cam{i}`` filming ``scene``, with one standing question about its object: answered by the
+    LLM when it has weights (``llm``), else by the event-QA model over efficientnet-lite0 tokens."""
+    obj = scene["object"]
+    standing = {"id": f"{obj}-in-view", "every_s": 1.0, "on_scene_change": True, "window_s": 8.0,
+                "rule": {"kind": "yes_no"}, "raise_after": 2, "clear_after": 2}
+    if llm:
+        standing.update(prompt=f"Is there a {obj} in view? Answer yes or no.", answerer="llm")
+        return CameraConfig(id=f"cam{i}", source=scene["source"], standing=[standing])
+    standing.update(prompt=f"Is the {obj} in view?", answerer="event-qa")
+    # every frame of the 5-fps scene is judged (min_fps 5): the event-QA model was trained on 5-fps streams,
+    # and an object leaving changes too little of the frame for the default change threshold to notice at
+    # once; what a frame repeats is still dropped by the stream's token policy
+    return CameraConfig(id=f"cam{i}", source=scene["source"], encoder=EncoderSpec(name="efficientnet-lite0"),
+                        sampler={"min_fps": 5.0}, standing=[standing])
 
 
 def load_system_config(path: str) -> SystemConfig:
@@ -68,26 +126,33 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
              question: str = DEFAULT_QUESTION, window_s: float = 10.0, model: EncoderSpec | None = None,
              json_out: bool = False) -> dict:
     """The whole pipeline on this machine with embedded defaults (:class:`~deployments.stack.LocalStack`):
-    ``cameras`` synthetic street cameras (or ``sources``) looping in real time."""
-    from streamdycoke.video import make_camera_video
-
+    ``sources``, then scripted scenes up to ``cameras`` (:func:`demo_scenes`, each with a standing
+    question), looping in real time."""
     from .stack import LocalStack
 
     from pydantic import SecretStr
 
     say = (lambda *a: print(*a, file=sys.stderr)) if json_out else print
     app = AppArgs(model=model or EncoderSpec(), num_cpus=0.25)
+    llm = _llm_has_weights(app.model)
     with tempfile.TemporaryDirectory(prefix="streamdycoke-demo-") as tmp, LocalStack() as stack:
         say(f"API token (send it as 'Authorization: Bearer <token>'): {stack.api_token}")
-        sources = list(sources or [])
-        while len(sources) < cameras:
-            i = len(sources)
-            say(f"making sample camera {i} ...")
-            sources.append(str(make_camera_video(Path(tmp) / f"cam{i}.mp4", seconds=20, seed=100 + i, movers=2 + i)))
-        cams = [CameraConfig(id=f"cam{i}", source=src) for i, src in enumerate(sources)]
+        cams = [CameraConfig(id=f"cam{i}", source=src) for i, src in enumerate(sources or [])]
+        scenes = {}
+        if len(cams) < cameras:
+            say(f"making {cameras - len(cams)} scripted camera scene(s) ...")
+            for k, sc in enumerate(demo_scenes(cameras - len(cams), Path(tmp))):
+                i = len(cams)
+                cams.append(demo_camera(i, sc, llm))
+                scenes[f"cam{i}"] = sc
         app = app.model_copy(update={"redis": stack.redis, "api_token": SecretStr(stack.api_token)})
         result = _run(stack.kafka, app, cams, IngestSettings(loop=True, realtime=True), stack.api, stack.metrics_url,
                       duration, question, window_s, json_out, local=True)
+        for cam, sc in scenes.items():  # the ground truth beside the alerts
+            c = result["cameras"].get(cam)
+            if c is not None:
+                c["scene"] = {"object": sc["object"], "in_view_s": sc["in_view_s"], "loop_s": sc["loop_s"],
+                              "start_ts": c.pop("ingest_start_ts", None)}
     _report(result, json_out)  # after everything stopped: Ray's shutdown chatter comes before it
     return result
 
@@ -137,17 +202,25 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
     result: dict = {"cameras": {}}
     token = app.api_token.get_secret_value() if app.api_token is not None else os.environ.get(TOKEN_ENV)
     with contextlib.ExitStack() as stack:
-        sup = CameraSupervisor(kafka, app.redis, app.model)
-        stack.callback(sup.shutdown)
         serve.run(build_app(app), name="streamdycoke", route_prefix="/")
+        # the LLM deployment answers the cameras' standing queries that name it (routed by camera)
+        sup = CameraSupervisor(kafka, app.redis, app.model,
+                               llm_handle=serve.get_deployment_handle("LLMDeployment", app_name="streamdycoke"))
+        stack.callback(sup.shutdown)
+        from actors.token_cache import RedisTokenStore
+
+        alerts_store = RedisTokenStore(app.redis)
+        try:
+            alerts_from = alerts_store.last_alert_id() or "0-0"  # this run's alerts: those added from now
+        except Exception:
+            alerts_from = "0-0"
+        alerts: list[dict] = []
         ingestors, threads = {}, []
         ingest_metrics, ingest_url = IngestMetrics(), None
         if ingest is not None and any(cam.source for cam in cams):
             ingest_server = ingest_metrics.serve(0, addr="127.0.0.1" if local else "0.0.0.0")
             stack.callback(ingest_server.shutdown)
             ingest_url = f"http://127.0.0.1:{ingest_server.server_port}/metrics"
-            # frames at the size the cameras' encoder (the LLM's tower) wants: resized once, while decoding
-            ingest = ingest.model_copy(update={"size": encoder_shape(app.model).input_size[0]})
         changes = sup.reconcile(cams)
         for cam in changes["refused"] + changes["failed"]:
             say(f"camera {cam} not started: {sup.refused.get(cam, 'see the log')}")
@@ -156,8 +229,11 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
             say("warning: not every camera actor was ready after 180 s; ingesting anyway")
         for cam in cams:
             if ingest is not None and cam.source and cam.id in sup.actors:
+                # frames at the size the camera's encoder wants: resized once, while decoding
+                size = encoder_shape(cam.pipeline_config(app.model).encoder).input_size[0]
                 ing = Ingestor(cam.id, cam.source, kafka,
-                               ingest.model_copy(update={"options": {**ingest.options, **cam.source_options}}),
+                               ingest.model_copy(update={"options": {**ingest.options, **cam.source_options},
+                                                         "size": size}),
                                ingest_metrics, sampler=cam.sampler)
                 ingestors[cam.id] = ing
                 t = threading.Thread(target=ing.run, args=(stop_ingest,), daemon=True)
@@ -169,11 +245,28 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
 
         def ask() -> None:
             for cam in sup.actors:
+                enc = sup.configs[cam].pipeline_config(app.model).encoder
+                if enc.name != app.model.name:  # tokens the LLM cannot read (an event-QA camera): not asked
+                    queries[cam] = {"skipped": f"{enc.name} tokens; the LLM reads {app.model.name}'s"}
+                    continue
                 try:
                     queries[cam] = _post(f"{api}/v1/query", {"camera": cam, "question": question,
                                                              "window_s": window_s, "max_new_tokens": 16}, token)
                 except Exception as exc:  # shown, not fatal: the cameras go on
                     queries[cam] = {"error": str(exc)}
+
+        def new_alerts() -> list[dict]:
+            nonlocal alerts_from
+            try:
+                got = alerts_store.read_alerts(alerts_from, count=1000)
+            except Exception as exc:  # the cache is down: said, tried next round
+                say(f"alerts unavailable: {type(exc).__name__}: {exc}")
+                return []
+            if got:
+                alerts_from = got[-1][0]
+            fresh = [a for _, a in got if a.get("camera") in sup.configs]
+            alerts.extend(fresh)
+            return fresh
 
         start = prev_t = time.monotonic()
         prev: dict = {}
@@ -183,6 +276,10 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
                 time.sleep(1.0)
                 sup.supervise()
                 stats = sup.stats()
+                fresh = new_alerts()
+                if json_out:
+                    for a in fresh:
+                        say(_alert_line(a))
                 now = time.monotonic()
                 ready = stats and all((v.get("processed") or 0) > 0 for v in stats.values())
                 if not asked and ready and now - start > min(8.0, (duration or 16) / 2):
@@ -192,12 +289,16 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
                     print("\033[2J\033[H" if sys.stdout.isatty() else "", end="")
                     print(f"StreamDyCoke  {now - start:5.0f}s   API {api}   metrics {metrics_url}")
                     print(_table(stats, prev, now - prev_t, queries))
+                    if alerts:
+                        print("\nalerts (newest last)")
+                        for a in alerts[-8:]:
+                            print(_alert_line(a))
                 prev, prev_t = stats, now
         except KeyboardInterrupt:
             say("stopping ... (draining; further Ctrl-C is ignored until everything is stopped)")
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         stack.callback(signal.signal, signal.SIGINT, signal.default_int_handler)
-        if not asked or any("error" in q for q in queries.values()):
+        if not asked or any("error" in q for q in queries.values()) or not queries:
             ask()  # every camera gets its question, even when the run was short, slow or too early
         stop_ingest.set()
         for t in threads:
@@ -219,24 +320,57 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
             except Exception as exc:  # an actor lost in shutdown: report what the cache knows
                 say(f"camera {cam}: final stats unavailable ({type(exc).__name__})")
                 final[cam] = stats.get(cam, {})
+        by_id = {c.id: c for c in cams}
         for cam, s in final.items():
             q = queries.get(cam, {})
             result["cameras"][cam] = {
+                "ingest_start_ts": ingestors[cam].stats.start_ts if cam in ingestors else None,
                 "frames_ingested": ingested.get(cam), "frames_processed": s.get("processed"),
                 "frames_skipped": s.get("skipped"), "frames_dead_lettered": s.get("dead_lettered"),
                 "tokens_in": s.get("tokens_in"), "tokens_kept": s.get("tokens_kept"),
                 "frame_to_cache_p50_ms": s.get("frame_to_cache_p50_ms"),
                 "frame_to_cache_p99_ms": s.get("frame_to_cache_p99_ms"),
+                "standing": [sq.prompt for sq in by_id[cam].standing] if cam in by_id else [],
                 "query": {"question": question, "answer": q.get("answer"),
                           "latency_ms": (q.get("latency_ms") or {}).get("total"),
                           "visual_tokens": (q.get("usage") or {}).get("visual_tokens"),
                           "visual_tokens_uncompressed": (q.get("usage") or {}).get("visual_tokens_uncompressed"),
-                          **({"error": q["error"]} if "error" in q else {})},
+                          **({"error": q["error"]} if "error" in q else {}),
+                          **({"skipped": q["skipped"]} if "skipped" in q else {})},
             }
+        new_alerts()  # those raised while draining
+        for cam in result["cameras"]:
+            result["cameras"][cam]["alerts"] = [
+                {k: a[k] for k in ("state", "query", "answer", "trigger", "trigger_ts", "decided_ts", "latency_s")}
+                | {"window_end_ts": a["window"]["end_ts"], "frames": a["window"]["frames"]}
+                for a in alerts if a["camera"] == cam]
         result["refused"] = dict(sup.refused)
         result["api"] = api
         result["metrics"] = metrics_url
     return result
+
+
+def _alert_line(a: dict) -> str:
+    return (f"  {time.strftime('%H:%M:%S', time.localtime(a['decided_ts']))} {a['camera']:<8} {a['query']:<20} "
+            f"{a['state'].upper():<8} answer {a['answer']!r:<6} ({a['trigger']}, {1e3 * a['latency_s']:.0f} ms "
+            "from trigger)")
+
+
+ALERT_TOLERANCE_S = 4.0  # raise_after 2 rounds of 1 s, the answer's lag behind the scene, and the round's latency
+
+
+def judge_alerts(c: dict, tolerance_s: float = ALERT_TOLERANCE_S) -> list[bool]:
+    """For a scripted camera's result ``c``: whether each alert is true to the scene, i.e. a raise within
+    ``tolerance_s`` after the object entered (in the looped file's time, read at the newest frame the
+    answer saw), a clear within ``tolerance_s`` after it left."""
+    sc = c["scene"]
+    enter, leave = sc["in_view_s"]
+    out = []
+    for a in c["alerts"]:
+        v = (a["window_end_ts"] - sc["start_ts"]) % sc["loop_s"]
+        edge = enter if a["state"] == "raised" else leave
+        out.append(edge <= v <= edge + tolerance_s)
+    return out
 
 
 def _report(result: dict, json_out: bool) -> None:
@@ -244,6 +378,17 @@ def _report(result: dict, json_out: bool) -> None:
         print(json.dumps(result))
     else:
         for cam, c in result["cameras"].items():
+            q = c["query"]
+            said = f"answer: {q['answer']!r}" if "skipped" not in q else f"LLM question skipped ({q['skipped']})"
             print(f"{cam}: {c['frames_ingested']} ingested = {c['frames_processed']} processed + "
                   f"{c['frames_skipped']} skipped + {c['frames_dead_lettered']} dead-lettered; keep ratio "
-                  f"{(c['tokens_kept'] or 0) / max(1, c['tokens_in'] or 0):.3f}; answer: {c['query']['answer']!r}")
+                  f"{(c['tokens_kept'] or 0) / max(1, c['tokens_in'] or 0):.3f}; {said}")
+            if "scene" in c:
+                sc = c["scene"]
+                true = judge_alerts(c)
+                print(f"  standing: {c['standing'][0]!r}; the {sc['object']} is in view {sc['in_view_s'][0]:g}-"
+                      f"{sc['in_view_s'][1]:g} s of every {sc['loop_s']:.1f} s; {len(true)} alerts, {sum(true)} true")
+                for a, ok in zip(c["alerts"], true):
+                    v = (a["window_end_ts"] - sc["start_ts"]) % sc["loop_s"]
+                    print(f"    {a['state']:<8} at scene time {v:5.1f} s, {1e3 * a['latency_s']:.0f} ms after its "
+                          f"{a['trigger']} trigger: {'true' if ok else 'FALSE'}")

@@ -4,14 +4,29 @@
 when local weights exist, else a tiny random config with a loud warning) and answers a batch of
 questions, each over its own window of :class:`~streamdycoke.TokenSegment`s, without running the
 vision tower: inputs come from :func:`streamdycoke.patch.segments.inputs_from_segments` (each token
-at its original position), rows are left-padded into one batch, prefill and greedy decoding are
-timed separately.
+at its original position, the position it has in the unpruned stream).
+
+Generation is transformers' own ``generate`` (stopping on the model's end-of-sequence tokens,
+greedy or sampled by :class:`GenerationOptions`, a streamer that times prefill and decoding).
+Requests that share generation options are left-padded into one batch.
+
+**Incremental prefill.** A request with a ``reuse_key`` (a standing query's window of one camera)
+is answered from a KV cache the engine keeps under that key: the cache holds the prompt prefix and
+the visual tokens of the segments already prefilled, and only the segments added since are
+prefilled; the question and the answer are appended, answered, then cropped off again. The cached
+segments must be the request's first segments (same frame, kept count, capture time and checksum):
+the window may only grow at its newest end. When its start moves (the caller's anchor slid) or
+anything else differs, the cache is rebuilt from the request's window: every cached key was computed
+attending to the tokens before it, so dropping the oldest tokens out of a cache would change what
+the rest mean. With reuse and without, a request's tokens, positions and attention are the same,
+so are the answers (tested).
 """
 
 from __future__ import annotations
 
 import time
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -20,10 +35,27 @@ from streamdycoke.budget import window_visual_tokens
 from streamdycoke.encoders import EncoderSpec
 from streamdycoke.encoders.llava import load_llava_onevision
 from streamdycoke.patch.core import _host_for
-from streamdycoke.patch.segments import inputs_from_segments
-from streamdycoke.segment import TokenSegment, decode_segment, read_header
+from streamdycoke.patch.segments import SegmentInputs, inputs_from_segments
+from streamdycoke.segment import read_header, decode_segment
 
-__all__ = ["LLMEngine", "LLMRequest", "LLMResult"]
+__all__ = ["GenerationOptions", "LLMEngine", "LLMRequest", "LLMResult"]
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How an answer is generated (what OpenAI's ``temperature``, ``top_p`` and ``seed`` map onto).
+
+    ``temperature`` 0 decodes greedily; above 0 it samples (``top_p``: nucleus). ``seed`` makes a
+    sampled answer repeatable (it seeds the batch it runs in, so a seeded request runs in a batch of
+    its own options only)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    @property
+    def sampled(self) -> bool:
+        return self.temperature > 0
 
 
 @dataclass
@@ -34,6 +66,8 @@ class LLMRequest:
     segments: list[bytes]  # wire-format segments (decoded with checks, never unpickled)
     enqueued_at: float = field(default_factory=time.time)  # wall clock: it crosses processes
     num_tokens: int = 0  # visual tokens it brings to a batch: set by the LLM replica (LLMEngine.visual_tokens)
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    reuse_key: str | None = None  # keep and reuse this window's KV cache under this key (incremental prefill)
 
 
 @dataclass
@@ -46,6 +80,31 @@ class LLMResult:
     prefill_ms: float
     decode_ms: float
     batch_size: int
+    prefilled_tokens: int = 0  # tokens this request prefilled (question and extras included)
+    reused_tokens: int = 0  # tokens it took from a kept KV cache instead
+    finish_reason: str = "length"  # "stop": the model ended its answer; "length": max_new_tokens reached
+
+
+@dataclass
+class _KeptWindow:
+    """A window's KV cache: the prompt prefix and the visual tokens of ``heads``' segments."""
+
+    heads: list[tuple[int, int, float, int]]  # (frame index, kept tokens, capture time, CRC) per prefilled segment
+    cache: object  # transformers DynamicCache
+    length: int  # tokens in the cache
+
+
+class _Clock:
+    """A transformers streamer that notes when each step's tokens come out: prefill ends at the first."""
+
+    def __init__(self) -> None:
+        self.steps: list[float] = []
+
+    def put(self, value) -> None:
+        self.steps.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
 
 
 class LLMEngine:
@@ -53,9 +112,10 @@ class LLMEngine:
 
     Args:
         spec: the model (weights, dtype, device); its vision tower is what the cameras encode with.
+        kept_windows: KV caches kept for incremental prefill (least recently used dropped first).
     """
 
-    def __init__(self, spec: EncoderSpec | None = None) -> None:
+    def __init__(self, spec: EncoderSpec | None = None, kept_windows: int = 16) -> None:
         spec = spec or EncoderSpec()
         self.device = spec.torch_device()
         self.model, self.pretrained = load_llava_onevision(spec.weights, spec.torch_dtype())
@@ -67,10 +127,22 @@ class LLMEngine:
             self.tokenizer = AutoTokenizer.from_pretrained(spec.weights, local_files_only=True)
         self.vocab = self.model.config.text_config.vocab_size
         self.extra_tokens = _host_for(self.model).video_extra_tokens(self.model)  # always-kept tokens per video
+        gen = self.model.generation_config
+        eos = gen.eos_token_id if self.pretrained else None  # the tiny random model has no end of sequence
+        self.eos: set[int] = set([eos] if isinstance(eos, int) else (eos or []))
+        pad = getattr(self.tokenizer, "pad_token_id", None) if self.tokenizer is not None else None
+        self.pad_id = pad if pad is not None else (min(self.eos) if self.eos else 0)
+        self.kept_windows = kept_windows
+        self.kept: OrderedDict[str, _KeptWindow] = OrderedDict()
 
     def visual_tokens(self, segments: list[bytes]) -> int:
         """Visual tokens a window of wire-format segments costs this LLM (what the answer reports)."""
         return window_visual_tokens((read_header(b).num_kept for b in segments), self.extra_tokens)
+
+    def forget(self, prefix: str) -> None:
+        """Drop the kept KV caches whose key starts with ``prefix`` (e.g. a camera routed elsewhere)."""
+        for key in [k for k in self.kept if k.startswith(prefix)]:
+            del self.kept[key]
 
     # -- text --------------------------------------------------------------------------------------
     def _ids(self, text: str) -> torch.Tensor:
@@ -91,20 +163,74 @@ class LLMEngine:
             return self.tokenizer.decode(ids, skip_special_tokens=True)
         return " ".join(f"<{i}>" for i in ids)  # the tiny random model has no words
 
+    # -- generation --------------------------------------------------------------------------------
+    def _generate(self, embeds: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, steps: int,
+                  opts: GenerationOptions, cache) -> tuple[list[list[int]], float, float]:
+        """transformers' ``generate`` from ``(B, L, D)`` embeddings at explicit positions, continuing
+        ``cache`` (whatever part of the input it already holds is not computed again).
+        Returns each row's new token ids (cut after its end of sequence), and the times (s) to the first
+        token and after it."""
+        from transformers import GenerationConfig
+
+        cfg = GenerationConfig(max_new_tokens=steps, min_new_tokens=0, do_sample=opts.sampled,
+                               temperature=opts.temperature if opts.sampled else None,
+                               top_p=opts.top_p if opts.sampled else None, top_k=None,
+                               eos_token_id=sorted(self.eos) or None, pad_token_id=self.pad_id)
+        clock = _Clock()
+        t0 = time.perf_counter()
+        if opts.seed is not None:
+            torch.manual_seed(opts.seed)
+        out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, cache=cache,
+                                  generation_config=cfg, streamer=clock)
+        t_end = time.perf_counter()
+        first = clock.steps[1] if len(clock.steps) > 1 else t_end  # put #0 is the prompt, #1 the first token
+        rows = []
+        for row in out.tolist():
+            cut = next((i + 1 for i, t in enumerate(row) if t in self.eos), len(row))
+            rows.append(row[:cut])
+        return rows, first - t0, t_end - first
+
     # -- answering ---------------------------------------------------------------------------------
     @torch.no_grad()
     def answer(self, requests: list[LLMRequest]) -> list[LLMResult]:
+        """Answer every request: those with a ``reuse_key`` one by one from their kept caches, the others
+        in batches of equal generation options. Results come in the requests' order."""
         start = time.time()
-        inputs = []
-        for r in requests:
-            segs: list[TokenSegment] = [decode_segment(b) for b in r.segments]
-            pre, suf = self.prompt_ids(r.question)
-            inputs.append(inputs_from_segments(self.model, segs, pre, suf))
+        results: list[LLMResult | None] = [None] * len(requests)
+        groups: dict[GenerationOptions, list[int]] = {}
+        for i, r in enumerate(requests):
+            if r.reuse_key is not None:
+                results[i] = self._answer_kept(r, start)
+            else:
+                groups.setdefault(r.options, []).append(i)
+        for opts, idx in groups.items():
+            for i, res in zip(idx, self._answer_batch([requests[i] for i in idx], opts, start)):
+                results[i] = res
+        return results  # type: ignore[return-value]
+
+    def _inputs(self, r: LLMRequest, segments=None) -> SegmentInputs:
+        segs = segments if segments is not None else [decode_segment(b) for b in r.segments]
+        pre, suf = self.prompt_ids(r.question)
+        return inputs_from_segments(self.model, segs, pre, suf)
+
+    def _result(self, r: LLMRequest, x: SegmentInputs, ids: list[int], start: float, t_first: float, t_rest: float,
+                batch: int, prefilled: int, reused: int = 0, prefill_extra_s: float = 0.0) -> LLMResult:
+        mine = ids[: r.max_new_tokens]
+        stopped = bool(mine) and mine[-1] in self.eos
+        return LLMResult(
+            answer=self._text(mine), new_tokens=len(mine), visual_tokens=x.visual_tokens,
+            visual_tokens_uncompressed=x.visual_tokens_uncompressed, queue_ms=1e3 * (start - r.enqueued_at),
+            prefill_ms=1e3 * (prefill_extra_s + t_first), decode_ms=1e3 * t_rest, batch_size=batch,
+            prefilled_tokens=prefilled, reused_tokens=reused, finish_reason="stop" if stopped else "length")
+
+    def _answer_batch(self, requests: list[LLMRequest], opts: GenerationOptions, start: float) -> list[LLMResult]:
+        from transformers import DynamicCache
+
+        inputs = [self._inputs(r) for r in requests]
         B = len(inputs)
         L = max(x.inputs_embeds.shape[1] for x in inputs)
         D = inputs[0].inputs_embeds.shape[2]
-        dtype = inputs[0].inputs_embeds.dtype
-        embeds = torch.zeros(B, L, D, dtype=dtype)
+        embeds = torch.zeros(B, L, D, dtype=inputs[0].inputs_embeds.dtype)
         mask = torch.zeros(B, L, dtype=torch.long)
         pos = torch.ones(B, L, dtype=torch.long)
         for b, x in enumerate(inputs):  # left padding
@@ -112,32 +238,44 @@ class LLMEngine:
             embeds[b, L - n:] = x.inputs_embeds[0]
             mask[b, L - n:] = 1
             pos[b, L - n:] = x.position_ids[0]
-        embeds, mask, pos = embeds.to(self.device), mask.to(self.device), pos.to(self.device)
+        cache = DynamicCache(config=self.model.config.get_text_config())
+        steps = max(r.max_new_tokens for r in requests)
+        ids, t_first, t_rest = self._generate(embeds.to(self.device), mask.to(self.device), pos.to(self.device),
+                                              steps, opts, cache)
+        return [self._result(r, x, ids[b], start, t_first, t_rest, B, x.inputs_embeds.shape[1])
+                for b, (r, x) in enumerate(zip(requests, inputs))]
+
+    def _answer_kept(self, r: LLMRequest, start: float) -> LLMResult:
+        """One request from the KV cache kept under its ``reuse_key``: prefill what the window added, then
+        the question; the cache keeps the window, not the question or the answer."""
         from transformers import DynamicCache
 
-        cache = DynamicCache(config=self.model.config.get_text_config())
+        heads = [(h.frame_index, h.num_kept, h.timestamp, h.crc) for h in map(read_header, r.segments)]
+        kept = self.kept.pop(r.reuse_key, None)
+        if kept is None or kept.heads != heads[: len(kept.heads)]:  # new, or its start moved: rebuild
+            kept = _KeptWindow([], DynamicCache(config=self.model.config.get_text_config()), 0)
+        self.kept[r.reuse_key] = kept  # most recently used last
+        while len(self.kept) > self.kept_windows:
+            self.kept.popitem(last=False)
+        x = self._inputs(r)
+        pre_len = self.prompt_ids(r.question)[0].shape[0]
+        visual_end = pre_len + sum(h[1] for h in heads)  # prefix + kept video tokens: what the cache may hold
+        reused = kept.length
         t0 = time.perf_counter()
-        out = self.model(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
-        t_prefill = time.perf_counter() - t0
-        steps = max(r.max_new_tokens for r in requests)
-        tok = out.logits[:, -1].argmax(-1)
-        generated = [tok]
-        t0 = time.perf_counter()
-        for _ in range(steps - 1):
-            mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=mask.device)], 1)
-            pos = pos[:, -1:] + 1
-            out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos, cache=cache, use_cache=True)
-            tok = out.logits[:, -1].argmax(-1)
-            generated.append(tok)
-        t_decode = time.perf_counter() - t0
-        ids = torch.stack(generated, 1).tolist()
-        results = []
-        for b, (r, x) in enumerate(zip(requests, inputs)):
-            mine = ids[b][: r.max_new_tokens]
-            results.append(LLMResult(
-                answer=self._text(mine), new_tokens=len(mine), visual_tokens=x.visual_tokens,
-                visual_tokens_uncompressed=x.visual_tokens_uncompressed,
-                queue_ms=1e3 * (start - r.enqueued_at), prefill_ms=1e3 * t_prefill, decode_ms=1e3 * t_decode,
-                batch_size=B,
-            ))
-        return results
+        if visual_end > kept.length:  # the incremental prefill: only the segments added since
+            self.model(inputs_embeds=x.inputs_embeds[:, kept.length:visual_end].to(self.device),
+                       attention_mask=torch.ones(1, visual_end, dtype=torch.long, device=self.device),
+                       position_ids=x.position_ids[..., kept.length:visual_end].to(self.device),
+                       cache=kept.cache, use_cache=True)
+        t_window = time.perf_counter() - t0
+        kept.heads, kept.length = heads, visual_end
+        try:
+            ids, t_first, t_rest = self._generate(
+                x.inputs_embeds.to(self.device), x.attention_mask.to(self.device), x.position_ids.to(self.device),
+                r.max_new_tokens, r.options, kept.cache)
+        except BaseException:
+            self.kept.pop(r.reuse_key, None)  # half-written: not to be trusted
+            raise
+        kept.cache.crop(visual_end - kept.cache.get_seq_length())  # the question and the answer go
+        return self._result(r, x, ids[0], start, t_first, t_rest, 1, x.inputs_embeds.shape[1] - reused, reused,
+                            prefill_extra_s=t_window)

@@ -7,9 +7,9 @@ earlier turns' text). The answer comes back as a ``chat.completion`` (or, with `
 as ``chat.completion.chunk`` server-sent events ending with ``data: [DONE]``), and ``usage`` reports
 the visual tokens the answer read beside OpenAI's token counts.
 
-What is not supported is refused with a 400 that says so, never ignored: sampling (``temperature``
-> 0, ``top_p`` < 1: the LLM decodes greedily until generation moves to transformers' own, issue 13),
-``n`` > 1, tools, images, more than one camera per request.
+``temperature``, ``top_p`` and ``seed`` map onto the LLM's generation (transformers' ``generate``:
+greedy at temperature 0, the default; sampled above it). What is not supported is refused with a 400
+that says so, never ignored: ``n`` > 1, tools, images, more than one camera per request.
 """
 
 import json
@@ -55,13 +55,14 @@ class ChatRequest(BaseModel):
     stream: bool = False
     temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=0, lt=2**63)
     n: int | None = Field(None, ge=1, le=8)
     stream_options: dict | None = None
     user: str | None = None
 
 
-# options an OpenAI client may send that change nothing for a greedy single answer
-_HARMLESS = {"stream_options", "user", "seed", "frequency_penalty", "presence_penalty", "logprobs", "metadata", "store"}
+# options an OpenAI client may send that change nothing for a single answer
+_HARMLESS = {"stream_options", "user", "frequency_penalty", "presence_penalty", "logprobs", "metadata", "store"}
 
 
 class CameraRef(BaseModel):
@@ -85,13 +86,12 @@ def parse_camera_url(url: str) -> CameraRef:
     return CameraRef(camera=u.netloc, window_s=window)
 
 
-def parse_request(req: ChatRequest) -> tuple[CameraRef, str, int]:
-    """The camera, the question and the token budget of a chat request; ``ValueError`` naming what is unsupported."""
+def parse_request(req: ChatRequest) -> tuple[CameraRef, str, int, dict]:
+    """The camera, the question, the token budget and the generation options (``temperature``, ``top_p``,
+    ``seed``) of a chat request; ``ValueError`` naming what is unsupported."""
     extra = set(req.model_extra or {}) - _HARMLESS
     if extra:
         raise ValueError(f"unsupported option(s): {sorted(extra)}")
-    if req.temperature not in (None, 0, 0.0) or req.top_p not in (None, 1, 1.0):
-        raise ValueError("sampling is not supported yet (the LLM decodes greedily): use temperature 0 or leave it out")
     if (req.n or 1) != 1:
         raise ValueError("n > 1 is not supported")
     cameras: list[CameraRef] = []
@@ -117,7 +117,9 @@ def parse_request(req: ChatRequest) -> tuple[CameraRef, str, int]:
     if len(question) > 4000:
         raise ValueError(f"the question is {len(question)} characters of text; at most 4000")
     budget = req.max_completion_tokens or req.max_tokens or 32
-    return cameras[0], question, budget
+    options = {"temperature": req.temperature if req.temperature is not None else 0.0,
+               "top_p": req.top_p if req.top_p is not None else 1.0, "seed": req.seed}
+    return cameras[0], question, budget, options
 
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
@@ -150,14 +152,14 @@ def chat_completion(model_id: str, out: dict, budget: int, question_tokens: int)
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
         "model": model_id,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": out["answer"]},
-                     "finish_reason": "length" if out["usage"]["new_tokens"] >= budget else "stop"}],
+                     "finish_reason": out.get("finish_reason", "length")}],
         "usage": _usage(out, question_tokens),
     }
 
 
 def chat_chunks(model_id: str, out: dict, budget: int, question_tokens: int, include_usage: bool):
-    """The same answer as ``chat.completion.chunk`` server-sent events (word by word; the LLM answers
-    whole today, so the first word arrives with the whole answer's latency)."""
+    """The same answer as ``chat.completion.chunk`` server-sent events, word by word. The answer comes
+    from a batched replica whole, so the first word arrives with the whole answer's latency."""
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
     def event(delta: dict, finish: str | None = None, usage: Any = None, choices: bool = True) -> str:
@@ -171,7 +173,7 @@ def chat_chunks(model_id: str, out: dict, budget: int, question_tokens: int, inc
     words = out["answer"].split(" ")
     for i, w in enumerate(words):
         yield event({"content": w if i == 0 else " " + w})
-    yield event({}, "length" if out["usage"]["new_tokens"] >= budget else "stop")
+    yield event({}, out.get("finish_reason", "length"))
     if include_usage:
         yield event({}, usage=_usage(out, question_tokens), choices=False)
     yield "data: [DONE]\n\n"

@@ -35,6 +35,7 @@ class FrameOutcome:
     encode_s: float = 0.0
     compress_s: float = 0.0
     tokens: torch.Tensor | None = None
+    scene_cut: bool = False  # the sampler cut here (a scene change)
 
 
 class FramePipeline:
@@ -87,7 +88,7 @@ class FramePipeline:
             self.state, tokens, self.encoder.grid, frame_index, timestamp, pixel_change=change, scene_cut=cut
         )
         t2 = time.perf_counter()
-        return FrameOutcome(frame_index, seg, change, t1 - t0, t2 - t1, tokens if keep_tokens else None)
+        return FrameOutcome(frame_index, seg, change, t1 - t0, t2 - t1, tokens if keep_tokens else None, cut)
 
 
 def build_pipeline(stream_id: str, config: PipelineConfig | None = None, *, state: StreamState | None = None,

@@ -172,6 +172,26 @@ def _background(gen: torch.Generator, h: int, w: int) -> torch.Tensor:
     return img.clamp(0, 1)
 
 
+def write_video(path: str | Path, frames, fps: float, crf: int = 23) -> Path:
+    """Write ``(H, W, 3)`` uint8 RGB frames as an H.264 file at ``fps``; returns the path."""
+    from fractions import Fraction
+
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        stream = None
+        for arr in frames:
+            if stream is None:
+                stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+                stream.height, stream.width = arr.shape[:2]
+                stream.pix_fmt, stream.options = "yuv420p", {"crf": str(crf), "preset": "veryfast"}
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")):
+                out.mux(packet)
+        if stream is not None:
+            for packet in stream.encode():
+                out.mux(packet)
+    return path
+
+
 def make_camera_video(
     path: str | Path,
     *,

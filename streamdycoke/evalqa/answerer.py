@@ -163,8 +163,9 @@ class EventQA(nn.Module):
 class StreamInputs:
     """Per-stream tensors the batches are cut from: reduced tokens, unit tokens, slot indices."""
 
-    def __init__(self, model: EventQA, stream: EncodedStream) -> None:
-        toks = stream.tokens.float()  # (T, N, D)
+    def __init__(self, model: EventQA, stream: EncodedStream | torch.Tensor) -> None:
+        """``stream``: an encoded stream, or its ``(T, N, D)`` tokens (e.g. a live window laid on slots)."""
+        toks = (stream if isinstance(stream, torch.Tensor) else stream.tokens).float()  # (T, N, D)
         T, N, _ = toks.shape
         self.T, self.N = T, N
         with torch.no_grad():

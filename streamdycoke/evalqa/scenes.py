@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Appearance", "BACKGROUNDS", "FPS", "OBJECTS", "SIZE", "Scene", "SceneSpec", "generate_scene",
-           "object_reference_frame", "render"]
+           "object_reference_frame", "render", "scripted_scene"]
 
 SIZE = 224
 FPS = 5.0
@@ -287,6 +287,20 @@ def render(scene: Scene, frame: int) -> np.ndarray:
         canvas *= 1.0 + ramp * (scene.light[1] - 1.0)
     canvas += rng.normal(0.0, scene.noise, canvas.shape).astype(np.float32)
     return (np.clip(canvas, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def scripted_scene(name: str, enter_s: float, leave_s: float, seconds: float = 20.0, background: str = "brick",
+                   lane: int = 1, size: int = 64, seed: int = 0) -> Scene:
+    """A still scene where object ``name`` enters at ``enter_s``, walks slowly along ``lane`` and leaves
+    at ``leave_s`` (the demo's camera: its ground truth is exactly that interval)."""
+    if name not in OBJECTS or background not in BACKGROUNDS:
+        raise ValueError(f"unknown object {name!r} or background {background!r}")
+    T, a, b = int(round(seconds * FPS)), int(round(enter_s * FPS)), int(round(leave_s * FPS))
+    if not 0 <= a < b <= T:
+        raise ValueError(f"need 0 <= enter_s < leave_s <= seconds, got {enter_s}, {leave_s}, {seconds}")
+    xs = tuple(int(round(10 + (SIZE - size - 20) * (f - a) / max(1, b - a - 1))) for f in range(a, b))
+    return Scene(seed=seed, split=OBJECTS[name][2], frames=T, backgrounds=[(background, (0.85, 0.8, 0.75))],
+                 cut=None, light=None, shake=None, appearances=[Appearance(name, a, b, size, lane, xs)])
 
 
 def object_reference_frame(name: str, size: int = 96) -> np.ndarray:

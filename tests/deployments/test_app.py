@@ -45,13 +45,19 @@ def app(ray_cluster, tmp_path_factory):
     from deployments.config import AppArgs
 
     stack = ray_cluster
-    sup = CameraSupervisor(stack.kafka, stack.redis, TINY)
+    serve.run(build_app(AppArgs(model=TINY, redis=stack.redis, num_cpus=0.25, api_token=TOKEN)), name="sdk",
+              route_prefix="/")
+    llm = serve.get_deployment_handle("LLMDeployment", app_name="sdk")
+    sup = CameraSupervisor(stack.kafka, stack.redis, TINY, llm_handle=llm)
     video = make_camera_video(tmp_path_factory.mktemp("v") / "a.mp4", seconds=3, seed=6)
     n = Ingestor("lobby", str(video), stack.kafka, IngestSettings(size=64)).run().frames
     sup.add(CameraConfig(id="lobby"))  # no encoder named: the LLM's own (tiny, offline) tower
+    # a camera with a standing query: asked every 0.5 s and on every scene cut; the tiny random LLM always
+    # answers with token ids, which the rule matches, so the condition persists from the first round on
+    sup.add(CameraConfig(id="dock", standing=[{
+        "id": "anything", "prompt": "Is anything moving?", "every_s": 0.5, "on_scene_change": True,
+        "window_s": 2.0, "rule": {"kind": "match", "pattern": r"<\d+>"}, "max_new_tokens": 2}]))
     wait_for(lambda: sup.stats()["lobby"].get("consumed") == n, timeout_s=90)
-    serve.run(build_app(AppArgs(model=TINY, redis=stack.redis, num_cpus=0.25, api_token=TOKEN)), name="sdk",
-              route_prefix="/")
     yield stack.http_port, sup
     serve.delete("sdk")
     sup.shutdown()
@@ -197,11 +203,65 @@ def test_openai_client_asks_a_camera_through_chat_completions(app):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model=model, max_tokens=2, messages=[{"role": "user", "content": [
             {"type": "text", "text": "hi"}, {"type": "video_url", "video_url": {"url": "camera://nobody"}}]}])
-    with pytest.raises(openai.BadRequestError, match="sampling"):
-        client.chat.completions.create(model=model, messages=messages, temperature=0.7)
+    sampled = [client.chat.completions.create(model=model, messages=messages, max_tokens=4, temperature=1.5,
+                                              seed=11).choices[0].message.content for _ in range(2)]
+    assert sampled[0] == sampled[1], "temperature and seed reach transformers' generate: one seed, one sample"
     with pytest.raises(openai.BadRequestError, match="exactly one camera"):
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "what happened?"}])
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4o", messages=messages)
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_a_standing_query_raises_one_alert_to_sse_kafka_and_metrics(app, ray_cluster, tmp_path):
+    """A standing query on a live camera: scene cuts and its period trigger rounds; a condition that
+    persists raises one alert, served by GET /v1/alerts (filtered by camera) and sent to the alerts topic
+    in schema v1; the LLM replica reuses the window's KV cache between rounds."""
+    import ray
+    import jsonschema
+    from kafka import KafkaConsumer, TopicPartition
+
+    from actors.alerts import ALERT_SCHEMA
+
+    port, sup = app
+    stack = ray_cluster
+    video = make_camera_video(tmp_path / "dock.mp4", seconds=6, seed=3, cuts=2)  # scene changes at 2 s and 4 s
+    Ingestor("dock", str(video), stack.kafka, IngestSettings(size=64, realtime=True)).run()
+    wait_for(lambda: (sup.stats()["dock"].get("standing") or {}).get("rounds", 0) >= 6, timeout_s=90)
+    lat = ray.get(sup.actors["dock"].standing_latencies.remote())
+    assert {"period", "scene_change"} <= {trigger for _, trigger, _ in lat}, lat
+    st = sup.stats()["dock"]["standing"]
+    assert st["alerting"] == ["anything"] and st["reused_tokens"] > 0, st
+
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/alerts?camera=dock&since=0",
+                                 headers={"authorization": f"Bearer {TOKEN}"})
+    events = []
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        block: list[str] = []
+        while not events:
+            line = r.readline().decode().rstrip("\n")
+            if line:
+                block.append(line)
+                continue
+            if any(x.startswith("event: alert") for x in block):
+                events.append(json.loads(next(x[6:] for x in block if x.startswith("data: "))))
+            block = []
+    [alert] = events
+    jsonschema.validate(alert, ALERT_SCHEMA)
+    assert (alert["camera"], alert["query"], alert["state"], alert["answerer"]) == ("dock", "anything", "raised", "llm")
+    assert 0 <= alert["latency_s"] < 30 and alert["window"]["frames"] > 0
+    # nothing for a camera without alerts; a stream id that is not one is refused
+    assert http(port, "GET", "/v1/alerts?since=abc")[0] == 422
+
+    c = KafkaConsumer(**stack.kafka.client_kwargs(), enable_auto_commit=False, consumer_timeout_ms=5000)
+    tp = TopicPartition(stack.kafka.alerts_topic, 0)
+    c.assign([tp])
+    c.seek_to_beginning(tp)
+    got = [json.loads(m.value) for m in c]
+    c.close()
+    mine = [a for a in got if a["camera"] == "dock"]
+    assert [a["id"] for a in mine] == [alert["id"]], "one alert for a persisting condition, on Kafka as on SSE"

@@ -45,3 +45,38 @@ def test_batched_answers_equal_single_answers_and_use_fewer_tokens(engine, windo
         kept = [decode_segment(x).num_kept for x in r.segments]
         assert b.visual_tokens == window_visual_tokens(kept, 1) == sum(kept) + 1
         assert b.prefill_ms > 0 and b.decode_ms > 0 and b.queue_ms >= 0
+
+
+def test_generation_options_sample_and_a_seed_repeats_the_sample(engine, windows):
+    from deployments.llm import GenerationOptions
+
+    greedy = engine.answer([LLMRequest("cam1", "what is moving?", 6, windows[0])])[0]
+    hot = GenerationOptions(temperature=5.0, top_p=1.0, seed=7)
+    a, b = (engine.answer([LLMRequest("cam1", "what is moving?", 6, windows[0], options=hot)])[0] for _ in range(2))
+    others = {engine.answer([LLMRequest("cam1", "what is moving?", 6, windows[0],
+                                        options=GenerationOptions(temperature=5.0, seed=s))])[0].answer
+              for s in range(4)}
+    assert a.answer == b.answer, "one seed, one sample"
+    assert len(others | {greedy.answer}) > 1, "sampling at temperature 5 never left the greedy answer"
+    assert a.finish_reason == "length" and a.new_tokens == 6  # the tiny random model has no end of sequence
+
+
+def test_incremental_prefill_answers_equal_full_prefill_as_the_window_grows_and_slides(engine, windows):
+    """A standing query's window grows at its newest end (only new segments are prefilled), then its start
+    moves (the kept cache is rebuilt): every answer equals the one-shot answer over the same window."""
+    w = windows[1]  # 20 segments
+    engine.forget("")
+    steps = [(0, 8), (0, 11), (0, 11), (0, 16), (5, 17), (5, 20)]  # (first, end): grows, repeats, slides, grows
+    for first, end in steps:
+        window = w[first:end]
+        full = engine.answer([LLMRequest("cam2", "what is moving?", 5, window)])[0]
+        kept = engine.answer([LLMRequest("cam2", "what is moving?", 5, window, reuse_key="cam2|10")])[0]
+        assert kept.answer == full.answer, (first, end)
+        assert kept.visual_tokens == full.visual_tokens
+        assert kept.prefilled_tokens + kept.reused_tokens == full.prefilled_tokens
+    # what was reused: the step that repeated the window prefilled only the question, the slide nothing old
+    again = engine.answer([LLMRequest("cam2", "is anyone there?", 5, w[5:20], reuse_key="cam2|10")])[0]
+    assert again.reused_tokens > 0 and again.prefilled_tokens < 15
+    slid = engine.answer([LLMRequest("cam2", "is anyone there?", 5, w[6:20], reuse_key="cam2|10")])[0]
+    assert slid.reused_tokens == 0, "a window whose start moved is rebuilt, never cut"
+    assert len(engine.kept) == 1

@@ -14,13 +14,17 @@ def _cam(url="camera://lobby?window_s=30"):
 
 
 def test_a_camera_part_and_text_make_a_query():
-    cam, question, budget = parse_request(_req([{"type": "text", "text": "who is at the door?"}, _cam()], max_tokens=7))
+    cam, question, budget, opts = parse_request(_req([{"type": "text", "text": "who is at the door?"}, _cam()],
+                                                     max_tokens=7))
     assert (cam.camera, cam.window_s, question, budget) == ("lobby", 30.0, "who is at the door?", 7)
+    assert opts == {"temperature": 0.0, "top_p": 1.0, "seed": None}  # greedy unless asked
+    hot = parse_request(_req([{"type": "text", "text": "hi"}, _cam()], temperature=0.7, top_p=0.9, seed=3))[3]
+    assert hot == {"temperature": 0.7, "top_p": 0.9, "seed": 3}
     assert parse_camera_url("camera://dock-2").window_s == 10.0  # the default window
     sys_first = ChatRequest(model="m", max_completion_tokens=3, messages=[
         {"role": "system", "content": "answer briefly"},
         {"role": "user", "content": [_cam(), {"type": "text", "text": "anyone?"}]}])
-    assert parse_request(sys_first)[1:] == ("system: answer briefly\nanyone?", 3)
+    assert parse_request(sys_first)[1:3] == ("system: answer briefly\nanyone?", 3)
 
 
 @pytest.mark.parametrize("content, kw, words", [
@@ -30,7 +34,7 @@ def test_a_camera_part_and_text_make_a_query():
     ([_cam("camera://a?fps=3"), {"type": "text", "text": "hi"}], {}, "unknown parameter"),
     ([_cam("camera://a?window_s=abc"), {"type": "text", "text": "hi"}], {}, "must be a number"),
     ([_cam()], {}, "no question"),
-    ([_cam(), {"type": "text", "text": "hi"}], {"temperature": 0.5}, "sampling"),
+    ([_cam(), {"type": "text", "text": "hi"}], {"temperature": 2.5}, "less than or equal to 2"),
     ([_cam(), {"type": "text", "text": "hi"}], {"n": 2}, "n > 1"),
     ([_cam(), {"type": "text", "text": "hi"}], {"tools": [{"type": "function"}]}, "unsupported option"),
     ([_cam(), {"type": "image_url", "image_url": {"url": "data:x"}}], {}, "image_url"),
@@ -47,7 +51,7 @@ def test_bad_camera_names_fail_validation():
 
 
 def test_stream_events_rebuild_the_answer_and_end_with_done():
-    out = {"answer": "two people near the door", "usage": {"new_tokens": 5, "visual_tokens": 90,
+    out = {"answer": "two people near the door", "finish_reason": "length", "usage": {"new_tokens": 5, "visual_tokens": 90,
                                                            "visual_tokens_uncompressed": 400, "frames": 30}}
     import json
 

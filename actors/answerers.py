@@ -1,0 +1,143 @@
+"""Who answers a standing query: the app's video LLM, or the small event-QA model.
+
+An answerer is a callable ``(camera, query, segments, reuse_key) -> Answer``
+(:class:`actors.standing.Answer`):
+
+- :class:`LLMAnswerer`: the LLM deployment, through a Serve handle. It sends the camera id as Serve's
+  multiplexed model id, so the request goes to the replica that holds the camera's KV caches, and a
+  ``reuse_key`` so that replica prefills only what the window added since the last round.
+- :class:`EventQAAnswerer`: the event-QA model of ``streamdycoke eval`` (:mod:`streamdycoke.evalqa`)
+  over ``efficientnet-lite0`` tokens, for setups without LLM weights (the offline demo). It answers a
+  few question forms about the objects of the evaluation scenes (see :data:`EVENT_QA_FORMS`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .standing import Answer, StandingQuery
+
+__all__ = ["EVENT_QA_FORMS", "EventQAAnswerer", "LLMAnswerer"]
+
+
+class LLMAnswerer:
+    """Standing queries answered by the LLM deployment (``handle``: a Serve handle of ``LLMDeployment``)."""
+
+    def __init__(self, handle: Any, timeout_s: float = 60.0) -> None:
+        self.handle, self.timeout_s = handle, timeout_s
+
+    def __call__(self, camera: str, query: StandingQuery, segments: list, reuse_key: str | None) -> Answer:
+        from deployments.llm import LLMRequest
+        from streamdycoke.segment import encode_segment
+
+        if not segments:
+            raise LookupError("the window holds no frames")
+        req = LLMRequest(camera, query.prompt, query.max_new_tokens, [encode_segment(s) for s in segments],
+                         reuse_key=reuse_key)
+        res = self.handle.options(multiplexed_model_id=camera).generate.remote(req).result(timeout_s=self.timeout_s)
+        return Answer(res["answer"], res["visual_tokens"], res.get("reused_tokens", 0))
+
+
+EVENT_QA_FORMS = {
+    "present": re.compile(r"^is (?:an? |the )?(?P<obj>[a-z][a-z ]*?) in view\??$"),
+    "appeared": re.compile(r"^did (?:an? |the )?(?P<obj>[a-z][a-z ]*?) appear\??$"),
+    "scene_change": re.compile(r"^did the scene change\??$"),
+    "count": re.compile(r"^how many objects are in view\??$"),
+}
+
+
+def parse_event_qa_prompt(prompt: str) -> tuple[str, str | None, int]:
+    """``(kind, object or None, look-back in frames)`` of a prompt in one of :data:`EVENT_QA_FORMS`;
+    ``ValueError`` naming the forms and the objects otherwise."""
+    from streamdycoke.evalqa.scenes import OBJECTS
+
+    text = " ".join(prompt.lower().split())
+    for kind, form in EVENT_QA_FORMS.items():
+        m = form.match(text)
+        if m is None:
+            continue
+        obj = m.groupdict().get("obj")
+        if obj is not None:
+            obj = obj.replace(" ", "-")
+            if obj not in OBJECTS:
+                raise ValueError(f"the event-qa answerer knows the objects {', '.join(sorted(OBJECTS))}; "
+                                 f"not {obj!r}")
+        return kind, obj, 10 if kind == "appeared" else 0
+    raise ValueError(f"the event-qa answerer answers 'Is the <object> in view?', 'Did the <object> appear?', "
+                     f"'Did the scene change?' or 'How many objects are in view?'; not {prompt[:100]!r}")
+
+
+class EventQAAnswerer:
+    """Standing queries answered by the event-QA model over the window's ``efficientnet-lite0`` tokens.
+
+    The window is laid on the model's 5-fps frame slots by capture time (the newest frame last, at most
+    40 slots: 8 s), each slot holding the held grid at that time: every position's last kept token,
+    which is what the stream's compression means by dropping a token (it repeats), and what the model
+    was trained on (uncompressed streams). Visual tokens reported: the kept tokens the window holds. The objects a prompt names are given to the model as their
+    reference pictures, encoded once. Weights: ``streamdycoke/assets/event_qa.pt`` (trained by
+    ``streamdycoke eval --retrain``: 400 training streams, 4,000 steps; see the README's Accuracy).
+    """
+
+    def __init__(self, weights: str | None = None) -> None:
+        from pathlib import Path
+
+        from streamdycoke.evalqa.answerer import EventQA
+
+        path = weights or str(Path(__file__).resolve().parents[1] / "streamdycoke" / "assets" / "event_qa.pt")
+        self.model = EventQA.load(path)
+        self._encoder = None
+        self.refs: dict = {}
+
+    def _ref(self, name: str):
+        if name not in self.refs:
+            import torch.nn.functional as F
+
+            from streamdycoke import EncoderSpec, build_encoder
+            from streamdycoke.evalqa.scenes import object_reference_frame
+
+            if self._encoder is None:
+                self._encoder = build_encoder(EncoderSpec(name="efficientnet-lite0"))
+            toks = self._encoder.encode(object_reference_frame(name)[None])[0]  # (N, D)
+            gh, gw = self._encoder.grid
+            grid = toks.view(gh, gw, -1)
+            cy, cx = gh // 2, gw // 2
+            self.refs[name] = F.normalize(grid[cy - 1:cy + 2, cx - 1:cx + 2].reshape(-1, toks.shape[-1]).mean(0).float(),
+                                          dim=0)
+        return self.refs[name]
+
+    def __call__(self, camera: str, query: StandingQuery, segments: list, reuse_key: str | None) -> Answer:
+        import torch
+
+        from streamdycoke.evalqa.answerer import StreamInputs, build_batch
+        from streamdycoke.evalqa.questions import ANSWERS, Question
+        from streamdycoke.evalqa.scenes import FPS
+        from streamdycoke.segment import apply_segment
+
+        if not segments:
+            raise LookupError("the window holds no frames")
+        kind, obj, window = parse_event_qa_prompt(query.prompt)
+        N, D = segments[0].grid[0] * segments[0].grid[1], segments[0].dim
+        if D != self.model.config["dim"] or N != self.model.config["positions"]:
+            raise ValueError(f"camera {camera}: tokens of {N} positions x {D} are not efficientnet-lite0's")
+        end = segments[-1].timestamp
+        T = min(40, 1 + int(round((end - segments[0].timestamp) * FPS)))
+        # the held grid (each position's last kept token) at every slot: a slot no frame was processed for
+        # shows the scene as it was held (the sampler skipped it: nothing changed), as the stream encodes it
+        tokens = torch.zeros(T, N, D)
+        held, i = None, 0
+        for slot in range(T):
+            t_slot = end - (T - 1 - slot) / FPS
+            while i < len(segments) and segments[i].timestamp <= t_slot + 0.5 / FPS:
+                held = apply_segment(held, segments[i])
+                i += 1
+            if held is not None:
+                tokens[slot] = held.float()
+        keep = (tokens.abs().sum(-1) > 0).float()  # slots before the first keyframe are absent
+        refs = {obj: self._ref(obj)} if obj is not None else {}
+        inputs = StreamInputs(self.model, tokens)
+        q = Question(kind=kind, t=T - 1, window=window, x=obj, y=None, answer=0)
+        with torch.no_grad():
+            logits = self.model(build_batch(self.model, [(inputs, q, keep)], refs))
+        return Answer(ANSWERS[int(logits.argmax(-1))], visual_tokens=sum(s.num_kept for s in segments))
+

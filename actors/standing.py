@@ -1,0 +1,298 @@
+"""Standing queries: questions a camera keeps asking of its own recent window, and the alerts they raise.
+
+A camera's config carries its standing queries (:class:`StandingQuery`): a prompt, when to ask it
+(every ``every_s`` seconds and/or on a scene change, the frame sampler's cut), a rule that turns the
+answer into a condition (:class:`AlertRule`: yes/no, a pattern, or a threshold on a number in the
+answer) and hysteresis (:class:`Hysteresis`): ``raise_after`` rounds in a row with the condition
+raise one alert, ``clear_after`` rounds without it clear it, so a condition that persists raises one
+alert, not one per round.
+
+:class:`StandingQueries` runs one camera's queries. It is owned by that camera's actor (the stream
+owns its state): the worker tells it of each scene cut once the cut frame is durably cached, a thread
+asks the due queries through an answerer (the LLM deployment, or the event-QA model,
+:mod:`actors.answerers`) and hands every raised or cleared alert to the sinks (:mod:`actors.alerts`).
+Its latency is measured from the trigger (the scheduled instant, or the cut frame's capture time) to
+the decision.
+
+A query reads a window that starts at an anchor and ends at the newest cached frame
+(:class:`WindowAnchor`): the anchor stays put while the window is shorter than ``window_s + slide_s``
+and then moves to ``window_s`` behind the newest frame. The window therefore grows only at its
+newest end between moves, which is what lets the LLM replica prefill only the frames added since the
+last round (:mod:`deployments.llm`); without reuse the same windows are asked, so answers are equal.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["AlertRule", "Answer", "Hysteresis", "StandingQueries", "StandingQuery", "WindowAnchor"]
+
+log = logging.getLogger(__name__)
+
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+
+
+class AlertRule(BaseModel):
+    """How an answer becomes a condition.
+
+    - ``yes_no``: the answer's first word is yes or no; the condition holds when it is ``expect``.
+    - ``match``: the condition holds when ``pattern`` (a regular expression, case-insensitive) occurs.
+    - ``threshold``: the first number in the answer is above ``above`` and/or below ``below``.
+
+    An answer the rule cannot read (no yes/no, no number) changes nothing and is counted.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["yes_no", "match", "threshold"]
+    expect: Literal["yes", "no"] = Field("yes", description="yes_no: the answer that is the alarm")
+    pattern: str | None = Field(None, max_length=500, description="match: a regular expression")
+    above: float | None = Field(None, allow_inf_nan=False, description="threshold: alarm when the number is above")
+    below: float | None = Field(None, allow_inf_nan=False, description="threshold: alarm when the number is below")
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> "AlertRule":
+        if self.kind == "match":
+            if not self.pattern:
+                raise ValueError("a match rule needs a pattern")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a regular expression: {exc}") from None
+        elif self.pattern is not None:
+            raise ValueError(f"pattern belongs to a match rule, not {self.kind}")
+        if self.kind == "threshold":
+            if self.above is None and self.below is None:
+                raise ValueError("a threshold rule needs above and/or below")
+        elif self.above is not None or self.below is not None:
+            raise ValueError(f"above/below belong to a threshold rule, not {self.kind}")
+        return self
+
+    def evaluate(self, answer: str) -> tuple[bool | None, float | None]:
+        """``(condition, value)``: condition None when the answer cannot be read; value is the number a
+        threshold rule read (else None)."""
+        text = answer.strip().lower()
+        if self.kind == "yes_no":
+            word = re.match(r"[a-z]+", text)
+            if word is None or word.group() not in ("yes", "no"):
+                return None, None
+            return word.group() == self.expect, None
+        if self.kind == "match":
+            return re.search(self.pattern, answer, re.IGNORECASE) is not None, None
+        m = _NUMBER.search(text)
+        if m is None:
+            return None, None
+        v = float(m.group())
+        return (self.above is None or v > self.above) and (self.below is None or v < self.below), v
+
+
+class StandingQuery(BaseModel):
+    """One standing question of a camera (an entry of ``CameraConfig.standing``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    prompt: str = Field(min_length=1, max_length=1000)
+    every_s: float | None = Field(None, ge=0.1, allow_inf_nan=False, description="ask every this many seconds")
+    on_scene_change: bool = Field(False, description="ask when the frame sampler cuts (a scene change)")
+    window_s: float = Field(10.0, gt=0, allow_inf_nan=False, description="the window asked about, behind the newest frame")
+    slide_s: float | None = Field(None, gt=0, allow_inf_nan=False, description=(
+        "the window's start stays put until the window is window_s + slide_s long (its cache is reused meanwhile); "
+        "default window_s / 2"))
+    rule: AlertRule
+    raise_after: int = Field(1, ge=1, le=100, description="rounds in a row with the condition before an alert")
+    clear_after: int = Field(2, ge=1, le=100, description="rounds in a row without it before the alert clears")
+    answerer: Literal["llm", "event-qa"] = Field("llm", description=(
+        "llm: the app's video LLM; event-qa: the small event-QA model over efficientnet-lite0 tokens "
+        "(offline, no LLM weights needed; a few question forms, see actors.answerers)"))
+    max_new_tokens: int = Field(8, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _has_trigger(self) -> "StandingQuery":
+        if self.every_s is None and not self.on_scene_change:
+            raise ValueError(f"standing query {self.id}: give every_s and/or on_scene_change: true")
+        return self
+
+    @property
+    def slide(self) -> float:
+        return self.slide_s if self.slide_s is not None else self.window_s / 2
+
+
+class Hysteresis:
+    """Turns a condition per round into alerts: ``raised`` after ``raise_after`` rounds in a row with it,
+    ``cleared`` after ``clear_after`` rounds in a row without it, nothing otherwise."""
+
+    def __init__(self, raise_after: int = 1, clear_after: int = 1, active: bool = False) -> None:
+        self.raise_after, self.clear_after = raise_after, clear_after
+        self.active = active
+        self.streak = 0  # rounds in a row that disagree with the current state
+
+    def update(self, condition: bool) -> Literal["raised", "cleared"] | None:
+        if condition == self.active:
+            self.streak = 0
+            return None
+        self.streak += 1
+        if self.streak < (self.clear_after if self.active else self.raise_after):
+            return None
+        self.active, self.streak = condition, 0
+        return "raised" if condition else "cleared"
+
+
+class WindowAnchor:
+    """Where a standing query's window starts: put while the window is shorter than ``window_s + slide_s``,
+    then moved to ``window_s`` behind the newest frame."""
+
+    def __init__(self, window_s: float, slide_s: float) -> None:
+        self.window_s, self.slide_s = window_s, slide_s
+        self.start: float | None = None
+
+    def window(self, newest: float) -> float:
+        """The window's start (a capture time) for a newest frame captured at ``newest``."""
+        if self.start is None or newest - self.start > self.window_s + self.slide_s or newest < self.start:
+            self.start = newest - self.window_s
+        return self.start
+
+
+@dataclass
+class Answer:
+    text: str
+    visual_tokens: int = 0
+    reused_tokens: int = 0
+
+
+@dataclass
+class _Due:
+    trigger: str  # "period" or "scene_change"
+    ts: float  # wall clock of the trigger: the scheduled instant or the cut frame's capture time
+
+
+class StandingQueries:
+    """One camera's standing queries: triggers, answers, rules, hysteresis, alerts.
+
+    Args:
+        camera: the camera id.
+        queries: its standing queries.
+        store: the token cache (its windows are read from here).
+        answerers: answerer name -> callable ``(camera, query, segments, reuse_key) -> Answer``.
+        publish: called with each alert record (:func:`actors.alerts.alert_record`).
+        metrics: :class:`actors.metrics.StandingMetrics` or None.
+        reuse: ask the LLM to keep and reuse each window's KV cache (incremental prefill).
+        state: ``(camera, query) -> active`` from before a restart (alerts already raised stay raised).
+    """
+
+    def __init__(self, camera: str, queries: list[StandingQuery], store: Any,
+                 answerers: dict[str, Callable[..., Answer]], publish: Callable[[dict], None],
+                 metrics: Any = None, reuse: bool = True, state: dict[str, bool] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.camera, self.queries, self.store = camera, list(queries), store
+        self.answerers, self.publish, self.metrics, self.reuse = answerers, publish, metrics, reuse
+        self.clock = clock
+        state = state or {}
+        self.hysteresis = {q.id: Hysteresis(q.raise_after, q.clear_after, state.get(q.id, False)) for q in self.queries}
+        self.anchors: dict[tuple[float, float], WindowAnchor] = {}  # shared by queries with one window: one cache
+        now = clock()
+        self.next_due = {q.id: now + q.every_s for q in self.queries if q.every_s is not None}
+        self.due: dict[str, _Due] = {}
+        self.latencies: list[tuple[str, str, float]] = []  # (query, trigger, seconds): the last 10,000 rounds
+        self.rounds = 0
+        self.reused_tokens = 0  # visual tokens the LLM took from kept caches instead of prefilling
+        self._wake = threading.Condition()
+
+    # -- triggers ----------------------------------------------------------------------------------
+    def scene_cut(self, capture_ts: float) -> None:
+        """A frame the sampler cut on is cached (called by the camera worker after its batch commits)."""
+        with self._wake:
+            for q in self.queries:
+                if q.on_scene_change and (q.id not in self.due or self.due[q.id].ts > capture_ts):
+                    self.due[q.id] = _Due("scene_change", capture_ts)
+            self._wake.notify()
+
+    def _collect(self, now: float) -> list[tuple[StandingQuery, _Due]]:
+        with self._wake:
+            for q in self.queries:
+                t = self.next_due.get(q.id)
+                if t is not None and now >= t:
+                    if q.id not in self.due:  # a pending trigger already covers this round
+                        self.due[q.id] = _Due("period", t)
+                    # the next round after now (rounds missed while answering are one round, not a backlog)
+                    self.next_due[q.id] = t + q.every_s * max(1, math.ceil((now - t) / q.every_s))
+            out = [(q, self.due.pop(q.id)) for q in self.queries if q.id in self.due]
+        return out
+
+    # -- rounds ------------------------------------------------------------------------------------
+    def step(self, now: float | None = None) -> list[dict]:
+        """Ask every due query once; returns the alert records published."""
+        from .alerts import alert_record
+
+        alerts = []
+        for q, due in self._collect(self.clock() if now is None else now):
+            try:
+                record = self._ask(q, due, alert_record)
+            except Exception as exc:  # the answerer or the cache failed: counted, said once, tried next round
+                reason = type(exc).__name__
+                log.warning("camera %s: standing query %s failed: %s: %s", self.camera, q.id, reason, str(exc)[:300])
+                if self.metrics is not None:
+                    self.metrics.failed(q.id, reason)
+                continue
+            if record is not None:
+                self.publish(record)
+                alerts.append(record)
+        return alerts
+
+    def _ask(self, q: StandingQuery, due: _Due, alert_record) -> dict | None:
+        newest = self.store.newest_timestamp(self.camera)
+        if newest is None:
+            if self.metrics is not None:
+                self.metrics.failed(q.id, "no_frames")
+            return None
+        anchor = self.anchors.setdefault((q.window_s, q.slide), WindowAnchor(q.window_s, q.slide))
+        start = anchor.window(newest)
+        segments = self.store.read(self.camera, start=start)
+        key = f"{self.camera}|{q.window_s:g}|{q.slide:g}" if self.reuse else None
+        answer = self.answerers[q.answerer](self.camera, q, segments, key)
+        condition, value = q.rule.evaluate(answer.text)
+        decided = self.clock()
+        latency = max(0.0, decided - due.ts)
+        self.rounds += 1
+        self.reused_tokens += answer.reused_tokens
+        self.latencies.append((q.id, due.trigger, latency))
+        del self.latencies[:-10_000]
+        if self.metrics is not None:
+            self.metrics.round(q.id, due.trigger, latency, readable=condition is not None)
+        if condition is None:
+            log.info("camera %s: standing query %s: answer %r is not readable by its %s rule", self.camera, q.id,
+                     answer.text[:100], q.rule.kind)
+            return None
+        transition = self.hysteresis[q.id].update(condition)
+        if transition is None:
+            return None
+        if self.metrics is not None:
+            self.metrics.alert(q.id, transition)
+        return alert_record(self.camera, q, transition, answer, value, due.trigger, due.ts, decided,
+                            segments)
+
+    def active(self) -> dict[str, bool]:
+        return {q: h.active for q, h in self.hysteresis.items()}
+
+    def run(self, stop: threading.Event) -> None:
+        """Ask due queries until ``stop``: woken by a scene cut, or at the next period."""
+        while not stop.is_set():
+            self.step()
+            now = self.clock()
+            with self._wake:
+                if self.due or stop.is_set():
+                    continue
+                wait = min([t - now for t in self.next_due.values()] + [0.5])
+                self._wake.wait(max(0.0, wait))
+
+    def stop(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
