@@ -149,6 +149,19 @@ class CameraActor:
         return {"rounds": r.rounds, "reused_tokens": r.reused_tokens,
                 "alerting": sorted(q for q, on in r.active().items() if on)}
 
+    def set_standing(self, paused: bool | None = None, reuse: bool | None = None) -> None:
+        """Pause or resume the standing queries, and ask the LLM to reuse each window's KV cache or not
+        (a benchmark compares the two side by side); the latency samples start over."""
+        r = self.standing
+        if r is None:
+            return
+        if paused is not None:
+            r.paused = paused
+        if reuse is not None:
+            r.reuse = reuse
+        r.latencies.clear()
+        r.rounds = r.reused_tokens = 0
+
     def standing_latencies(self) -> list[tuple[str, str, float]]:
         """``(query, trigger, seconds)`` of the last standing-query rounds (a benchmark pools them)."""
         return list(self.standing.latencies) if self.standing is not None else []

@@ -204,6 +204,7 @@ class StandingQueries:
         self.latencies: list[tuple[str, str, float]] = []  # (query, trigger, seconds): the last 10,000 rounds
         self.rounds = 0
         self.reused_tokens = 0  # visual tokens the LLM took from kept caches instead of prefilling
+        self.paused = False  # triggers are dropped while paused (a benchmark measures the stream without them)
         self._wake = threading.Condition()
 
     # -- triggers ----------------------------------------------------------------------------------
@@ -233,7 +234,10 @@ class StandingQueries:
         from .alerts import alert_record
 
         alerts = []
-        for q, due in self._collect(self.clock() if now is None else now):
+        due_now = self._collect(self.clock() if now is None else now)
+        if self.paused:
+            return alerts
+        for q, due in due_now:
             try:
                 record = self._ask(q, due, alert_record)
             except Exception as exc:  # the answerer or the cache failed: counted, said once, tried next round

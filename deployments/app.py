@@ -56,6 +56,9 @@ class QueryRequest(BaseModel):
     window_s: float = Field(10.0, gt=0, allow_inf_nan=False, description="seconds behind the camera's newest frame "
                                                                           "(at most the cache's retention_s)")
     max_new_tokens: int = Field(32, ge=1, le=1024)
+    temperature: float = Field(0.0, ge=0, le=2, allow_inf_nan=False, description="0: greedy; above: sampled")
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=0, lt=2**63, description="a sampled answer, repeatable")
 
 
 class _CameraCaches:

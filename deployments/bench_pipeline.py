@@ -11,7 +11,12 @@ are ready and a warm-up, every latency sample is dropped and ``duration`` second
 - p50/p99 of each stage of a frame's path (ingest: decode, sample, resize, publish; camera: transit,
   wait, encode, compress, cache_write, commit), pooled over cameras;
 - Kafka bytes/s (what ingest sent), CPU cores and RSS per process group (driver = ingest threads);
-- then ``queries`` questions per camera: query latency and the visual tokens each used.
+- then ``queries`` questions per camera: query latency and the visual tokens each used;
+- then, with ``standing_s`` > 0, each compressed camera's standing query (the LLM asked every
+  ``standing_every_s`` and on each scene cut; paused until now) for ``standing_s`` with the LLM reusing
+  each window's KV cache (incremental prefill), then as long without: trigger-to-decision latency
+  p50/p90 by trigger, side by side. ``cuts`` puts scene cuts in the cameras' clips (the default
+  clips have none, so only the period triggers).
 
 A sweep (``cameras=[1, 2, 4, 8, 16]``) runs one fresh stack per count and per ingest mode, prints a row
 each and draws ``plot``.
@@ -54,7 +59,8 @@ def _pooled(samples: list[dict[str, list[float]]]) -> dict[str, dict]:
 def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, window_s: float = 10.0,
                    model: EncoderSpec | None = None, uncompressed: bool = True, ingest: str = "edge",
                    warmup_s: float = 5.0, progress: bool = True, keep_samples: bool = False,
-                   fetch_max_wait_ms: int | None = None, encoder_at: str = "actor", rss_every_s: float = 10.0) -> dict:
+                   fetch_max_wait_ms: int | None = None, encoder_at: str = "actor", rss_every_s: float = 10.0,
+                   standing_s: float = 0.0, standing_every_s: float = 1.0, cuts: int = 0) -> dict:
     import ray
     from ray import serve
 
@@ -80,7 +86,8 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
                  "model": model.weights, "variants": {}}
     with tempfile.TemporaryDirectory() as tmp, LocalStack() as stack:
         res["camera_slots"] = stack.camera_slots
-        sources = [str(make_camera_video(Path(tmp) / f"c{i}.mp4", seconds=20, seed=200 + i)) for i in range(cameras)]
+        sources = [str(make_camera_video(Path(tmp) / f"c{i}.mp4", seconds=20, seed=200 + i, cuts=cuts))
+                   for i in range(cameras)]
         kafka = stack.kafka if fetch_max_wait_ms is None else stack.kafka.model_copy(
             update={"fetch_max_wait_ms": fetch_max_wait_ms})
         res["fetch_max_wait_ms"] = kafka.fetch_max_wait_ms
@@ -88,16 +95,23 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
         serve.run(build_app(AppArgs(model=model, redis=stack.redis, num_cpus=0.25, api_token=stack.api_token,
                                     encoder=service)), name="bench", route_prefix="/")
         encoder = serve.get_deployment_handle(ENCODER_DEPLOYMENT, app_name="bench") if service else None
-        sup = CameraSupervisor(kafka, stack.redis, model, encoder_handle=encoder)
+        sup = CameraSupervisor(kafka, stack.redis, model, encoder_handle=encoder,
+                               llm_handle=serve.get_deployment_handle("LLMDeployment", app_name="bench"))
         stop = threading.Event()
+        standing = [{"id": "moving", "prompt": "Is anything moving? Answer yes or no.", "every_s": standing_every_s,
+                     "on_scene_change": True, "window_s": window_s, "rule": {"kind": "yes_no"},
+                     "max_new_tokens": 8}] if standing_s > 0 else []
         streams = [(f"cam{i}" + ("" if vname == "compressed" else "-raw"), vname, src, CameraConfig(
-            id=f"cam{i}" + ("" if vname == "compressed" else "-raw"), **extra))
+            id=f"cam{i}" + ("" if vname == "compressed" else "-raw"),
+            **extra, **({"standing": standing} if vname == "compressed" else {})))
             for i, src in enumerate(sources) for vname, extra in variants.items()]
         for _, _, _, cfg in streams:
             sup.add(cfg)
         t_start = time.monotonic()
         if not sup.wait_ready():  # measure the steady state, not frames queued while encoders load
             log(f"warning: camera actors not ready ({sup.unplaced or 'timed out'}); measuring anyway")
+        standing_actors = [a for cam, a in sup.actors.items() if not cam.endswith("-raw")] if standing else []
+        ray.get([a.set_standing.remote(paused=True) for a in standing_actors])  # until their own phase
         res["actors_ready_s"] = time.monotonic() - t_start
         ingestors: dict[str, Ingestor] = {}
         settings = IngestSettings(size=size, loop=True, realtime=True, edge_sampling=ingest == "edge")
@@ -151,6 +165,8 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
                           stack.api_token)
                 lat[vname].append(r["latency_ms"]["total"])
                 vis[vname].append(r["usage"]["visual_tokens"])
+        if standing_actors:
+            res["standing"] = _standing_phases(standing_actors, standing_s, standing_every_s, log)
         stop.set()
         for vname in variants:
             cams = [cam for cam, v, _, _ in streams if v == vname]
@@ -182,6 +198,29 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
     drv = res["processes"].get("driver", {})
     res["ingest_cpu_cores_per_stream"] = drv.get("cpu_cores", 0.0) / len(streams)
     return res
+
+
+def _standing_phases(actors: list, seconds: float, every_s: float, log) -> dict:
+    """Each phase: the cameras' standing queries for ``seconds``, the LLM reusing kept KV caches or not."""
+    import ray
+
+    out: dict = {"every_s": every_s, "seconds": seconds, "goal_p90_ms": 500.0}
+    for name, reuse in (("reuse", True), ("no_reuse", False)):
+        log(f"standing queries, {'reusing' if reuse else 'not reusing'} the KV cache: {seconds:.0f}s ...")
+        ray.get([a.set_standing.remote(paused=False, reuse=reuse) for a in actors])
+        time.sleep(seconds)
+        lat = [x for a in ray.get([a.standing_latencies.remote() for a in actors]) for x in a]
+        stats = ray.get([a.stats.remote() for a in actors])
+        phase = {"rounds": len(lat), "reused_tokens": sum((s.get("standing") or {}).get("reused_tokens", 0) for s in stats)}
+        for trig in (None, "period", "scene_change"):
+            xs = [sec for _, t, sec in lat if trig is None or t == trig]
+            key = "all" if trig is None else trig
+            phase[key] = {"n": len(xs), "p50_ms": 1e3 * percentile(xs, 0.5) if xs else None,
+                          "p90_ms": 1e3 * percentile(xs, 0.9) if xs else None,
+                          "max_ms": 1e3 * max(xs) if xs else None}
+        out[name] = phase
+    ray.get([a.set_standing.remote(paused=True) for a in actors])
+    return out
 
 
 def _memory_growth(timeline: list[tuple[float, dict]], after_s: float = 60.0) -> dict:
@@ -265,6 +304,18 @@ def print_pipeline(res: dict, file=None) -> None:
           + (f", forward pass {e['forward_ms_mean']:.1f} ms" if e.get("forward_ms_mean") else ""))
     if res.get("query_speedup_p50"):
         p(f"query p50: uncompressed / compressed = {res['query_speedup_p50']:.2f}x")
+    st = res.get("standing")
+    if st:
+        p(f"standing queries (every {st['every_s']:g} s and on scene cuts, {st['seconds']:.0f} s each), trigger to "
+          f"decision, ms (goal: p90 <= {st['goal_p90_ms']:.0f}):")
+        p(f"  {'LLM prefill':<12} {'trigger':<13} {'n':>5} {'p50':>8} {'p90':>8} {'max':>8}   reused tokens")
+        for name, label in (("reuse", "incremental"), ("no_reuse", "whole window")):
+            ph = st[name]
+            for trig in ("all", "period", "scene_change"):
+                v = ph[trig]
+                p(f"  {label if trig == 'all' else '':<12} {trig:<13} {v['n']:>5} {_f(v['p50_ms'], '>8.1f')} "
+                  f"{_f(v['p90_ms'], '>8.1f')} {_f(v['max_ms'], '>8.1f')}   "
+                  + (f"{ph['reused_tokens']}" if trig == "all" else ""))
 
 
 def print_sweep(res: dict, file=None) -> None:

@@ -74,6 +74,12 @@ def register(sub, bench) -> None:
     q.add_argument("--plot", default="docs/bench_pipeline_sweep.png", help="a sweep's plot")
     q.add_argument("--fetch-max-wait-ms", type=int, default=None,
                    help="the camera consumers' fetch wait (default: KafkaSettings' own)")
+    q.add_argument("--standing-duration", type=float, default=None, help=(
+        "seconds of standing queries with the LLM reusing each window's KV cache, then as many without "
+        "(default: 20 for a single run, 0 in a sweep: none)"))
+    q.add_argument("--standing-every", type=float, default=1.0, help="seconds between a standing query's rounds")
+    q.add_argument("--cuts", type=int, default=0, help="scene cuts in each camera's 20 s clip (they trigger the "
+                                                       "standing queries)")
     add_options(q, EncoderSpec, **_MODEL_OPTIONS)
     bench_common_options(q)
     q.set_defaults(func=cmd_bench_pipeline)
@@ -239,7 +245,9 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
     sweep = len(args.cameras) > 1 or len(args.ingest) > 1 or len(args.encode_in) > 1
     kw = dict(duration=args.duration, warmup_s=args.warmup, fetch_max_wait_ms=args.fetch_max_wait_ms, model=from_options(EncoderSpec, args, prefix="model_"),
               queries=args.queries if args.queries is not None else (2 if sweep else 5),
-              uncompressed=args.uncompressed if args.uncompressed is not None else not sweep)
+              uncompressed=args.uncompressed if args.uncompressed is not None else not sweep,
+              standing_s=args.standing_duration if args.standing_duration is not None else (0.0 if sweep else 20.0),
+              standing_every_s=args.standing_every, cuts=args.cuts)
     if sweep:
         res = bench_pipeline_sweep(args.cameras, args.ingest, plot=args.plot, progress=not args.quiet,
                                    encoder_at=args.encode_in, **kw)
