@@ -64,6 +64,7 @@ ENCODER_METRIC_NAMES = (
 # Standing queries (actors.standing), exported by the camera actor that runs them.
 STANDING_METRIC_NAMES = (
     "streamdycoke_alerts_total",
+    "streamdycoke_standing_alert_active",
     "streamdycoke_standing_query_seconds",
     "streamdycoke_standing_query_rounds_total",
     "streamdycoke_standing_query_failures_total",
@@ -167,10 +168,12 @@ class StandingMetrics:
     whether the rule could read the answer), failures by reason, alerts a sink could not take."""
 
     def __init__(self, camera: str) -> None:
-        from ray.util.metrics import Counter, Histogram
+        from ray.util.metrics import Counter, Gauge, Histogram
 
         tags = ("camera", "query")
         self._default = {"camera": camera}
+        self.active_gauge = Gauge("streamdycoke_standing_alert_active", "1 while a standing query's alert is raised",
+                                  tags)
         self.alerts = Counter("streamdycoke_alerts_total", "alerts raised or cleared by standing queries",
                               tags + ("state",))
         self.latency = Histogram("streamdycoke_standing_query_seconds", "a standing query's trigger (scheduled "
@@ -183,7 +186,7 @@ class StandingMetrics:
         self.publish_failures = Counter("streamdycoke_alert_publish_failures_total", "alert sends that failed "
                                         "(kept and retried) or alerts dropped past the pending bound",
                                         ("camera", "sink", "dropped"))
-        for m in (self.alerts, self.latency, self.rounds, self.failures, self.publish_failures):
+        for m in (self.alerts, self.latency, self.rounds, self.failures, self.publish_failures, self.active_gauge):
             m.set_default_tags(self._default)
 
     def round(self, query: str, trigger: str, seconds: float, readable: bool = True) -> None:
@@ -192,6 +195,10 @@ class StandingMetrics:
 
     def alert(self, query: str, state: str) -> None:
         self.alerts.inc(1, tags={"query": query, "state": state})
+        self.active(query, state == "raised")
+
+    def active(self, query: str, on: bool) -> None:
+        self.active_gauge.set(1.0 if on else 0.0, tags={"query": query})
 
     def failed(self, query: str, reason: str) -> None:
         self.failures.inc(1, tags={"query": query, "reason": reason})

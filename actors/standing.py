@@ -197,6 +197,9 @@ class StandingQueries:
         self.clock = clock
         state = state or {}
         self.hysteresis = {q.id: Hysteresis(q.raise_after, q.clear_after, state.get(q.id, False)) for q in self.queries}
+        if metrics is not None:
+            for q in self.queries:
+                metrics.active(q.id, self.hysteresis[q.id].active)
         self.anchors: dict[tuple[float, float], WindowAnchor] = {}  # shared by queries with one window: one cache
         now = clock()
         self.next_due = {q.id: now + q.every_s for q in self.queries if q.every_s is not None}

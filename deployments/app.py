@@ -407,4 +407,5 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
     fleet = None
     if a.fleet is not None:
         fleet = CameraFleet.options(ray_actor_options={"num_cpus": a.fleet.num_cpus}).bind(a, encoder, llm)
-    return Gateway.options(ray_actor_options={"num_cpus": a.gateway_num_cpus}).bind(llm, a, fleet, encoder)
+    return Gateway.options(ray_actor_options={"num_cpus": a.gateway_num_cpus},
+                           max_ongoing_requests=a.gateway_max_ongoing_requests).bind(llm, a, fleet, encoder)

@@ -16,7 +16,8 @@ are ready and a warm-up, every latency sample is dropped and ``duration`` second
   ``standing_every_s`` and on each scene cut; paused until now) for ``standing_s`` with the LLM reusing
   each window's KV cache (incremental prefill), then as long without: trigger-to-decision latency
   p50/p90 by trigger, side by side. ``cuts`` puts scene cuts in the cameras' clips (the default
-  clips have none, so only the period triggers).
+  clips have none, so only the period triggers) and sets the compressed cameras' cut threshold to 0.08
+  (the synthetic cuts change about 0.1 of the thumbnail; the default 0.25 is for real cuts).
 
 A sweep (``cameras=[1, 2, 4, 8, 16]``) runs one fresh stack per count and per ingest mode, prints a row
 each and draws ``plot``.
@@ -101,9 +102,12 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
         standing = [{"id": "moving", "prompt": "Is anything moving? Answer yes or no.", "every_s": standing_every_s,
                      "on_scene_change": True, "window_s": window_s, "rule": {"kind": "yes_no"},
                      "max_new_tokens": 8}] if standing_s > 0 else []
+        # the synthetic clips' cuts change about a tenth of the thumbnail, under the default cut threshold
+        # (0.25, for real cuts): with cuts asked for, the compressed cameras' sampler calls them cuts
+        cut_sampler = {"sampler": {"scene_cut_threshold": 0.08}} if cuts else {}
         streams = [(f"cam{i}" + ("" if vname == "compressed" else "-raw"), vname, src, CameraConfig(
             id=f"cam{i}" + ("" if vname == "compressed" else "-raw"),
-            **extra, **({"standing": standing} if vname == "compressed" else {})))
+            **extra, **({"standing": standing, **cut_sampler} if vname == "compressed" else {})))
             for i, src in enumerate(sources) for vname, extra in variants.items()]
         for _, _, _, cfg in streams:
             sup.add(cfg)

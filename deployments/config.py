@@ -68,6 +68,9 @@ class AppArgs(BaseModel):
         "KV caches an LLM replica keeps for incremental prefill (one per camera and standing-query window; "
         "least recently used dropped first); a camera's requests are routed to the replica holding its caches"))
     gateway_num_cpus: float = Field(0.25, gt=0)
+    gateway_max_ongoing_requests: int = Field(256, gt=0, description=(
+        "requests one gateway replica holds at once: its handlers are async, and each open GET /v1/alerts "
+        "stream holds one for as long as it is open (Serve's default, 5, would let 5 listeners block every query)"))
     api_token: SecretStr | None = Field(None, description="bearer token every request but /healthz must carry; "
                                                           "default: the STREAMDYCOKE_API_TOKEN environment variable")
     allow_anonymous: bool = Field(False, description="serve without a token (a closed development setup only)")

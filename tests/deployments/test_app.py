@@ -254,7 +254,7 @@ def test_a_standing_query_raises_one_alert_to_sse_kafka_and_metrics(app, ray_clu
     jsonschema.validate(alert, ALERT_SCHEMA)
     assert (alert["camera"], alert["query"], alert["state"], alert["answerer"]) == ("dock", "anything", "raised", "llm")
     assert 0 <= alert["latency_s"] < 30 and alert["window"]["frames"] > 0
-    # nothing for a camera without alerts; a stream id that is not one is refused
+    # a resume point that is not an alert id is refused
     assert http(port, "GET", "/v1/alerts?since=abc")[0] == 422
 
     c = KafkaConsumer(**stack.kafka.client_kwargs(), enable_auto_commit=False, consumer_timeout_ms=5000)

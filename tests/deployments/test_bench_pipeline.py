@@ -17,7 +17,8 @@ pytestmark = needs_isolated_network
 def test_short_bench_pipeline_measures_every_stage_and_accounts_for_the_frames():
     env = {**os.environ, "RAY_ADDRESS": ""}  # its own local Ray, not the test session's
     out = subprocess.run([sys.executable, "-m", "streamdycoke.cli", "bench", "pipeline", "--cameras", "1",
-                          "--duration", "6", "--warmup", "3", "--queries", "1", "--no-uncompressed", "--json"],
+                          "--duration", "6", "--warmup", "3", "--queries", "1", "--no-uncompressed",
+                          "--standing-duration", "4", "--json"],
                          capture_output=True, text=True, timeout=400, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -36,3 +37,9 @@ def test_short_bench_pipeline_measures_every_stage_and_accounts_for_the_frames()
     assert 20 < c["ingested_per_s"] < 40 and c["frames_per_s"] > 0 and c["kafka_bytes_per_s"] > 0
     assert r["processes"]["camera_actor"]["processes"] == 1 and r["processes"]["driver"]["rss_mib"] > 0
     assert "frame_to_cache" in out.stdout and "transit" in out.stdout  # the table shows the stages
+    # standing queries, side by side: the LLM reused kept caches in one phase and not in the other
+    st = r["standing"]
+    assert st["reuse"]["all"]["n"] > 0 and st["no_reuse"]["all"]["n"] > 0
+    assert st["reuse"]["reused_tokens"] > 0 and st["no_reuse"]["reused_tokens"] == 0
+    assert 0 < st["reuse"]["all"]["p50_ms"] <= st["reuse"]["all"]["p90_ms"] <= st["reuse"]["all"]["max_ms"]
+    assert "trigger to decision" in out.stdout

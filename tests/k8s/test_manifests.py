@@ -11,7 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
-from actors.metrics import CAMERA_METRIC_NAMES, FLEET_METRIC_NAMES, INGEST_METRIC_NAMES, QUERY_METRIC_NAMES
+from actors.metrics import (CAMERA_METRIC_NAMES, FLEET_METRIC_NAMES, INGEST_METRIC_NAMES, QUERY_METRIC_NAMES,
+                             STANDING_METRIC_NAMES)
 
 from .manifests import (DASHBOARD, K8S, TARGETS, alert_rules, crd_schemas, dashboard_queries, find, metric_names,
                         needs_kubectl, render, serve_config)
@@ -186,9 +187,10 @@ def test_kafka_is_kraft_with_a_node_pool_and_sizes_raised_for_frames(target):
     frame = 384 * 384 * 3 + 4096  # the largest message ingest sends at the default size
     assert cfg["message.max.bytes"] >= 16 * frame and cfg["replica.fetch.max.bytes"] >= cfg["message.max.bytes"]
     topics = {t["metadata"]["name"]: t for t in find(docs, "KafkaTopic")}
-    assert "frames.dead-letter" in topics
-    for t in topics.values():
-        assert int(t["spec"]["config"]["max.message.bytes"]) >= frame
+    assert "frames.dead-letter" in topics and "streamdycoke.alerts" in topics
+    for name, t in topics.items():
+        if name.startswith("frames."):  # frames, or a dead frame's original bytes
+            assert int(t["spec"]["config"]["max.message.bytes"]) >= frame
         assert t["spec"]["replicas"] <= pool["spec"]["replicas"]
 
 
@@ -257,7 +259,7 @@ def test_alerts_fire_on_the_situations_they_name(tmp_path):
 def _exported() -> set[str]:
     """Every series name the code exports, as Prometheus sees it."""
     out = set()
-    for name in CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES + FLEET_METRIC_NAMES:
+    for name in CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES + FLEET_METRIC_NAMES + STANDING_METRIC_NAMES:
         out |= {f"ray_{name}", f"ray_{name}_bucket", f"ray_{name}_sum", f"ray_{name}_count"}
     for name in INGEST_METRIC_NAMES:  # served by prometheus-client directly: no ray_ prefix
         out |= {name, f"{name}_bucket", f"{name}_sum", f"{name}_count"}
@@ -285,7 +287,7 @@ def test_dashboard_is_grafana_json_with_the_panels_operators_watch():
     text = json.dumps(dash)
     for needle in ("frames_consumed_total", "tokens_kept_total", "frame_to_cache_seconds_bucket",
                    "query_stage_seconds_bucket", "frame_stage_seconds_bucket", "fleet_cameras_unplaced", "consumer_lag_frames", "llm_batch_size_requests_bucket",
-                   "replica_healthy"):
+                   "replica_healthy", "alerts_total", "standing_alert_active", "standing_query_seconds_bucket"):
         assert needle in text, needle
     (cm,) = find(render("base"), "ConfigMap", "streamdycoke-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"

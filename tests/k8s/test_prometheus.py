@@ -47,8 +47,11 @@ def pipeline(ray_cluster, tmp_path_factory):
     d = tmp_path_factory.mktemp("prom")
     cams = {c: make_camera_video(d / f"{c}.mp4", seconds=4, seed=20 + i) for i, c in enumerate(("north", "south"))}
     cameras = d / "cameras.yaml"
+    # north asks a standing question (the tiny LLM's token-id answers match its rule), so the standing series exist
+    standing = ("    standing:\n      - {id: tokens, prompt: 'Anything?', every_s: 1, on_scene_change: true, "
+                "rule: {kind: match, pattern: '<[0-9]+>'}, max_new_tokens: 2}\n")
     cameras.write_text("cameras:\n" + "".join(
-        f"  - id: {c}\n    source: {p}\n" for c, p in cams.items()))
+        f"  - id: {c}\n    source: {p}\n" + (standing if c == "north" else "") for c, p in cams.items()))
 
     http_port = serve_with_fleet(ray_cluster, cameras, "streamdycoke")
     ingest_metrics = IngestMetrics()
