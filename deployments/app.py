@@ -99,6 +99,17 @@ class LLMDeployment:
                 raise ValueError(f"reuse_key {req.reuse_key!r} is not camera {camera!r}'s")
         return await self._generate(req)
 
+    async def generate_stream(self, req: LLMRequest):
+        """One request's answer token by token (call with ``handle.options(stream=True)``): dicts
+        ``{"delta": text}`` as tokens are generated, then ``{"result": {...}}``. Generated alone, not in a
+        batch: its tokens are sent as they come. The generation runs in a worker thread; this replica's
+        event loop stays free for the batches."""
+        req.num_tokens = self.engine.visual_tokens(req.segments)
+        self.metrics.batch(1, req.num_tokens)
+        it = self.engine.stream(req)
+        while (item := await asyncio.to_thread(next, it, None)) is not None:
+            yield {"result": item["result"].__dict__} if "result" in item else item
+
     @serve.multiplexed(max_num_models_per_replica=64)
     async def _camera(self, camera: str) -> _CameraCaches:
         return _CameraCaches(self.engine, camera)
@@ -338,15 +349,42 @@ class Gateway:
         except ValueError as exc:  # pydantic's ValidationError is a ValueError too
             self.metrics.query("http_400")
             raise HTTPException(400, str(exc).splitlines()[0][:500]) from None
-        out = await self.query(q)
         words = len(question.split())
         if req.stream:
-            usage = bool((req.stream_options or {}).get("include_usage"))
-            return StreamingResponse(chat_chunks(self._model_id(), out, budget, words, usage),
-                                     media_type="text/event-stream")
+            return await self._chat_stream(q, words, bool((req.stream_options or {}).get("include_usage")))
+        out = await self.query(q)
         return chat_completion(self._model_id(), out, budget, words)
 
-    async def _query(self, q: QueryRequest) -> dict:
+    async def _chat_stream(self, q: QueryRequest, words: int, include_usage: bool):
+        """The answer's tokens as they are generated. What fails before the first token (the window, the
+        LLM refusing the camera's tokens) is an HTTP error like the non-streamed answer's."""
+        try:
+            req, segs, t0, t_fetch = self._request(q)
+            items = self.llm.options(stream=True).generate_stream.remote(req)
+            first = await asyncio.wait_for(items.__anext__(), timeout=self.args.query_timeout_s)
+        except HTTPException as exc:
+            self.metrics.query(f"http_{exc.status_code}")
+            raise
+        except Exception as exc:
+            status, message = self._llm_error(q, exc)
+            self.metrics.query(f"http_{status}")
+            raise HTTPException(status, message, headers=None if status == 409 else {"Retry-After": "1"}) from None
+
+        async def rest():
+            yield first
+            async for item in items:
+                yield item
+
+        def to_out(res: dict) -> dict:
+            out = self._answer(q, res, segs, t0, t_fetch)
+            self.metrics.query("ok", out["latency_ms"])
+            return out
+
+        return StreamingResponse(chat_chunks(self._model_id(), rest(), words, include_usage, to_out),
+                                 media_type="text/event-stream")
+
+    def _request(self, q: QueryRequest) -> tuple[LLMRequest, list, float, float]:
+        """The LLM request for ``q``: the camera's window read from the token cache (timed)."""
         t0 = time.perf_counter()
         if q.window_s > self.args.redis.retention_s:
             raise HTTPException(400, f"window_s {q.window_s} is over the cache's retention_s {self.args.redis.retention_s}")
@@ -359,20 +397,30 @@ class Gateway:
                                 headers={"Retry-After": "1"}) from None
         if not segs:
             raise HTTPException(404, f"unknown camera {q.camera!r}: no frames cached")
-        t_fetch = time.perf_counter() - t0
         req = LLMRequest(q.camera, q.question, q.max_new_tokens, [encode_segment(s) for s in segs],
                          options=GenerationOptions(q.temperature, q.top_p, q.seed))
+        return req, segs, t0, time.perf_counter() - t0
+
+    def _llm_error(self, q: QueryRequest, exc: BaseException) -> tuple[int, str]:
+        """The HTTP status and message for a failed LLM call."""
+        if isinstance(exc, ValueError):  # e.g. the camera's encoder does not match the LLM
+            return 409, str(exc)
+        if isinstance(exc, asyncio.TimeoutError):
+            return 503, f"the LLM did not answer within {self.args.query_timeout_s:.0f} s; retry"
+        # a replica died mid-query, Serve is rescheduling: the caller may retry
+        log.warning("query for %s failed: %s", q.camera, type(exc).__name__)
+        return 503, f"LLM replica unavailable ({type(exc).__name__}); retry"
+
+    async def _query(self, q: QueryRequest) -> dict:
+        req, segs, t0, t_fetch = self._request(q)
         try:
             res = await asyncio.wait_for(self.llm.generate.remote(req), timeout=self.args.query_timeout_s)
-        except ValueError as exc:  # e.g. the camera's encoder does not match the LLM
-            raise HTTPException(409, str(exc)) from None
-        except asyncio.TimeoutError:
-            raise HTTPException(503, f"the LLM did not answer within {self.args.query_timeout_s:.0f} s; retry",
-                                headers={"Retry-After": "1"}) from None
-        except Exception as exc:  # a replica died mid-query, Serve is rescheduling: the caller may retry
-            log.warning("query for %s failed: %s", q.camera, type(exc).__name__)
-            raise HTTPException(503, f"LLM replica unavailable ({type(exc).__name__}); retry",
-                                headers={"Retry-After": "1"}) from None
+        except Exception as exc:
+            status, message = self._llm_error(q, exc)
+            raise HTTPException(status, message, headers=None if status == 409 else {"Retry-After": "1"}) from None
+        return self._answer(q, res, segs, t0, t_fetch)
+
+    def _answer(self, q: QueryRequest, res: dict, segs: list, t0: float, t_fetch: float) -> dict:
         return {
             "camera": q.camera, "question": q.question, "answer": res["answer"], "finish_reason": res["finish_reason"],
             "usage": {"visual_tokens": res["visual_tokens"],

@@ -95,13 +95,17 @@ class _KeptWindow:
 
 
 class _Clock:
-    """A transformers streamer that notes when each step's tokens come out: prefill ends at the first."""
+    """A transformers streamer that notes when each step's tokens come out (prefill ends at the first)
+    and, given ``on_token``, hands each new token id of row 0 over as it is generated."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_token=None) -> None:
         self.steps: list[float] = []
+        self.on_token = on_token
 
     def put(self, value) -> None:
         self.steps.append(time.perf_counter())
+        if self.on_token is not None and len(self.steps) > 1:  # put #0 is the prompt
+            self.on_token(int(value.reshape(-1)[0]))
 
     def end(self) -> None:
         pass
@@ -165,7 +169,7 @@ class LLMEngine:
 
     # -- generation --------------------------------------------------------------------------------
     def _generate(self, embeds: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, steps: int,
-                  opts: GenerationOptions, cache) -> tuple[list[list[int]], float, float]:
+                  opts: GenerationOptions, cache, on_token=None) -> tuple[list[list[int]], float, float]:
         """transformers' ``generate`` from ``(B, L, D)`` embeddings at explicit positions, continuing
         ``cache`` (whatever part of the input it already holds is not computed again).
         Returns each row's new token ids (cut after its end of sequence), and the times (s) to the first
@@ -176,7 +180,7 @@ class LLMEngine:
                                temperature=opts.temperature if opts.sampled else None,
                                top_p=opts.top_p if opts.sampled else None, top_k=None,
                                eos_token_id=sorted(self.eos) or None, pad_token_id=self.pad_id)
-        clock = _Clock()
+        clock = _Clock(on_token)
         t0 = time.perf_counter()
         if opts.seed is not None:
             torch.manual_seed(opts.seed)
@@ -208,6 +212,52 @@ class LLMEngine:
                 results[i] = res
         return results  # type: ignore[return-value]
 
+    def stream(self, r: LLMRequest):
+        """Answer one request token by token: yields ``{"delta": text}`` as each token is generated (its
+        text, or the text it adds), then ``{"result": LLMResult}``. transformers generates in a thread and
+        hands each token over through its streamer; the request is answered alone (not batched)."""
+        import queue
+        import threading
+
+        q: queue.Queue = queue.Queue()
+        out: dict = {}
+
+        def work() -> None:
+            try:
+                out["result"] = self.answer_one(r, on_token=q.put)
+            except BaseException as exc:  # re-raised in the caller's thread
+                out["error"] = exc
+            finally:
+                q.put(None)
+
+        threading.Thread(target=work, name="llm-stream", daemon=True).start()
+        ids: list[int] = []
+        said = ""
+        while (tok := q.get()) is not None:
+            if len(ids) >= r.max_new_tokens:
+                continue
+            ids.append(tok)
+            text = self._text([i for i in ids if i not in self.eos])
+            if text.endswith("\ufffd"):  # half a character so far: wait for the rest
+                continue
+            if len(text) > len(said):  # a token can add no text of its own yet (a split character)
+                yield {"delta": text[len(said):]}
+                said = text
+        if "error" in out:
+            raise out["error"]
+        res = out["result"]
+        if len(res.answer) > len(said):
+            yield {"delta": res.answer[len(said):]}
+        yield {"result": res}
+
+    @torch.no_grad()
+    def answer_one(self, r: LLMRequest, on_token=None) -> LLMResult:
+        """One request, alone (``on_token``: called with each new token id as it is generated)."""
+        start = time.time()
+        if r.reuse_key is not None:
+            return self._answer_kept(r, start, on_token)
+        return self._answer_batch([r], r.options, start, on_token)[0]
+
     def _inputs(self, r: LLMRequest, segments=None) -> SegmentInputs:
         segs = segments if segments is not None else [decode_segment(b) for b in r.segments]
         pre, suf = self.prompt_ids(r.question)
@@ -223,7 +273,8 @@ class LLMEngine:
             prefill_ms=1e3 * (prefill_extra_s + t_first), decode_ms=1e3 * t_rest, batch_size=batch,
             prefilled_tokens=prefilled, reused_tokens=reused, finish_reason="stop" if stopped else "length")
 
-    def _answer_batch(self, requests: list[LLMRequest], opts: GenerationOptions, start: float) -> list[LLMResult]:
+    def _answer_batch(self, requests: list[LLMRequest], opts: GenerationOptions, start: float,
+                      on_token=None) -> list[LLMResult]:
         from transformers import DynamicCache
 
         inputs = [self._inputs(r) for r in requests]
@@ -241,11 +292,11 @@ class LLMEngine:
         cache = DynamicCache(config=self.model.config.get_text_config())
         steps = max(r.max_new_tokens for r in requests)
         ids, t_first, t_rest = self._generate(embeds.to(self.device), mask.to(self.device), pos.to(self.device),
-                                              steps, opts, cache)
+                                              steps, opts, cache, on_token)
         return [self._result(r, x, ids[b], start, t_first, t_rest, B, x.inputs_embeds.shape[1])
                 for b, (r, x) in enumerate(zip(requests, inputs))]
 
-    def _answer_kept(self, r: LLMRequest, start: float) -> LLMResult:
+    def _answer_kept(self, r: LLMRequest, start: float, on_token=None) -> LLMResult:
         """One request from the KV cache kept under its ``reuse_key``: prefill what the window added, then
         the question; the cache keeps the window, not the question or the answer."""
         from transformers import DynamicCache
@@ -272,7 +323,7 @@ class LLMEngine:
         try:
             ids, t_first, t_rest = self._generate(
                 x.inputs_embeds.to(self.device), x.attention_mask.to(self.device), x.position_ids.to(self.device),
-                r.max_new_tokens, r.options, kept.cache)
+                r.max_new_tokens, r.options, kept.cache, on_token)
         except BaseException:
             self.kept.pop(r.reuse_key, None)  # half-written: not to be trusted
             raise

@@ -4,7 +4,8 @@
 ``video_url`` part naming a camera's recent window, ``camera://<camera>?window_s=<seconds>`` (default
 10 s); the question is the text of the messages (the last user message's text parts, after the
 earlier turns' text). The answer comes back as a ``chat.completion`` (or, with ``"stream": true``,
-as ``chat.completion.chunk`` server-sent events ending with ``data: [DONE]``), and ``usage`` reports
+as ``chat.completion.chunk`` server-sent events, one per token as the LLM generates it, ending with
+``data: [DONE]``), and ``usage`` reports
 the visual tokens the answer read beside OpenAI's token counts.
 
 ``temperature``, ``top_p`` and ``seed`` map onto the LLM's generation (transformers' ``generate``:
@@ -157,9 +158,11 @@ def chat_completion(model_id: str, out: dict, budget: int, question_tokens: int)
     }
 
 
-def chat_chunks(model_id: str, out: dict, budget: int, question_tokens: int, include_usage: bool):
-    """The same answer as ``chat.completion.chunk`` server-sent events, word by word. The answer comes
-    from a batched replica whole, so the first word arrives with the whole answer's latency."""
+async def chat_chunks(model_id: str, items, question_tokens: int, include_usage: bool, to_out):
+    """``chat.completion.chunk`` server-sent events as the LLM generates: ``items`` is the LLM's stream
+    (``{"delta": text}`` per token, then ``{"result": ...}``), ``to_out`` turns the result into the
+    gateway's answer (for the finish reason and usage). Ends with ``data: [DONE]``; an error after the
+    stream began is sent as an event in OpenAI's error shape."""
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
     def event(delta: dict, finish: str | None = None, usage: Any = None, choices: bool = True) -> str:
@@ -170,10 +173,17 @@ def chat_chunks(model_id: str, out: dict, budget: int, question_tokens: int, inc
         return f"data: {json.dumps(body)}\n\n"
 
     yield event({"role": "assistant", "content": ""})
-    words = out["answer"].split(" ")
-    for i, w in enumerate(words):
-        yield event({"content": w if i == 0 else " " + w})
-    yield event({}, out.get("finish_reason", "length"))
-    if include_usage:
-        yield event({}, usage=_usage(out, question_tokens), choices=False)
+    try:
+        async for item in items:
+            if "delta" in item:
+                yield event({"content": item["delta"]})
+                continue
+            out = to_out(item["result"])
+            yield event({}, out.get("finish_reason", "length"))
+            if include_usage:
+                yield event({}, usage=_usage(out, question_tokens), choices=False)
+    except Exception as exc:  # the replica failed mid-answer: said on the stream, in OpenAI's shape
+        err = {"message": f"the answer was cut off: {type(exc).__name__}", "type": "service_unavailable",
+               "param": None, "code": 503}
+        yield f"data: {json.dumps({'error': err})}\n\n"
     yield "data: [DONE]\n\n"

@@ -197,8 +197,8 @@ def test_openai_client_asks_a_camera_through_chat_completions(app):
     assert r.choices[0].message.content == native["answer"]  # the same greedy answer as the native API
     chunks = list(client.chat.completions.create(model=model, messages=messages, max_tokens=4, stream=True,
                                                  stream_options={"include_usage": True}))
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == r.choices[0].message.content
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(pieces) == r.choices[0].message.content and len(pieces) == 4  # token by token
     assert chunks[-1].usage.completion_tokens == 4
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model=model, max_tokens=2, messages=[{"role": "user", "content": [

@@ -80,3 +80,12 @@ def test_incremental_prefill_answers_equal_full_prefill_as_the_window_grows_and_
     slid = engine.answer([LLMRequest("cam2", "is anyone there?", 5, w[6:20], reuse_key="cam2|10")])[0]
     assert slid.reused_tokens == 0, "a window whose start moved is rebuilt, never cut"
     assert len(engine.kept) == 1
+
+
+def test_a_streamed_answer_comes_token_by_token_and_equals_the_whole_answer(engine, windows):
+    req = LLMRequest("cam1", "what is moving?", 6, windows[0])
+    whole = engine.answer([req])[0]
+    items = list(engine.stream(LLMRequest("cam1", "what is moving?", 6, windows[0])))
+    deltas, result = [i["delta"] for i in items[:-1]], items[-1]["result"]
+    assert len(deltas) == 6 and "".join(deltas) == whole.answer == result.answer
+    assert result.new_tokens == 6 and result.batch_size == 1

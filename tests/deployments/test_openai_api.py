@@ -50,14 +50,32 @@ def test_bad_camera_names_fail_validation():
         parse_camera_url("camera://lob%20by?window_s=1")
 
 
-def test_stream_events_rebuild_the_answer_and_end_with_done():
-    out = {"answer": "two people near the door", "finish_reason": "length", "usage": {"new_tokens": 5, "visual_tokens": 90,
-                                                           "visual_tokens_uncompressed": 400, "frames": 30}}
+def test_stream_events_carry_each_token_then_finish_usage_and_done():
+    import asyncio
     import json
 
-    events = list(chat_chunks("m", out, 5, 3, include_usage=True))
+    out = {"answer": "two people near the door", "finish_reason": "stop", "usage": {
+        "new_tokens": 5, "visual_tokens": 90, "visual_tokens_uncompressed": 400, "frames": 30}}
+
+    async def items():
+        for i, w in enumerate(out["answer"].split()):
+            yield {"delta": w if i == 0 else " " + w}
+        yield {"result": {"raw": True}}
+
+    async def collect(gen):
+        return [e async for e in gen]
+
+    events = asyncio.run(collect(chat_chunks("m", items(), 3, True, lambda res: out)))
     assert events[-1] == "data: [DONE]\n\n"
     bodies = [json.loads(e[len("data: "):]) for e in events[:-1]]
-    text = "".join(b["choices"][0]["delta"].get("content", "") for b in bodies if b["choices"])
-    assert text == out["answer"]
-    assert bodies[-1]["usage"]["visual_tokens"] == 90 and bodies[-2]["choices"][0]["finish_reason"] == "length"
+    deltas = [b["choices"][0]["delta"].get("content") for b in bodies if b["choices"]]
+    assert deltas[1:6] == ["two", " people", " near", " the", " door"]  # one event per token, as it came
+    assert "".join(d or "" for d in deltas) == out["answer"]
+    assert bodies[-1]["usage"]["visual_tokens"] == 90 and bodies[-2]["choices"][0]["finish_reason"] == "stop"
+
+    async def broken():
+        yield {"delta": "two"}
+        raise ConnectionError("replica gone")
+
+    events = asyncio.run(collect(chat_chunks("m", broken(), 3, False, lambda res: out)))
+    assert json.loads(events[-2][len("data: "):])["error"]["code"] == 503 and events[-1] == "data: [DONE]\n\n"
