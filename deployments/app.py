@@ -86,6 +86,7 @@ class LLMDeployment:
         from actors.metrics import QueryMetrics
 
         self.engine = LLMEngine(args.model, kept_windows=args.kept_windows)
+        self.replica = serve.get_replica_context().replica_id.unique_id  # answers say which replica (and cache)
         self.metrics = QueryMetrics()
         self._generate.set_max_batch_size(args.max_batch_tokens)
         self._generate.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
@@ -97,7 +98,7 @@ class LLMDeployment:
             await self._camera(camera)  # marks the camera as held here (Serve routes by it)
             if not req.reuse_key.startswith(f"{camera}|"):
                 raise ValueError(f"reuse_key {req.reuse_key!r} is not camera {camera!r}'s")
-        return await self._generate(req)
+        return {**await self._generate(req), "replica": self.replica}
 
     async def generate_stream(self, req: LLMRequest):
         """One request's answer token by token (call with ``handle.options(stream=True)``): dicts

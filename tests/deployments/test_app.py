@@ -265,3 +265,41 @@ def test_a_standing_query_raises_one_alert_to_sse_kafka_and_metrics(app, ray_clu
     c.close()
     mine = [a for a in got if a["camera"] == "dock"]
     assert [a["id"] for a in mine] == [alert["id"]], "one alert for a persisting condition, on Kafka as on SSE"
+
+
+def test_a_cameras_requests_go_to_the_replica_that_holds_its_kv_caches(app, ray_cluster):
+    """Two LLM replicas: a camera's standing-query requests (its id as Serve's multiplexed model id) all
+    reach one replica, which prefills only what each window added since the last round."""
+    from ray import serve
+
+    from actors.answerers import LLMAnswerer
+    from actors.standing import StandingQuery
+    from actors.token_cache import RedisTokenStore
+    from deployments.app import build_app
+    from deployments.config import AppArgs
+    from deployments.llm import LLMRequest
+    from streamdycoke.segment import encode_segment
+
+    stack = ray_cluster
+    serve.run(build_app(AppArgs(model=TINY, redis=stack.redis, num_cpus=0.25, num_replicas=2, api_token=TOKEN)),
+              name="two", route_prefix="/two")
+    try:
+        llm = serve.get_deployment_handle("LLMDeployment", app_name="two")
+        segs = RedisTokenStore(stack.redis).read("lobby")
+        assert len(segs) >= 10
+        served: dict[str, list] = {"camA": [], "camB": []}
+        for end in range(5, 10):  # rounds of two cameras, each window one frame longer than the last
+            for cam in served:
+                req = LLMRequest(cam, "anything?", 2, [encode_segment(s) for s in segs[:end]], reuse_key=f"{cam}|10")
+                res = llm.options(multiplexed_model_id=cam).generate.remote(req).result(timeout_s=60)
+                served[cam].append((res["replica"], res["reused_tokens"], res["prefilled_tokens"]))
+        for cam, rounds in served.items():
+            assert len({r for r, _, _ in rounds}) == 1, f"{cam} moved between replicas: {rounds}"
+            assert all(reused > 0 for _, reused, _ in rounds[1:]), rounds
+        # and the plain path (no reuse key) still answers on either replica
+        q = LLMRequest("lobby", "anything?", 2, [encode_segment(s) for s in segs[:6]])
+        assert llm.generate.remote(q).result(timeout_s=60)["reused_tokens"] == 0
+        assert LLMAnswerer(llm)("lobby", StandingQuery(id="q", prompt="anything?", every_s=1, rule={"kind": "yes_no"}),
+                                segs[:6], "lobby|10").text
+    finally:
+        serve.delete("two")
