@@ -8,7 +8,9 @@ Two deployments, and a third on a cluster:
   It validates the request, reads the camera's window from the Redis token cache (timed) and hands
   the segments to the LLM deployment.
 - ``LLMDeployment``: wraps :class:`deployments.llm.LLMEngine`; requests are batched with
-  ``@serve.batch`` and the batch is sized by visual tokens, not by request count. Replicas, CPUs and
+  ``@serve.batch`` and the batch is sized by visual tokens, not by request count; a streamed answer
+  (``generate_stream``) is generated alone, token by token; a standing query's request carries its
+  camera as Serve's multiplexed model id and is answered from the KV cache this replica keeps for it. Replicas, CPUs and
   GPUs per replica and ``autoscaling_config`` come from the app args.
 - ``CameraFleet`` (only with ``fleet`` args, as on Kubernetes): one replica that owns the camera
   actors. It reads the camera list (``fleet.cameras``, or ``fleet.cameras_file``: a mounted ConfigMap

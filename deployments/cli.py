@@ -102,6 +102,17 @@ def register(sub, bench) -> None:
     bench_common_options(q)
     q.set_defaults(func=cmd_bench_transit)
 
+    q = bench.add_parser("standing", help="a standing query's rounds on a real-size LLM, with and without "
+                                          "incremental prefill, side by side")
+    q.add_argument("--window", type=float, default=10.0, help="the query's window_s")
+    q.add_argument("--every", type=float, default=1.0, help="seconds of stream between rounds")
+    q.add_argument("--seconds", type=float, default=40.0, help="seconds of the camera's stream")
+    q.add_argument("--max-new-tokens", type=int, default=8)
+    q.add_argument("--tiny", action="store_true", help="the tiny model (a smoke test)")
+    q.add_argument("--plot", default=None, help="draw each round's latency over the stream's time here (PNG)")
+    bench_common_options(q)
+    q.set_defaults(func=cmd_bench_standing)
+
     q = bench.add_parser("decode", help="ingest's per-frame cost: PyAV decode + resize")
     q.add_argument("--video", default=None, help="the clip (default: the real 720p one)")
     q.add_argument("--repeats", type=int, default=3)
@@ -279,6 +290,19 @@ def cmd_bench_transit(args: argparse.Namespace) -> int:
 
     res = bench_transit(waits_ms=args.waits, frames=args.frames, progress=not args.quiet)
     print_transit(res)
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def cmd_bench_standing(args: argparse.Namespace) -> int:
+    from .bench_standing import bench_standing, plot_standing, print_standing
+
+    res = bench_standing(window_s=args.window, every_s=args.every, seconds=args.seconds,
+                         max_new_tokens=args.max_new_tokens, tiny=args.tiny, progress=not args.quiet)
+    print_standing(res)
+    if args.plot:
+        plot_standing(res, args.plot)
     if args.json:
         print(json.dumps(res))
     return 0

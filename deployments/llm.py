@@ -117,12 +117,16 @@ class LLMEngine:
     Args:
         spec: the model (weights, dtype, device); its vision tower is what the cameras encode with.
         kept_windows: KV caches kept for incremental prefill (least recently used dropped first).
+        model: a LLaVA-OneVision model already built (``spec`` then only gives the device); no tokenizer.
     """
 
-    def __init__(self, spec: EncoderSpec | None = None, kept_windows: int = 16) -> None:
+    def __init__(self, spec: EncoderSpec | None = None, kept_windows: int = 16, model=None) -> None:
         spec = spec or EncoderSpec()
         self.device = spec.torch_device()
-        self.model, self.pretrained = load_llava_onevision(spec.weights, spec.torch_dtype())
+        if model is not None:  # an already built model (a benchmark's real-size random one): no tokenizer
+            self.model, self.pretrained = model.eval(), False
+        else:
+            self.model, self.pretrained = load_llava_onevision(spec.weights, spec.torch_dtype())
         self.model.to(self.device)
         self.tokenizer = None
         if self.pretrained:
