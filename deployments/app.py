@@ -223,6 +223,7 @@ class Gateway:
         self.llm = llm
         self.fleet = fleet
         self.encoder = encoder  # the encoder service, when the app runs one (GET /v1/encoder)
+        self.alert_feed = None  # one reader of the alert stream for every GET /v1/alerts (deployments.alert_feed)
         self.args = args
         self.store = RedisTokenStore(args.redis)
         from actors.metrics import QueryMetrics
@@ -299,32 +300,45 @@ class Gateway:
         if not re.fullmatch(r"0|\$|\d{1,20}-\d{1,20}", last):
             raise HTTPException(422, "Last-Event-ID must be an alert id")
         cams = set(camera) or None
+        if self.alert_feed is None:
+            from .alert_feed import AlertFeed
+
+            self.alert_feed = AlertFeed(self.store)
         try:
-            if last == "$":  # resolved once, so nothing added between two reads is missed
-                last = await asyncio.to_thread(self.store.last_alert_id) or "0-0"
+            history, sub = await self.alert_feed.subscribe(last)
         except Exception as exc:
             raise HTTPException(503, f"token cache unavailable ({type(exc).__name__}); retry",
                                 headers={"Retry-After": "1"}) from None
 
+        def event(eid: str, record: dict) -> str | None:
+            if cams is None or record.get("camera") in cams:
+                return f"id: {eid}\nevent: alert\ndata: {json.dumps(record)}\n\n"
+            return None
+
         async def events():
-            nonlocal last
-            yield ": streamdycoke alerts\n\n"  # the stream is open
-            quiet = 0
-            while not await request.is_disconnected():
-                try:
-                    got = await asyncio.to_thread(self.store.read_alerts, last, 1000)
-                except Exception as exc:  # said on the stream, retried: the client keeps its connection
-                    yield f"event: error\ndata: {json.dumps({'error': f'token cache unavailable ({type(exc).__name__})'})}\n\n"
-                    await asyncio.sleep(1.0)
-                    continue
-                for eid, record in got:
-                    last = eid
-                    if cams is None or record.get("camera") in cams:
-                        yield f"id: {eid}\nevent: alert\ndata: {json.dumps(record)}\n\n"
-                quiet = 0 if got else quiet + 1
-                if quiet >= 15:  # a comment every ~15 s keeps proxies from closing an idle stream
-                    quiet = 0
-                    yield ": keep-alive\n\n"
+            try:
+                yield ": streamdycoke alerts\n\n"  # the stream is open
+                for eid, record in history:
+                    if (e := event(eid, record)) is not None:
+                        yield e
+                said_error = None
+                while not await request.is_disconnected():
+                    try:
+                        eid, record = await asyncio.wait_for(sub.queue.get(), timeout=15.0)
+                    except asyncio.TimeoutError:  # a comment keeps proxies from closing an idle stream
+                        yield ": keep-alive\n\n"
+                        err = self.alert_feed.error
+                        if err and err != said_error:  # said on the stream; the feed retries
+                            yield f"event: error\ndata: {json.dumps({'error': err})}\n\n"
+                        said_error = err
+                        if sub.overflowed and sub.queue.empty():
+                            yield f"event: error\ndata: {json.dumps({'error': 'this listener fell behind; reconnect with Last-Event-ID'})}\n\n"
+                            return
+                        continue
+                    if (e := event(eid, record)) is not None:
+                        yield e
+            finally:
+                self.alert_feed.unsubscribe(sub)
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

@@ -36,6 +36,28 @@ def http(port, method, path, body=None, token=TOKEN, raw: bytes | None = None, h
             return e.code, raw_body.decode(errors="replace")
 
 
+def sse_alerts(port, path, n, headers=None, opened=None, timeout=30):
+    """The first ``n`` alerts of ``GET path`` (server-sent events); ``opened`` is set once the stream is open."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                 headers={"authorization": f"Bearer {TOKEN}", **(headers or {})})
+    events, block = [], []
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        while len(events) < n:
+            line = r.readline().decode().rstrip("\n")
+            if line.startswith(": streamdycoke") and opened is not None:
+                opened.set()
+            if line:
+                block.append(line)
+                continue
+            if any(x.startswith("event: alert") for x in block):
+                record = json.loads(next(x[6:] for x in block if x.startswith("data: ")))
+                record["_id"] = next(x[4:] for x in block if x.startswith("id: "))
+                events.append(record)
+            block = []
+    return events
+
+
 @pytest.fixture(scope="module")
 def app(ray_cluster, tmp_path_factory):
     from ray import serve
@@ -234,22 +256,7 @@ def test_a_standing_query_raises_one_alert_to_sse_kafka_and_metrics(app, ray_clu
     st = sup.stats()["dock"]["standing"]
     assert st["alerting"] == ["anything"] and st["reused_tokens"] > 0, st
 
-    import urllib.request
-
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/alerts?camera=dock&since=0",
-                                 headers={"authorization": f"Bearer {TOKEN}"})
-    events = []
-    with urllib.request.urlopen(req, timeout=30) as r:
-        assert r.headers["content-type"].startswith("text/event-stream")
-        block: list[str] = []
-        while not events:
-            line = r.readline().decode().rstrip("\n")
-            if line:
-                block.append(line)
-                continue
-            if any(x.startswith("event: alert") for x in block):
-                events.append(json.loads(next(x[6:] for x in block if x.startswith("data: "))))
-            block = []
+    events = sse_alerts(port, "/v1/alerts?camera=dock&since=0", 1)
     [alert] = events
     jsonschema.validate(alert, ALERT_SCHEMA)
     assert (alert["camera"], alert["query"], alert["state"], alert["answerer"]) == ("dock", "anything", "raised", "llm")
@@ -303,3 +310,33 @@ def test_a_cameras_requests_go_to_the_replica_that_holds_its_kv_caches(app, ray_
                                 segs[:6], "lobby|10").text
     finally:
         serve.delete("two")
+
+
+def test_alert_listeners_share_one_feed_each_filtered_and_a_reconnect_resumes(app, ray_cluster):
+    """Several listeners at once (one reader of the alert stream per gateway replica, fanned out): each
+    gets the new alerts of its cameras in order, and Last-Event-ID resumes after the alert it names."""
+    import threading
+
+    from actors.token_cache import RedisTokenStore
+
+    port, _ = app
+    store = RedisTokenStore(ray_cluster.redis)
+    got: dict[str, list] = {}
+    opened = {k: threading.Event() for k in ("gate", "all", "all2")}
+    paths = {"gate": "/v1/alerts?camera=gate", "all": "/v1/alerts?camera=gate&camera=yard", "all2": "/v1/alerts"}
+    counts = {"gate": 2, "all": 3, "all2": 3}
+    threads = [threading.Thread(target=lambda k=k: got.__setitem__(k, sse_alerts(port, paths[k], counts[k],
+                                                                                  opened=opened[k])))
+               for k in paths]
+    for t in threads:
+        t.start()
+    assert all(e.wait(30) for e in opened.values())
+    base = {"schema": "streamdycoke.alert", "version": 1, "query": "q", "state": "raised"}
+    ids = [store.add_alert({**base, "camera": cam, "id": f"a{i}"}) for i, cam in enumerate(("gate", "yard", "gate"))]
+    for t in threads:
+        t.join(30)
+    assert [a["id"] for a in got["gate"]] == ["a0", "a2"]
+    assert [a["id"] for a in got["all"]] == ["a0", "a1", "a2"]
+    assert [a["_id"] for a in got["all2"]] == ids
+    resumed = sse_alerts(port, "/v1/alerts?camera=gate&camera=yard", 2, headers={"Last-Event-ID": ids[0]})
+    assert [a["id"] for a in resumed] == ["a1", "a2"]
