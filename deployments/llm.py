@@ -7,8 +7,9 @@ vision tower: inputs come from :func:`streamdycoke.patch.segments.inputs_from_se
 at its original position, the position it has in the unpruned stream).
 
 Generation is transformers' own ``generate`` (stopping on the model's end-of-sequence tokens,
-greedy or sampled by :class:`GenerationOptions`, a streamer that times prefill and decoding).
-Requests that share generation options are left-padded into one batch.
+greedy or sampled by :class:`GenerationOptions`, a streamer that times prefill and decoding and, for
+:meth:`LLMEngine.stream`, hands each token over as it comes). Requests that share generation options
+are left-padded into one batch; so are requests that reuse kept caches (below), over padded copies.
 
 **Incremental prefill.** A request with a ``reuse_key`` (a standing query's window of one camera)
 is answered from a KV cache the engine keeps under that key: the cache holds the prompt prefix and
@@ -201,18 +202,18 @@ class LLMEngine:
     # -- answering ---------------------------------------------------------------------------------
     @torch.no_grad()
     def answer(self, requests: list[LLMRequest]) -> list[LLMResult]:
-        """Answer every request: those with a ``reuse_key`` one by one from their kept caches, the others
-        in batches of equal generation options. Results come in the requests' order."""
+        """Answer every request, in batches of equal generation options: those with a ``reuse_key`` from
+        their kept caches (each window's new segments prefilled on its own, then the questions and answers
+        of the batch together), the others from scratch. Results come in the requests' order."""
         start = time.time()
         results: list[LLMResult | None] = [None] * len(requests)
-        groups: dict[GenerationOptions, list[int]] = {}
+        groups: dict[tuple[bool, GenerationOptions], list[int]] = {}
         for i, r in enumerate(requests):
-            if r.reuse_key is not None:
-                results[i] = self._answer_kept(r, start)
-            else:
-                groups.setdefault(r.options, []).append(i)
-        for opts, idx in groups.items():
-            for i, res in zip(idx, self._answer_batch([requests[i] for i in idx], opts, start)):
+            groups.setdefault((r.reuse_key is not None, r.options), []).append(i)
+        for (kept, opts), idx in groups.items():
+            batch = [requests[i] for i in idx]
+            answered = self._answer_kept_batch(batch, opts, start) if kept else self._answer_batch(batch, opts, start)
+            for i, res in zip(idx, answered):
                 results[i] = res
         return results  # type: ignore[return-value]
 
@@ -300,9 +301,10 @@ class LLMEngine:
         return [self._result(r, x, ids[b], start, t_first, t_rest, B, x.inputs_embeds.shape[1])
                 for b, (r, x) in enumerate(zip(requests, inputs))]
 
-    def _answer_kept(self, r: LLMRequest, start: float, on_token=None) -> LLMResult:
-        """One request from the KV cache kept under its ``reuse_key``: prefill what the window added, then
-        the question; the cache keeps the window, not the question or the answer."""
+    def _extend(self, r: LLMRequest) -> tuple[SegmentInputs, _KeptWindow, int, int, float]:
+        """Bring the KV cache kept under ``r.reuse_key`` up to ``r``'s window (rebuilt if its start moved),
+        prefilling only the segments added since. Returns the request's inputs, the kept window, where its
+        visual part ends, the tokens reused, and the prefill's seconds."""
         from transformers import DynamicCache
 
         heads = [(h.frame_index, h.num_kept, h.timestamp, h.crc) for h in map(read_header, r.segments)]
@@ -318,12 +320,21 @@ class LLMEngine:
         reused = kept.length
         t0 = time.perf_counter()
         if visual_end > kept.length:  # the incremental prefill: only the segments added since
-            self.model(inputs_embeds=x.inputs_embeds[:, kept.length:visual_end].to(self.device),
-                       attention_mask=torch.ones(1, visual_end, dtype=torch.long, device=self.device),
-                       position_ids=x.position_ids[..., kept.length:visual_end].to(self.device),
-                       cache=kept.cache, use_cache=True)
-        t_window = time.perf_counter() - t0
+            try:
+                self.model(inputs_embeds=x.inputs_embeds[:, kept.length:visual_end].to(self.device),
+                           attention_mask=torch.ones(1, visual_end, dtype=torch.long, device=self.device),
+                           position_ids=x.position_ids[..., kept.length:visual_end].to(self.device),
+                           cache=kept.cache, use_cache=True)
+            except BaseException:
+                self.kept.pop(r.reuse_key, None)  # half-written: not to be trusted
+                raise
         kept.heads, kept.length = heads, visual_end
+        return x, kept, visual_end, reused, time.perf_counter() - t0
+
+    def _answer_kept(self, r: LLMRequest, start: float, on_token=None) -> LLMResult:
+        """One request from the KV cache kept under its ``reuse_key``: prefill what the window added, then
+        the question; the cache keeps the window, not the question or the answer."""
+        x, kept, visual_end, reused, t_window = self._extend(r)
         try:
             ids, t_first, t_rest = self._generate(
                 x.inputs_embeds.to(self.device), x.attention_mask.to(self.device), x.position_ids.to(self.device),
@@ -334,3 +345,43 @@ class LLMEngine:
         kept.cache.crop(visual_end - kept.cache.get_seq_length())  # the question and the answer go
         return self._result(r, x, ids[0], start, t_first, t_rest, 1, x.inputs_embeds.shape[1] - reused, reused,
                             prefill_extra_s=t_window)
+
+    def _answer_kept_batch(self, requests: list[LLMRequest], opts: GenerationOptions, start: float) -> list[LLMResult]:
+        """Several requests from their kept caches, as one batch: each window is brought up to date alone
+        (:meth:`_extend`), then a batch cache is made of copies of the windows' caches, left-padded to the
+        longest (padding masked out), and the questions and answers are generated together, each at its own
+        positions. The kept caches themselves are not touched by the questions."""
+        from transformers import DynamicCache
+
+        if len(requests) == 1:
+            return [self._answer_kept(requests[0], start)]
+        prepared = [self._extend(r) for r in requests]
+        B = len(prepared)
+        Lc = max(v for _, _, v, _, _ in prepared)  # the longest window in the cache
+        tails = [x.inputs_embeds.shape[1] - v for x, _, v, _, _ in prepared]  # extras + question, per row
+        S = max(tails)
+        D = prepared[0][0].inputs_embeds.shape[2]
+        embeds = torch.zeros(B, Lc + S, D, dtype=prepared[0][0].inputs_embeds.dtype)
+        mask = torch.zeros(B, Lc + S, dtype=torch.long)
+        pos = torch.ones(B, Lc + S, dtype=torch.long)
+        batch_cache = DynamicCache(config=self.model.config.get_text_config())
+        layers = [k.cache.layers for _, k, _, _, _ in prepared]
+        for li in range(len(layers[0])):
+            ks, vs = [], []
+            for b, (_, _, v, _, _) in enumerate(prepared):
+                key, val = layers[b][li].keys, layers[b][li].values  # (1, H, v, Dh)
+                pad = (0, 0, Lc - v, 0)  # on the left of the sequence dimension
+                ks.append(torch.nn.functional.pad(key, pad))
+                vs.append(torch.nn.functional.pad(val, pad))
+            batch_cache.update(torch.cat(ks), torch.cat(vs), li)
+        for b, ((x, _, v, _, _), n) in enumerate(zip(prepared, tails)):
+            mask[b, Lc - v:Lc] = 1
+            embeds[b, Lc + S - n:] = x.inputs_embeds[0, v:]
+            mask[b, Lc + S - n:] = 1
+            pos[b, Lc + S - n:] = x.position_ids[0, v:]
+        steps = max(r.max_new_tokens for r in requests)
+        ids, t_first, t_rest = self._generate(embeds.to(self.device), mask.to(self.device), pos.to(self.device),
+                                              steps, opts, batch_cache)
+        return [self._result(r, x, ids[b], start, t_first, t_rest, B, x.inputs_embeds.shape[1] - reused, reused,
+                             prefill_extra_s=t_window)
+                for b, (r, (x, _, _, reused, t_window)) in enumerate(zip(requests, prepared))]

@@ -89,3 +89,21 @@ def test_a_streamed_answer_comes_token_by_token_and_equals_the_whole_answer(engi
     deltas, result = [i["delta"] for i in items[:-1]], items[-1]["result"]
     assert len(deltas) == 6 and "".join(deltas) == whole.answer == result.answer
     assert result.new_tokens == 6 and result.batch_size == 1
+
+
+def test_kept_windows_of_several_cameras_answer_in_one_batch_as_each_would_alone(engine, windows):
+    """Requests that reuse kept caches are batched: each window's new segments are prefilled alone, the
+    questions and answers together over left-padded copies of the caches; answers equal the one-shot ones."""
+    engine.forget("")
+    a, b = windows  # 12 and 20 segments: windows of different lengths
+    for end_a, end_b in ((6, 10), (9, 16), (12, 20)):  # both grow
+        reqs = [LLMRequest("cam1", "what is moving?", 5, a[:end_a], reuse_key="cam1|10"),
+                LLMRequest("cam2", "is anyone there?", 5, b[:end_b], reuse_key="cam2|10")]
+        batch = engine.answer(reqs)
+        for r, got in zip(reqs, batch):
+            alone = engine.answer([LLMRequest(r.camera, r.question, 5, r.segments)])[0]
+            assert got.answer == alone.answer and got.batch_size == 2, (r.camera, end_a, end_b)
+        assert end_a == 6 or all(res.reused_tokens > 0 for res in batch)
+    # the kept caches still hold only the windows (the batch's questions went with its copies)
+    again = engine.answer([LLMRequest("cam2", "is anyone there?", 5, b[:20], reuse_key="cam2|10")])[0]
+    assert again.answer == batch[1].answer and again.prefilled_tokens < 15
