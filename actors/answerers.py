@@ -91,6 +91,78 @@ class EventQAAnswerer:
 
     def _ref(self, name: str):
         if name not in self.refs:
+            from streamdycoke import EncoderSpec, build_encoder
+            from streamdycoke.evalqa.data import object_references
+
+            if self._encoder is None:
+                self._encoder = build_encoder(EncoderSpec(name="efficientnet-lite0"))
+            self.refs.update(object_references(self._encoder, names=[name]))
+        return self.refs[name]
+
+    def __call__(self, camera: str, query: StandingQuery, segments: list, reuse_key: str | None) -> Answer:
+        from deployments.llm import LLMRequest
+        from streamdycoke.segment import encode_segment
+
+        if not segments:
+            raise LookupError("the window holds no frames")
+        req = LLMRequest(camera, query.prompt, query.max_new_tokens, [encode_segment(s) for s in segments],
+                         reuse_key=reuse_key)
+        res = self.handle.options(multiplexed_model_id=camera).generate.remote(req).result(timeout_s=self.timeout_s)
+        return Answer(res["answer"], res["visual_tokens"], res.get("reused_tokens", 0))
+
+
+EVENT_QA_FORMS = {
+    "present": re.compile(r"^is (?:an? |the )?(?P<obj>[a-z][a-z ]*?) in view\??$"),
+    "appeared": re.compile(r"^did (?:an? |the )?(?P<obj>[a-z][a-z ]*?) appear\??$"),
+    "scene_change": re.compile(r"^did the scene change\??$"),
+    "count": re.compile(r"^how many objects are in view\??$"),
+}
+
+
+def parse_event_qa_prompt(prompt: str) -> tuple[str, str | None, int]:
+    """``(kind, object or None, look-back in frames)`` of a prompt in one of :data:`EVENT_QA_FORMS`;
+    ``ValueError`` naming the forms and the objects otherwise."""
+    from streamdycoke.evalqa.scenes import OBJECTS
+
+    text = " ".join(prompt.lower().split())
+    for kind, form in EVENT_QA_FORMS.items():
+        m = form.match(text)
+        if m is None:
+            continue
+        obj = m.groupdict().get("obj")
+        if obj is not None:
+            obj = obj.replace(" ", "-")
+            if obj not in OBJECTS:
+                raise ValueError(f"the event-qa answerer knows the objects {', '.join(sorted(OBJECTS))}; "
+                                 f"not {obj!r}")
+        return kind, obj, 10 if kind == "appeared" else 0
+    raise ValueError(f"the event-qa answerer answers 'Is the <object> in view?', 'Did the <object> appear?', "
+                     f"'Did the scene change?' or 'How many objects are in view?'; not {prompt[:100]!r}")
+
+
+class EventQAAnswerer:
+    """Standing queries answered by the event-QA model over the window's ``efficientnet-lite0`` tokens.
+
+    The window is laid on the model's 5-fps frame slots by capture time (the newest frame last, at most
+    40 slots: 8 s), each slot holding the held grid at that time: every position's last kept token,
+    which is what the stream's compression means by dropping a token (it repeats), and what the model
+    was trained on (uncompressed streams). Visual tokens reported: the kept tokens the window holds. The objects a prompt names are given to the model as their
+    reference pictures, encoded once. Weights: ``streamdycoke/assets/event_qa.pt`` (trained by
+    ``streamdycoke eval --retrain``: 400 training streams, 4,000 steps; see the README's Accuracy).
+    """
+
+    def __init__(self, weights: str | None = None) -> None:
+        from pathlib import Path
+
+        from streamdycoke.evalqa.answerer import EventQA
+
+        path = weights or str(Path(__file__).resolve().parents[1] / "streamdycoke" / "assets" / "event_qa.pt")
+        self.model = EventQA.load(path)
+        self._encoder = None
+        self.refs: dict = {}
+
+    def _ref(self, name: str):
+        if name not in self.refs:
             import torch.nn.functional as F
 
             from streamdycoke import EncoderSpec, build_encoder

@@ -195,7 +195,8 @@ class RedisTokenStore:
 
     def read_alerts(self, last_id: str = "0-0", block_ms: int | None = None, count: int = 100) -> list[tuple[str, dict]]:
         """Alerts after stream id ``last_id`` (``"$"``: only those added from now), waiting up to
-        ``block_ms`` for one; ``[(id, record)]``. An entry that is not valid JSON is skipped and logged."""
+        ``block_ms`` for one; ``[(id, record)]``. An entry that is not valid JSON is logged and comes as
+        ``(id, None)``, so a reader still moves past it."""
         import logging
 
         got = self.client.xread({self._alerts_key(): last_id}, count=count, block=block_ms)
@@ -208,7 +209,7 @@ class RedisTokenStore:
                     out.append((eid, json.loads(raw)))
                 except (TypeError, ValueError):
                     logging.getLogger(__name__).error("alert stream entry %s is not JSON; skipped", eid)
-                    out.append((eid, {}))
+                    out.append((eid, None))
         return out
 
     def last_alert_id(self) -> str | None:

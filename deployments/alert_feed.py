@@ -62,7 +62,8 @@ class AlertFeed:
             for eid, record in got:
                 if _key(eid) > _key(upto):
                     break
-                history.append((eid, record))
+                if record is not None:  # an entry that was not JSON (logged by the store)
+                    history.append((eid, record))
             cursor = got[-1][0]
         return history, sub
 
@@ -82,6 +83,8 @@ class AlertFeed:
                 continue
             for eid, record in got:
                 self.last = eid
+                if record is None:  # an entry that was not JSON (logged by the store)
+                    continue
                 for sub in list(self.subs):
                     try:
                         sub.queue.put_nowait((eid, record))

@@ -141,7 +141,7 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
         scenes = {}
         if len(cams) < cameras:
             say(f"making {cameras - len(cams)} scripted camera scene(s) ...")
-            for k, sc in enumerate(demo_scenes(cameras - len(cams), Path(tmp))):
+            for sc in demo_scenes(cameras - len(cams), Path(tmp)):
                 i = len(cams)
                 cams.append(demo_camera(i, sc, llm))
                 scenes[f"cam{i}"] = sc
@@ -215,6 +215,7 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
         except Exception:
             alerts_from = "0-0"
         alerts: list[dict] = []
+        camera_ids = {c.id for c in cams}  # (sup.configs empties as the actors are removed at the end)
         ingestors, threads = {}, []
         ingest_metrics, ingest_url = IngestMetrics(), None
         if ingest is not None and any(cam.source for cam in cams):
@@ -264,7 +265,7 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
                 return []
             if got:
                 alerts_from = got[-1][0]
-            fresh = [a for _, a in got if a.get("camera") in sup.configs]
+            fresh = [a for _, a in got if a is not None and a.get("camera") in camera_ids]
             alerts.extend(fresh)
             return fresh
 

@@ -80,10 +80,13 @@ def encode_streams(
     return out
 
 
-def object_references(encoder: Encoder, split: str | None = None) -> dict[str, torch.Tensor]:
+def object_references(encoder: Encoder, split: str | None = None,
+                      names: list[str] | None = None) -> dict[str, torch.Tensor]:
     """Each object's reference vector ``(D,)``, unit norm: the mean of the encoder's tokens over the
-    object's picture (the central ``3 x 3`` positions of its reference frame, where the object is)."""
-    names = split_objects(split) if split is not None else list(OBJECTS)
+    object's picture (the central ``3 x 3`` positions of its reference frame, where the object is).
+    Objects: ``names``, else those of ``split``, else all."""
+    if names is None:
+        names = split_objects(split) if split is not None else list(OBJECTS)
     frames = np.stack([object_reference_frame(n) for n in names])
     toks = encoder.encode(frames)  # (K, N, D)
     gh, gw = encoder.grid

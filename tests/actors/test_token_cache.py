@@ -100,3 +100,14 @@ def test_tls_with_an_acl_user_against_a_real_redis_server(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_alert_stream_round_trips_and_an_entry_that_is_not_json_is_passed_over(settings):
+    store = RedisTokenStore(settings)
+    a = store.add_alert({"camera": "cam-1", "query": "q", "state": "raised", "id": "x"})
+    bad = store.client.xadd(f"{settings.key_prefix}:alerts", {"alert": b"\xff not json"}).decode()
+    b = store.add_alert({"camera": "cam-1", "query": "q", "state": "cleared", "id": "y"})
+    got = store.read_alerts("0-0")
+    assert [eid for eid, _ in got] == [a, bad, b] and got[1][1] is None  # passed over, not lost track of
+    assert [r["id"] for _, r in got if r is not None] == ["x", "y"]
+    assert store.last_alert_id() == b and store.alerting("cam-1") == {}  # cleared: no longer raised
