@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from streamdycoke.encoders import EncoderSpec, build_encoder, encoder_shape
-from streamdycoke.evalqa.answerer import EventQA, StreamInputs, build_batch, predict
+from streamdycoke.evalqa.answerer import EventQA, StreamInputs, build_batch
 from streamdycoke.evalqa.data import EncodedStream
 from streamdycoke.evalqa.methods import METHODS, held_index, keep_mask
 from streamdycoke.evalqa.questions import ANSWERS, KIND_ANSWERS, Question, scene_questions

@@ -22,7 +22,6 @@ training tokens (a fixed buffer), which makes training on CPU take minutes.
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 

@@ -18,13 +18,9 @@ The offline anchors see the whole clip; the streaming ones decide each frame whe
 from __future__ import annotations
 
 import math
-from typing import Callable
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..budget import frame_token_budget
 from ..policy import Policy, ThresholdPolicy
 from ..sampler import FrameSampler, SamplerConfig
 from ..stream import StreamCompressor, StreamConfig
