@@ -82,7 +82,8 @@ class LLMDeployment:
 
     A request with a ``reuse_key`` (``camera|window``) is answered by incremental prefill from the KV
     cache this replica keeps for it; its caller sends it with ``multiplexed_model_id=camera``, so Serve
-    routes every request of that camera to the replica that holds the camera's caches."""
+    routes the camera's requests to the replica that holds its caches (once it has learned where that is
+    from the replicas' reports: a camera's first requests may land on another replica, which rebuilds)."""
 
     def __init__(self, args: AppArgs) -> None:
         from actors.metrics import QueryMetrics

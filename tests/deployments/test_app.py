@@ -293,16 +293,20 @@ def test_a_cameras_requests_go_to_the_replica_that_holds_its_kv_caches(app, ray_
     try:
         llm = serve.get_deployment_handle("LLMDeployment", app_name="two")
         segs = RedisTokenStore(stack.redis).read("lobby")
-        assert len(segs) >= 10
+        assert len(segs) >= 11
         served: dict[str, list] = {"camA": [], "camB": []}
-        for end in range(5, 10):  # rounds of two cameras, each window one frame longer than the last
+        for end in range(3, 11):  # rounds of two cameras, each window one frame longer than the last
             for cam in served:
                 req = LLMRequest(cam, "anything?", 2, [encode_segment(s) for s in segs[:end]], reuse_key=f"{cam}|10")
                 res = llm.options(multiplexed_model_id=cam).generate.remote(req).result(timeout_s=60)
                 served[cam].append((res["replica"], res["reused_tokens"], res["prefilled_tokens"]))
+        # Serve learns which replica holds a camera from the replicas' reports, so the first rounds may land on
+        # either (a rebuild there: the answer is the same, only not reused); from then on the camera stays put
+        # (spread at random over two replicas, 5 rounds in a row on one would happen 1 time in 16 per camera)
         for cam, rounds in served.items():
-            assert len({r for r, _, _ in rounds}) == 1, f"{cam} moved between replicas: {rounds}"
-            assert all(reused > 0 for _, reused, _ in rounds[1:]), rounds
+            last = rounds[-5:]
+            assert len({r for r, _, _ in last}) == 1, f"{cam} moved between replicas: {rounds}"
+            assert all(reused > 0 for _, reused, _ in last), rounds
         # and the plain path (no reuse key) still answers on either replica
         q = LLMRequest("lobby", "anything?", 2, [encode_segment(s) for s in segs[:6]])
         assert llm.generate.remote(q).result(timeout_s=60)["reused_tokens"] == 0
