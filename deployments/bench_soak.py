@@ -32,7 +32,7 @@ from pathlib import Path
 
 from actors.topics import frame_indices_in_topic
 
-__all__ = ["bench_soak", "print_soak"]
+__all__ = ["account", "bench_soak", "print_soak"]
 
 FAULTS = ("redis_kill", "redis_cut", "broker_kill", "ingest_kill", "actor_kill", "llm_kill")
 
@@ -132,6 +132,7 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
             settings = IngestSettings(size=64, loop=True, realtime=True, reconnect_backoff_s=0.2, send_timeout_s=3.0)
             ingest: dict[str, tuple] = {}
             published: dict[str, int] = {c: 0 for c in ids}
+            acked_runs: dict[str, list[list[list[int]]]] = {c: [] for c in ids}  # per ingest run, its acked spans
 
             def start_ingest(c: str) -> None:
                 ing = Ingestor(c, str(videos[c]), kafka, settings)
@@ -144,7 +145,10 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
                 ing, stop, t = ingest.pop(c)
                 stop.set()
                 t.join(60)
+                if t.is_alive():
+                    raise RuntimeError(f"camera {c}: ingest did not stop within 60 s")
                 published[c] += ing.stats.frames
+                acked_runs[c].append(ing.stats.acked)
 
             for c in ids:
                 start_ingest(c)
@@ -182,20 +186,17 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 sup.supervise()
-                if all((store.last_frame_index(c) or -1) >= published[c] - 1 for c in ids):
+                if all((store.last_frame_index(c) or -1) >= max((b for r in acked_runs[c] for _, b in r), default=-1)
+                       for c in ids):
                     break
                 time.sleep(1.0)
             per_camera = {}
             final = sup.stats()
             for c in ids:
                 idx = [s.frame_index for s in store.read(c)]
-                expected = set(range(published[c]))
-                in_topic = frame_indices_in_topic(kafka, c)
-                by_broker = expected - in_topic  # acknowledged to ingest, then not in the topic
                 per_camera[c] = {"published": published[c], "stored": len(idx),
-                                 "lost": len(expected - set(idx)), "duplicates": len(idx) - len(set(idx)),
-                                 "lost_by_broker": len(by_broker),
-                                 "lost_in_pipeline": len((expected & in_topic) - set(idx)),
+                                 "duplicates": len(idx) - len(set(idx)),
+                                 **account(acked_runs[c], frame_indices_in_topic(kafka, c), set(idx)),
                                  "reported_missing": final.get(c, {}).get("frames_missing")}
             sup.shutdown()
         finally:
@@ -213,6 +214,7 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
     res["frames_lost"] = sum(v["lost"] for v in per_camera.values())
     res["frames_lost_by_broker"] = sum(v["lost_by_broker"] for v in per_camera.values())
     res["frames_lost_in_pipeline"] = sum(v["lost_in_pipeline"] for v in per_camera.values())
+    res["frames_index_reused"] = sum(v["index_reused"] for v in per_camera.values())
     res["frames_reported_missing"] = sum(v["reported_missing"] or 0 for v in per_camera.values())
     res["duplicates"] = sum(v["duplicates"] for v in per_camera.values())
     res["camera_faults_counted"] = {c: s.get("faults") for c, s in final.items()}
@@ -221,6 +223,48 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
     res["resume_s_max"] = max(resumes) if resumes else None
     res["rss_mib"] = _rss_summary(res["samples"])
     return res
+
+
+def _spans(indices: set[int]) -> list[list[int]]:
+    """``indices`` as sorted ``[first, last]`` spans (how lost frames are named in the JSON)."""
+    out: list[list[int]] = []
+    for i in sorted(indices):
+        if out and i == out[-1][1] + 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return out
+
+
+def account(acked_runs: list[list[list[int]]], in_topic: set[int], stored: set[int]) -> dict:
+    """Where each frame index a camera's ingest saw acknowledged ended up, and who lost the ones not stored.
+
+    Args:
+        acked_runs: per ingest run, the ``[first, last]`` spans of frame indices the broker acknowledged.
+        in_topic: the indices the topic accounts for, read back from offset 0 with a fresh consumer.
+        stored: the indices in the token cache.
+
+    An index acknowledged by two runs was reused (a restarted ingest resumed below the topic's end): the
+    later frame cannot be stored, so it is lost, and by us, whatever the topic holds. Of the rest, an index
+    acknowledged and absent from the topic was lost by the broker (proven by the read-back); one in the
+    topic and not in the cache, by the pipeline. Each loss is named by its indices.
+
+    >>> r = account([[[0, 9]], [[8, 12]]], set(range(11)), set(range(10)))
+    >>> r["lost"], r["index_reused"], r["lost_by_broker"], r["lost_in_pipeline"], r["lost_indices"]["broker"]
+    (5, 2, 2, 1, [[11, 12]])
+    """
+    seen: set[int] = set()
+    reused: set[int] = set()
+    for spans in acked_runs:
+        run = {i for a, b in spans for i in range(a, b + 1)}
+        reused |= run & seen
+        seen |= run
+    by_broker = seen - in_topic - reused
+    in_pipeline = (seen & in_topic) - stored - reused
+    lost = (seen - stored) | reused
+    return {"acked": len(seen), "lost": len(lost), "index_reused": len(reused), "lost_by_broker": len(by_broker),
+            "lost_in_pipeline": len(in_pipeline), "lost_indices": {"reused": _spans(reused), "broker": _spans(by_broker),
+                                                                   "pipeline": _spans(in_pipeline)}}
 
 
 def _inject(kind, cam, broker, valkey, proxy, sup, store, ids, start_ingest, stop_ingest, outage_s, resume_s,
@@ -303,9 +347,14 @@ def print_soak(res: dict, plot: str | None = None) -> None:
           f"(resume median {res['resume_s_median'] or 0:.1f} s, max {res['resume_s_max'] or 0:.1f} s)")
     for kind, v in res["faults_by_kind"].items():
         print(f"    {kind:<12} {v['survived']}/{v['injected']}")
-    print(f"  frames published {res['frames_published']}, lost {res['frames_lost']} (by the broker after acknowledging "
-          f"them: {res['frames_lost_by_broker']}, counted by the cameras as missing: {res['frames_reported_missing']}; "
-          f"in the pipeline: {res['frames_lost_in_pipeline']}), stored twice {res['duplicates']}")
+    print(f"  frames published {res['frames_published']}, lost {res['frames_lost']} (acknowledged, then absent from the "
+          f"topic read back from offset 0, i.e. by the broker: {res['frames_lost_by_broker']}; index reused by a "
+          f"restarted ingest: {res['frames_index_reused']}; in the topic, not stored: {res['frames_lost_in_pipeline']}; "
+          f"counted by the cameras as missing: {res['frames_reported_missing']}), stored twice {res['duplicates']}")
+    for cam, v in res["per_camera"].items():
+        named = {who: spans for who, spans in v["lost_indices"].items() if spans}
+        if named:
+            print(f"    {cam}: lost frame indices by cause {named}")
     q = res["queries"]
     print(f"  questions: {q['ok']} answered, {q['retryable']} retryable 503s, {q['hung']} hung, {q['other']} other errors")
     for label, r in res["rss_mib"].items():

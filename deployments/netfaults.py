@@ -15,6 +15,8 @@ class TcpProxy:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = free_port()
+        # a slow server: what it sends in chunks of at least ``delay_min_bytes`` reaches the client ``delay_s`` late
+        self.delay_s, self.delay_min_bytes = 0.0, 0
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
@@ -62,13 +64,16 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._conns += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, slow in ((client, server, False), (server, client, True)):
+                threading.Thread(target=self._pipe, args=(a, b, slow), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, slow: bool) -> None:
+        import time
+
         try:
             while data := src.recv(65536):
+                if slow and self.delay_s and len(data) >= self.delay_min_bytes:
+                    time.sleep(self.delay_s)
                 dst.sendall(data)
         except OSError:
             pass

@@ -154,6 +154,38 @@ def test_broker_killed_and_restarted_mid_stream(services, tmp_path):
         cam.close()
 
 
+def test_a_camera_restarted_behind_a_cold_broker_catches_up_without_a_stall(services, tmp_path):
+    """The soak benchmark's killed camera actor did not store a newer frame within 30 s: after a broker restart
+    the durable broker reads a backlog from its object store slower than the camera's 10 ms fetch deadline,
+    so it answered every fetch empty; the new worker spent 5 s reading its last index, stalled for 10 s, and
+    restarted to try again with a longer deadline. A worker started behind a backlog must lengthen its fetch
+    deadline as soon as fetches come back empty while frames wait, and resume within the stated time."""
+    k, r = services
+    kafka = KafkaSettings(bootstrap=k.bootstrap)
+    first = Camera("cold", kafka, RedisSettings(url=r.url))
+    ing, t = ingest_in_background("cold", make_camera_video(tmp_path / "v.mp4", seconds=10, seed=5), kafka)
+    try:
+        wait_for(lambda: (first.store.last_frame_index("cold") or -1) >= 30, timeout_s=30)
+        k.kill()
+        k.start()  # same port, same log (durable); what it reads now comes from its object store
+        wait_for(lambda: first.store.last_frame_index("cold") > 60, timeout_s=60)
+    finally:
+        first.close()  # the camera is gone; frames keep coming
+    stored = first.store.last_frame_index("cold")
+    wait_for(lambda: ing.stats.frames > stored + 60, timeout_s=30)  # a backlog of two seconds and more
+    back = time.monotonic()
+    again = Camera("cold", kafka, RedisSettings(url=r.url))
+    try:
+        wait_for(lambda: again.store.last_frame_index("cold") > stored, timeout_s=RESUME_S)
+        resumed_s = time.monotonic() - back
+        t.join(60)
+        wait_for(lambda: again.store.last_frame_index("cold") == ing.stats.frames - 1, timeout_s=60)
+        assert again.worker.faults["stall"] == 0, again.worker.health()
+        assert resumed_s < RESUME_S
+    finally:
+        again.close()
+
+
 def test_ingest_killed_and_restarted_continues_without_loss_or_reuse(services, tmp_path):
     """The CLI's process is SIGKILLed mid-stream and started again: it continues the camera's frame
     indices from the topic, so nothing it published is lost or taken for a replay."""
@@ -260,6 +292,28 @@ def test_resume_point_reads_to_the_true_end_where_the_broker_reports_it_loosely(
     assert end < n, f"the premise: the broker reports end {end} for {n} records"
     first, last_ts = Ingestor("loose", "unused", kafka)._resume_point()
     assert first == n and last_ts > 0
+
+
+def test_a_restarted_ingest_continues_after_the_topic_end_while_the_broker_answers_slowly(tmp_path):
+    """The soak benchmark lost 61, then 462 (and here 852) acknowledged frames of the camera whose ingest it
+    restarted: under load the broker answered the resume point's fetches later than its three polls waited,
+    the empty polls were taken for an empty topic, and the new run numbered its frames from 0 again; every
+    one reused an index the camera had stored (dead-lettered as ``index_reused``). Here the broker's answers
+    that carry records reach the restarted ingest 5 s late (a proxy in front of it; metadata and offsets come
+    at once): it must wait for them, not guess."""
+    k = EmbeddedKafka()
+    proxy = TcpProxy(k.port)
+    k.advertised_port = proxy.port  # clients reach the broker through the proxy only
+    with k:
+        try:
+            kafka = KafkaSettings(bootstrap=k.bootstrap)
+            n = Ingestor("slow", str(make_camera_video(tmp_path / "v.mp4", seconds=2, seed=3)), kafka,
+                         IngestSettings(size=32)).run().frames
+            proxy.delay_s, proxy.delay_min_bytes = 5.0, 2048  # a frame of 32x32 pixels is 3 KB
+            first, last_ts = Ingestor("slow", "unused", kafka, IngestSettings(size=32))._resume(threading.Event())
+        finally:
+            proxy.close()
+    assert first == n and last_ts > 0, f"resumed at index {first}; the topic holds frames 0..{n - 1}"
 
 
 def test_a_broker_that_lost_its_data_is_detected_counted_and_survived(tmp_path):

@@ -145,8 +145,9 @@ def test_rtsp_camera_is_ingested_frame_for_frame_and_counted(kafka, tmp_path):
 def test_a_restarted_ingest_continues_frame_indices_and_timestamps(kafka, tmp_path):
     """Indices restarting at 0 would be taken for replays by the camera's actor and dropped."""
     video = make_camera_video(tmp_path / "cam.mp4", seconds=0.5, seed=6)
-    for _ in range(2):
-        assert Ingestor("cam-again", str(video), KafkaSettings(bootstrap=kafka.bootstrap), IngestSettings(size=32)).run().frames == 15
+    acked = [Ingestor("cam-again", str(video), KafkaSettings(bootstrap=kafka.bootstrap), IngestSettings(size=32)).run().acked
+             for _ in range(2)]
+    assert acked == [[[0, 14]], [[15, 29]]], "each run names the indices the broker acknowledged"
     msgs = [decode_frame(r.value) for r in consume_all(kafka.bootstrap, "frames.cam-again", 30)]
     assert [m.frame_index for m in msgs] == list(range(30))
     assert all(b.timestamp > a.timestamp for a, b in zip(msgs, msgs[1:]))
@@ -206,6 +207,15 @@ def test_ingest_config_follows_the_camera_file_and_stops_on_sigterm(kafka, tmp_p
     assert "min_fps" in err
     r = json.loads(out.strip().splitlines()[-1])
     assert {cam: s["frames"] for cam, s in r["cameras"].items()} == {"fa": 15, "fb": 15}
+
+
+def test_acknowledged_spans_merge_in_and_out_of_order():
+    from actors.ingest import add_span
+
+    spans: list[list[int]] = []
+    for first, last in [(0, 4), (5, 5), (9, 9), (7, 7), (6, 6), (20, 21), (3, 12)]:
+        add_span(spans, first, last)
+    assert spans == [[0, 12], [20, 21]]
 
 
 def test_shards_split_cameras_between_ingest_processes():
