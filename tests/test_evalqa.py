@@ -233,3 +233,80 @@ def test_rate_control_and_a_policy_cap_are_refused_together():
     with pytest.raises(ValueError, match="max_keep_ratio"):
         CameraConfig(id="a", stream={"budget_ratio": 0.1}, policy={"max_keep_ratio": 0.5})
     assert CameraConfig(id="a", stream={"budget_ratio": 0.1}).stream.budget_ratio == 0.1
+
+
+def _user_imagery(tmp_path):
+    """Two objects of the user's (one cut out by its alpha), an image background and a video background."""
+    from PIL import Image
+
+    from streamdycoke.video import make_camera_video
+
+    objs, bgs = tmp_path / "objects", tmp_path / "backgrounds"
+    objs.mkdir()
+    bgs.mkdir()
+    red = np.zeros((60, 40, 4), np.uint8)
+    red[..., 0], red[..., 3] = 230, 255
+    red[:10, :, 3] = 0  # a transparent top band: pasted by its alpha
+    Image.fromarray(red, "RGBA").save(objs / "red-box.png")
+    Image.fromarray(np.full((50, 50, 3), (20, 200, 40), np.uint8)).save(objs / "green-square.jpg")
+    Image.fromarray(np.full((300, 400, 3), (40, 40, 160), np.uint8)).save(bgs / "blue-wall.png")
+    make_camera_video(bgs / "street.mp4", seconds=2, fps=10, seed=1, size=(120, 160))
+    (objs / "notes.txt").write_text("not a picture")
+    return objs, bgs
+
+
+def test_user_imagery_replaces_the_test_split_and_its_ground_truth_holds(tmp_path):
+    from streamdycoke.evalqa.scenes import Imagery, scene_objects
+
+    objs, bgs = _user_imagery(tmp_path)
+    im = Imagery.from_dirs(objs, bgs)
+    assert sorted(im.objects) == ["green-square", "red-box"] and sorted(im.backgrounds) == ["blue-wall", "street"]
+    scenes = [generate_scene(seed, "test", imagery=im) for seed in range(30)]
+    assert all({a.name for a in sc.appearances} <= set(im.objects) for sc in scenes)
+    assert {bg for sc in scenes for bg, _ in sc.backgrounds} == {"blue-wall", "street"}
+    import dataclasses
+
+    for sc in scenes:
+        for a in sc.appearances:  # the object is drawn where the ground truth says, by its alpha
+            f = (a.start + a.end - 1) // 2
+            without = dataclasses.replace(sc, appearances=[b for b in sc.appearances if b is not a])
+            drawn = (np.abs(render(sc, f).astype(int) - render(without, f)).sum(-1) > 30).sum()
+            area = a.size * a.size * (2 / 3 * 5 / 6 if a.name == "red-box" else 1.0)  # 40x60, top sixth clear
+            assert 0.8 * area < drawn <= 1.05 * area, (sc.seed, a.name, f, drawn, area)
+        qs = scene_questions(sc, np.random.default_rng(sc.seed), 6)
+        assert {q.x for q in qs if q.x} <= set(scene_objects(sc)) and {q.y for q in qs if q.y} <= set(im.objects)
+    # a video background moves under the objects; an image background stands still
+    street = next(sc for sc in scenes if sc.backgrounds[0][0] == "street" and sc.shake is None)
+    wall = next(sc for sc in scenes if sc.backgrounds[0][0] == "blue-wall" and sc.cut is None)
+    empty = lambda sc: [f for f in range(sc.frames) if not sc.in_view(f) and (sc.cut is None or f < sc.cut)]
+    fs = empty(street)[:2]
+    if len(fs) == 2:
+        assert np.abs(render(street, fs[0]).astype(int) - render(street, fs[1])).mean() > 3
+    fw = empty(wall)[:2]
+    if len(fw) == 2 and wall.light is None and (wall.shake is None):
+        assert np.abs(render(wall, fw[0]).astype(int) - render(wall, fw[1])).mean() < 3
+    with pytest.raises(ValueError, match="need 2"):
+        Imagery.from_dirs(bgs, None)  # images there, but one only
+    with pytest.raises(ValueError, match="not a directory"):
+        Imagery.from_dirs(tmp_path / "missing", None)
+    with pytest.raises(ValueError, match="test split's only"):
+        generate_scene(0, "train", imagery=im)
+
+
+def test_eval_on_user_imagery_uses_the_same_answerer(tmp_path, capsys):
+    from streamdycoke.cli import main
+
+    objs, bgs = _user_imagery(tmp_path)
+    common = ["eval", "--train", "4", "--val", "2", "--test", "3", "--frames", "16", "--steps", "20", "--budgets", "0.3",
+              "--methods", "uniform", "stream", "--no-real", "--cache-dir", str(tmp_path / "c"),
+              "--answerer", str(tmp_path / "a.pt"), "--plot", "", "--json", "-q"]
+    assert main(common) == 0
+    bundled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    trained = (tmp_path / "a.pt").stat().st_mtime_ns
+    assert main(common + ["--objects", str(objs), "--backgrounds", str(bgs)]) == 0
+    user = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (tmp_path / "a.pt").stat().st_mtime_ns == trained, "the answerer is not retrained on the user's pictures"
+    assert bundled["imagery"] is None
+    assert user["imagery"]["objects"] == ["green-square", "red-box"] and len(user["imagery"]["fingerprint"]) == 16
+    assert {r["method"] for r in user["results"]} == {"uniform", "stream"}
+    assert 0.0 <= user["uncompressed_accuracy"] <= 1.0

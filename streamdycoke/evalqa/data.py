@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ..encoders import Encoder
 from ..sampler import thumbnail
-from .scenes import OBJECTS, FPS, Scene, SceneSpec, generate_scene, object_reference_frame, render, split_objects
+from .scenes import OBJECTS, FPS, Imagery, Scene, SceneSpec, generate_scene, object_reference_frame, render, split_objects
 
 __all__ = ["EncodedStream", "GENERATOR_VERSION", "encode_streams", "object_references"]
 
@@ -46,16 +46,19 @@ class EncodedStream:
         return self.times if self.times is not None else [i / FPS for i in range(self.tokens.shape[0])]
 
 
-def _key(encoder: Encoder, split: str, seed: int, spec: SceneSpec) -> str:
+def _key(encoder: Encoder, split: str, seed: int, spec: SceneSpec, imagery: Imagery | None = None) -> str:
     raw = f"{GENERATOR_VERSION}|{encoder.name}|{split}|{seed}|{spec}"
+    if imagery is not None:
+        raw += f"|{imagery.fingerprint()}"
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 
 def encode_streams(
     encoder: Encoder, split: str, seeds: list[int], *, spec: SceneSpec | None = None,
-    cache_dir: str | Path | None = None, progress: bool = True, batch: int = 20,
+    cache_dir: str | Path | None = None, progress: bool = True, batch: int = 20, imagery: Imagery | None = None,
 ) -> list[EncodedStream]:
-    """Generate and encode the streams ``seeds`` of ``split`` (cached per stream under ``cache_dir``)."""
+    """Generate and encode the streams ``seeds`` of ``split`` (cached per stream under ``cache_dir``); with
+    ``imagery``, test streams of a user's pictures (:func:`~.scenes.generate_scene`)."""
     spec = spec or SceneSpec()
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
@@ -63,8 +66,8 @@ def encode_streams(
     out = []
     bar = tqdm(seeds, desc=f"encode {split}", unit="stream", disable=not progress, file=sys.stderr)
     for seed in bar:
-        scene = generate_scene(seed, split, spec)
-        path = cache / f"{_key(encoder, split, seed, spec)}.pt" if cache is not None else None
+        scene = generate_scene(seed, split, spec, imagery)
+        path = cache / f"{_key(encoder, split, seed, spec, imagery)}.pt" if cache is not None else None
         if path is not None and path.exists():
             saved = torch.load(path, map_location="cpu", weights_only=True)
             out.append(EncodedStream(scene, saved["tokens"], saved["thumbs"].numpy()))
@@ -80,14 +83,16 @@ def encode_streams(
     return out
 
 
-def object_references(encoder: Encoder, split: str | None = None,
-                      names: list[str] | None = None) -> dict[str, torch.Tensor]:
+def object_references(encoder: Encoder, split: str | None = None, names: list[str] | None = None,
+                      imagery: Imagery | None = None) -> dict[str, torch.Tensor]:
     """Each object's reference vector ``(D,)``, unit norm: the mean of the encoder's tokens over the
     object's picture (the central ``3 x 3`` positions of its reference frame, where the object is).
-    Objects: ``names``, else those of ``split``, else all."""
+    Objects: ``names``, else those of ``split``, else all (and ``imagery``'s, pictured from its files)."""
     if names is None:
         names = split_objects(split) if split is not None else list(OBJECTS)
-    frames = np.stack([object_reference_frame(n) for n in names])
+        if imagery is not None:
+            names = list(dict.fromkeys([*names, *imagery.objects]))
+    frames = np.stack([object_reference_frame(n, imagery=imagery) for n in names])
     toks = encoder.encode(frames)  # (K, N, D)
     gh, gw = encoder.grid
     grid = toks.view(len(names), gh, gw, -1)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scenes import OBJECTS, Scene, split_objects
+from .scenes import OBJECTS, Scene, scene_objects
 
 __all__ = ["ANSWERS", "KINDS", "KIND_ANSWERS", "Question", "scene_questions"]
 
@@ -62,13 +62,15 @@ class Question:
 
 
 def _yes_no(rng, scene: Scene, positives: set[str], t: int, kind: str, window: int) -> Question:
-    others = [n for n in split_objects(scene.split) if n not in positives]
+    others = [n for n in scene_objects(scene) if n not in positives]
     in_scene = [n for n in scene.distinct_objects() if n not in positives]
     if positives and rng.random() < 0.5:
         return Question(kind, t, window, str(rng.choice(sorted(positives))), None, 1)
     pool = in_scene if in_scene and rng.random() < 0.6 else others
     if not pool:  # every object of a small split is in view: name one of another split
-        pool = [n for n in OBJECTS if n not in positives]
+        pool = [n for n in (scene.imagery.object_names() if scene.imagery else OBJECTS) if n not in positives]
+    if not pool:  # a user's few objects, every one in view: the question can only be answered yes
+        return Question(kind, t, window, str(rng.choice(sorted(positives))), None, 1)
     return Question(kind, t, window, str(rng.choice(sorted(pool))), None, 0)
 
 

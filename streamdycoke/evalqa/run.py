@@ -26,7 +26,7 @@ from .answerer import EventQA, predict, train_answerer
 from .data import EncodedStream, encode_streams, object_references
 from .methods import METHODS, held_index, keep_mask
 from .questions import KINDS, scene_questions
-from .scenes import SceneSpec
+from .scenes import Imagery, SceneSpec
 
 __all__ = ["add_eval_parser", "bootstrap", "evaluate_methods", "topk_agreement"]
 
@@ -184,8 +184,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cache = Path(args.cache_dir)
     encoder = build_encoder(EncoderSpec("efficientnet-lite0"))
     spec = SceneSpec(frames=args.frames)
-    test = encode_streams(encoder, "test", list(range(args.test)), spec=spec, cache_dir=cache / "streams", progress=progress)
-    refs = object_references(encoder)
+    imagery = None
+    if args.objects or args.backgrounds:  # a user's pictures for the test streams; the answerer is never trained on them
+        imagery = Imagery.from_dirs(args.objects or None, args.backgrounds or None)
+    test = encode_streams(encoder, "test", list(range(args.test)), spec=spec, cache_dir=cache / "streams",
+                          progress=progress, imagery=imagery)
+    refs = object_references(encoder, imagery=imagery)
     answerer_path = Path(args.answerer) if args.answerer else None
     if answerer_path is not None and answerer_path.exists() and not args.retrain:
         model = EventQA.load(answerer_path)
@@ -214,7 +218,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     meta = model.meta
     result.update({"answerer": {k: meta.get(k) for k in ("steps", "train_streams", "token_dropout", "val_accuracy")},
                    "encoder": encoder.name, "frames_per_stream": args.frames, "policy_net": args.net, "task_net": args.task_net or None,
-                   "real_clips": [s.name for s in real]})
+                   "real_clips": [s.name for s in real],
+                   "imagery": None if imagery is None else {"objects": sorted(imagery.object_names()),
+                                                            "backgrounds": sorted(imagery.background_names()),
+                                                            "fingerprint": imagery.fingerprint()}})
     print(f"uncompressed accuracy {result['uncompressed_accuracy']:.4f} ±{result['uncompressed_ci95']:.4f} "
           f"({result['questions']} questions on {result['streams']} test streams)")
     print(f"{'method':<16}{'target':>7}{'kept':>7}{'accuracy':>10}{'±ci95':>8}{'Δ':>8}{'top-1':>7}{'real top-1':>11}")
@@ -258,6 +265,10 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--no-real", dest="real", action="store_false", help="skip the real sample clips")
     p.add_argument("--real-dir", default="runs/videos/real")
     p.add_argument("--real-frames", type=int, default=300)
+    p.add_argument("--objects", default="", help="test streams show these pictures as objects instead of the bundled "
+                   "test split's: a directory of image files (name = file stem; pasted by alpha where they have one)")
+    p.add_argument("--backgrounds", default="", help="test streams over these backgrounds instead of the bundled "
+                   "test split's: a directory of images or videos (a video loops under the objects)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default="runs/eval")
     p.add_argument("--plot", default="runs/eval/accuracy_vs_budget.png")

@@ -7,7 +7,9 @@ shake, sensor noise and scene cuts (the background changes). Because the generat
 object, the answers to an operator's questions are known exactly (:mod:`.questions`).
 
 Objects and backgrounds are split three ways (train / val / test): a test stream shows only objects
-and backgrounds no training stream showed.
+and backgrounds no training stream showed. :class:`Imagery` replaces the bundled test pictures with a
+user's own (objects: any image file, whole or by its alpha; backgrounds: images, or videos looping under
+the objects), so the same questions can be asked of the same answerer on an operator's own scene.
 
 Frames are ``(224, 224, 3)`` uint8 RGB at :data:`FPS` frames a second. An object is *in view* on a
 frame when it is drawn on it; objects move in separate horizontal lanes, so none hides another.
@@ -21,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Appearance", "BACKGROUNDS", "FPS", "OBJECTS", "SIZE", "Scene", "SceneSpec", "generate_scene",
-           "object_reference_frame", "render", "scripted_scene"]
+__all__ = ["Appearance", "BACKGROUNDS", "FPS", "IMAGE_SUFFIXES", "Imagery", "OBJECTS", "SIZE", "Scene", "SceneSpec",
+           "VIDEO_SUFFIXES", "generate_scene", "object_reference_frame", "render", "scene_objects", "scripted_scene"]
 
 SIZE = 224
 FPS = 5.0
@@ -62,6 +64,70 @@ BACKGROUNDS: dict[str, tuple[str, str]] = {
     "chessboard-grey": ("chessboard_GRAY.png", "test"),
 }
 SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v")
+_MAX_BACKGROUND_FRAMES = 300  # a video background loops after this many frames (60 s at 5 fps)
+
+
+@dataclass(frozen=True)
+class Imagery:
+    """A user's own pictures for the test streams, in place of the bundled test split's.
+
+    Attributes:
+        objects: name -> image file (the name is the file's stem). An image with an alpha channel is
+            pasted by its alpha, any other whole.
+        backgrounds: name -> image or video file. A video loops under the objects, sampled at :data:`FPS`.
+            Either mapping may be empty: that kind then comes from the bundled test split.
+    """
+
+    objects: dict[str, Path] = field(default_factory=dict)
+    backgrounds: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def from_dirs(cls, objects: str | Path | None = None, backgrounds: str | Path | None = None) -> "Imagery":
+        """Every image file in ``objects`` and every image or video file in ``backgrounds`` (not recursive).
+
+        Raises ValueError for a directory that does not exist, holds fewer than two objects (a question
+        compares two) or no background, or two files of one name."""
+
+        def scan(d: str | Path | None, suffixes: tuple[str, ...], least: int, what: str) -> dict[str, Path]:
+            if d is None:
+                return {}
+            d = Path(d)
+            if not d.is_dir():
+                raise ValueError(f"{what}: {d} is not a directory")
+            files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in suffixes)
+            out: dict[str, Path] = {}
+            for f in files:
+                if f.stem in out:
+                    raise ValueError(f"{what}: two files are named {f.stem!r} ({out[f.stem].name}, {f.name})")
+                out[f.stem] = f
+            if len(out) < least:
+                raise ValueError(f"{what}: {d} holds {len(out)} usable files ({', '.join(suffixes)}); need {least}")
+            return out
+
+        return cls(scan(objects, IMAGE_SUFFIXES, 2, "--objects"),
+                   scan(backgrounds, IMAGE_SUFFIXES + VIDEO_SUFFIXES, 1, "--backgrounds"))
+
+    def object_names(self) -> list[str]:
+        return list(self.objects) or split_objects("test")
+
+    def background_names(self) -> list[str]:
+        return list(self.backgrounds) or split_backgrounds("test")
+
+    def fingerprint(self) -> str:
+        """A digest of every file's name and bytes (cache keys: other pictures, other streams)."""
+        import hashlib
+
+        h = hashlib.sha1()
+        for kind, files in (("o", self.objects), ("b", self.backgrounds)):
+            for name, path in sorted(files.items()):
+                h.update(f"{kind}|{name}|".encode())
+                h.update(hashlib.sha1(Path(path).read_bytes()).digest())
+        return h.hexdigest()[:16]
+
+    def __hash__(self) -> int:  # the lru caches key on it
+        return hash((tuple(sorted(self.objects.items())), tuple(sorted(self.backgrounds.items()))))
 
 
 def _data_dir() -> Path:
@@ -93,8 +159,24 @@ def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _sprite(name: str, size: int) -> np.ndarray:
-    """Object ``name`` as float32 RGBA, longest side ``size`` pixels."""
+def _user_photo(path: Path) -> np.ndarray:
+    """A user's picture as float32 RGBA in [0, 1], ``(H, W, 4)`` (opaque where it has no alpha)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+    return im
+
+
+@lru_cache(maxsize=None)
+def _sprite(name: str, size: int, imagery: Imagery | None = None) -> np.ndarray:
+    """Object ``name`` as float32 RGBA, longest side ``size`` pixels (a user's picture where ``imagery``
+    names it)."""
+    if imagery is not None and name in imagery.objects:
+        im = _user_photo(imagery.objects[name])
+        h, w = im.shape[:2]
+        s = size / max(h, w)
+        return _resize(np.ascontiguousarray(im), max(2, round(h * s)), max(2, round(w * s)))
     file, crop, _ = OBJECTS[name]
     im = _photo(file)
     if crop is not None:
@@ -120,6 +202,43 @@ def _texture(name: str) -> np.ndarray:
     s = side / min(im.shape)
     im = _resize(im[..., None], max(side, round(im.shape[0] * s)), max(side, round(im.shape[1] * s)))[..., 0]
     return np.ascontiguousarray(im[:side, :side])
+
+
+@lru_cache(maxsize=8)
+def _user_background(path: Path) -> np.ndarray:
+    """A user's background as uint8 RGB frames ``(F, S, S, 3)``, ``S = SIZE + 2 * margin``: one for an image,
+    a video's frames at :data:`FPS` (at most :data:`_MAX_BACKGROUND_FRAMES`) for a video, each scaled to
+    cover ``S x S`` and centre-cropped."""
+    from PIL import Image
+
+    side = SIZE + 2 * _MARGIN
+
+    def square(img: Image.Image) -> np.ndarray:
+        w, h = img.size
+        s = side / min(w, h)
+        img = img.convert("RGB").resize((max(side, round(w * s)), max(side, round(h * s))), Image.BILINEAR)
+        w, h = img.size
+        left, top = (w - side) // 2, (h - side) // 2
+        return np.asarray(img.crop((left, top, left + side, top + side)), dtype=np.uint8)
+
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        from ..video import decode_frames
+
+        frames, next_t = [], None
+        for fr in decode_frames(str(path)):
+            if next_t is None:
+                next_t = fr.timestamp
+            if fr.timestamp + 1e-6 < next_t:
+                continue
+            frames.append(square(Image.fromarray(fr.rgb)))
+            next_t += 1.0 / FPS
+            if len(frames) >= _MAX_BACKGROUND_FRAMES:
+                break
+        if not frames:
+            raise ValueError(f"background video {path} has no frames")
+        return np.stack(frames)
+    with Image.open(path) as im:
+        return square(im)[None]
 
 
 @dataclass(frozen=True)
@@ -163,6 +282,7 @@ class Scene:
     shake: tuple[int, int] | None  # frames [a, b) with camera shake
     appearances: list[Appearance] = field(default_factory=list)
     noise: float = SceneSpec.noise  # sensor noise (std, in [0, 1] units)
+    imagery: Imagery | None = None  # a user's pictures, where they replace the bundled test split's
 
     def distinct_objects(self, upto: int | None = None) -> list[str]:
         """Names in order of first appearance (ties: by lane), up to frame ``upto`` inclusive."""
@@ -190,25 +310,37 @@ def split_backgrounds(split: str) -> list[str]:
     return [n for n, (_, s) in BACKGROUNDS.items() if s == split]
 
 
-def generate_scene(seed: int, split: str, spec: SceneSpec | None = None) -> Scene:
-    """The scene of stream ``seed`` in ``split`` (same seed and split, same scene)."""
+def scene_objects(scene: Scene) -> list[str]:
+    """The objects a question about ``scene`` may name: its imagery's, else its split's."""
+    return scene.imagery.object_names() if scene.imagery is not None else split_objects(scene.split)
+
+
+def generate_scene(seed: int, split: str, spec: SceneSpec | None = None, imagery: Imagery | None = None) -> Scene:
+    """The scene of stream ``seed`` in ``split`` (same seed and split, same scene). With ``imagery`` (test
+    split only): its objects and backgrounds in place of the bundled test split's, the same randomness
+    otherwise; a user's background is shown in its own colours (the bundled grey textures are tinted)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if imagery is not None and split != "test":
+        raise ValueError("a user's imagery replaces the test split's only (no training stream may show it)")
     spec = spec or SceneSpec()
     T = spec.frames
     rng = np.random.default_rng([seed, SPLITS.index(split), 7919])
-    bgs = split_backgrounds(split)
-    objs = split_objects(split)
+    bgs = imagery.background_names() if imagery is not None else split_backgrounds(split)
+    objs = imagery.object_names() if imagery is not None else split_objects(split)
+    user_bgs = set(imagery.backgrounds) if imagery is not None else set()
 
-    def tint() -> tuple[float, float, float]:
-        return tuple(float(v) for v in rng.uniform(0.55, 1.0, 3))
+    def tint(bg: str) -> tuple[float, float, float]:
+        t = tuple(float(v) for v in rng.uniform(0.55, 1.0, 3))
+        return (1.0, 1.0, 1.0) if bg in user_bgs else t
 
     first_bg = str(rng.choice(bgs))
-    backgrounds = [(first_bg, tint())]
+    backgrounds = [(first_bg, tint(first_bg))]
     cut = None
     if rng.random() < spec.p_cut:
         cut = int(rng.integers(T // 5, T - T // 5))
-        backgrounds.append((str(rng.choice(bgs)), tint()))
+        bg = str(rng.choice(bgs))
+        backgrounds.append((bg, tint(bg)))
     light = (int(rng.integers(2, T - 6)), float(rng.choice([rng.uniform(0.6, 0.8), rng.uniform(1.2, 1.4)]))) \
         if rng.random() < spec.p_light else None
     shake = None
@@ -248,7 +380,7 @@ def generate_scene(seed: int, split: str, spec: SceneSpec | None = None) -> Scen
             k = swap_at - start
             apps.append(Appearance(name, start, swap_at, size, lane, tuple(xs[:k])))
             apps.append(Appearance(other, swap_at, end, size, lane, tuple(xs[k:])))
-    scene = Scene(seed, split, T, backgrounds, cut, light, shake, apps, spec.noise)
+    scene = Scene(seed, split, T, backgrounds, cut, light, shake, apps, spec.noise, imagery)
     # At most one swap can happen with three objects (the guard above), making a fourth distinct object;
     # dropping the last appearance (the swap's, or the third object's) brings it back to at most three.
     if len(scene.distinct_objects()) > 3:
@@ -269,16 +401,21 @@ def render(scene: Scene, frame: int) -> np.ndarray:
         raise ValueError(f"frame {frame} outside 0..{scene.frames - 1}")
     rng = np.random.default_rng([scene.seed, SPLITS.index(scene.split), frame, 104729])
     bg_name, tint = scene.backgrounds[1 if scene.cut is not None and frame >= scene.cut else 0]
-    tex = _texture(bg_name)
+    im = scene.imagery
     dy = dx = 0
     if scene.shake is not None and scene.shake[0] <= frame < scene.shake[1]:
         dy, dx = (int(v) for v in rng.integers(-5, 6, 2))
     y0, x0 = _MARGIN + dy, _MARGIN + dx
-    canvas = tex[y0:y0 + SIZE, x0:x0 + SIZE, None] * np.asarray(tint, np.float32)  # (224, 224, 3)
+    if im is not None and bg_name in im.backgrounds:  # a user's picture, or its video's frame (looping)
+        frames = _user_background(im.backgrounds[bg_name])
+        tex = frames[frame % len(frames)].astype(np.float32) / 255.0
+        canvas = tex[y0:y0 + SIZE, x0:x0 + SIZE] * np.asarray(tint, np.float32)  # (224, 224, 3)
+    else:
+        canvas = _texture(bg_name)[y0:y0 + SIZE, x0:x0 + SIZE, None] * np.asarray(tint, np.float32)
     canvas = np.ascontiguousarray(canvas)
     for a in scene.appearances:
         if a.in_view(frame):
-            sprite = _sprite(a.name, a.size)
+            sprite = _sprite(a.name, a.size, im)
             top = min(max(0, _LANES[a.lane] - sprite.shape[0] // 2 + dy), SIZE - sprite.shape[0])
             left = min(max(0, a.xs[frame - a.start] + dx), SIZE - sprite.shape[1])
             _paste(canvas, sprite, top, left)
@@ -303,9 +440,9 @@ def scripted_scene(name: str, enter_s: float, leave_s: float, seconds: float = 2
                  cut=None, light=None, shake=None, appearances=[Appearance(name, a, b, size, lane, xs)])
 
 
-def object_reference_frame(name: str, size: int = 96) -> np.ndarray:
+def object_reference_frame(name: str, size: int = 96, imagery: Imagery | None = None) -> np.ndarray:
     """The object alone, centred on mid grey: the picture a question refers to, ``(224, 224, 3)`` uint8."""
     canvas = np.full((SIZE, SIZE, 3), 0.5, np.float32)
-    sprite = _sprite(name, size)
+    sprite = _sprite(name, size, imagery)
     _paste(canvas, sprite, (SIZE - sprite.shape[0]) // 2, (SIZE - sprite.shape[1]) // 2)
     return (canvas * 255.0 + 0.5).astype(np.uint8)
