@@ -295,6 +295,8 @@ class Ingestor:
                 return self._resume_point()
             except Exception as exc:
                 self.stats.resume_failures += 1
+                if self.metrics is not None:
+                    self.metrics.resume_failed(self.camera)
                 log.warning("camera %s: cannot read where its topic ends (%s: %s); retrying in %.1fs",
                             self.camera, type(exc).__name__, exc, backoff)
                 stop.wait(backoff)

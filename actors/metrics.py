@@ -281,6 +281,9 @@ class IngestMetrics:
 
         self._send_failures = Counter("streamdycoke_ingest_send_failures", "frame sends that failed and were "
                                       "retried (never counted as published)", tags, registry=self.registry)
+        self._resume_failures = Counter("streamdycoke_ingest_resume_failures", "reads of where the camera's topic "
+                                        "ends that the broker did not answer (retried; nothing is sent until one "
+                                        "succeeds)", tags, registry=self.registry)
         from prometheus_client import Histogram
 
         self._stage = Histogram("streamdycoke_frame_stage_seconds", "a frame's time by stage of its path (ingest's "
@@ -294,7 +297,8 @@ class IngestMetrics:
 
     def camera_started(self, camera: str) -> None:
         """Export the camera's series at 0 from the start (dashboards then see them before any failure)."""
-        for metric in (self._published, self._skipped, self._bytes, self._failures, self._corrupt, self._send_failures):
+        for metric in (self._published, self._skipped, self._bytes, self._failures, self._corrupt, self._send_failures,
+                       self._resume_failures):
             metric.labels(camera)
 
     def published(self, camera: str, capture_ts: float, frames: int = 1, skipped: int = 0, nbytes: int = 0) -> None:
@@ -310,6 +314,9 @@ class IngestMetrics:
 
     def send_failed(self, camera: str) -> None:
         self._send_failures.labels(camera).inc()
+
+    def resume_failed(self, camera: str) -> None:
+        self._resume_failures.labels(camera).inc()
 
     def source_failed(self, camera: str, corrupt_packets: int = 0) -> None:
         self._failures.labels(camera).inc()
