@@ -43,6 +43,7 @@ INGEST_METRIC_NAMES = (
     "streamdycoke_ingest_last_frame_timestamp_seconds",
     "streamdycoke_ingest_config_errors_total",
     "streamdycoke_ingest_send_failures_total",
+    "streamdycoke_ingest_resume_failures_total",
     "streamdycoke_ingest_frames_skipped_total",
     "streamdycoke_ingest_bytes_sent_total",
     "streamdycoke_frame_stage_seconds",

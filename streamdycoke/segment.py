@@ -19,8 +19,9 @@ Wire format, version 1 (all integers little-endian; no pickle anywhere)::
     40+L+2K 2KD      kept tokens, row-major, in the flagged dtype
 
 A keyframe holds all N positions. Decoding checks the magic, version, length, CRC, positions,
-keyframe count, a finite non-negative timestamp and a non-empty grid, and raises
-:class:`SegmentFormatError` naming what is wrong; encoding refuses what decoding would.
+keyframe count, a finite non-negative timestamp, a frame index below 2^62, a non-empty grid of at most
+32,767 positions (what int16 positions address), a token dimension of at least 1 and finite token
+values, and raises :class:`SegmentFormatError` naming what is wrong; encoding refuses what decoding would.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ HEADER = struct.Struct("<4sBBHQdHHIII")
 _DTYPE_CODES = {torch.float16: 0, torch.bfloat16: 1}
 _CODE_DTYPES = {v: k for k, v in _DTYPE_CODES.items()}
 _MAX_POSITIONS = 32767  # int16 positions
+_MAX_FRAME_INDEX = 1 << 62  # as the frame format: far past any stream, and safe in a signed 64-bit integer
 
 
 class SegmentFormatError(ValueError):
@@ -108,6 +110,12 @@ def encode_segment(seg: TokenSegment) -> bytes:
         raise ValueError(f"timestamp must be finite and >= 0, got {seg.timestamp}")
     if seg.num_positions == 0:
         raise ValueError(f"empty grid {seg.grid}")
+    if not 0 <= seg.frame_index < _MAX_FRAME_INDEX:
+        raise ValueError(f"frame index {seg.frame_index} outside [0, 2^62)")
+    if seg.dim < 1:
+        raise ValueError(f"token dimension {seg.dim}: must be at least 1")
+    if k and not bool(torch.isfinite(seg.tokens).all()):
+        raise ValueError("tokens must be finite (NaN or infinity found)")
     sid = seg.stream_id.encode("utf-8")
     if len(sid) > 0xFFFF:
         raise ValueError("stream id longer than 65535 bytes")
@@ -162,6 +170,12 @@ def read_header(data: bytes | bytearray | memoryview) -> SegmentHeader:
         raise SegmentFormatError(f"timestamp {timestamp} is not a finite, non-negative number")
     if gh == 0 or gw == 0:
         raise SegmentFormatError(f"empty grid {gh}x{gw}")
+    if gh * gw > _MAX_POSITIONS:
+        raise SegmentFormatError(f"grid {gh}x{gw} has {gh * gw} positions; int16 positions address {_MAX_POSITIONS}")
+    if frame_index >= _MAX_FRAME_INDEX:
+        raise SegmentFormatError(f"frame index {frame_index} is not below 2^62")
+    if d == 0:
+        raise SegmentFormatError("token dimension 0")
     return SegmentHeader(bool(flags & 1), _CODE_DTYPES[code], sid_len, frame_index, timestamp, (gh, gw), k, d, crc)
 
 
@@ -194,6 +208,8 @@ def decode_segment(data: bytes | bytearray | memoryview) -> TokenSegment:
     raw = bytearray(body[off:])
     tokens = (torch.frombuffer(raw, dtype=torch.int16) if raw else torch.zeros(0, dtype=torch.int16))
     tokens = tokens.view(h.dtype).reshape(k, d)
+    if k and not bool(torch.isfinite(tokens).all()):
+        raise SegmentFormatError("tokens hold NaN or infinity")
     return TokenSegment(stream_id, frame_index, timestamp, positions, tokens, keyframe, (gh, gw))
 
 

@@ -70,6 +70,33 @@ def test_rejects_unsorted_positions_even_with_valid_crc():
         decode_segment(bytes(data))
 
 
+@pytest.mark.parametrize("what", ["nan", "inf", "grid", "index", "dim"])
+def test_values_a_reader_promises_are_checked_even_with_a_valid_crc(what):
+    """Hostile bytes with a correct CRC: token values that are not numbers, a grid int16 positions cannot
+    address, a frame index past 2^62, tokens of no dimension. Each is refused by the reader, and the writer
+    refuses to write it."""
+    import zlib
+
+    gh, gw, k, d, index = 2, 3, 3, 4, 3
+    toks = torch.ones(k, d, dtype=torch.float16)
+    if what in ("nan", "inf"):
+        toks[1, 2] = float(what)
+    elif what == "grid":
+        gh, gw, k = 200, 200, 0
+    elif what == "index":
+        index = 2**62
+    elif what == "dim":
+        d = 0
+        toks = torch.ones(k, 0, dtype=torch.float16)
+    pos = torch.tensor([0, 2, 5][:k], dtype=torch.int16)
+    body = b"cam" + pos.numpy().tobytes() + toks.view(torch.int16).numpy().tobytes()
+    data = HEADER.pack(b"SDKT", 1, 0, 3, index, 1.0, gh, gw, k, d, zlib.crc32(body)) + body
+    with pytest.raises(SegmentFormatError):
+        decode_segment(data)
+    with pytest.raises(ValueError):
+        encode_segment(TokenSegment("cam", index, 1.0, pos.long(), toks, False, (gh, gw)))
+
+
 def test_encode_rejects_float32_tokens():
     s = seg()
     bad = TokenSegment(s.stream_id, 0, 0.0, s.positions, s.tokens.float(), False, s.grid)
@@ -99,7 +126,8 @@ def _check(data: bytes) -> None:
         return
     assert math.isfinite(seg.timestamp) and seg.timestamp >= 0
     n = seg.grid[0] * seg.grid[1]
-    assert n > 0 and seg.num_kept <= n and seg.tokens.shape == (seg.num_kept, seg.dim)
+    assert 0 < n <= 32767 and seg.num_kept <= n and seg.tokens.shape == (seg.num_kept, seg.dim) and seg.dim >= 1
+    assert 0 <= seg.frame_index < 2**62 and bool(torch.isfinite(seg.tokens).all())
     if seg.num_kept:
         assert int(seg.positions.min()) >= 0 and int(seg.positions.max()) < n
         assert bool((seg.positions[1:] > seg.positions[:-1]).all())

@@ -347,8 +347,15 @@ def test_credentials_come_from_secrets_and_every_ray_pod_has_them(target):
         assert env["STREAMDYCOKE_REDIS_PASSWORD"] == {"name": "streamdycoke-redis", "key": "password"}, name
     (redis,) = [spec for name, spec in _pod_templates(docs) if name == "Deployment/streamdycoke-redis"]
     c = redis["containers"][0]
-    assert "--requirepass" in c["args"] and "$(REDIS_PASSWORD)" in c["args"]
-    assert c["env"][0]["valueFrom"]["secretKeyRef"] == {"name": "streamdycoke-redis", "key": "password"}
+    # the password never stands on a command line (the process list shows it) nor in the environment: Redis
+    # reads it from a file in memory written from the Secret, mounted as a file
+    line = " ".join(c.get("command", []) + c.get("args", []))
+    assert "--requirepass" not in line and "REDIS_PASSWORD" not in line and "env" not in c
+    assert "/etc/redis-secret/password" in line and "--include /run/redis/auth.conf" in line
+    vols = {v["name"]: v for v in redis["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert vols["secret"]["secret"]["secretName"] == "streamdycoke-redis" and mounts["secret"] == "/etc/redis-secret"
+    assert vols["run"]["emptyDir"]["medium"] == "Memory" and mounts["run"] == "/run/redis"
     args = serve_config(docs)["applications"][0]["args"]
     assert "api_token" not in args and "password" not in args["redis"], "secrets never in the serve config"
 
