@@ -12,7 +12,7 @@ from typing import Iterator
 
 from .config import KafkaSettings
 
-__all__ = ["TopicReadTimeout", "ensure_topic", "frame_indices_in_topic", "read_to_end"]
+__all__ = ["TopicReadTimeout", "ensure_topic", "frame_indices_in_topic", "read_to_end", "topic_indices"]
 
 
 class TopicReadTimeout(RuntimeError):
@@ -72,15 +72,26 @@ def read_to_end(kafka: KafkaSettings, topic: str, back: int | None = None, settl
         c.close()
 
 
-def frame_indices_in_topic(kafka: KafkaSettings, camera: str) -> set[int]:
-    """Every frame index the camera's topic accounts for (a frame sent, or frames a skip count stands for),
-    read back from offset 0 to its true end with a fresh consumer: what the broker kept, which the
-    benchmarks and fault tests compare with what ingest saw acknowledged."""
+def topic_indices(kafka: KafkaSettings, camera: str) -> tuple[set[int], set[int]]:
+    """What the camera's topic accounts for, read back from offset 0 to its true end with a fresh consumer:
+    every frame index (a frame sent, or frames a skip count stands for), and those of them skipped at the
+    edge (never sent: a frame's skipped-before count, a skip record's whole span). What the broker kept, which
+    the benchmarks and fault tests compare with what ingest saw acknowledged and what the cache holds."""
     from .frames import peek_indices
 
-    out: set[int] = set()
+    accounted: set[int] = set()
+    skipped: set[int] = set()
     for rec in read_to_end(kafka, kafka.topic_for(camera)):
         span = peek_indices(rec.value)
-        if span is not None:
-            out.update(range(span[0], span[1] + 1))
-    return out
+        if span is None:
+            continue
+        first, last = span
+        accounted.update(range(first, last + 1))
+        skip_record = len(rec.value) > 5 and rec.value[5] == 1  # pixel format "none": no frame sent
+        skipped.update(range(first, last + 1 if skip_record else last))
+    return accounted, skipped
+
+
+def frame_indices_in_topic(kafka: KafkaSettings, camera: str) -> set[int]:
+    """Every frame index the camera's topic accounts for (:func:`topic_indices`)."""
+    return topic_indices(kafka, camera)[0]

@@ -30,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from actors.topics import frame_indices_in_topic
+from actors.topics import topic_indices
 
 __all__ = ["account", "bench_soak", "print_soak"]
 
@@ -196,7 +196,7 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
                 idx = [s.frame_index for s in store.read(c)]
                 per_camera[c] = {"published": published[c], "stored": len(idx),
                                  "duplicates": len(idx) - len(set(idx)),
-                                 **account(acked_runs[c], frame_indices_in_topic(kafka, c), set(idx)),
+                                 **account(acked_runs[c], *topic_indices(kafka, c), stored=set(idx)),
                                  "reported_missing": final.get(c, {}).get("frames_missing")}
             sup.shutdown()
         finally:
@@ -236,20 +236,21 @@ def _spans(indices: set[int]) -> list[list[int]]:
     return out
 
 
-def account(acked_runs: list[list[list[int]]], in_topic: set[int], stored: set[int]) -> dict:
+def account(acked_runs: list[list[list[int]]], in_topic: set[int], skipped: set[int], stored: set[int]) -> dict:
     """Where each frame index a camera's ingest saw acknowledged ended up, and who lost the ones not stored.
 
     Args:
         acked_runs: per ingest run, the ``[first, last]`` spans of frame indices the broker acknowledged.
         in_topic: the indices the topic accounts for, read back from offset 0 with a fresh consumer.
-        stored: the indices in the token cache.
+        skipped: those of them skipped at the edge (never sent, accounted by skip counts: never stored).
+        stored: the indices in the token cache (the soak processes every frame it is sent).
 
     An index acknowledged by two runs was reused (a restarted ingest resumed below the topic's end): the
     later frame cannot be stored, so it is lost, and by us, whatever the topic holds. Of the rest, an index
     acknowledged and absent from the topic was lost by the broker (proven by the read-back); one in the
     topic and not in the cache, by the pipeline. Each loss is named by its indices.
 
-    >>> r = account([[[0, 9]], [[8, 12]]], set(range(11)), set(range(10)))
+    >>> r = account([[[0, 9]], [[8, 12]]], set(range(11)), set(), set(range(10)))
     >>> r["lost"], r["index_reused"], r["lost_by_broker"], r["lost_in_pipeline"], r["lost_indices"]["broker"]
     (5, 2, 2, 1, [[11, 12]])
     """
@@ -260,8 +261,8 @@ def account(acked_runs: list[list[list[int]]], in_topic: set[int], stored: set[i
         reused |= run & seen
         seen |= run
     by_broker = seen - in_topic - reused
-    in_pipeline = (seen & in_topic) - stored - reused
-    lost = (seen - stored) | reused
+    in_pipeline = (seen & in_topic) - stored - skipped - reused
+    lost = (seen - stored - (skipped & in_topic)) | reused
     return {"acked": len(seen), "lost": len(lost), "index_reused": len(reused), "lost_by_broker": len(by_broker),
             "lost_in_pipeline": len(in_pipeline), "lost_indices": {"reused": _spans(reused), "broker": _spans(by_broker),
                                                                    "pipeline": _spans(in_pipeline)}}

@@ -211,4 +211,10 @@ def test_edge_sampling_sends_only_chosen_frames_and_every_frame_stays_accounted_
     stored = w2.store.read(cam)
     assert len(stored) == with_pixels == len({s.frame_index for s in stored}) and mid == c1.processed
     assert [s.frame_index for s in stored] == [m.frame_index for m in msgs if m.rgb is not None]
+    # read back from offset 0: every ingested index accounted for, and the skipped ones (never sent) named as such
+    from actors.topics import topic_indices
+
+    accounted, skipped = topic_indices(kafka, cam)
+    assert accounted == set(range(n)) and skipped == set(range(n)) - {s.frame_index for s in stored}
+    assert [[0, first.frames - 1]] == first.acked and [[first.frames, n - 1]] == second.acked
     w2.stop()

@@ -15,12 +15,15 @@ def test_losses_are_attributed_by_index_and_a_reused_index_is_never_the_brokers(
     and not stored (the pipeline's)."""
     from deployments.bench_soak import account
 
-    r = account([[[0, 9]], [[8, 12]]], set(range(11)), set(range(10)))
+    r = account([[[0, 9]], [[8, 12]]], set(range(11)), set(), set(range(10)))
     assert r["acked"] == 13 and r["lost"] == 5
     assert r["lost_indices"] == {"reused": [[8, 9]], "broker": [[11, 12]], "pipeline": [[10, 10]]}
     assert (r["index_reused"], r["lost_by_broker"], r["lost_in_pipeline"]) == (2, 2, 1)
-    clean = account([[[0, 4]], [[5, 9]]], set(range(10)), set(range(10)))
+    clean = account([[[0, 4]], [[5, 9]]], set(range(10)), set(), set(range(10)))
     assert clean["lost"] == clean["index_reused"] == 0 and clean["acked"] == 10
+    # frames 2-4 skipped at the edge (never sent, a skip count stands for them): not stored, not lost
+    edge = account([[[0, 9]]], set(range(10)), {2, 3, 4}, set(range(10)) - {2, 3, 4})
+    assert edge["lost"] == edge["lost_in_pipeline"] == 0
 
 
 @needs_isolated_network
