@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 MAX_FETCH_WAIT_MS = 1000
 IDLE_FETCH_WAIT_MS = 100
 IDLE_CHECK_S = 1.0
+RELAX_AFTER_BATCHES = 3
 
 # A frame stamped further ahead of this machine's clock is poison (ingest stamps with its own wall
 # clock): one such stamp would make every older frame look expired to the cache's retention.
@@ -139,6 +140,9 @@ class CameraWorker:
         # longer while frames wait and fetches come back empty (a broker reading cold data, like tansu from its
         # object store after a restart, answers a fetch empty at a deadline shorter than its read)
         self.fetch_max_wait_ms = kafka.fetch_max_wait_ms
+        self._adapted_at = 0.0
+        self._caught_up = 0  # batches in a row that left nothing waiting (relaxes a lengthened deadline)
+        self._fetch_wait_fixed = False  # the client offers no way to change it live
         self._last_index: int | None = None  # highest frame index consumed (committed as offset metadata)
         self._last_ts = 0.0  # capture time of the last frame decided (a replay is never newer than it)
         self._reread_for: int | None = None  # the expected index we re-read the topic from its start for
@@ -237,30 +241,48 @@ class CameraWorker:
 
     def _set_fetch_wait(self, ms: int) -> None:
         """Set the live consumer's fetch deadline. kafka-python reads it from its fetcher's config for each
-        fetch request and offers no public setter; this is the one place that reaches into it."""
-        self.fetch_max_wait_ms = ms
-        self._consumer._fetcher.config["fetch_max_wait_ms"] = ms
+        fetch request and offers no public setter; this is the one place that reaches into it (a client
+        without that config keeps its deadline, and the worker says so once)."""
+        config = getattr(getattr(self._consumer, "_fetcher", None), "config", None)
+        if not isinstance(config, dict) or "fetch_max_wait_ms" not in config:
+            if not self._fetch_wait_fixed:
+                log.warning("camera %s: this Kafka client's fetch deadline cannot be changed live; it stays at "
+                            "%d ms", self.camera.id, self.fetch_max_wait_ms)
+            self._fetch_wait_fixed = True
+            return
+        self.fetch_max_wait_ms = config["fetch_max_wait_ms"] = ms
+        self._adapted_at = time.monotonic()
 
     def _adapt_fetch_wait(self, waiting: int) -> None:
-        """After an idle second: lengthen the fetch deadline (x4) up to :data:`MAX_FETCH_WAIT_MS` while
-        ``waiting`` frames are not handed over, up to :data:`IDLE_FETCH_WAIT_MS` while the broker reports
-        none (tansu's reported end can trail frames it holds and reads only with a longer deadline); and go
-        back to the configured deadline once caught up (a long one delays the live tail on a broker that,
-        like tansu, answers only at the deadline). Real Kafka answers a fetch as soon as data is there, so
-        there a long deadline costs nothing while frames flow, and idle fetches are fewer."""
+        """Idle past :data:`IDLE_CHECK_S`: lengthen the fetch deadline (x4, once each fetch at the current one
+        had time to answer) up to :data:`MAX_FETCH_WAIT_MS` while ``waiting`` frames are not handed over, and
+        up to :data:`IDLE_FETCH_WAIT_MS` while the broker reports none (tansu's reported end can trail frames
+        it holds and reads only with a longer deadline). Real Kafka answers a fetch as soon as data is there,
+        so there a long deadline costs nothing while frames flow, and idle fetches are fewer."""
         base = self.kafka.fetch_max_wait_ms
         cap = MAX_FETCH_WAIT_MS if waiting > 0 else max(base, IDLE_FETCH_WAIT_MS)
-        if self.fetch_max_wait_ms < cap:
+        if self.fetch_max_wait_ms < cap and time.monotonic() - self._adapted_at > 2e-3 * self.fetch_max_wait_ms:
             ms = min(cap, max(4 * self.fetch_max_wait_ms, 40))
             log.log(logging.INFO if waiting > 0 else logging.DEBUG,
                     "camera %s: idle while %d frames wait by the broker's count: fetch deadline %d -> %d ms",
                     self.camera.id, waiting, self.fetch_max_wait_ms, ms)
             self._set_fetch_wait(ms)
+            self._caught_up = 0
 
     def _relax_fetch_wait(self) -> None:
-        """Back to the configured fetch deadline once a batch leaves nothing waiting by the broker's count."""
-        if self.fetch_max_wait_ms != self.kafka.fetch_max_wait_ms and self.lag(fresh=False) <= 0:
+        """Back to the configured fetch deadline after :data:`RELAX_AFTER_BATCHES` batches in a row that
+        left nothing waiting by the last fetch's count (a long deadline delays the live tail on a broker
+        that, like tansu, answers only at the deadline). Uses what the last fetch said: no round trip."""
+        if self.fetch_max_wait_ms == self.kafka.fetch_max_wait_ms:
+            return
+        end = self._consumer.highwater(self._tp)
+        if end is None or end - self._consumer.position(self._tp) > 0:
+            self._caught_up = 0
+            return
+        self._caught_up += 1
+        if self._caught_up >= RELAX_AFTER_BATCHES:
             self._set_fetch_wait(self.kafka.fetch_max_wait_ms)
+            self._caught_up = 0
 
     def stop(self) -> None:
         """Close the clients (idempotent). What was not committed is read again by the next start."""
@@ -405,7 +427,10 @@ class CameraWorker:
             times.add("commit", t_committed - t_cached)
             times.add("frame_to_cache", t_cached - capture_ts)
         self._last_progress = time.monotonic()
-        self._relax_fetch_wait()
+        try:
+            self._relax_fetch_wait()
+        except Exception:  # the batch is committed; a failed look at the client's state changes nothing
+            log.debug("camera %s: fetch deadline not relaxed", self.camera.id, exc_info=True)
         log.debug("camera %s: batch of %d committed (frames %d..%d)", self.camera.id, len(batch), state_before,
                   self.pipeline.state.last_frame_index)
         return len(batch)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["FLAG_SAMPLED", "FLAG_SCENE_CUT", "FRAME_HEADER", "FRAME_HEADER_V1", "FrameFormatError", "FrameMessage",
-           "decode_frame", "encode_frame", "encode_skip", "peek_indices"]
+           "decode_frame", "encode_frame", "encode_skip", "is_skip_record", "peek_indices"]
 
 MAGIC = b"SDKF"
 VERSION = 2
@@ -128,6 +128,12 @@ def peek_indices(value: bytes | None) -> tuple[int, int] | None:
         skipped = FRAME_HEADER.unpack_from(value)[10]
         return max(0, index - skipped), index
     return index, index
+
+
+def is_skip_record(value: bytes | None) -> bool:
+    """Whether a message is a skip record (pixel format "none": frames skipped at the edge, none sent); the
+    full checks are :func:`decode_frame`'s."""
+    return value is not None and len(value) >= FRAME_HEADER_V1.size and value[:4] == MAGIC and value[5] == 1
 
 
 def decode_frame(data: bytes | memoryview) -> FrameMessage:

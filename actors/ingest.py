@@ -21,7 +21,7 @@ from streamdycoke.video import DecodeStats, SourceFrame, decode_video
 from .config import CameraConfig, IngestSettings, KafkaSettings
 from .frames import FrameFormatError, decode_frame, encode_frame, encode_skip, peek_indices
 from .metrics import IngestMetrics
-from .topics import ensure_topic, read_to_end
+from .topics import committed_index, ensure_topic, read_to_end
 
 __all__ = ["INGEST_STAGES", "IngestFleet", "IngestStats", "Ingestor", "add_span", "shard_of"]
 
@@ -263,28 +263,33 @@ class Ingestor:
                 log.debug("camera %s: producer close failed", self.camera, exc_info=True)
             self._producer = None
 
-    def _resume_point(self) -> tuple[int, float]:
-        """One past the highest frame index already in the camera's topic (0 for an empty topic), and the
-        latest capture timestamp there (0.0 for an empty topic).
+    def _resume_point(self, stop: threading.Event | None = None) -> tuple[int, float] | None:
+        """One past the highest frame index the camera's topic or its actor has seen (0 for a new camera),
+        and the latest capture timestamp in the topic (0.0 if none); None if ``stop`` came first.
 
         Read from the messages themselves (the last 64 before the reported end, then on to the true end;
-        the whole topic if none of those carries an index): see :func:`actors.topics.read_to_end`. A read
-        the broker does not answer raises instead of returning 0, which would reuse indices the camera's
-        actor already stored. Bounded: this camera's ingest is the only producer of its topic, and it is
+        the whole topic if none of those carries an index): see :func:`actors.topics.read_to_end`, which
+        raises rather than take a read the broker does not answer for an empty topic. The index the actor
+        committed as consumed counts too: a topic whose retention deleted the camera's last frames must not
+        restart the numbering. Bounded: this camera's ingest is the only producer of its topic, and it is
         not running while this reads.
         """
+        last, last_ts = -1, 0.0
         for back in (64, None):
-            last, last_ts, records = -1, 0.0, 0
-            for rec in read_to_end(self.kafka, self.topic, back=back):
+            records = 0
+            for rec in read_to_end(self.kafka, self.topic, back=back, stop=stop):
                 records += 1
                 try:
                     msg = decode_frame(rec.value)
                 except FrameFormatError:  # a malformed message is the actor's to dead-letter
                     continue
                 last, last_ts = max(last, msg.frame_index), max(last_ts, msg.timestamp)
+            if stop is not None and stop.is_set():
+                return None
             if last >= 0 or records == 0:
-                return last + 1, last_ts
-        return 0, 0.0  # records, none of them a frame of this camera's: nothing to continue from
+                break
+        committed = committed_index(self.kafka, self.camera)
+        return max(last, -1 if committed is None else committed) + 1, last_ts
 
     def _resume(self, stop: threading.Event) -> tuple[int, float] | None:
         """:meth:`_resume_point`, retried with backoff while the broker cannot answer (None if stopped)."""
@@ -292,7 +297,7 @@ class Ingestor:
         while not stop.is_set():
             try:
                 ensure_topic(self.kafka, self.topic)
-                return self._resume_point()
+                return self._resume_point(stop)
             except Exception as exc:
                 self.stats.resume_failures += 1
                 if self.metrics is not None:

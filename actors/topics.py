@@ -7,12 +7,13 @@ Whoever starts first (a camera's ingest or its actor) creates them, with the sam
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Iterator
 
 from .config import KafkaSettings
 
-__all__ = ["TopicReadTimeout", "ensure_topic", "frame_indices_in_topic", "read_to_end", "topic_indices"]
+__all__ = ["TopicReadTimeout", "committed_index", "ensure_topic", "frame_indices_in_topic", "read_to_end", "topic_indices"]
 
 
 class TopicReadTimeout(RuntimeError):
@@ -35,16 +36,16 @@ def ensure_topic(kafka: KafkaSettings, topic: str) -> None:
 
 
 def read_to_end(kafka: KafkaSettings, topic: str, back: int | None = None, settle_polls: int = 3,
-                poll_ms: int = 1500, deadline_s: float = 120.0) -> Iterator:
+                poll_ms: int = 1500, deadline_s: float = 120.0, stop: threading.Event | None = None) -> Iterator:
     """Every record of partition 0 of ``topic`` from its start (or the last ``back`` records before the
-    broker's reported end) to its true end, read with a consumer of its own.
+    broker's reported end) to its true end, read with a consumer of its own; ends early, quietly, on ``stop``.
 
-    The true end is where ``settle_polls`` polls in a row bring nothing, counted only once a record has
-    come (or the broker reports the range empty): a broker may report its end loosely (tansu's can trail
-    its log) and a slow one answers fetches empty at their deadline (tansu reading its object store under
-    load), so neither an end offset nor a few empty polls alone prove the end. Raises
-    :class:`TopicReadTimeout` when the broker reports records and hands over none within ``deadline_s``:
-    a caller must not take an unanswered read for an empty topic.
+    A broker may report its end loosely (tansu's can trail its log, or name an offset it holds nothing at)
+    and a slow one answers fetches empty at their deadline (tansu reading its object store under load), so
+    neither the end offset nor a few empty polls alone prove the end. The read ends after ``settle_polls``
+    empty polls in a row at or past the reported end, or four times as many short of it (a hole the
+    broker reports as records). It raises :class:`TopicReadTimeout` when the broker reports records and
+    hands over none for ``deadline_s``: a caller must not take an unanswered read for an empty topic.
     """
     from kafka import KafkaConsumer, TopicPartition
 
@@ -53,23 +54,44 @@ def read_to_end(kafka: KafkaSettings, topic: str, back: int | None = None, settl
                       max_partition_fetch_bytes=kafka.max_message_bytes, fetch_max_bytes=4 * kafka.max_message_bytes)
     try:
         c.assign([tp])
-        end = c.end_offsets([tp])[tp]
-        start = 0 if back is None else max(0, end - back)
+        begin, end = c.beginning_offsets([tp])[tp], c.end_offsets([tp])[tp]
+        start = begin if back is None else max(begin, end - back)
         c.seek(tp, start)
-        seen, empty = end <= start, 0
-        deadline = time.monotonic() + deadline_s
-        while empty < settle_polls:
+        empty = behind = 0
+        last_record = time.monotonic()
+        while empty < settle_polls and behind < 4 * settle_polls:
+            if stop is not None and stop.is_set():
+                return
             batch = c.poll(timeout_ms=poll_ms).get(tp, [])
             if batch:
-                seen, empty = True, 0
+                empty = behind = 0
+                last_record = time.monotonic()
                 yield from batch
-            elif seen:
+            elif c.position(tp) >= end:
                 empty += 1
-            elif time.monotonic() > deadline:
+            elif time.monotonic() - last_record > deadline_s:
                 raise TopicReadTimeout(f"{topic}: the broker reports records up to offset {end} and handed over "
-                                       f"none from offset {start} within {deadline_s:.0f} s")
+                                       f"none after offset {c.position(tp)} for {deadline_s:.0f} s")
+            elif c.position(tp) > start:  # short of the reported end after records came: a hole, or slow
+                behind += 1
     finally:
         c.close()
+
+
+def committed_index(kafka: KafkaSettings, camera: str) -> int | None:
+    """The last frame index the camera's actor committed as consumed (its offset's metadata), or None where
+    it committed none or the broker keeps no commit metadata (tansu). What ingest resumes after when the
+    topic itself no longer holds the camera's last frames (its retention deleted them)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    tp = TopicPartition(kafka.topic_for(camera), 0)
+    c = KafkaConsumer(**kafka.client_kwargs(), group_id=kafka.group_prefix + camera, enable_auto_commit=False)
+    try:
+        committed = c.committed(tp, metadata=True)
+    finally:
+        c.close()
+    meta = (committed.metadata or "") if committed is not None else ""
+    return int(meta) if meta.lstrip("-").isdigit() and int(meta) >= 0 else None
 
 
 def topic_indices(kafka: KafkaSettings, camera: str) -> tuple[set[int], set[int]]:
@@ -77,7 +99,7 @@ def topic_indices(kafka: KafkaSettings, camera: str) -> tuple[set[int], set[int]
     every frame index (a frame sent, or frames a skip count stands for), and those of them skipped at the
     edge (never sent: a frame's skipped-before count, a skip record's whole span). What the broker kept, which
     the benchmarks and fault tests compare with what ingest saw acknowledged and what the cache holds."""
-    from .frames import peek_indices
+    from .frames import is_skip_record, peek_indices
 
     accounted: set[int] = set()
     skipped: set[int] = set()
@@ -87,8 +109,7 @@ def topic_indices(kafka: KafkaSettings, camera: str) -> tuple[set[int], set[int]
             continue
         first, last = span
         accounted.update(range(first, last + 1))
-        skip_record = len(rec.value) > 5 and rec.value[5] == 1  # pixel format "none": no frame sent
-        skipped.update(range(first, last + 1 if skip_record else last))
+        skipped.update(range(first, last + 1 if is_skip_record(rec.value) else last))
     return accounted, skipped
 
 

@@ -186,7 +186,7 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
                 sup.supervise()
-                if all((store.last_frame_index(c) or -1) >= max((b for r in acked_runs[c] for _, b in r), default=-1)
+                if all(_or(store.last_frame_index(c), -1) >= max((b for r in acked_runs[c] for _, b in r), default=-1)
                        for c in ids):
                     break
                 time.sleep(1.0)
@@ -223,6 +223,10 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
     res["resume_s_max"] = max(resumes) if resumes else None
     res["rss_mib"] = _rss_summary(res["samples"])
     return res
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def _spans(indices: set[int]) -> list[list[int]]:
@@ -288,7 +292,7 @@ def _inject(kind, cam, broker, valkey, proxy, sup, store, ids, start_ingest, sto
         log(f"  {kind}: no question answered within {resume_s:.0f} s")
         return {"kind": kind, "camera": None, "survived": False, "resume_s": None}
 
-    before = {c: store.last_frame_index(c) or -1 for c in ids}
+    before = {c: _or(store.last_frame_index(c), -1) for c in ids}
     log(f"  fault: {kind}" + (f" ({cam})" if kind in ("ingest_kill", "actor_kill") else ""))
     if kind == "redis_kill":
         valkey.kill()
@@ -312,7 +316,7 @@ def _inject(kind, cam, broker, valkey, proxy, sup, store, ids, start_ingest, sto
     while time.monotonic() < deadline:
         sup.supervise()
         try:
-            if all((store.last_frame_index(c) or -1) > before[c] for c in ids):
+            if all(_or(store.last_frame_index(c), -1) > before[c] for c in ids):
                 return {"kind": kind, "camera": cam, "survived": True, "resume_s": time.monotonic() - back}
         except Exception:  # the bench's own read during an outage
             pass

