@@ -49,7 +49,7 @@ class EncodedStream:
 def _key(encoder: Encoder, split: str, seed: int, spec: SceneSpec, imagery: Imagery | None = None) -> str:
     raw = f"{GENERATOR_VERSION}|{encoder.name}|{split}|{seed}|{spec}"
     if imagery is not None:
-        raw += f"|{imagery.fingerprint()}"
+        raw += f"|{imagery.fingerprint}"
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 

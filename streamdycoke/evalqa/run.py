@@ -221,7 +221,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                    "real_clips": [s.name for s in real],
                    "imagery": None if imagery is None else {"objects": sorted(imagery.object_names()),
                                                             "backgrounds": sorted(imagery.background_names()),
-                                                            "fingerprint": imagery.fingerprint()}})
+                                                            "fingerprint": imagery.fingerprint}})
     print(f"uncompressed accuracy {result['uncompressed_accuracy']:.4f} ±{result['uncompressed_ci95']:.4f} "
           f"({result['questions']} questions on {result['streams']} test streams)")
     print(f"{'method':<16}{'target':>7}{'kept':>7}{'accuracy':>10}{'±ci95':>8}{'Δ':>8}{'top-1':>7}{'real top-1':>11}")

@@ -18,7 +18,7 @@ frame when it is drawn on it; objects move in separate horizontal lanes, so none
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -115,8 +115,9 @@ class Imagery:
     def background_names(self) -> list[str]:
         return list(self.backgrounds) or split_backgrounds("test")
 
+    @cached_property
     def fingerprint(self) -> str:
-        """A digest of every file's name and bytes (cache keys: other pictures, other streams)."""
+        """A digest of every file's name and bytes (cache keys: other pictures, other streams); read once."""
         import hashlib
 
         h = hashlib.sha1()
