@@ -159,8 +159,7 @@ class CameraActor:
             r.paused = paused
         if reuse is not None:
             r.reuse = reuse
-        r.latencies.clear()
-        r.rounds = r.reused_tokens = 0
+        r.reset_stats()
 
     def standing_latencies(self) -> list[tuple[str, str, float]]:
         """``(query, trigger, seconds)`` of the last standing-query rounds (a benchmark pools them)."""

@@ -208,7 +208,14 @@ class StandingQueries:
         self.rounds = 0
         self.reused_tokens = 0  # visual tokens the LLM took from kept caches instead of prefilling
         self.paused = False  # triggers are dropped while paused (a benchmark measures the stream without them)
+        self._epoch = 0  # bumped by reset_stats: a round asked before a reset is not counted after it
         self._wake = threading.Condition()
+
+    def reset_stats(self) -> None:
+        """Start the round count, reused tokens and latency samples over; a round in flight is not counted."""
+        self._epoch += 1
+        self.latencies.clear()
+        self.rounds = self.reused_tokens = 0
 
     # -- triggers ----------------------------------------------------------------------------------
     def scene_cut(self, capture_ts: float) -> None:
@@ -260,6 +267,7 @@ class StandingQueries:
             if self.metrics is not None:
                 self.metrics.failed(q.id, "no_frames")
             return None
+        epoch = self._epoch
         anchor = self.anchors.setdefault((q.window_s, q.slide), WindowAnchor(q.window_s, q.slide))
         start = anchor.window(newest)
         segments = self.store.read(self.camera, start=start)
@@ -268,10 +276,11 @@ class StandingQueries:
         condition, value = q.rule.evaluate(answer.text)
         decided = self.clock()
         latency = max(0.0, decided - due.ts)
-        self.rounds += 1
-        self.reused_tokens += answer.reused_tokens
-        self.latencies.append((q.id, due.trigger, latency))
-        del self.latencies[:-10_000]
+        if epoch == self._epoch:
+            self.rounds += 1
+            self.reused_tokens += answer.reused_tokens
+            self.latencies.append((q.id, due.trigger, latency))
+            del self.latencies[:-10_000]
         if self.metrics is not None:
             self.metrics.round(q.id, due.trigger, latency, readable=condition is not None)
         if condition is None:

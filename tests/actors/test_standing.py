@@ -139,3 +139,25 @@ def test_a_failing_sink_keeps_alerts_and_sends_them_when_it_returns():
     store.up = True
     sinks.retry()
     assert store.got == ["a", "b"] and not sinks.pending["redis"]
+
+
+def test_a_round_in_flight_when_the_statistics_reset_is_not_counted_after_it():
+    store, published = _Store(), []
+    store.newest = 999.0
+    clock = [1000.0]
+    r = None
+
+    def answer(camera, query, segments, key):
+        if key is not None:  # the first round, asked with reuse on: the benchmark resets while it is answered
+            r.reuse = False
+            r.reset_stats()
+        return Answer("no", visual_tokens=7, reused_tokens=5 if key else 0)
+
+    query = StandingQuery(id="door", prompt="anyone?", rule={"kind": "yes_no"}, every_s=2.0)
+    r = StandingQueries("cam", [query], store, {"llm": answer}, published.append, clock=lambda: clock[0])
+    clock[0] = 1002.5
+    r.step()
+    assert (r.rounds, r.reused_tokens, r.latencies) == (0, 0, [])  # answered after the reset: not counted
+    clock[0] = 1004.5
+    r.step()
+    assert (r.rounds, r.reused_tokens, len(r.latencies)) == (1, 0, 1)
