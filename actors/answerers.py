@@ -72,10 +72,10 @@ class EventQAAnswerer:
     """Standing queries answered by the event-QA model over the window's ``efficientnet-lite0`` tokens.
 
     The window is laid on the model's 5-fps frame slots by capture time (the newest frame last, at most
-    40 slots: 8 s), each slot holding the held grid at that time: every position's last kept token,
-    which is what the stream's compression means by dropping a token (it repeats), and what the model
-    was trained on (uncompressed streams). Visual tokens reported: the kept tokens the window holds. The objects a prompt names are given to the model as their
-    reference pictures, encoded once. Weights: ``streamdycoke/assets/event_qa.pt`` (trained by
+    40 slots: 8 s), each kept token at its frame's slot, and read as every reader reads a compressed
+    stream (:mod:`streamdycoke.reading`): the kept tokens, then the now frame of held tokens. Visual
+    tokens reported: the tokens the model is given (the now frame's included). The objects a prompt
+    names are given to the model as their reference pictures, encoded once. Weights: ``streamdycoke/assets/event_qa.pt`` (trained by
     ``streamdycoke eval --retrain``: 400 training streams, 4,000 steps; see the README's Accuracy).
     """
 
@@ -105,7 +105,7 @@ class EventQAAnswerer:
         from streamdycoke.evalqa.answerer import StreamInputs, build_batch
         from streamdycoke.evalqa.questions import ANSWERS, Question
         from streamdycoke.evalqa.scenes import FPS
-        from streamdycoke.segment import apply_segment
+        from streamdycoke.reading import now_slots
 
         if not segments:
             raise LookupError("the window holds no frames")
@@ -115,22 +115,21 @@ class EventQAAnswerer:
             raise ValueError(f"camera {camera}: tokens of {N} positions x {D} are not efficientnet-lite0's")
         end = segments[-1].timestamp
         T = min(40, 1 + int(round((end - segments[0].timestamp) * FPS)))
-        # the held grid (each position's last kept token) at every slot: a slot no frame was processed for
-        # shows the scene as it was held (the sampler skipped it: nothing changed), as the stream encodes it
+        # each kept token at its frame's slot (by capture time; of two frames on one slot the later wins);
+        # build_batch then adds the now frame, as for every reader (streamdycoke.reading)
         tokens = torch.zeros(T, N, D)
-        held, i = None, 0
-        for slot in range(T):
-            t_slot = end - (T - 1 - slot) / FPS
-            while i < len(segments) and segments[i].timestamp <= t_slot + 0.5 / FPS:
-                held = apply_segment(held, segments[i])
-                i += 1
-            if held is not None:
-                tokens[slot] = held.float()
-        keep = (tokens.abs().sum(-1) > 0).float()  # slots before the first keyframe are absent
+        keep = torch.zeros(T, N)
+        for seg in segments:
+            slot = T - 1 - int(round((end - seg.timestamp) * FPS))
+            if slot < 0:
+                continue
+            tokens[slot, seg.positions] = seg.tokens.float()
+            keep[slot, seg.positions] = 1.0
         refs = {obj: self._ref(obj)} if obj is not None else {}
         inputs = StreamInputs(self.model, tokens)
         q = Question(kind=kind, t=T - 1, window=window, x=obj, y=None, answer=0)
         with torch.no_grad():
             logits = self.model(build_batch(self.model, [(inputs, q, keep)], refs))
-        return Answer(ANSWERS[int(logits.argmax(-1))], visual_tokens=sum(s.num_kept for s in segments))
+        given = int(keep.sum()) + int(now_slots(keep.bool(), T - 1)[0].numel())
+        return Answer(ANSWERS[int(logits.argmax(-1))], visual_tokens=given)
 

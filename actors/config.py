@@ -156,6 +156,12 @@ class CameraConfig(BaseModel):
         return self
 
     @property
+    def frame_sampler(self) -> SamplerConfig | None:
+        """The sampler as it runs (in ingest or in the worker): under rate control it processes at least
+        the budget's share of frames (:meth:`~streamdycoke.sampler.SamplerConfig.for_budget`)."""
+        return None if self.sampler is None else self.sampler.for_budget(self.stream.budget_ratio)
+
+    @property
     def answered_without_llm(self) -> bool:
         """Its standing queries are all answered without the LLM (so its encoder need not feed the LLM)."""
         return bool(self.standing) and all(q.answerer != "llm" for q in self.standing)

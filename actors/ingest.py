@@ -373,7 +373,7 @@ class IngestFleet:
             if cam in self._running:
                 continue
             settings = self.settings.model_copy(update={"options": {**self.settings.options, **cfg.source_options}})
-            ing = Ingestor(cam, cfg.source, self.kafka, settings, self.metrics, sampler=cfg.sampler)
+            ing = Ingestor(cam, cfg.source, self.kafka, settings, self.metrics, sampler=cfg.frame_sampler)
             stop = threading.Event()
             thread = threading.Thread(target=self._run, args=(ing, stop), name=f"ingest-{cam}", daemon=True)
             thread.start()

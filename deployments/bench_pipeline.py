@@ -120,7 +120,7 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
         ingestors: dict[str, Ingestor] = {}
         settings = IngestSettings(size=size, loop=True, realtime=True, edge_sampling=ingest == "edge")
         for cam, _, src, cfg in streams:
-            ingestors[cam] = ing = Ingestor(cam, src, kafka, settings, sampler=cfg.sampler)
+            ingestors[cam] = ing = Ingestor(cam, src, kafka, settings, sampler=cfg.frame_sampler)
             threading.Thread(target=ing.run, args=(stop,), daemon=True).start()
         log(f"{len(streams)} camera streams, ingest sampling at the {ingest}; warm-up {warmup_s:.0f}s, "
             f"then {duration:.0f}s measured ...")

@@ -235,7 +235,7 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
                 ing = Ingestor(cam.id, cam.source, kafka,
                                ingest.model_copy(update={"options": {**ingest.options, **cam.source_options},
                                                          "size": size}),
-                               ingest_metrics, sampler=cam.sampler)
+                               ingest_metrics, sampler=cam.frame_sampler)
                 ingestors[cam.id] = ing
                 t = threading.Thread(target=ing.run, args=(stop_ingest,), daemon=True)
                 t.start()

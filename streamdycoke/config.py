@@ -33,7 +33,9 @@ class PipelineConfig:
     Attributes:
         encoder: frames -> tokens.
         stream: the streaming compressor (window, scene cuts, stored dtype).
-        sampler: adaptive frame rate; None processes every frame.
+        sampler: adaptive frame rate; None processes every frame. Under rate control
+            (``stream.budget_ratio``) it processes at least the budget's share of frames
+            (:meth:`~streamdycoke.sampler.SamplerConfig.for_budget`, applied here).
         policy: each frame's token budget.
     """
 
@@ -46,6 +48,8 @@ class PipelineConfig:
         if self.stream.budget_ratio is not None and self.policy.max_keep_ratio < 1.0:
             raise ValueError("policy.max_keep_ratio caps a policy's count, which rate control (stream.budget_ratio) "
                              "does not use: set one or the other")
+        if self.sampler is not None:
+            object.__setattr__(self, "sampler", self.sampler.for_budget(self.stream.budget_ratio))
 
 
 # -- command-line options from config classes ----------------------------------------------------------

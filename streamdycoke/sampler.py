@@ -6,6 +6,7 @@ thumbnail (microseconds), far below any vision encoder.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -23,6 +24,11 @@ class SamplerConfig:
             processed frame above which the scene counts as changing.
         scene_cut_threshold: change above which the frame is a scene cut (forces a keyframe).
         thumb_size: side of the grey thumbnail the change is measured on.
+        min_share: process at least this share of the frames in, however still the scene: a frame
+            at least every ``ceil(1 / min_share)`` frames (0: no such floor). Under rate control
+            (``StreamConfig.budget_ratio``) it is the budget (:meth:`for_budget`): a processed frame
+            spends at most one frame of tokens, so a sampler that processes fewer frames than the
+            budget's share leaves the budget unspent.
     """
 
     min_fps: float = 1.0
@@ -30,6 +36,14 @@ class SamplerConfig:
     change_threshold: float = 0.015
     scene_cut_threshold: float = 0.25
     thumb_size: int = 32
+    min_share: float = 0.0
+
+    def for_budget(self, budget_ratio: float | None) -> "SamplerConfig":
+        """This config, processing at least ``budget_ratio`` of the frames in (unchanged for None, or
+        where it already does)."""
+        if budget_ratio is None or budget_ratio <= self.min_share:
+            return self
+        return dataclasses.replace(self, min_share=float(budget_ratio))
 
     def __post_init__(self) -> None:
         if not 0 < self.min_fps <= self.max_fps:
@@ -38,6 +52,8 @@ class SamplerConfig:
             raise ValueError("need 0 <= change_threshold <= scene_cut_threshold <= 1")
         if self.thumb_size < 2:
             raise ValueError("thumb_size must be >= 2")
+        if not 0.0 <= self.min_share <= 1.0:
+            raise ValueError(f"min_share must be in [0, 1], got {self.min_share}")
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,7 @@ class FrameSampler:
         self.config = config or SamplerConfig()
         self._last_thumb: np.ndarray | None = None
         self._last_time: float | None = None
+        self._since = 0  # frames in since the last processed one
 
     def decide(self, frame: np.ndarray, timestamp: float) -> SamplerDecision:
         """Whether to process ``frame`` (``(H, W, 3)`` uint8) captured at ``timestamp`` seconds.
@@ -98,7 +115,8 @@ class FrameSampler:
         if dt < 0:  # timestamps went backwards (source restarted): start over
             self._accept(thumb, timestamp)
             return SamplerDecision(True, change, True)
-        due = dt >= 1.0 / cfg.min_fps - 1e-6
+        self._since += 1
+        due = dt >= 1.0 / cfg.min_fps - 1e-6 or (cfg.min_share > 0 and self._since * cfg.min_share >= 1.0 - 1e-9)
         allowed = dt >= 1.0 / cfg.max_fps - 1e-6
         process = due or cut or (allowed and change >= cfg.change_threshold)
         if process:
@@ -108,3 +126,4 @@ class FrameSampler:
     def _accept(self, thumb: np.ndarray, timestamp: float) -> None:
         self._last_thumb = thumb
         self._last_time = timestamp
+        self._since = 0

@@ -178,9 +178,13 @@ def test_eval_command_end_to_end(tmp_path, capsys):
     rows = res["results"]
     assert {r["method"] for r in rows} == set(METHODS) and len(rows) == 2 * len(METHODS)
     for r in rows:
-        assert set(r) >= {"method", "keep_ratio", "accuracy", "ci95"}
-        assert 0 < r["keep_ratio"] <= 0.3 + 2 / 16 and math.isfinite(r["ci95"])
-    assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "a.pt").exists()
+        assert set(r) >= {"method", "keep_ratio", "stored_ratio", "accuracy", "ci95", "delta", "delta_ci95", "by_kind"}
+        # the share a reader is given counts the now frame and is matched to the target (one frame of slack)
+        assert r["stored_ratio"] <= r["keep_ratio"] <= r["target"] + 1 / 16 and math.isfinite(r["ci95"])
+        assert set(r["by_kind"]) == set(res["kinds"]) == {"present", "appeared"}
+        assert r["seed_delta_range"][0] <= r["seed_delta_range"][1]
+    assert len(res["seeds"]) == 2 and res["answerer_seeds"] == [0, 1]
+    assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "a.pt").exists() and (tmp_path / "a_s1.pt").exists()
     assert EventQA.load(tmp_path / "a.pt").meta["steps"] == 30
 
 

@@ -1,15 +1,16 @@
 """A small video-QA model over visual tokens at their (frame, position) slots, and its training.
 
-It reads what a video LLM would read: the visual tokens a stream kept, each at its slot (frame,
-grid position), plus the question. Tokens a compressor dropped are simply absent (masked out of
-attention), as in a video LLM given a pruned sequence; nothing is filled in.
+It reads what every reader of this project is given (:mod:`streamdycoke.reading`): the visual tokens
+a stream kept, each at its slot (frame, grid position), then the "now" frame: at each position not kept
+at the question's time, the token the stream holds there, flagged as restated. Slots a compressor dropped
+are otherwise absent (masked out of attention), as in a video LLM given a pruned sequence.
 
 Architecture (shapes for ``B`` questions over ``L = T * N`` token slots):
 
 - token slot ``(f, p)``: ``Linear(PCA(token))`` + position embedding ``p`` + age embedding
   ``t - f`` (how long before the question's time) + ``Linear(cos(token, X), cos(token, Y))``, the
   similarity to the pictures the question names (this is what lets it answer about objects it never
-  saw: it learns to match, not to recognise);
+  saw: it learns to match, not to recognise); a now-frame slot adds a learned "restated" vector;
 - question: 4 latent queries carrying the kind, the look-back window and the time asked, plus one
   query per named object (its reference vector, projected);
 - ``layers`` blocks of [queries cross-attend to the token slots, queries self-attend, MLP];
@@ -31,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..reading import now_slots
 from .data import EncodedStream
 from .questions import ANSWERS, KIND_ANSWERS, KINDS, Question
 
@@ -48,7 +50,7 @@ def _answer_mask() -> torch.Tensor:
 
 @dataclass
 class QABatch:
-    """Model inputs for ``B`` questions over ``L`` token slots.
+    """Model inputs for ``B`` questions over ``L = T * N + N`` token slots (every frame's, then the now frame's).
 
     Attributes:
         tokens: ``(B, L, P)`` PCA-reduced tokens.
@@ -56,6 +58,7 @@ class QABatch:
         pos: ``(B, L)`` long grid position. age: ``(B, L)`` long ``t - frame`` (clamped).
         keep: ``(B, L)`` float in [0, 1]: 1 for a slot the stream holds, 0 for one it does not (a
             soft value during policy training).
+        now: ``(B, L)`` float, 1 for a now-frame slot (a held token restated at the question's time).
         kind, window, t: ``(B,)`` long. refs: ``(B, 2, P)``. has_ref: ``(B, 2)`` float.
         answer: ``(B,)`` long (ground truth).
     """
@@ -65,6 +68,7 @@ class QABatch:
     pos: torch.Tensor
     age: torch.Tensor
     keep: torch.Tensor
+    now: torch.Tensor
     kind: torch.Tensor
     window: torch.Tensor
     t: torch.Tensor
@@ -105,6 +109,7 @@ class EventQA(nn.Module):
         self.pos = nn.Embedding(positions, d)
         self.age = nn.Embedding(MAX_FRAMES, d)
         self.null = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.restated = nn.Parameter(torch.randn(d) * 0.02)
         self.latent = nn.Parameter(torch.randn(4, d) * 0.02)
         self.kind = nn.Embedding(len(KINDS), d)
         self.window = nn.Embedding(MAX_FRAMES + 1, d)
@@ -132,7 +137,7 @@ class EventQA(nn.Module):
     def forward(self, b: QABatch) -> torch.Tensor:
         """Logits ``(B, len(ANSWERS))``, ``-inf`` outside the question kind's answers."""
         B = b.tokens.shape[0]
-        kv = self.vis(b.tokens) + self.sim(b.sims) + self.pos(b.pos) + self.age(b.age)
+        kv = self.vis(b.tokens) + self.sim(b.sims) + self.pos(b.pos) + self.age(b.age) + b.now.unsqueeze(-1) * self.restated
         kv = torch.cat([self.null.expand(B, 1, -1), kv], 1)
         # additive attention bias: log of the keep weight (0 kept, -inf dropped; soft in between)
         bias = torch.cat([torch.zeros(B, 1), b.keep.clamp_min(1e-9).log()], 1)
@@ -145,13 +150,17 @@ class EventQA(nn.Module):
         return self.head(self.out_norm(q[:, 0])) + self.answer_mask[b.kind]
 
     def save(self, path, **meta) -> None:
-        torch.save({"format": "streamdycoke.EventQA/1", "config": self.config, "state_dict": self.state_dict(),
+        torch.save({"format": "streamdycoke.EventQA/2", "config": self.config, "state_dict": self.state_dict(),
                     "meta": meta}, path)
 
     @classmethod
     def load(cls, path) -> "EventQA":
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(ckpt, dict) or ckpt.get("format") != "streamdycoke.EventQA/1":
+        fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+        if fmt == "streamdycoke.EventQA/1":
+            raise ValueError(f"{path} is an EventQA checkpoint of the old reading (no now frame): retrain it "
+                             "(streamdycoke eval --retrain)")
+        if fmt != "streamdycoke.EventQA/2":
             raise ValueError(f"{path} is not a StreamDyCoke EventQA checkpoint")
         m = cls(**ckpt["config"])
         m.load_state_dict(ckpt["state_dict"])
@@ -176,19 +185,32 @@ class StreamInputs:
 
 def build_batch(model: EventQA, items: list[tuple[StreamInputs, Question, torch.Tensor]],
                 refs: dict[str, torch.Tensor]) -> QABatch:
-    """Batch ``(stream inputs, question, keep (T, N) float)`` triples; slots after the question's time are dropped."""
-    toks, sims, pos, age, keep = [], [], [], [], []
+    """Batch ``(stream inputs, question, keep (T, N) float)`` triples as the reader is given them: every
+    frame's slots (those after the question's time dropped), then the now frame at the question's time
+    (:func:`streamdycoke.reading.now_slots` of the keep mask, read as kept where ``>= 0.5``; a restated
+    slot carries its source slot's keep weight), padded to ``N`` slots."""
+    toks, sims, pos, age, keep, now = [], [], [], [], [], []
     kind, window, t, rr, has, ans = [], [], [], [], [], []
     zero = torch.zeros(model.pca_basis.shape[1])
     for si, q, k in items:
-        toks.append(si.reduced)
+        N = si.N
+        flat_keep = k.reshape(-1) * (si.frame <= q.t).float()
+        tq = min(q.t, si.T - 1)
+        positions, frames = now_slots(k.reshape(si.T, N) >= 0.5, tq)
+        src = torch.zeros(N, dtype=torch.long)
+        src[: positions.numel()] = frames * N + positions
+        valid = torch.zeros(N)
+        valid[: positions.numel()] = 1.0
+        idx = torch.cat([torch.arange(si.T * N), src])
+        toks.append(si.reduced[idx])
         cols = []
         for name in (q.x, q.y):
-            cols.append(si.unit @ refs[name] if name is not None else torch.zeros(si.unit.shape[0]))
+            cols.append(si.unit[idx] @ refs[name] if name is not None else torch.zeros(idx.shape[0]))
         sims.append(torch.stack(cols, 1))
-        pos.append(si.pos)
-        age.append((q.t - si.frame).clamp(0, MAX_FRAMES - 1))
-        keep.append(k.reshape(-1) * (si.frame <= q.t).float())
+        pos.append(si.pos[idx])
+        age.append((q.t - si.frame[idx]).clamp(0, MAX_FRAMES - 1))
+        keep.append(torch.cat([flat_keep, flat_keep[src] * valid]))
+        now.append(torch.cat([torch.zeros(si.T * N), valid]))
         kind.append(KINDS.index(q.kind))
         window.append(q.window)
         t.append(min(q.t, MAX_FRAMES - 1))
@@ -197,8 +219,8 @@ def build_batch(model: EventQA, items: list[tuple[StreamInputs, Question, torch.
         has.append(torch.tensor([q.x is not None, q.y is not None], dtype=torch.float32))
         ans.append(q.answer)
     return QABatch(torch.stack(toks), torch.stack(sims), torch.stack(pos), torch.stack(age), torch.stack(keep),
-                   torch.tensor(kind), torch.tensor(window), torch.tensor(t), torch.stack(rr), torch.stack(has),
-                   torch.tensor(ans))
+                   torch.stack(now), torch.tensor(kind), torch.tensor(window), torch.tensor(t), torch.stack(rr),
+                   torch.stack(has), torch.tensor(ans))
 
 
 def _random_keep(T: int, N: int, gen: torch.Generator, max_drop: float) -> torch.Tensor:
@@ -214,11 +236,14 @@ def _random_keep(T: int, N: int, gen: torch.Generator, max_drop: float) -> torch
 def train_answerer(
     streams: list[EncodedStream], refs: dict[str, torch.Tensor], *, steps: int = 1500, batch: int = 32,
     lr: float = 2e-3, seed: int = 0, token_dropout: float = 0.0, progress: bool = True,
-    val: list[tuple[EncodedStream, list[Question]]] | None = None, **model_kw,
+    val: list[tuple[EncodedStream, list[Question]]] | None = None, kinds: tuple[str, ...] = KINDS,
+    masks: list[list[torch.Tensor]] | None = None, mask_share: float = 0.5, **model_kw,
 ) -> tuple[EventQA, list[dict]]:
-    """Train :class:`EventQA` on uncompressed training streams, with fresh random questions every step
-    (:func:`~.questions.scene_questions`). ``token_dropout`` > 0 drops a random share (up to it) of
-    each training stream's slots. Returns the model and the history (loss; val accuracy when given)."""
+    """Train :class:`EventQA` on training streams, with fresh random questions of ``kinds`` every step
+    (:func:`~.questions.scene_questions`). Each question reads its stream through a keep mask: with
+    probability ``mask_share`` one of ``masks[i]`` (compressed versions of training stream ``i``: the
+    reader learns to read pruned streams), else a random slot dropout of up to ``token_dropout`` (none
+    at 0). Returns the model and the history (loss; val accuracy when given)."""
     from .questions import scene_questions
 
     with torch.random.fork_rng(devices=[]):
@@ -238,9 +263,15 @@ def train_answerer(
             items = []
             while len(items) < batch:
                 i = int(rng.integers(len(streams)))
-                qs = scene_questions(streams[i].scene, rng, per_kind=1)
+                qs = scene_questions(streams[i].scene, rng, per_kind=1, kinds=kinds)
+                if not qs:
+                    continue
                 q = qs[int(rng.integers(len(qs)))]
-                items.append((inputs[i], q, _random_keep(inputs[i].T, inputs[i].N, gen, token_dropout)))
+                if masks is not None and masks[i] and rng.random() < mask_share:
+                    k = masks[i][int(rng.integers(len(masks[i])))].float()
+                else:
+                    k = _random_keep(inputs[i].T, inputs[i].N, gen, token_dropout)
+                items.append((inputs[i], q, k))
             b = build_batch(model, items, refs)
             loss = F.cross_entropy(model(b), b.answer)
             opt.zero_grad()

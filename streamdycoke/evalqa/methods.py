@@ -17,7 +17,9 @@ The offline anchors see the whole clip; the streaming ones decide each frame whe
 
 from __future__ import annotations
 
+import dataclasses
 import math
+
 import torch
 import torch.nn.functional as F
 
@@ -70,13 +72,15 @@ def evs_mask(tokens: torch.Tensor, r: float) -> torch.Tensor:
 
 
 def stream_mask(stream: EncodedStream, r: float, policy: Policy, *, window: int = 16,
-                sampler: SamplerConfig | None = None) -> torch.Tensor:
-    """Run the real sampler and streaming compressor frame by frame; the kept positions of each frame."""
+                sampler: SamplerConfig | None = None, config: StreamConfig | None = None) -> torch.Tensor:
+    """Run the real sampler (processing at least the budget's share of frames) and streaming compressor
+    frame by frame; the kept positions of each frame. ``config``: the compressor's (its budget set to ``r``)."""
     T, N, _ = stream.tokens.shape
     side = int(math.isqrt(N))
     grid = (side, N // side)
-    samp = FrameSampler(sampler or SamplerConfig())
-    comp = StreamCompressor(StreamConfig(window=window, budget_ratio=r), policy)
+    samp = FrameSampler((sampler or SamplerConfig()).for_budget(r))
+    cfg = dataclasses.replace(config, budget_ratio=r) if config is not None else StreamConfig(window=window, budget_ratio=r)
+    comp = StreamCompressor(cfg, policy)
     state = comp.new_state("eval")
     keep = torch.zeros(T, N, dtype=torch.bool)
     for t, ts in enumerate(stream.timestamps):

@@ -74,11 +74,17 @@ def _yes_no(rng, scene: Scene, positives: set[str], t: int, kind: str, window: i
     return Question(kind, t, window, str(rng.choice(sorted(pool))), None, 0)
 
 
-def scene_questions(scene: Scene, rng: np.random.Generator, per_kind: int = 6) -> list[Question]:
-    """Questions about ``scene``: ``per_kind`` of ``present`` and of ``appeared`` (random times and
-    objects, about half answered yes), and one each of ``scene_change``, ``count`` and ``first``
-    (where two objects appeared at different times), all ``first``/``count``/``scene_change`` asked
-    at the last frame."""
+def scene_questions(scene: Scene, rng: np.random.Generator, per_kind: int = 6,
+                    kinds: tuple[str, ...] = KINDS) -> list[Question]:
+    """Questions of ``kinds`` about ``scene``: ``per_kind`` of ``present`` and of ``appeared`` (random
+    times and objects, about half answered yes), and one each of ``scene_change``, ``count`` and
+    ``first`` (where two objects appeared at different times), all three asked at the last frame.
+    The random draws are the same whatever ``kinds`` holds (a kind left out is drawn and dropped)."""
+    qs = _all_questions(scene, rng, per_kind)
+    return [q for q in qs if q.kind in kinds]
+
+
+def _all_questions(scene: Scene, rng: np.random.Generator, per_kind: int) -> list[Question]:
     T = scene.frames
     qs: list[Question] = []
     for _ in range(per_kind):

@@ -8,7 +8,9 @@ Positions: the window is laid out as the unpruned video the model would have see
 step per stored frame in frame order, ``prefix + video placeholders + suffix``; the model's own
 position rule (``get_rope_index`` for Qwen's M-RoPE, 1-D positions for LLaVA) gives every slot its
 position, and each stored token takes the position of its (frame, patch) slot. Frames the sampler
-skipped are not in the window, so they take no temporal step.
+skipped are not in the window, so they take no temporal step. After the stored frames comes the now
+frame of :mod:`streamdycoke.reading` (every position not kept at the newest frame, its held token
+restated), one temporal step after the newest frame; its tokens count in ``visual_tokens``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 
 from ..budget import window_visual_tokens
+from ..reading import reading
 from ..segment import TokenSegment
 from .core import _host_for
 
@@ -46,18 +49,23 @@ class SegmentInputs:
 
 @torch.no_grad()
 def inputs_from_segments(
-    model: Any, segments: list[TokenSegment], prefix_ids: torch.Tensor, suffix_ids: torch.Tensor
+    model: Any, segments: list[TokenSegment], prefix_ids: torch.Tensor, suffix_ids: torch.Tensor, *, now: bool = True
 ) -> SegmentInputs:
-    """Build LLM inputs for ``prefix + video(segments) + suffix``.
+    """Build LLM inputs for ``prefix + video(segments, now frame) + suffix``.
 
     Args:
         model: a supported host model (patched or not).
         segments: one stream's segments in frame order (e.g. ``TokenStore.read`` of a time window).
         prefix_ids: ``(P,)`` token ids before the video (chat template, system prompt).
         suffix_ids: ``(S,)`` token ids after it (the question, the assistant prefix).
+        now: append the now frame (:func:`streamdycoke.reading.reading`); False gives the stored
+            segments alone (a comparison).
     """
     if not segments:
         raise ValueError("no segments: the window holds no frames")
+    stored = len(segments)
+    if now:
+        segments = reading(segments)
     grid = segments[0].grid
     dim = segments[0].dim
     for s in segments:
@@ -98,15 +106,17 @@ def inputs_from_segments(
     return SegmentInputs(
         inputs_embeds=embeds, attention_mask=torch.ones(1, L, dtype=torch.long), position_ids=position_ids,
         visual_tokens=window_visual_tokens((s.num_kept for s in segments), n_extra),
-        visual_tokens_uncompressed=window_visual_tokens([F * N], n_extra),
+        visual_tokens_uncompressed=window_visual_tokens([stored * N], n_extra),
     )
 
 
 def generate_from_segments(
-    model: Any, segments: list[TokenSegment], prefix_ids: torch.Tensor, suffix_ids: torch.Tensor, **generate_kwargs: Any
+    model: Any, segments: list[TokenSegment], prefix_ids: torch.Tensor, suffix_ids: torch.Tensor, *, now: bool = True,
+    **generate_kwargs: Any
 ) -> tuple[torch.Tensor, SegmentInputs]:
-    """Answer from cached segments: ``(new token ids (1, n), the inputs used)``."""
-    inp = inputs_from_segments(model, segments, prefix_ids, suffix_ids)
+    """Answer from cached segments: ``(new token ids (1, n), the inputs used)``; ``now`` as in
+    :func:`inputs_from_segments`."""
+    inp = inputs_from_segments(model, segments, prefix_ids, suffix_ids, now=now)
     out = model.generate(
         inputs_embeds=inp.inputs_embeds, attention_mask=inp.attention_mask, position_ids=inp.position_ids,
         **generate_kwargs,
