@@ -42,6 +42,9 @@ class StreamConfig:
             (least similar to the held token, by default). The policy's own count is not used: on
             the event-QA benchmark's validation streams (and 20 training streams), capping the threshold policy's count by the
             bucket left a third of a 35% budget unspent (24% kept) with no gain in accuracy per token.
+        keyframe_share: under rate control, the most of the budget periodic keyframes may spend: the
+            interval between them grows past ``window`` where needed (:attr:`keyframe_interval`), as
+            DyCoke TTM's window grows below a 25% budget. None: every ``window`` frames whatever the budget.
         refresh: under rate control, with the default ranking, a position's rank is its dissimilarity
             to the held token plus ``refresh`` times the held token's age in windows (frames since it
             was kept, over ``window``): stale positions are refreshed a few at a time, not only at
@@ -53,6 +56,15 @@ class StreamConfig:
     token_dtype: str = "float16"
     budget_ratio: float | None = None
     refresh: float = 0.0
+    keyframe_share: float | None = None
+
+    @property
+    def keyframe_interval(self) -> int:
+        """The most frames between keyframes: ``window``, grown under rate control so that keyframes
+        spend at most ``keyframe_share`` of the budget (``ceil(1 / (keyframe_share * budget_ratio))``)."""
+        if self.budget_ratio is None or self.keyframe_share is None:
+            return self.window
+        return max(self.window, math.ceil(1.0 / (self.keyframe_share * self.budget_ratio) - 1e-9))
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -65,6 +77,8 @@ class StreamConfig:
             raise ValueError(f"budget_ratio must be in (0, 1] or None, got {self.budget_ratio}")
         if not 0.0 <= self.refresh:
             raise ValueError(f"refresh must be >= 0, got {self.refresh}")
+        if self.keyframe_share is not None and not 0.0 < self.keyframe_share <= 1.0:
+            raise ValueError(f"keyframe_share must be in (0, 1] or None, got {self.keyframe_share}")
 
 
 @dataclass
@@ -206,7 +220,7 @@ class StreamCompressor:
         if not bool(torch.isfinite(norms).all()):
             raise ValueError(f"stream {state.stream_id!r}: frame {frame_index} has non-finite tokens")
         x_unit = xf.div_(norms.clamp_min_(1e-12).unsqueeze(1))
-        w = self.config.window
+        w = self.config.keyframe_interval
         first = state.held_unit is None or state.grid != grid or state.held_unit.shape[1] != x.shape[1]
         if first:
             sim = None

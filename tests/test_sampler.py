@@ -48,3 +48,17 @@ def test_bad_frames_and_config_are_rejected():
         s.decide(np.zeros((8, 8, 3), dtype=np.uint8), 0.0)
     with pytest.raises(ValueError):
         SamplerConfig(min_fps=10, max_fps=5)
+
+
+def test_under_a_budget_a_still_scene_is_processed_at_least_at_the_budgets_share_of_frames():
+    from streamdycoke import PipelineConfig, StreamConfig
+
+    still = [rgb(64, 64, seed=0)] * 40
+    cfg = SamplerConfig(min_fps=1.0).for_budget(0.25)
+    s = FrameSampler(cfg)
+    processed = [i for i, f in enumerate(still) if s.decide(f, i / 30.0).process]
+    assert processed == list(range(0, 40, 4))  # every 4th frame, though min_fps alone would take the first only
+    assert SamplerConfig().for_budget(None) == SamplerConfig() and SamplerConfig(min_share=0.5).for_budget(0.1).min_share == 0.5
+    assert PipelineConfig(stream=StreamConfig(budget_ratio=0.5)).sampler.min_share == 0.5  # applied where a stream is built
+    with pytest.raises(ValueError, match="min_share"):
+        SamplerConfig(min_share=1.5)

@@ -114,3 +114,23 @@ def test_bad_input_is_rejected_with_a_clear_error(stream_tokens):
         StreamConfig(window=0)
     with pytest.raises(ValueError):
         StreamConfig(token_dtype="float32")
+
+
+def test_under_a_small_budget_keyframes_spread_so_they_spend_at_most_their_share(stream_tokens):
+    cfg = StreamConfig(window=8, budget_ratio=0.05, keyframe_share=0.5, scene_cut_similarity=-1.0)
+    assert cfg.keyframe_interval == 40 and StreamConfig(window=8, budget_ratio=0.5, keyframe_share=0.5).keyframe_interval == 8
+    assert StreamConfig(window=8, budget_ratio=0.05).keyframe_interval == 8  # off by default
+    comp = StreamCompressor(cfg)
+    st = comp.new_state("s")
+    segs = [comp.process(st, x, GRID, i, i / 30) for i, x in enumerate(stream_tokens)]
+    assert [s.frame_index for s in segs if s.keyframe] == [0]
+    assert sum(s.num_kept for s in segs) <= 0.05 * 36 * len(segs) + 36  # the budget, the first frame's overdraft aside
+
+
+def test_refresh_ranks_stale_positions_first_when_nothing_changes(stream_tokens):
+    x = stream_tokens[0]
+    comp = StreamCompressor(StreamConfig(window=100, budget_ratio=0.25, refresh=1.0))
+    st = comp.new_state("s")
+    segs = [comp.process(st, x, GRID, i, i / 30) for i in range(24)]  # a still scene: only staleness differs
+    kept = torch.cat([s.positions for s in segs[1:]]).tolist()
+    assert len(kept) >= 36 and sorted(kept[:36]) == list(range(36))  # each refreshed once before any twice

@@ -50,7 +50,8 @@ def _answer_mask() -> torch.Tensor:
 
 @dataclass
 class QABatch:
-    """Model inputs for ``B`` questions over ``L = T * N + N`` token slots (every frame's, then the now frame's).
+    """Model inputs for ``B`` questions over ``L`` token slots: every frame's, then the now frame's, less
+    the slots of weight 0 (dropped, or after the question's time), padded to the longest row.
 
     Attributes:
         tokens: ``(B, L, P)`` PCA-reduced tokens.
@@ -188,7 +189,8 @@ def build_batch(model: EventQA, items: list[tuple[StreamInputs, Question, torch.
     """Batch ``(stream inputs, question, keep (T, N) float)`` triples as the reader is given them: every
     frame's slots (those after the question's time dropped), then the now frame at the question's time
     (:func:`streamdycoke.reading.now_slots` of the keep mask, read as kept where ``>= 0.5``; a restated
-    slot carries its source slot's keep weight), padded to ``N`` slots."""
+    slot carries its source slot's keep weight). Slots of weight 0 are left out (exact: attention gives
+    them nothing), rows padded with weight 0."""
     toks, sims, pos, age, keep, now = [], [], [], [], [], []
     kind, window, t, rr, has, ans = [], [], [], [], [], []
     zero = torch.zeros(model.pca_basis.shape[1])
@@ -197,20 +199,21 @@ def build_batch(model: EventQA, items: list[tuple[StreamInputs, Question, torch.
         flat_keep = k.reshape(-1) * (si.frame <= q.t).float()
         tq = min(q.t, si.T - 1)
         positions, frames = now_slots(k.reshape(si.T, N) >= 0.5, tq)
-        src = torch.zeros(N, dtype=torch.long)
-        src[: positions.numel()] = frames * N + positions
-        valid = torch.zeros(N)
-        valid[: positions.numel()] = 1.0
+        src = frames * N + positions
+        slot_keep = torch.cat([flat_keep, flat_keep[src]])
         idx = torch.cat([torch.arange(si.T * N), src])
+        flag = torch.cat([torch.zeros(si.T * N), torch.ones(src.numel())])
+        live = slot_keep > 0  # a slot of weight 0 adds nothing to attention: left out, the batch is shorter
+        idx, slot_keep, flag = idx[live], slot_keep[live], flag[live]
         toks.append(si.reduced[idx])
         cols = []
         for name in (q.x, q.y):
-            cols.append(si.unit[idx] @ refs[name] if name is not None else torch.zeros(idx.shape[0]))
+            cols.append((si.unit @ refs[name])[idx] if name is not None else torch.zeros(idx.shape[0]))
         sims.append(torch.stack(cols, 1))
         pos.append(si.pos[idx])
         age.append((q.t - si.frame[idx]).clamp(0, MAX_FRAMES - 1))
-        keep.append(torch.cat([flat_keep, flat_keep[src] * valid]))
-        now.append(torch.cat([torch.zeros(si.T * N), valid]))
+        keep.append(slot_keep)
+        now.append(flag)
         kind.append(KINDS.index(q.kind))
         window.append(q.window)
         t.append(min(q.t, MAX_FRAMES - 1))
@@ -218,9 +221,9 @@ def build_batch(model: EventQA, items: list[tuple[StreamInputs, Question, torch.
             rr.append(torch.stack([model.reduce(refs[n]) if n is not None else zero for n in (q.x, q.y)]))
         has.append(torch.tensor([q.x is not None, q.y is not None], dtype=torch.float32))
         ans.append(q.answer)
-    return QABatch(torch.stack(toks), torch.stack(sims), torch.stack(pos), torch.stack(age), torch.stack(keep),
-                   torch.stack(now), torch.tensor(kind), torch.tensor(window), torch.tensor(t), torch.stack(rr),
-                   torch.stack(has), torch.tensor(ans))
+    pad = lambda xs: torch.nn.utils.rnn.pad_sequence(xs, batch_first=True)  # noqa: E731 (keep 0 on padding)
+    return QABatch(pad(toks), pad(sims), pad(pos), pad(age), pad(keep), pad(now), torch.tensor(kind),
+                   torch.tensor(window), torch.tensor(t), torch.stack(rr), torch.stack(has), torch.tensor(ans))
 
 
 def _random_keep(T: int, N: int, gen: torch.Generator, max_drop: float) -> torch.Tensor:

@@ -25,7 +25,9 @@ from tqdm import tqdm
 from ..encoders import EncoderSpec, build_encoder
 from .answerer import EventQA, predict, train_answerer
 from .data import EncodedStream, encode_streams, object_references
-from .methods import METHODS, held_index, keep_mask
+from ..policy import ThresholdPolicy
+from ..stream import StreamConfig
+from .methods import METHODS, held_index, keep_mask, stream_mask
 from ..reading import now_slots
 from .questions import KINDS, scene_questions
 from .scenes import Imagery, SceneSpec
@@ -77,6 +79,10 @@ def topk_agreement(encoder, streams: list[EncodedStream], keeps: list[torch.Tens
     return (agree / total if total else 1.0), tops
 
 
+# the streaming compressor's settings in the answerer's training masks (the defaults of 2026-11)
+TRAINING_STREAM_CONFIG = StreamConfig(window=16, keyframe_share=None, refresh=0.0)
+
+
 def training_masks(streams: list[EncodedStream], *, methods=("uniform", "ttm", "evs", "stream"), per_stream: int = 4,
                    budgets: tuple[float, float] = (0.04, 0.6), window: int = 16, seed: int = 0,
                    progress: bool = True) -> list[list[torch.Tensor]]:
@@ -90,7 +96,10 @@ def training_masks(streams: list[EncodedStream], *, methods=("uniform", "ttm", "
         for _ in range(per_stream):
             m = str(rng.choice(methods))
             r = float(np.exp(rng.uniform(np.log(budgets[0]), np.log(budgets[1]))))
-            ms.append(keep_mask(m, s, r, window=window))
+            if m == "stream":  # pinned, so the answerer's recipe does not move with the compressor's defaults
+                ms.append(stream_mask(s, r, ThresholdPolicy(), config=TRAINING_STREAM_CONFIG))
+            else:
+                ms.append(keep_mask(m, s, r, window=window))
         out.append(ms)
     return out
 
@@ -226,29 +235,40 @@ def _seed_path(path: Path, i: int) -> Path:
 
 
 def plot_eval(result: dict, path: Path) -> None:
+    """Accuracy (95% intervals) against the share of tokens read, per method; then per scored kind; then
+    ImageNet top-1 agreement."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    kinds = result.get("kinds") or list(result["uncompressed_by_kind"])
+    fig, axes = plt.subplots(1, 2 + len(kinds), figsize=(5.2 * (2 + len(kinds)), 4.5))
+    colors = {}
     for method in dict.fromkeys(r["method"] for r in result["results"]):
         rows = [r for r in result["results"] if r["method"] == method]
         x = [100 * r["keep_ratio"] for r in rows]
-        axes[0].errorbar(x, [100 * r["accuracy"] for r in rows], yerr=[100 * r["ci95"] for r in rows],
-                         marker="o", capsize=3, label=method)
-        axes[1].plot(x, [100 * r["top1_agreement"] for r in rows], marker="o", label=method)
-    axes[0].axhline(100 * result["uncompressed_accuracy"], color="k", ls="--", lw=1, label="uncompressed")
-    axes[0].axhline(100 * (result["uncompressed_accuracy"] - 0.01), color="k", ls=":", lw=1, label="uncompressed − 1 pt")
+        line = axes[0].errorbar(x, [100 * r["accuracy"] for r in rows], yerr=[100 * r["ci95"] for r in rows],
+                                marker="o", capsize=3, label=method)
+        colors[method] = line[0].get_color()
+        for ax, k in zip(axes[1:], kinds):
+            ax.plot(x, [100 * r["by_kind"][k] for r in rows], marker="o", color=colors[method], label=method)
+        axes[-1].plot(x, [100 * r["top1_agreement"] for r in rows], marker="o", color=colors[method], label=method)
+    u = result["uncompressed_accuracy"]
+    axes[0].axhline(100 * u, color="k", ls="--", lw=1, label="uncompressed")
+    axes[0].axhline(100 * (u - 0.01), color="k", ls=":", lw=1, label="uncompressed − 1 pt")
     axes[0].set_ylabel("event-QA accuracy, test split (%)")
-    axes[1].set_ylabel("ImageNet top-1 agreement, held vs live frame (%)")
+    for ax, k in zip(axes[1:], kinds):
+        ax.axhline(100 * result["uncompressed_by_kind"][k], color="k", ls="--", lw=1, label="uncompressed")
+        ax.set_ylabel(f"accuracy on '{k}' questions (%)")
+    axes[-1].set_ylabel("ImageNet top-1 agreement, held vs live frame (%)")
     for ax in axes:
-        ax.set_xlabel("tokens kept (% of every frame in)")
+        ax.set_xlabel("tokens read (% of every frame in; now frames included)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.suptitle(f"EfficientNet-Lite0 tokens, {result['streams']} test streams, {result['questions']} questions")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
