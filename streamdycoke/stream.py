@@ -37,7 +37,8 @@ class StreamConfig:
         budget_ratio: rate control (None: off, the policy alone decides how many tokens a frame
             keeps). The stream then keeps this share of the tokens of every frame *in*, frames the
             sampler skipped included: a token bucket gains ``budget_ratio * N`` per frame in,
-            keyframes spend ``N`` (the bucket may go negative and is repaid), and a judged frame
+            keyframes spend ``N`` (the bucket may go negative and is repaid; a scene cut is whole only
+            when the bucket is not in debt, else judged), and a judged frame
             spends what the bucket holds (at most ``N``) on the positions the policy ranks first
             (least similar to the held token, by default). The policy's own count is not used: on
             the event-QA benchmark's validation streams (and 20 training streams), capping the threshold policy's count by the
@@ -236,6 +237,11 @@ class StreamCompressor:
         target = self.config.budget_ratio
         if target is not None:  # frames in since the last processed one, skipped ones included
             state.credit += target * n * (frame_index - state.last_frame_index if state.last_frame_index >= 0 else 1)
+            # under rate control a cut is whole only out of credit: moving footage "cuts" often (low mean
+            # similarity frame after frame) and would otherwise spend whole frames whatever the budget;
+            # in debt it is judged and spends what the bucket holds (periodic keyframes stay: 1 in W)
+            if keyframe and not first and state.frames_since_keyframe + 1 < w and state.credit < 0:
+                keyframe = False
         if keyframe:
             positions = torch.arange(n)
             state.held_unit = x_unit.clone()

@@ -134,3 +134,14 @@ def test_refresh_ranks_stale_positions_first_when_nothing_changes(stream_tokens)
     segs = [comp.process(st, x, GRID, i, i / 30) for i in range(24)]  # a still scene: only staleness differs
     kept = torch.cat([s.positions for s in segs[1:]]).tolist()
     assert len(kept) >= 36 and sorted(kept[:36]) == list(range(36))  # each refreshed once before any twice
+
+
+def test_under_a_budget_cuts_on_every_frame_do_not_spend_whole_frames_past_it():
+    g = torch.Generator().manual_seed(0)
+    frames = [torch.randn(36, 8, generator=g) for _ in range(60)]  # every frame unlike the last: a "cut" each time
+    comp = StreamCompressor(StreamConfig(window=16, budget_ratio=0.1))
+    st = comp.new_state("s")
+    segs = [comp.process(st, x, GRID, i, i / 30, scene_cut=i % 2 == 0) for i, x in enumerate(frames)]
+    kept = sum(s.num_kept for s in segs)
+    assert kept <= 0.1 * 36 * 60 + 36  # the budget, one whole frame of overdraft at most
+    assert sum(s.keyframe for s in segs) < 15  # cuts taken out of credit, not on every frame
