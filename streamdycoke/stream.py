@@ -5,7 +5,10 @@ holds there (the last kept token). A new frame is compared position by position 
 policy sets how many tokens the frame keeps, the least similar ones are kept and replace the held
 ones. A keyframe (all tokens) comes at least every ``window`` frames and on a scene cut, so every
 held token is at most ``window - 1`` frames old: each decision looks only inside a bounded sliding
-window, and the state is ``O(N * D)`` whatever the stream's length.
+window, and the state is ``O(N * D)`` whatever the stream's length. Under rate control
+(``StreamConfig.budget_ratio``) a scene cut is whole only when the token bucket is not in debt, and
+``StreamConfig.keyframe_share`` may lengthen the interval: the bound is then
+``StreamConfig.keyframe_interval - 1`` frames.
 """
 
 from __future__ import annotations
