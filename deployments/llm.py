@@ -37,6 +37,7 @@ from streamdycoke.encoders import EncoderSpec
 from streamdycoke.encoders.llava import load_llava_onevision
 from streamdycoke.patch.core import _host_for
 from streamdycoke.patch.segments import SegmentInputs, inputs_from_segments
+from streamdycoke.reading import now_segment
 from streamdycoke.segment import read_header, decode_segment
 
 __all__ = ["GenerationOptions", "LLMEngine", "LLMRequest", "LLMResult"]
@@ -145,8 +146,11 @@ class LLMEngine:
         self.kept: OrderedDict[str, _KeptWindow] = OrderedDict()
 
     def visual_tokens(self, segments: list[bytes]) -> int:
-        """Visual tokens a window of wire-format segments costs this LLM (what the answer reports)."""
-        return window_visual_tokens((read_header(b).num_kept for b in segments), self.extra_tokens)
+        """Visual tokens a window of wire-format segments costs this LLM (what the answer reports): its
+        kept tokens and its now frame (:mod:`streamdycoke.reading`)."""
+        now = now_segment([decode_segment(b) for b in segments]) if segments else None
+        kept = [read_header(b).num_kept for b in segments] + ([now.num_kept] if now is not None else [])
+        return window_visual_tokens(kept, self.extra_tokens)
 
     def forget(self, prefix: str) -> None:
         """Drop the kept KV caches whose key starts with ``prefix`` (e.g. a camera routed elsewhere)."""

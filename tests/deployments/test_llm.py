@@ -40,10 +40,11 @@ def test_batched_answers_equal_single_answers_and_use_fewer_tokens(engine, windo
     for b, a, r in zip(batch, alone, reqs):
         assert b.answer == a.answer and b.new_tokens == 5 and b.batch_size == 2
         assert b.visual_tokens < b.visual_tokens_uncompressed
-        # what the batcher counts for a request is what its answer reports (kept tokens + the newline)
+        # what the batcher counts for a request is what its answer reports (kept tokens, the now frame,
+        # the newline)
         assert engine.visual_tokens(r.segments) == b.visual_tokens
-        kept = [decode_segment(x).num_kept for x in r.segments]
-        assert b.visual_tokens == window_visual_tokens(kept, 1) == sum(kept) + 1
+        kept = [decode_segment(x).num_kept for x in r.segments] + [_now_tokens(r.segments)]
+        assert b.visual_tokens == window_visual_tokens(kept, 1) == sum(kept) + 1 and _now_tokens(r.segments) > 0
         assert b.prefill_ms > 0 and b.decode_ms > 0 and b.queue_ms >= 0
 
 
@@ -76,7 +77,8 @@ def test_incremental_prefill_answers_equal_full_prefill_as_the_window_grows_and_
         assert kept.prefilled_tokens + kept.reused_tokens == full.prefilled_tokens
     # what was reused: the step that repeated the window prefilled only the question, the slide nothing old
     again = engine.answer([LLMRequest("cam2", "is anyone there?", 5, w[5:20], reuse_key="cam2|10")])[0]
-    assert again.reused_tokens > 0 and again.prefilled_tokens < 15
+    now = _now_tokens(w[5:20])  # the now frame is read with the question, never kept
+    assert again.reused_tokens > 0 and again.prefilled_tokens < 15 + now
     slid = engine.answer([LLMRequest("cam2", "is anyone there?", 5, w[6:20], reuse_key="cam2|10")])[0]
     assert slid.reused_tokens == 0, "a window whose start moved is rebuilt, never cut"
     assert len(engine.kept) == 1
@@ -106,4 +108,12 @@ def test_kept_windows_of_several_cameras_answer_in_one_batch_as_each_would_alone
         assert end_a == 6 or all(res.reused_tokens > 0 for res in batch)
     # the kept caches still hold only the windows (the batch's questions went with its copies)
     again = engine.answer([LLMRequest("cam2", "is anyone there?", 5, b[:20], reuse_key="cam2|10")])[0]
-    assert again.answer == batch[1].answer and again.prefilled_tokens < 15
+    assert again.answer == batch[1].answer and again.prefilled_tokens < 15 + _now_tokens(b[:20])
+
+
+def _now_tokens(blobs) -> int:
+    from streamdycoke.reading import now_segment
+    from streamdycoke.segment import decode_segment
+
+    now = now_segment([decode_segment(x) for x in blobs])
+    return 0 if now is None else now.num_kept
