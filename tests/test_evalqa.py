@@ -166,6 +166,34 @@ def test_answerer_sees_only_the_past_and_only_what_is_kept():
     assert torch.isfinite(out[0, list(KIND_ANSWERS["present"])]).all()
 
 
+def test_a_long_stream_is_read_through_its_window_and_the_held_state():
+    s = _stream(T=30)
+    model = EventQA(dim=64, pca=16, d=32, positions=49)
+    model.fit_pca(s.tokens.view(-1, 64).float())
+    refs = {"cat": torch.nn.functional.normalize(torch.randn(64), dim=0)}
+    q = Question("present", 25, 0, "cat", None, 1)
+    si = StreamInputs(model, s)
+    # uncompressed: a windowed read of frames 16..25 is the read of that clip alone, asked at its frame 9
+    windowed = model(build_batch(model, [(si, q, torch.ones(30, 49), 16)], refs))
+    clip = StreamInputs(model, EncodedStream(None, s.tokens[16:26], s.thumbs[16:26]))
+    alone = model(build_batch(model, [(clip, Question("present", 9, 0, "cat", None, 1), torch.ones(10, 49))], refs))
+    assert torch.allclose(windowed, alone, atol=1e-5)
+    # compressed: frame 0 whole, then only position 0 kept; position 7 is held from frame 0 (before the window)
+    keep = torch.zeros(30, 49)
+    keep[0] = 1
+    keep[:, 0] = 1
+    read = model(build_batch(model, [(si, q, keep, 16)], refs))
+    before = s.tokens.clone()
+    before[3:16] = torch.randn_like(before[3:16].float()).half()  # frames before the window, not held: unseen
+    before[0, 0] = torch.randn(64).half()  # position 0 of frame 0: re-kept since, not held: unseen
+    si2 = StreamInputs(model, EncodedStream(None, before, s.thumbs))
+    assert torch.allclose(read, model(build_batch(model, [(si2, q, keep, 16)], refs)), atol=1e-5)
+    held = s.tokens.clone()
+    held[0, 7] = torch.randn(64).half()  # the token the stream holds at position 7: restated in the now frame
+    si3 = StreamInputs(model, EncodedStream(None, held, s.thumbs))
+    assert not torch.allclose(read, model(build_batch(model, [(si3, q, keep, 16)], refs)), atol=1e-5)
+
+
 def test_eval_command_end_to_end(tmp_path, capsys):
     from streamdycoke.cli import main
 
@@ -186,6 +214,18 @@ def test_eval_command_end_to_end(tmp_path, capsys):
     assert len(res["seeds"]) == 2 and res["answerer_seeds"] == [0, 1]
     assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "a.pt").exists() and (tmp_path / "a_s1.pt").exists()
     assert EventQA.load(tmp_path / "a.pt").meta["steps"] == 30
+    # long streams: 40 frames read through 16-frame windows by the same answerers (not retrained)
+    trained = (tmp_path / "a.pt").stat().st_mtime_ns
+    rc = main(["eval", "--train", "4", "--val", "2", "--test", "2", "--frames", "40", "--train-frames", "16",
+               "--read-window", "16", "--budgets", "0.2", "--no-real", "--cache-dir", str(tmp_path),
+               "--answerer", str(tmp_path / "a.pt"), "--plot", str(tmp_path / "long.png"), "--json", "-q"])
+    assert rc == 0 and (tmp_path / "a.pt").stat().st_mtime_ns == trained
+    long = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert long["read_window"] == 16 and long["frames_per_stream"] == 40 and res["read_window"] is None
+    for r in long["results"]:
+        assert r["keep_ratio"] <= r["target"] + 1 / 16
+        # offline methods are run on each question's window: no one mask per stream to hold frames from
+        assert (r["top1_agreement"] is None) == (r["method"] not in ("stream", "stream-net"))
 
 
 def test_policy_trains_on_the_task_loss_through_the_soft_keep_mask():

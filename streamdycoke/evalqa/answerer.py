@@ -36,7 +36,7 @@ from ..reading import now_slots
 from .data import EncodedStream
 from .questions import ANSWERS, KIND_ANSWERS, KINDS, Question
 
-__all__ = ["EventQA", "QABatch", "build_batch", "predict", "train_answerer"]
+__all__ = ["EventQA", "QABatch", "build_batch", "predict", "read_start", "train_answerer"]
 
 MAX_FRAMES = 64
 
@@ -184,23 +184,28 @@ class StreamInputs:
         self.pos = torch.arange(N).repeat(T)
 
 
-def build_batch(model: EventQA, items: list[tuple[StreamInputs, Question, torch.Tensor]],
-                refs: dict[str, torch.Tensor]) -> QABatch:
-    """Batch ``(stream inputs, question, keep (T, N) float)`` triples as the reader is given them: every
-    frame's slots (those after the question's time dropped), then the now frame at the question's time
-    (:func:`streamdycoke.reading.now_slots` of the keep mask, read as kept where ``>= 0.5``; a restated
-    slot carries its source slot's keep weight). Slots of weight 0 are left out (exact: attention gives
-    them nothing), rows padded with weight 0."""
+def build_batch(model: EventQA, items: list[tuple], refs: dict[str, torch.Tensor]) -> QABatch:
+    """Batch ``(stream inputs, question, keep (T, N) float[, since])`` items as the reader is given them:
+    the slots of frames ``since..t`` (``since`` 0 when absent: the whole past; a long stream is read
+    through a window), then the now frame at the question's time ``t`` (:func:`streamdycoke.reading.now_slots`
+    of the whole keep mask up to ``t``, read as kept where ``>= 0.5``: the held state, tokens kept before
+    the window included; a restated slot carries its source slot's keep weight). Times are relative to
+    ``since`` and ages are capped at ``t - since`` (a token held from before the window reads as the
+    window's oldest), so a windowed read looks like a short stream read whole. Slots of weight 0 are
+    left out (exact: attention gives them nothing), rows padded with weight 0."""
     toks, sims, pos, age, keep, now = [], [], [], [], [], []
     kind, window, t, rr, has, ans = [], [], [], [], [], []
     zero = torch.zeros(model.pca_basis.shape[1])
-    for si, q, k in items:
+    for item in items:
+        si, q, k = item[:3]
+        since = int(item[3]) if len(item) > 3 else 0
         N = si.N
-        flat_keep = k.reshape(-1) * (si.frame <= q.t).float()
+        past_keep = k.reshape(-1) * (si.frame <= q.t).float()
+        flat_keep = past_keep * (si.frame >= since).float()
         tq = min(q.t, si.T - 1)
         positions, frames = now_slots(k.reshape(si.T, N) >= 0.5, tq)
         src = frames * N + positions
-        slot_keep = torch.cat([flat_keep, flat_keep[src]])
+        slot_keep = torch.cat([flat_keep, past_keep[src]])  # a held token may come from before the window
         idx = torch.cat([torch.arange(si.T * N), src])
         flag = torch.cat([torch.zeros(si.T * N), torch.ones(src.numel())])
         live = slot_keep > 0  # a slot of weight 0 adds nothing to attention: left out, the batch is shorter
@@ -211,12 +216,12 @@ def build_batch(model: EventQA, items: list[tuple[StreamInputs, Question, torch.
             cols.append((si.unit @ refs[name])[idx] if name is not None else torch.zeros(idx.shape[0]))
         sims.append(torch.stack(cols, 1))
         pos.append(si.pos[idx])
-        age.append((q.t - si.frame[idx]).clamp(0, MAX_FRAMES - 1))
+        age.append((q.t - si.frame[idx]).clamp(0, min(MAX_FRAMES - 1, q.t - since)))
         keep.append(slot_keep)
         now.append(flag)
         kind.append(KINDS.index(q.kind))
         window.append(q.window)
-        t.append(min(q.t, MAX_FRAMES - 1))
+        t.append(min(q.t - since, MAX_FRAMES - 1))
         with torch.no_grad():
             rr.append(torch.stack([model.reduce(refs[n]) if n is not None else zero for n in (q.x, q.y)]))
         has.append(torch.tensor([q.x is not None, q.y is not None], dtype=torch.float32))
@@ -291,18 +296,28 @@ def train_answerer(
         return model, history
 
 
+def read_start(t: int, read_window: int | None) -> int:
+    """The first frame a question asked at frame ``t`` reads: ``t - read_window + 1`` (0 at most), or 0
+    (the whole past) without a window."""
+    return 0 if read_window is None else max(0, t - read_window + 1)
+
+
 @torch.no_grad()
 def predict(model: EventQA, items: list[tuple[EncodedStream, list[Question]]], refs: dict[str, torch.Tensor],
-            keeps: list[torch.Tensor] | None = None, batch: int = 64) -> np.ndarray:
-    """Predicted answer index for every question, in order; ``keeps[i]`` ``(T, N)`` is what stream
-    ``i`` holds (default: everything)."""
+            keeps: list | None = None, batch: int = 64, read_window: int | None = None) -> np.ndarray:
+    """Predicted answer index for every question, in order. ``keeps[i]`` is what stream ``i`` holds: a
+    ``(T, N)`` mask for all its questions, or a list of them, one per question (an offline method run
+    on each question's window); default: everything. ``read_window``: each question reads the frames
+    of the last ``read_window`` (plus the now frame), as a long stream is read; None: the whole past."""
     model.eval()
-    flat = []
+    flat: list[tuple] = []
+    out = []
     for i, (s, qs) in enumerate(items):
         si = StreamInputs(model, s)
-        k = keeps[i].float() if keeps is not None else torch.ones(si.T, si.N)
-        flat.extend((si, q, k) for q in qs)
-    out = []
-    for j in range(0, len(flat), batch):
-        out.append(model(build_batch(model, flat[j:j + batch], refs)).argmax(-1))
+        k = keeps[i] if keeps is not None else torch.ones(si.T, si.N)
+        per_q = k if isinstance(k, (list, tuple)) else [k] * len(qs)
+        flat.extend((si, q, kq.float(), read_start(q.t, read_window)) for q, kq in zip(qs, per_q))
+        while len(flat) >= batch or (flat and i == len(items) - 1):  # a stream's inputs are freed once read
+            out.append(model(build_batch(model, flat[:batch], refs)).argmax(-1))
+            del flat[:batch]
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)

@@ -8,6 +8,12 @@
    uncompressed; plus zero-shot ImageNet top-1 agreement between each frame and what the compressed
    stream holds at that frame (every frame in, skipped ones included), on the test streams and on
    the real sample clips.
+
+Long streams (``--frames`` above ``--train-frames``, e.g. 300 frames, a minute at 5 fps: the generator's
+few visits, cut, lighting change and shake spread over it, so most frames are still) are read as a live
+camera is: each question through the window of its last ``--read-window`` frames plus the now frame of
+the held state (tokens kept before the window included). The streaming methods run once over the
+whole stream; the offline ones, which need a clip, run on each question's window.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from ..encoders import EncoderSpec, build_encoder
-from .answerer import EventQA, predict, train_answerer
+from .answerer import MAX_FRAMES, EventQA, predict, read_start, train_answerer
 from .data import EncodedStream, encode_streams, object_references
 from ..policy import ThresholdPolicy
 from ..stream import StreamConfig
@@ -104,27 +110,77 @@ def training_masks(streams: list[EncodedStream], *, methods=("uniform", "ttm", "
     return out
 
 
-def read_share(keeps: list[torch.Tensor], items: list[tuple[EncodedStream, list]]) -> float:
-    """The share of tokens a reader is given (:mod:`streamdycoke.reading`): each stream's kept tokens plus
-    the now frame its questions are read with (the mean over its questions), over every frame in."""
+def read_share(keeps: list, items: list[tuple[EncodedStream, list]], read_window: int | None = None) -> float:
+    """The share of tokens a reader is given (:mod:`streamdycoke.reading`). Without ``read_window``: each
+    stream's kept tokens plus the now frame its questions are read with (the mean over its questions),
+    over every frame in. With it (long streams): per question, the kept tokens of its window and its now
+    frame, over the window's frames. ``keeps[i]``: a mask, or one per question (see :func:`predict`)."""
     given = total = 0.0
     for k, (_, qs) in zip(keeps, items):
-        now = [now_slots(k, q.t)[0].numel() for q in qs]
-        given += float(k.sum()) + (float(np.mean(now)) if now else 0.0)
-        total += k.numel()
+        per_q = k if isinstance(k, (list, tuple)) else [k] * len(qs)
+        if read_window is None:
+            now = [now_slots(kq, q.t)[0].numel() for q, kq in zip(qs, per_q)]
+            given += float(per_q[0].sum()) + (float(np.mean(now)) if now else 0.0)
+            total += per_q[0].numel()
+            continue
+        for q, kq in zip(qs, per_q):
+            s0 = read_start(q.t, read_window)
+            given += float(kq[s0:q.t + 1].sum()) + now_slots(kq, q.t)[0].numel()
+            total += (q.t - s0 + 1) * kq.shape[1]
     return given / total
 
 
+def stored_share(keeps: list, items: list[tuple[EncodedStream, list]]) -> float:
+    """The share of tokens the method stored: of every frame in (a per-question mask: of its window's)."""
+    kept = total = 0.0
+    for k, (_, qs) in zip(keeps, items):
+        if isinstance(k, (list, tuple)):
+            for kq, q in zip(k, qs):
+                rows = kq.any(1).nonzero().flatten()
+                if rows.numel():
+                    kept += float(kq.sum())
+                    total += (q.t + 1 - int(rows[0])) * kq.shape[1]
+        else:
+            kept += float(k.sum())
+            total += k.numel()
+    return kept / max(total, 1.0)
+
+
+STREAMING = ("stream", "stream-net")  # methods that run causally over the whole stream; the others see a clip
+
+
+def method_keeps(method: str, stream: EncodedStream, questions: list, r: float, *, net=None, window: int = 16,
+                 read_window: int | None = None):
+    """``method``'s keep mask of ``stream`` at ``r``; with ``read_window`` an offline method (which needs
+    the whole clip) is run on each question's window (``(T, N)`` masks, one per question), as it would be
+    deployed on a live camera, while a streaming one runs once over the whole stream."""
+    if read_window is None or method in STREAMING:
+        return keep_mask(method, stream, r, net=net, window=window)
+    T, N, _ = stream.tokens.shape
+    out = []
+    for q in questions:
+        s0 = read_start(q.t, read_window)
+        clip = EncodedStream(None, stream.tokens[s0:q.t + 1], stream.thumbs[s0:q.t + 1],
+                             stream.timestamps[s0:q.t + 1])
+        k = torch.zeros(T, N, dtype=torch.bool)
+        k[s0:q.t + 1] = keep_mask(method, clip, r, net=net, window=window)
+        out.append(k)
+    return out
+
+
 def matched_keeps(method: str, streams: list[EncodedStream], items, r: float, *, net=None,
-                  window: int = 16) -> tuple[list[torch.Tensor], float]:
+                  window: int = 16, read_window: int | None = None) -> tuple[list, float]:
     """``method``'s keep masks whose read share (:func:`read_share`: now frames included) is ``r``: run at
     ``r``, then once more at ``r`` scaled down by what the now frames added. Returns the masks and the share."""
-    keeps = [keep_mask(method, s, r, net=net, window=window) for s in streams]
-    share = read_share(keeps, items)
+    def run(rr: float) -> list:
+        return [method_keeps(method, s, qs, rr, net=net, window=window, read_window=read_window)
+                for s, (_, qs) in zip(streams, items)]
+
+    keeps = run(r)
+    share = read_share(keeps, items, read_window)
     if share > r * 1.01:
-        r2 = max(1e-3, r * r / share)
-        keeps = [keep_mask(method, s, r2, net=net, window=window) for s in streams]
-        share = read_share(keeps, items)
+        keeps = run(max(1e-3, r * r / share))
+        share = read_share(keeps, items, read_window)
     return keeps, share
 
 
@@ -132,10 +188,14 @@ def evaluate_methods(
     model: EventQA | list[EventQA], encoder, refs, test: list[EncodedStream], *, methods=METHODS, budgets=BUDGETS,
     nets: dict | None = None, window: int = 16, per_kind: int = PER_KIND, seed: int = 0,
     real: list[EncodedStream] | None = None, progress: bool = True, kinds: tuple[str, ...] = SCORED_KINDS,
+    read_window: int | None = None,
 ) -> dict:
     """The whole comparison; see the module docstring. Returns the JSON-ready result. With several
     answerers (trained with different seeds), the figures are the first one's and ``seeds`` gives each
-    answerer's accuracy and delta per method and budget, and their spread."""
+    answerer's accuracy and delta per method and budget, and their spread. ``read_window``: long streams,
+    each question read through the window of its last ``read_window`` frames (offline methods run on
+    that window; the uncompressed reading is the window whole); top-1 agreement is then left out for
+    the offline methods (they hold no single mask per stream)."""
     models = model if isinstance(model, list) else [model]
     rng = np.random.default_rng(seed + 12345)
     items = [(s, scene_questions(s.scene, rng, per_kind, kinds)) for s in test]
@@ -150,7 +210,7 @@ def evaluate_methods(
         allc, allk = np.concatenate(correct), np.concatenate(qkinds)
         return {k: round(float(allc[allk == k].mean()), 4) for k in kinds if (allk == k).any()}
 
-    bases = [per_stream(predict(m, items, refs)) for m in models]
+    bases = [per_stream(predict(m, items, refs, read_window=read_window)) for m in models]
     base = bases[0]
     acc0, ci0, _, _ = bootstrap(base)
     seeds = [{"uncompressed_accuracy": round(bootstrap(b)[0], 4), "uncompressed_by_kind": by_kind(b), "results": []}
@@ -163,10 +223,11 @@ def evaluate_methods(
             t0 = time.perf_counter()
             net = (nets or {}).get(method)
             kind = "stream-net" if method.startswith("stream-net") else method
-            keeps, share = matched_keeps(kind, test, items, r, net=net, window=window)
-            stored = sum(int(k.sum()) for k in keeps) / sum(k.numel() for k in keeps)
+            keeps, share = matched_keeps(kind, test, items, r, net=net, window=window, read_window=read_window)
+            stored = stored_share(keeps, items)
+            per_stream_masks = all(isinstance(k, torch.Tensor) for k in keeps)
             for i, (m, b) in enumerate(zip(models, bases)):
-                c = per_stream(predict(m, items, refs, keeps))
+                c = per_stream(predict(m, items, refs, keeps, read_window=read_window))
                 a, _, d, _ = bootstrap(c, b)
                 seeds[i]["results"].append({"method": method, "target": r, "accuracy": round(a, 4), "delta": round(d, 4),
                                             "by_kind": by_kind(c)})
@@ -176,7 +237,8 @@ def evaluate_methods(
             row = {"method": method, "target": r, "keep_ratio": round(share, 4), "stored_ratio": round(stored, 4),
                    "accuracy": round(acc, 4), "ci95": round(ci, 4), "delta": round(delta, 4),
                    "delta_ci95": round(dci, 4), "by_kind": by_kind(correct),
-                   "top1_agreement": round(topk_agreement(encoder, test, keeps, live_tops)[0], 4)}
+                   "top1_agreement": (round(topk_agreement(encoder, test, keeps, live_tops)[0], 4)
+                                      if per_stream_masks else None)}
             if len(models) > 1:
                 accs = [sd["results"][-1]["accuracy"] for sd in seeds]
                 deltas = [sd["results"][-1]["delta"] for sd in seeds]
@@ -190,12 +252,14 @@ def evaluate_methods(
             if progress:
                 spread = (f" seeds Δ {row['seed_delta_range'][0]:+.4f}..{row['seed_delta_range'][1]:+.4f}"
                           if "seed_delta_range" in row else "")
+                top1 = "-" if row["top1_agreement"] is None else f"{row['top1_agreement']:.3f}"
                 print(f"  {method:<10} r={r:.2f} read {share:.3f} (stored {stored:.3f}) acc {acc:.4f} ±{ci:.4f} "
-                      f"(Δ {delta:+.4f} ±{dci:.4f}){spread} top-1 agree {row['top1_agreement']:.3f}"
+                      f"(Δ {delta:+.4f} ±{dci:.4f}){spread} top-1 agree {top1}"
                       f" [{time.perf_counter() - t0:.1f}s]", file=sys.stderr, flush=True)
     return {"uncompressed_accuracy": round(acc0, 4), "uncompressed_ci95": round(ci0, 4),
             "uncompressed_by_kind": by_kind(base), "kinds": list(kinds),
-            "questions": int(sum(len(a) for a in answers)), "streams": len(test), "results": results,
+            "questions": int(sum(len(a) for a in answers)), "streams": len(test), "read_window": read_window,
+            "results": results,
             **({"seeds": seeds} if len(models) > 1 else {})}
 
 
@@ -253,7 +317,9 @@ def plot_eval(result: dict, path: Path) -> None:
         colors[method] = line[0].get_color()
         for ax, k in zip(axes[1:], kinds):
             ax.plot(x, [100 * r["by_kind"][k] for r in rows], marker="o", color=colors[method], label=method)
-        axes[-1].plot(x, [100 * r["top1_agreement"] for r in rows], marker="o", color=colors[method], label=method)
+        top = [(xi, 100 * r["top1_agreement"]) for xi, r in zip(x, rows) if r["top1_agreement"] is not None]
+        if top:
+            axes[-1].plot(*zip(*top), marker="o", color=colors[method], label=method)
     u = result["uncompressed_accuracy"]
     axes[0].axhline(100 * u, color="k", ls="--", lw=1, label="uncompressed")
     axes[0].axhline(100 * (u - 0.01), color="k", ls=":", lw=1, label="uncompressed − 1 pt")
@@ -280,6 +346,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cache = Path(args.cache_dir)
     encoder = build_encoder(EncoderSpec("efficientnet-lite0"))
     spec = SceneSpec(frames=args.frames)
+    train_spec = SceneSpec(frames=args.train_frames)  # the answerer learns on short streams; long ones are read
+    read_window = None if args.frames <= args.train_frames else min(args.read_window, args.train_frames)
     imagery = None
     if args.objects or args.backgrounds:  # a user's pictures for the test streams; the answerer is never trained on them
         imagery = Imagery.from_dirs(args.objects or None, args.backgrounds or None)
@@ -294,17 +362,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
             models.append(EventQA.load(path))
             continue
         if train is None:
-            train = encode_streams(encoder, "train", list(range(args.train)), spec=spec, cache_dir=cache / "streams",
+            train = encode_streams(encoder, "train", list(range(args.train)), spec=train_spec, cache_dir=cache / "streams",
                                    progress=progress)
             rng = np.random.default_rng(args.seed + 999)
-            val_streams = encode_streams(encoder, "val", list(range(args.val)), spec=spec, cache_dir=cache / "streams",
+            val_streams = encode_streams(encoder, "val", list(range(args.val)), spec=train_spec, cache_dir=cache / "streams",
                                          progress=progress)
             val = [(s, scene_questions(s.scene, rng, 4, SCORED_KINDS)) for s in val_streams]
             masks = training_masks(train, window=args.window, seed=args.seed, progress=progress) if args.mask_share > 0 else None
         model, history = train_answerer(train, refs, steps=args.steps, seed=args.seed + i, progress=progress, val=val,
                                         token_dropout=args.token_dropout, kinds=SCORED_KINDS, masks=masks,
                                         mask_share=args.mask_share)
-        model.meta = {"steps": args.steps, "train_streams": args.train, "frames": args.frames, "seed": args.seed + i,
+        model.meta = {"steps": args.steps, "train_streams": args.train, "frames": args.train_frames, "seed": args.seed + i,
                       "token_dropout": args.token_dropout, "mask_share": args.mask_share,
                       "kinds": list(SCORED_KINDS), "final_loss": history[-1]["loss"],
                       "val_accuracy": [h["val_accuracy"] for h in history if "val_accuracy" in h]}
@@ -321,7 +389,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         methods.append("stream-net-task")
     real = real_streams(encoder, Path(args.real_dir), cache, args.real_frames, progress) if args.real else []
     result = evaluate_methods(models, encoder, refs, test, methods=methods, budgets=args.budgets, nets=nets,
-                              window=args.window, seed=args.seed, real=real, progress=progress)
+                              window=args.window, seed=args.seed, real=real, progress=progress,
+                              read_window=read_window, per_kind=args.per_kind)
     meta = model.meta
     result.update({"answerer": {k: meta.get(k) for k in ("steps", "train_streams", "token_dropout", "mask_share",
                                                          "val_accuracy")},
@@ -336,7 +405,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{'method':<16}{'target':>7}{'kept':>7}{'accuracy':>10}{'±ci95':>8}{'Δ':>8}{'top-1':>7}{'real top-1':>11}")
     for r in result["results"]:
         print(f"{r['method']:<16}{r['target']:>7.2f}{r['keep_ratio']:>7.3f}{r['accuracy']:>10.4f}{r['ci95']:>8.4f}"
-              f"{r['delta']:>+8.4f}{r['top1_agreement']:>7.3f}{r.get('real_top1_agreement', float('nan')):>11.3f}")
+              f"{r['delta']:>+8.4f}{r['top1_agreement'] or float('nan'):>7.3f}"
+              f"{r.get('real_top1_agreement', float('nan')):>11.3f}")
     if args.plot:
         plot_eval(result, Path(args.plot))
         print(f"plot: {args.plot}")
@@ -362,7 +432,12 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--train", type=int, default=400, help="training streams")
     p.add_argument("--val", type=int, default=24, help="validation streams")
     p.add_argument("--test", type=int, default=240, help="test streams")
-    p.add_argument("--frames", type=int, default=40, help="frames per stream (5 fps)")
+    p.add_argument("--frames", type=int, default=40, help="frames per test stream (5 fps); longer than "
+                   "--train-frames: a long stream, each question read through its last --read-window frames")
+    p.add_argument("--per-kind", type=int, default=PER_KIND, help="questions of each scored kind per test stream")
+    p.add_argument("--train-frames", type=int, default=40, help="frames per training / validation stream")
+    p.add_argument("--read-window", type=int, default=40, help="frames a question on a long stream reads "
+                   "(its window; at most --train-frames, what the answerer learned on), plus the now frame")
     p.add_argument("--steps", type=int, default=3000, help="answerer training steps")
     p.add_argument("--token-dropout", type=float, default=0.5, help="training augmentation: drop up to this share of slots")
     p.add_argument("--mask-share", type=float, default=0.5, help="share of training questions read through a "
