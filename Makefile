@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 SAMPLE  := runs/sample_camera.mp4
 
-.PHONY: demo compress-demo test venv clean bench system-deps
+.PHONY: demo compress-demo test unit venv clean bench system-deps
 
 
 venv: $(STAMP)
@@ -63,6 +63,10 @@ test: $(STAMP) system-deps
 		echo "no network namespace here (needs root): tests that start Ray will be skipped"; \
 		$(BIN)/python -m pytest -q --durations=15; \
 	fi
+
+# The fast lane: unit tests only (no process or service started), under a minute; run it on every change.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m unit
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,4 +1,18 @@
+"""Shared test helpers, and the test lanes.
+
+Lanes (markers, registered in ``pyproject.toml``):
+
+- ``unit``: every test not marked otherwise. No process or service is started (a unit test that starts
+  one fails, saying so) and the lane runs in under a minute: ``pytest -m unit`` on every change.
+- ``integration``: starts real services (Kafka broker, Redis, Ray, Prometheus, a browser, ffmpeg) or
+  other processes; mark a module with ``pytestmark = pytest.mark.integration``.
+- ``slow``: no service, but seconds to minutes of compute (training, end-to-end evals, benchmarks).
+
+``make test`` and CI run every lane.
+"""
+
 import socket
+import subprocess
 import time
 
 import numpy as np
@@ -7,9 +21,46 @@ import torch
 
 # Tests that start Ray run only in a loopback-only network namespace (`make test` enters one).
 ISOLATED = [name for _, name in socket.if_nameindex()] == ["lo"]
-needs_isolated_network = pytest.mark.skipif(
-    not ISOLATED, reason="starts Ray: run inside a loopback-only namespace, e.g. `make test` "
-                         "(unshare -n sh -c 'ip link set lo up && exec pytest ...')")
+# A test marked so starts Ray: it is an integration test, skipped outside a loopback-only namespace.
+needs_isolated_network = pytest.mark.ray
+_NOT_ISOLATED = pytest.mark.skip(reason="starts Ray: run inside a loopback-only namespace, e.g. `make test` "
+                                        "(unshare -n sh -c 'ip link set lo up && exec pytest ...')")
+# fixtures that start a real service (an embedded broker or Redis, or the whole local stack)
+SERVICE_FIXTURES = {"kafka", "services", "valkey", "server", "ray_cluster"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.integration)
+            if not ISOLATED:
+                item.add_marker(_NOT_ISOLATED)
+        if SERVICE_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
+        if not any(item.get_closest_marker(m) for m in ("integration", "slow")):
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request, monkeypatch):
+    """A unit test may not start a process (a service, a browser, another Python): it fails, saying so."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(self, args, *a, **k):
+        raise RuntimeError(f"a unit test started a process ({args!r}): mark it integration (or slow)")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+    try:
+        from actors import embedded
+    except ImportError:  # the core alone
+        return
+
+    def refuse_service(self, *a, **k):
+        raise RuntimeError(f"a unit test started {type(self).__name__}: mark it integration")
+
+    for cls in (embedded.EmbeddedKafka, embedded.EmbeddedRedis):
+        monkeypatch.setattr(cls, "start", refuse_service)
 
 
 def wait_for(pred, timeout_s=60.0, every=None):

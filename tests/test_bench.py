@@ -7,6 +7,7 @@ import pytest
 from streamdycoke.cli import main
 
 
+@pytest.mark.slow
 def test_bench_prefill_runs_each_case_and_reports_the_contract_keys(capsys):
     assert main(["bench", "prefill", "--tiny", "--frames", "8", "--decode-tokens", "2", "--json", "-q"]) == 0
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -17,6 +18,7 @@ def test_bench_prefill_runs_each_case_and_reports_the_contract_keys(capsys):
     assert r["keep_ratio"] == s["visual_tokens"] / u["visual_tokens"]
 
 
+@pytest.mark.slow
 def test_bench_compress_reports_the_contract_keys(capsys):
     with pytest.warns(UserWarning, match="TINY RANDOM"):  # the offline LLaVA encoder says so, loudly
         assert main(["bench", "compress", "--frames", "32", "--repeats", "1", "--json", "-q"]) == 0

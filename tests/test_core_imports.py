@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 BLOCKER = """
 import sys
 class Block:
@@ -14,6 +16,7 @@ print('ok')
 """
 
 
+@pytest.mark.slow  # a fresh interpreter, in a subprocess
 def test_core_imports_with_ray_kafka_and_redis_absent():
     out = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -194,6 +194,7 @@ def test_a_long_stream_is_read_through_its_window_and_the_held_state():
     assert not torch.allclose(read, model(build_batch(model, [(si3, q, keep, 16)], refs)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_eval_command_end_to_end(tmp_path, capsys):
     from streamdycoke.cli import main
 
@@ -337,6 +338,7 @@ def test_user_imagery_replaces_the_test_split_and_its_ground_truth_holds(tmp_pat
         generate_scene(0, "train", imagery=im)
 
 
+@pytest.mark.slow
 def test_eval_on_user_imagery_uses_the_same_answerer(tmp_path, capsys):
     from streamdycoke.cli import main
 

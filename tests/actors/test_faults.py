@@ -26,6 +26,8 @@ from streamdycoke.video import make_camera_video
 from ..conftest import wait_for
 from deployments.netfaults import TcpProxy
 
+pytestmark = pytest.mark.integration  # real brokers and Redis servers, killed and restarted
+
 RESUME_S = 15.0  # the stated time: a camera resumes this soon after its service is back
 PIXELS = EncoderSpec("pixels")  # cheap tokens: these tests are about delivery, not about the encoder
 

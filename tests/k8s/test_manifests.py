@@ -17,7 +17,7 @@ from actors.metrics import (CAMERA_METRIC_NAMES, FLEET_METRIC_NAMES, INGEST_METR
 from .manifests import (DASHBOARD, K8S, TARGETS, alert_rules, crd_schemas, dashboard_queries, find, metric_names,
                         needs_kubectl, render, serve_config)
 
-pytestmark = needs_kubectl
+pytestmark = [needs_kubectl, pytest.mark.integration]  # runs kubectl
 K8S_VERSION = "1.32"  # the oldest Kubernetes we support (KubeRay 1.x and Strimzi 1.x run on it)
 # Serve's own metrics the dashboards use; the Prometheus integration test sees them in a live scrape.
 RAY_BUILTIN_METRICS = {"ray_serve_deployment_replica_healthy"}
