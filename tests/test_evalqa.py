@@ -166,6 +166,29 @@ def test_answerer_sees_only_the_past_and_only_what_is_kept():
     assert torch.isfinite(out[0, list(KIND_ANSWERS["present"])]).all()
 
 
+def test_object_references_hold_the_mean_and_the_cells_the_object_covers(lite0, tmp_path):
+    from streamdycoke.evalqa.answerer import EventQA
+    from streamdycoke.evalqa.data import object_references
+    from streamdycoke.evalqa.scenes import object_on_grey
+
+    refs = object_references(lite0, names=["coffee", "horse"])
+    for r in refs.values():
+        assert r.dim() == 2 and r.shape[0] > 1 + 6 and r.shape[1] == 1280
+        assert torch.allclose(r.norm(dim=1), torch.ones(r.shape[0]), atol=1e-4)
+    # the coffee cup drawn off-centre at a size a stream shows: its cells match coffee's cells best
+    frame, alpha = object_on_grey("coffee", 64, (-60, 50))
+    unit = torch.nn.functional.normalize(lite0.encode(frame[None])[0].float(), dim=-1)  # (49, D)
+    cover = torch.from_numpy(alpha).view(7, 32, 7, 32).mean((1, 3)).flatten()
+    on = cover >= 0.5
+    best = {n: (unit @ r[1:].T).amax(1) for n, r in refs.items()}
+    assert best["coffee"][on].mean() > best["horse"][on].mean()
+    assert best["coffee"][on].mean() > best["coffee"][cover == 0].mean()
+    # a checkpoint of the reader with one reference vector per object is refused, saying to retrain
+    torch.save({"format": "streamdycoke.EventQA/2", "config": {}, "state_dict": {}}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="retrain"):
+        EventQA.load(tmp_path / "old.pt")
+
+
 def test_a_long_stream_is_read_through_its_window_and_the_held_state():
     s = _stream(T=30)
     model = EventQA(dim=64, pca=16, d=32, positions=49)

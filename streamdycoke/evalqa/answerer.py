@@ -8,8 +8,9 @@ are otherwise absent (masked out of attention), as in a video LLM given a pruned
 Architecture (shapes for ``B`` questions over ``L = T * N`` token slots):
 
 - token slot ``(f, p)``: ``Linear(PCA(token))`` + position embedding ``p`` + age embedding
-  ``t - f`` (how long before the question's time) + ``Linear(cos(token, X), cos(token, Y))``, the
-  similarity to the pictures the question names (this is what lets it answer about objects it never
+  ``t - f`` (how long before the question's time) + ``Linear`` of 4 similarities to the pictures the
+  question names: for X and for Y, the cosine to its mean reference and the best cosine to its
+  reference cells (:func:`~.data.object_references`; this is what lets it answer about objects it never
   saw: it learns to match, not to recognise); a now-frame slot adds a learned "restated" vector;
 - question: 4 latent queries carrying the kind, the look-back window and the time asked, plus one
   query per named object (its reference vector, projected);
@@ -39,6 +40,7 @@ from .questions import ANSWERS, KIND_ANSWERS, KINDS, Question
 __all__ = ["EventQA", "QABatch", "build_batch", "predict", "read_start", "train_answerer"]
 
 MAX_FRAMES = 64
+FORMAT = "streamdycoke.EventQA/3"  # 3: per-object reference cells (4 similarity inputs)
 
 
 def _answer_mask() -> torch.Tensor:
@@ -106,7 +108,7 @@ class EventQA(nn.Module):
         self.register_buffer("pca_mean", torch.zeros(dim))
         self.register_buffer("pca_basis", torch.eye(dim, pca))
         self.vis = nn.Linear(pca, d)
-        self.sim = nn.Linear(2, d)
+        self.sim = nn.Linear(4, d)  # per named object: cos to its mean reference, best cos to its reference cells
         self.pos = nn.Embedding(positions, d)
         self.age = nn.Embedding(MAX_FRAMES, d)
         self.null = nn.Parameter(torch.randn(1, 1, d) * 0.02)
@@ -151,17 +153,18 @@ class EventQA(nn.Module):
         return self.head(self.out_norm(q[:, 0])) + self.answer_mask[b.kind]
 
     def save(self, path, **meta) -> None:
-        torch.save({"format": "streamdycoke.EventQA/2", "config": self.config, "state_dict": self.state_dict(),
+        torch.save({"format": FORMAT, "config": self.config, "state_dict": self.state_dict(),
                     "meta": meta}, path)
 
     @classmethod
     def load(cls, path) -> "EventQA":
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
-        if fmt == "streamdycoke.EventQA/1":
-            raise ValueError(f"{path} is an EventQA checkpoint of the old reading (no now frame): retrain it "
-                             "(streamdycoke eval --retrain)")
-        if fmt != "streamdycoke.EventQA/2":
+        if fmt in ("streamdycoke.EventQA/1", "streamdycoke.EventQA/2"):
+            raise ValueError(f"{path} is an EventQA checkpoint of an older reader ({fmt}: "
+                             f"{'no now frame' if fmt.endswith('/1') else 'one reference vector per object'}): "
+                             "retrain it (streamdycoke eval --retrain)")
+        if fmt != FORMAT:
             raise ValueError(f"{path} is not a StreamDyCoke EventQA checkpoint")
         m = cls(**ckpt["config"])
         m.load_state_dict(ckpt["state_dict"])
@@ -213,7 +216,12 @@ def build_batch(model: EventQA, items: list[tuple], refs: dict[str, torch.Tensor
         toks.append(si.reduced[idx])
         cols = []
         for name in (q.x, q.y):
-            cols.append((si.unit @ refs[name])[idx] if name is not None else torch.zeros(idx.shape[0]))
+            if name is None:
+                cols += [torch.zeros(idx.shape[0])] * 2
+                continue
+            r = _rows(refs[name])
+            sim = si.unit[idx] @ r.T  # (L', 1 + K)
+            cols += [sim[:, 0], sim[:, 1:].amax(1) if r.shape[0] > 1 else sim[:, 0]]
         sims.append(torch.stack(cols, 1))
         pos.append(si.pos[idx])
         age.append((q.t - si.frame[idx]).clamp(0, min(MAX_FRAMES - 1, q.t - since)))
@@ -223,12 +231,17 @@ def build_batch(model: EventQA, items: list[tuple], refs: dict[str, torch.Tensor
         window.append(q.window)
         t.append(min(q.t - since, MAX_FRAMES - 1))
         with torch.no_grad():
-            rr.append(torch.stack([model.reduce(refs[n]) if n is not None else zero for n in (q.x, q.y)]))
+            rr.append(torch.stack([model.reduce(_rows(refs[n])[0]) if n is not None else zero for n in (q.x, q.y)]))
         has.append(torch.tensor([q.x is not None, q.y is not None], dtype=torch.float32))
         ans.append(q.answer)
     pad = lambda xs: torch.nn.utils.rnn.pad_sequence(xs, batch_first=True)  # noqa: E731 (keep 0 on padding)
     return QABatch(pad(toks), pad(sims), pad(pos), pad(age), pad(keep), pad(now), torch.tensor(kind),
                    torch.tensor(window), torch.tensor(t), torch.stack(rr), torch.stack(has), torch.tensor(ans))
+
+
+def _rows(ref: torch.Tensor) -> torch.Tensor:
+    """An object's references as rows ``(1 + K, D)`` (:func:`~.data.object_references`); a single vector is one row."""
+    return ref.unsqueeze(0) if ref.dim() == 1 else ref
 
 
 def _random_keep(T: int, N: int, gen: torch.Generator, max_drop: float) -> torch.Tensor:

@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from ..encoders import Encoder
 from ..sampler import thumbnail
-from .scenes import OBJECTS, FPS, Imagery, Scene, SceneSpec, generate_scene, object_reference_frame, render, split_objects
+from .scenes import (OBJECTS, FPS, Imagery, Scene, SceneSpec, generate_scene, object_on_grey, object_reference_frame,
+                     render, split_objects)
 
 __all__ = ["EncodedStream", "GENERATOR_VERSION", "encode_streams", "object_references"]
 
@@ -85,9 +86,14 @@ def encode_streams(
 
 def object_references(encoder: Encoder, split: str | None = None, names: list[str] | None = None,
                       imagery: Imagery | None = None) -> dict[str, torch.Tensor]:
-    """Each object's reference vector ``(D,)``, unit norm: the mean of the encoder's tokens over the
-    object's picture (the central ``3 x 3`` positions of its reference frame, where the object is).
-    Objects: ``names``, else those of ``split``, else all (and ``imagery``'s, pictured from its files)."""
+    """Each object's references ``(1 + K, D)``, unit rows: row 0 the mean of the encoder's tokens over the
+    object's picture (the central ``3 x 3`` positions of its reference frame, where the object is: what a
+    question's query carries), rows ``1..K`` the tokens of every grid cell the object covers at least half
+    of, with the object drawn at the sizes a stream shows it (50, 60, 70 px) and shifted against the grid
+    (a reader matches a slot against each: an object a cell or two wide straddles cells differently on
+    every frame; on the validation split the best slot's match tells "X in view" from not with a ROC AUC
+    of 0.984, against 0.954 for row 0 alone). Objects: ``names``, else those of ``split``, else all (and
+    ``imagery``'s, pictured from its files)."""
     if names is None:
         names = split_objects(split) if split is not None else list(OBJECTS)
         if imagery is not None:
@@ -98,4 +104,16 @@ def object_references(encoder: Encoder, split: str | None = None, names: list[st
     grid = toks.view(len(names), gh, gw, -1)
     cy, cx = gh // 2, gw // 2
     centre = grid[:, cy - 1:cy + 2, cx - 1:cx + 2].reshape(len(names), -1, toks.shape[-1]).mean(1)
-    return {n: F.normalize(v.float(), dim=0) for n, v in zip(names, centre)}
+    out = {}
+    for name, mean in zip(names, centre):
+        views = [object_on_grey(name, size, shift, imagery) for size in _REFERENCE_SIZES for shift in _REFERENCE_SHIFTS]
+        vt = encoder.encode(np.stack([v for v, _ in views])).float()  # (V, N, D)
+        alpha = torch.from_numpy(np.stack([a for _, a in views])).unsqueeze(1)  # (V, 1, S, S)
+        cover = F.adaptive_avg_pool2d(alpha, (gh, gw)).flatten(1)  # (V, N): share of each cell the object covers
+        cells = vt[cover >= 0.5]  # (K, D)
+        out[name] = F.normalize(torch.cat([mean.float().unsqueeze(0), cells]), dim=-1)
+    return out
+
+
+_REFERENCE_SIZES = (50, 60, 70)  # px: the sizes the generator draws objects at (scenes.py)
+_REFERENCE_SHIFTS = ((0, 0), (11, 0), (22, 0), (0, 16), (11, 16), (22, 16))  # px against the 32-px grid

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Appearance", "BACKGROUNDS", "FPS", "IMAGE_SUFFIXES", "Imagery", "OBJECTS", "SIZE", "Scene", "SceneSpec",
-           "VIDEO_SUFFIXES", "generate_scene", "object_reference_frame", "render", "scene_objects", "scripted_scene"]
+           "VIDEO_SUFFIXES", "generate_scene", "object_on_grey", "object_reference_frame", "render", "scene_objects", "scripted_scene"]
 
 SIZE = 224
 FPS = 5.0
@@ -443,7 +443,18 @@ def scripted_scene(name: str, enter_s: float, leave_s: float, seconds: float = 2
 
 def object_reference_frame(name: str, size: int = 96, imagery: Imagery | None = None) -> np.ndarray:
     """The object alone, centred on mid grey: the picture a question refers to, ``(224, 224, 3)`` uint8."""
+    return object_on_grey(name, size, imagery=imagery)[0]
+
+
+def object_on_grey(name: str, size: int, shift: tuple[int, int] = (0, 0),
+                   imagery: Imagery | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The object at ``size`` px on mid grey, centred then moved by ``shift`` (rows, columns): the frame
+    ``(224, 224, 3)`` uint8 and where the object is, ``(224, 224)`` float alpha in [0, 1]."""
     canvas = np.full((SIZE, SIZE, 3), 0.5, np.float32)
     sprite = _sprite(name, size, imagery)
-    _paste(canvas, sprite, (SIZE - sprite.shape[0]) // 2, (SIZE - sprite.shape[1]) // 2)
-    return (canvas * 255.0 + 0.5).astype(np.uint8)
+    top = (SIZE - sprite.shape[0]) // 2 + shift[0]
+    left = (SIZE - sprite.shape[1]) // 2 + shift[1]
+    _paste(canvas, sprite, top, left)
+    alpha = np.zeros((SIZE, SIZE), np.float32)
+    alpha[top:top + sprite.shape[0], left:left + sprite.shape[1]] = sprite[..., 3]
+    return (canvas * 255.0 + 0.5).astype(np.uint8), alpha

@@ -69,6 +69,7 @@ def test_an_acl_user_with_a_password_against_a_real_server(server):
     assert "wr1t3r-pass" not in repr(ok) and "wr1t3r-pass" not in ok.model_dump_json()
 
 
+@pytest.mark.integration  # starts a redis-server process
 @pytest.mark.skipif(shutil.which("redis-server") is None,
                     reason="needs Debian's redis-server, built with TLS (make test installs it)")
 def test_tls_with_an_acl_user_against_a_real_redis_server(tmp_path):
