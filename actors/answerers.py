@@ -8,17 +8,18 @@ An answerer is a callable ``(camera, query, segments, reuse_key) -> Answer``
   ``reuse_key`` so that replica prefills only what the window added since the last round.
 - :class:`EventQAAnswerer`: the event-QA model of ``streamdycoke eval`` (:mod:`streamdycoke.evalqa`)
   over ``efficientnet-lite0`` tokens, for setups without LLM weights (the offline demo). It answers a
-  few question forms about the objects of the evaluation scenes (see :data:`EVENT_QA_FORMS`).
+  few question forms about the objects of the evaluation scenes (see :data:`actors.queries.EVENT_QA_FORMS`).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from .standing import Answer, StandingQuery
+from .llm_request import LLMRequest
+from .queries import StandingQuery, parse_event_qa_prompt
+from .standing import Answer
 
-__all__ = ["EVENT_QA_FORMS", "EventQAAnswerer", "LLMAnswerer"]
+__all__ = ["EventQAAnswerer", "LLMAnswerer"]
 
 
 class LLMAnswerer:
@@ -28,7 +29,6 @@ class LLMAnswerer:
         self.handle, self.timeout_s = handle, timeout_s
 
     def __call__(self, camera: str, query: StandingQuery, segments: list, reuse_key: str | None) -> Answer:
-        from deployments.llm import LLMRequest
         from streamdycoke.segment import encode_segment
 
         if not segments:
@@ -37,35 +37,6 @@ class LLMAnswerer:
                          reuse_key=reuse_key)
         res = self.handle.options(multiplexed_model_id=camera).generate.remote(req).result(timeout_s=self.timeout_s)
         return Answer(res["answer"], res["visual_tokens"], res.get("reused_tokens", 0))
-
-
-# The question kinds the event-QA model is trained and scored on (streamdycoke.evalqa.run.SCORED_KINDS);
-# "did the scene change" and "how many objects" were dropped with them: the model was near chance on them.
-EVENT_QA_FORMS = {
-    "present": re.compile(r"^is (?:an? |the )?(?P<obj>[a-z][a-z ]*?) in view\??$"),
-    "appeared": re.compile(r"^did (?:an? |the )?(?P<obj>[a-z][a-z ]*?) appear\??$"),
-}
-
-
-def parse_event_qa_prompt(prompt: str) -> tuple[str, str | None, int]:
-    """``(kind, object or None, look-back in frames)`` of a prompt in one of :data:`EVENT_QA_FORMS`;
-    ``ValueError`` naming the forms and the objects otherwise."""
-    from streamdycoke.evalqa.scenes import OBJECTS
-
-    text = " ".join(prompt.lower().split())
-    for kind, form in EVENT_QA_FORMS.items():
-        m = form.match(text)
-        if m is None:
-            continue
-        obj = m.groupdict().get("obj")
-        if obj is not None:
-            obj = obj.replace(" ", "-")
-            if obj not in OBJECTS:
-                raise ValueError(f"the event-qa answerer knows the objects {', '.join(sorted(OBJECTS))}; "
-                                 f"not {obj!r}")
-        return kind, obj, 10 if kind == "appeared" else 0
-    raise ValueError(f"the event-qa answerer answers 'Is the <object> in view?' or 'Did the <object> appear?'; "
-                     f"not {prompt[:100]!r}")
 
 
 class EventQAAnswerer:

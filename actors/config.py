@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from streamdycoke import EncoderSpec, PipelineConfig, PolicySpec, SamplerConfig, StreamConfig
 
-from .standing import StandingQuery
+from .queries import StandingQuery, parse_event_qa_prompt
 
 EVENT_QA_ENCODER = "efficientnet-lite0"  # what the event-QA answerer reads (actors.answerers)
 
@@ -147,8 +147,6 @@ class CameraConfig(BaseModel):
                 raise ValueError(f"camera {self.id}: standing query {q.id}: the event-qa answerer reads "
                                  f"{EVENT_QA_ENCODER} tokens; set encoder: {{name: {EVENT_QA_ENCODER}}}")
             if q.answerer == "event-qa":
-                from .answerers import parse_event_qa_prompt
-
                 try:
                     parse_event_qa_prompt(q.prompt)
                 except ValueError as exc:

@@ -37,12 +37,13 @@ from ray import serve
 from ray.serve import Application
 
 from actors.config import CameraConfig, load_cameras
+from actors.llm_request import GenerationOptions, LLMRequest
 from actors.token_cache import RedisTokenStore
 from streamdycoke.segment import SegmentFormatError, encode_segment
 
 from .config import AppArgs
 from .guard import RequestGuard
-from .llm import GenerationOptions, LLMEngine, LLMRequest
+from .llm import LLMEngine
 from .openai_api import ChatRequest, chat_chunks, chat_completion, model_list, openai_error, parse_request
 
 __all__ = ["QueryRequest", "build_app"]

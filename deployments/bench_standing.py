@@ -84,7 +84,9 @@ def bench_standing(window_s: float = 10.0, slide_s: float | None = None, every_s
     from actors.standing import WindowAnchor
     from streamdycoke.segment import encode_segment
 
-    from .llm import LLMEngine, LLMRequest
+    from actors.llm_request import LLMRequest
+
+    from .llm import LLMEngine
 
     if threads:
         torch.set_num_threads(threads)

@@ -28,48 +28,20 @@ from __future__ import annotations
 import time
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from actors.llm_request import GenerationOptions, LLMRequest
 from streamdycoke.budget import window_visual_tokens
 from streamdycoke.encoders import EncoderSpec
 from streamdycoke.encoders.llava import load_llava_onevision
-from streamdycoke.patch.core import _host_for
+from streamdycoke.patch.core import host_for
 from streamdycoke.patch.segments import SegmentInputs, inputs_from_segments
 from streamdycoke.reading import now_segment
 from streamdycoke.segment import read_header, decode_segment
 
-__all__ = ["GenerationOptions", "LLMEngine", "LLMRequest", "LLMResult"]
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """How an answer is generated (what OpenAI's ``temperature``, ``top_p`` and ``seed`` map onto).
-
-    ``temperature`` 0 decodes greedily; above 0 it samples (``top_p``: nucleus). ``seed`` makes a
-    sampled answer repeatable (it seeds the batch it runs in, so a seeded request runs in a batch of
-    its own options only)."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-
-    @property
-    def sampled(self) -> bool:
-        return self.temperature > 0
-
-
-@dataclass
-class LLMRequest:
-    camera: str
-    question: str
-    max_new_tokens: int
-    segments: list[bytes]  # wire-format segments (decoded with checks, never unpickled)
-    enqueued_at: float = field(default_factory=time.time)  # wall clock: it crosses processes
-    num_tokens: int = 0  # visual tokens it brings to a batch: set by the LLM replica (LLMEngine.visual_tokens)
-    options: GenerationOptions = field(default_factory=GenerationOptions)
-    reuse_key: str | None = None  # keep and reuse this window's KV cache under this key (incremental prefill)
+__all__ = ["LLMEngine", "LLMResult"]
 
 
 @dataclass
@@ -136,7 +108,7 @@ class LLMEngine:
 
             self.tokenizer = AutoTokenizer.from_pretrained(spec.weights, local_files_only=True)
         self.vocab = self.model.config.text_config.vocab_size
-        self.extra_tokens = _host_for(self.model).video_extra_tokens(self.model)  # always-kept tokens per video
+        self.extra_tokens = host_for(self.model).video_extra_tokens(self.model)  # always-kept tokens per video
         gen = self.model.generation_config
         eos = gen.eos_token_id if self.pretrained else None  # the tiny random model has no end of sequence
         self.eos: set[int] = set([eos] if isinstance(eos, int) else (eos or []))

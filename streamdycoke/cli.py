@@ -101,9 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .bench import add_bench_parser
     from .evalqa.run import add_eval_parser
+    from .evalqa.task_policy import cmd_train_policy_task
     from .train import add_train_parser
 
-    add_train_parser(sub)
+    add_train_parser(sub, task_objective=cmd_train_policy_task)
     add_eval_parser(sub)
     bench = add_bench_parser(sub)
     for ep in entry_points(group=ENTRY_POINT_GROUP):

@@ -135,7 +135,7 @@ def _chunks(clips: list[TokenClip], length: int) -> tuple[torch.Tensor, torch.Te
     return torch.stack(xs), torch.stack(pcs), torch.stack(cuts)
 
 
-def _unroll(net: PolicyNet | None, x, pc, cut, log_rate, window: int, cut_sim: float, temperature: float,
+def unroll(net: PolicyNet | None, x, pc, cut, log_rate, window: int, cut_sim: float, temperature: float,
             collect: list | None = None, masks: list | None = None):
     """Soft streaming compressor over ``x`` ``(B, L, N, D)`` unit tokens: each position is kept with
     weight ``sigmoid((score - log theta) / temperature)``; ``net=None`` runs the threshold rule.
@@ -201,7 +201,7 @@ def train_policy_net(
         lo, hi = math.log(rate_range[0]), math.log(rate_range[1])
         with torch.no_grad():  # fit the feature normalisation on rollouts of the threshold rule
             feats: list[torch.Tensor] = []
-            _unroll(None, x, pc, cut, lo + (hi - lo) * torch.rand(B), W, config.scene_cut_similarity, temperature, feats)
+            unroll(None, x, pc, cut, lo + (hi - lo) * torch.rand(B), W, config.scene_cut_similarity, temperature, feats)
             allf = torch.cat(feats)
             net.feat_mean.copy_(allf.mean(0))
             net.feat_std.copy_(allf.std(0).clamp_min(1e-4))
@@ -212,7 +212,7 @@ def train_policy_net(
         for step in bar:
             idx = torch.randperm(B)[:batch]
             log_rate = lo + (hi - lo) * torch.rand(len(idx))
-            fid, keep = _unroll(net, x[idx], pc[idx], cut[idx], log_rate, W, config.scene_cut_similarity, temperature)
+            fid, keep = unroll(net, x[idx], pc[idx], cut[idx], log_rate, W, config.scene_cut_similarity, temperature)
             loss = ((1 - fid) + log_rate.exp() * keep).mean()
             opt.zero_grad()
             loss.backward()
@@ -282,40 +282,11 @@ def plot_comparison(results: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def cmd_train_policy_task(args: argparse.Namespace) -> int:
-    """``train-policy --objective qa``: train on the event-QA answerer's loss (see
-    :mod:`streamdycoke.evalqa.task_policy`), on the benchmark's training streams."""
-    from .evalqa.answerer import EventQA
-    from .evalqa.data import encode_streams, object_references
-    from .evalqa.scenes import SceneSpec
-    from .evalqa.task_policy import train_policy_on_task
-
-    if not Path(args.answerer).exists():
-        raise ValueError(f"--objective qa needs a trained answerer: {args.answerer} does not exist "
-                         "(run `streamdycoke eval` first, it trains and saves one)")
-    encoder = build_encoder(EncoderSpec("efficientnet-lite0"))
-    answerer = EventQA.load(args.answerer)
-    frames = int(answerer.meta.get("frames", 40))
-    streams = encode_streams(encoder, "train", list(range(args.qa_streams)), spec=SceneSpec(frames=frames),
-                             cache_dir=Path(args.eval_cache) / "streams", progress=not args.quiet)
-    config = from_options(StreamConfig, args, prefix="stream_")
-    net, history = train_policy_on_task(streams, answerer, object_references(encoder), config, steps=args.steps,
-                                        seed=args.seed, progress=not args.quiet)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    net.save(out, encoder=encoder.name, window=config.window, steps=args.steps, objective="qa",
-             answerer=str(args.answerer), train_streams=args.qa_streams, final_loss=history[-1]["loss"])
-    print(f"saved {out} (trained on the event-QA loss; compare it with `streamdycoke eval --task-net {out}`)")
-    if args.json:
-        print(json.dumps({"checkpoint": str(out), "final_loss": history[-1]["loss"], "final_ce": history[-1]["ce"]}))
-    return 0
-
-
 def cmd_train_policy(args: argparse.Namespace) -> int:
     from .samples import real_clips, synthetic_clips
 
-    if args.objective == "qa":
-        return cmd_train_policy_task(args)
+    if args.objective == "qa":  # the event-QA objective lives with the benchmark (streamdycoke.evalqa.task_policy)
+        return args.task_objective(args)
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     cache = Path(args.cache_dir)
@@ -359,7 +330,10 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_train_parser(sub) -> None:
+def add_train_parser(sub, task_objective=None) -> None:
+    """``train-policy``; ``task_objective(args)`` runs ``--objective qa`` (the CLI passes
+    :func:`streamdycoke.evalqa.task_policy.cmd_train_policy_task`, so this module imports nothing of the
+    benchmark)."""
     p = sub.add_parser("train-policy", help="train the PolicyNet and compare it with the default on held-out videos")
     p.add_argument("--videos", nargs="*", default=[], help="training videos (default: synthetic camera clips)")
     p.add_argument("--heldout-videos", nargs="*", default=[], help="extra held-out videos")
@@ -382,4 +356,4 @@ def add_train_parser(sub) -> None:
     p.add_argument("--plot", default="runs/policy_vs_default.png")
     p.add_argument("--json", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=cmd_train_policy)
+    p.set_defaults(func=cmd_train_policy, task_objective=task_objective)

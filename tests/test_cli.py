@@ -123,3 +123,11 @@ def test_compress_builds_the_pipeline_config_the_options_describe(camera):
     assert cfg == PipelineConfig(EncoderSpec("pixels"), StreamConfig(window=8), SamplerConfig(max_fps=5.0),
                                  PolicySpec("net", 0.2, 0.5))
     assert pipeline_config_from(p.parse_args(["compress", "v.mp4", "--no-sampler"])).sampler is None
+
+
+def test_train_policy_on_the_qa_objective_is_dispatched_to_the_benchmark_and_needs_an_answerer(tmp_path, capsys):
+    from streamdycoke.cli import main
+
+    missing = tmp_path / "no_answerer.pt"
+    assert main(["train-policy", "--objective", "qa", "--answerer", str(missing), "-q"]) == 2
+    assert f"{missing} does not exist" in capsys.readouterr().err

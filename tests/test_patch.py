@@ -201,7 +201,7 @@ def test_batch_of_two_with_different_kept_counts_matches_each_row_alone(name):
 
 def test_videollama3_own_compression_mask_composes_with_ours():
     """VideoLLaMA3's processor may drop tokens itself; ours are chosen on the full grid and intersected."""
-    from streamdycoke.patch.core import _host_for, select_tokens
+    from streamdycoke.patch.core import host_for, select_tokens
 
     own = torch.ones(64, dtype=torch.bool)
     own[20:40] = False  # the processor dropped these (no placeholder)
@@ -212,7 +212,7 @@ def test_videollama3_own_compression_mask_composes_with_ours():
     assert torch.equal(model.generate(**x), ref)
     cfg = PatchConfig(method="ttm")
     apply_patch(model, cfg)
-    v = _host_for(model).video_tokens(model, x)[0]
+    v = host_for(model).video_tokens(model, x)[0]
     ours = select_tokens(v.frames, v.grid, cfg).reshape(-1)
     seen, h = capture_positions(model)
     model.generate(**x)

@@ -5,7 +5,7 @@ import torch
 
 from streamdycoke import StreamCompressor, apply_patch
 from streamdycoke.patch import PatchConfig
-from streamdycoke.patch.core import _host_for
+from streamdycoke.patch.core import host_for
 from streamdycoke.patch.segments import generate_from_segments, inputs_from_segments
 
 from .test_patch import MODELS, VIDEO
@@ -13,7 +13,7 @@ from .test_patch import MODELS, VIDEO
 
 def segments_for(model, x, cfg):
     """Encode the call's video with the model's own tower and compress it the way a camera would."""
-    v = _host_for(model).video_tokens(model, x)[0]
+    v = host_for(model).video_tokens(model, x)[0]
     comp = StreamCompressor(cfg.stream)
     st = comp.new_state("cam")
     return [comp.process(st, v.frames[t].detach(), v.grid, t, t / 2.0) for t in range(v.frames.shape[0])]

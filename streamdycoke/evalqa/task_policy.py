@@ -11,20 +11,26 @@ serves every budget, and a calibration table maps a target keep ratio to a rate.
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..config import from_options
+from ..encoders import EncoderSpec, build_encoder
 from ..policy import PolicyNet
-from ..train import TokenClip, _unroll, evaluate
+from ..train import TokenClip, evaluate, unroll
 from ..stream import StreamConfig
 from .answerer import EventQA, StreamInputs, build_batch
-from .data import EncodedStream
+from .data import EncodedStream, encode_streams, object_references
 from .questions import scene_questions
+from .scenes import SceneSpec
 
 __all__ = ["stream_clips", "train_policy_on_task"]
 
@@ -66,7 +72,7 @@ def train_policy_on_task(
         lo, hi = math.log(rate_range[0]), math.log(rate_range[1])
         with torch.no_grad():  # feature normalisation from rollouts of the threshold rule
             feats: list[torch.Tensor] = []
-            _unroll(None, xs, pcs, cuts, lo + (hi - lo) * torch.rand(len(streams)), W, config.scene_cut_similarity,
+            unroll(None, xs, pcs, cuts, lo + (hi - lo) * torch.rand(len(streams)), W, config.scene_cut_similarity,
                     temperature, feats)
             allf = torch.cat(feats)
             net.feat_mean.copy_(allf.mean(0))
@@ -78,7 +84,7 @@ def train_policy_on_task(
             idx = rng.choice(len(streams), size=min(batch, len(streams)), replace=False)
             log_rate = lo + (hi - lo) * torch.rand(len(idx))
             masks: list[torch.Tensor] = []
-            _unroll(net, xs[idx], pcs[idx], cuts[idx], log_rate, W, config.scene_cut_similarity, temperature, masks=masks)
+            unroll(net, xs[idx], pcs[idx], cuts[idx], log_rate, W, config.scene_cut_similarity, temperature, masks=masks)
             m = torch.stack(masks, 1)  # (B, T, N)
             items, owner = [], []
             for j, i in enumerate(idx):
@@ -104,3 +110,27 @@ def train_policy_on_task(
         net.calibration = torch.tensor(table)
         net.with_target(0.15)
         return net, history
+
+
+def cmd_train_policy_task(args: argparse.Namespace) -> int:
+    """``train-policy --objective qa``: train on the event-QA answerer's loss (see
+    :mod:`streamdycoke.evalqa.task_policy`), on the benchmark's training streams."""
+    if not Path(args.answerer).exists():
+        raise ValueError(f"--objective qa needs a trained answerer: {args.answerer} does not exist "
+                         "(run `streamdycoke eval` first, it trains and saves one)")
+    encoder = build_encoder(EncoderSpec("efficientnet-lite0"))
+    answerer = EventQA.load(args.answerer)
+    frames = int(answerer.meta.get("frames", 40))
+    streams = encode_streams(encoder, "train", list(range(args.qa_streams)), spec=SceneSpec(frames=frames),
+                             cache_dir=Path(args.eval_cache) / "streams", progress=not args.quiet)
+    config = from_options(StreamConfig, args, prefix="stream_")
+    net, history = train_policy_on_task(streams, answerer, object_references(encoder), config, steps=args.steps,
+                                        seed=args.seed, progress=not args.quiet)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    net.save(out, encoder=encoder.name, window=config.window, steps=args.steps, objective="qa",
+             answerer=str(args.answerer), train_streams=args.qa_streams, final_loss=history[-1]["loss"])
+    print(f"saved {out} (trained on the event-QA loss; compare it with `streamdycoke eval --task-net {out}`)")
+    if args.json:
+        print(json.dumps({"checkpoint": str(out), "final_loss": history[-1]["loss"], "final_ce": history[-1]["ce"]}))
+    return 0

@@ -7,6 +7,7 @@ made for it, so other instances of the same class are untouched. One file per ho
 :class:`SupportsVideoTokenPruning` protocol and registering it (see :func:`register_host`).
 """
 
-from .core import PatchConfig, SupportsVideoTokenPruning, VideoTokens, apply_patch, register_host, select_tokens
+from .core import PatchConfig, SupportsVideoTokenPruning, VideoTokens, apply_patch, host_for, register_host, select_tokens
+from . import llava_onevision, qwen2_vl, video_llama3  # noqa: E402,F401  (the built-in hosts register themselves)
 
-__all__ = ["PatchConfig", "SupportsVideoTokenPruning", "VideoTokens", "apply_patch", "register_host", "select_tokens"]
+__all__ = ["PatchConfig", "SupportsVideoTokenPruning", "VideoTokens", "apply_patch", "host_for", "register_host", "select_tokens"]

@@ -29,7 +29,7 @@ from ..policy import PolicySpec, build_policy
 from ..stream import StreamCompressor, StreamConfig
 from ..ttm import dycoke_ttm
 
-__all__ = ["PatchConfig", "SupportsVideoTokenPruning", "VideoTokens", "apply_patch", "register_host", "select_tokens"]
+__all__ = ["PatchConfig", "SupportsVideoTokenPruning", "VideoTokens", "apply_patch", "host_for", "register_host", "select_tokens"]
 
 METHODS = ("stream", "ttm", "none")
 
@@ -159,9 +159,9 @@ def register_host(class_name: str, host: SupportsVideoTokenPruning) -> None:
     _HOSTS[class_name] = host
 
 
-def _host_for(model: Any) -> SupportsVideoTokenPruning:
-    from . import llava_onevision, qwen2_vl, video_llama3  # noqa: F401  (register the built-in hosts)
-
+def host_for(model: Any) -> SupportsVideoTokenPruning:
+    """The registered host of ``model``'s class or nearest base class (the built-in hosts register
+    when :mod:`streamdycoke.patch` is imported); ``TypeError`` naming the supported classes otherwise."""
     for cls in type(model).__mro__:
         if cls.__name__ in _HOSTS:
             return _HOSTS[cls.__name__]
@@ -343,7 +343,7 @@ def apply_patch(model: Any, config: PatchConfig | None = None) -> Any:
     if getattr(model, "_streamdycoke_config", None) is not None:
         model._streamdycoke_config = config
         return model
-    host = _host_for(model)
+    host = host_for(model)
     model.__class__ = _make_patched_class(model.__class__, host)
     model._streamdycoke_config = config
     return model

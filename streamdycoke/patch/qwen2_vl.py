@@ -13,7 +13,6 @@ import inspect
 from typing import Any
 
 import torch
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .core import VideoTokens, pad_token_id, register_host, shrink
 
@@ -58,6 +57,8 @@ class Qwen2VLHost:
         new = {k: v for k, v in kwargs.items() if k not in _VIDEO_KEYS}
         new.update(tensors)
         new["position_ids"] = torch.cat([text.unsqueeze(0), pos], dim=0)  # (4, B, L'): text row + (t, h, w)
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
         new["mm_encoder_outputs"] = {"video": BaseModelOutputWithPooling(pooler_output=tuple(kept))}
         return new
 

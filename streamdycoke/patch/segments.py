@@ -23,7 +23,7 @@ import torch
 from ..budget import window_visual_tokens
 from ..reading import reading
 from ..segment import TokenSegment
-from .core import _host_for
+from .core import host_for
 
 __all__ = ["SegmentInputs", "generate_from_segments", "inputs_from_segments"]
 
@@ -74,7 +74,7 @@ def inputs_from_segments(
     hidden = model.get_input_embeddings().weight.shape[1]
     if dim != hidden:
         raise ValueError(f"segment tokens have D={dim}; the model's embeddings have {hidden}")
-    host = _host_for(model)
+    host = host_for(model)
     F, N = len(segments), grid[0] * grid[1]
     video_kwargs, extra = host.virtual_video(model, F, grid)
     n_extra = 0 if extra is None else extra.shape[0]

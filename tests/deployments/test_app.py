@@ -284,7 +284,7 @@ def test_a_cameras_requests_go_to_the_replica_that_holds_its_kv_caches(app, ray_
     from actors.token_cache import RedisTokenStore
     from deployments.app import build_app
     from deployments.config import AppArgs
-    from deployments.llm import LLMRequest
+    from actors.llm_request import LLMRequest
     from streamdycoke.segment import encode_segment
 
     stack = ray_cluster

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from deployments.llm import LLMEngine, LLMRequest
+from actors.llm_request import LLMRequest
+from deployments.llm import LLMEngine
 from streamdycoke import EncoderSpec, StreamCompressor, StreamConfig
 from streamdycoke.budget import window_visual_tokens
 from streamdycoke.encoders import build_encoder
@@ -49,7 +50,7 @@ def test_batched_answers_equal_single_answers_and_use_fewer_tokens(engine, windo
 
 
 def test_generation_options_sample_and_a_seed_repeats_the_sample(engine, windows):
-    from deployments.llm import GenerationOptions
+    from actors.llm_request import GenerationOptions
 
     greedy = engine.answer([LLMRequest("cam1", "what is moving?", 6, windows[0])])[0]
     hot = GenerationOptions(temperature=5.0, top_p=1.0, seed=7)
