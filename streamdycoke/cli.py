@@ -3,8 +3,10 @@
 The core registers its own commands (``compress``, ``make-sample``, ``train-policy``, ``bench
 compress``, ``bench prefill``). Other installed packages add theirs through the
 ``streamdycoke.commands`` entry-point group: each entry point is a function ``register(sub, bench)``
-given the top-level and the ``bench`` subparsers. The distributed pipeline registers ``ingest``,
-``demo``, ``run``, ``bench pipeline`` and ``bench decode`` that way, so the core imports nothing of it.
+given the top-level and the ``bench`` subparsers. The system registers ``ingest`` and ``run`` that way
+(:mod:`deployments.cli`), the tools ``demo`` and the pipeline benchmarks (:mod:`tools.cli`), so the core
+imports nothing of them; an entry point whose package is not installed (the image ships no ``tools``)
+is left out.
 
 Options that set a configuration field are generated from the field (:func:`streamdycoke.config.add_options`),
 so their defaults are the configuration's.
@@ -108,7 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     bench = add_bench_parser(sub)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()(sub, bench)
+        try:
+            register = ep.load()
+        except ModuleNotFoundError as exc:  # its package is not shipped here (the image has no tools/)
+            if (exc.name or "").split(".")[0] == ep.module.split(".")[0]:
+                continue
+            raise
+        register(sub, bench)
     return parser
 
 

@@ -52,7 +52,7 @@ def _unit_tests_start_no_process(request, monkeypatch):
 
     monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
     try:
-        from actors import embedded
+        from tools import embedded
     except ImportError:  # the core alone
         return
 
@@ -77,8 +77,8 @@ def wait_for(pred, timeout_s=60.0, every=None):
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A real broker, a real Redis, a real local Ray (with its metrics port) and Serve, for the whole
-    session: the same :class:`~deployments.stack.LocalStack` the demo and ``bench pipeline`` use."""
-    from deployments.stack import LocalStack
+    session: the same :class:`~tools.stack.LocalStack` the demo and ``bench pipeline`` use."""
+    from tools.stack import LocalStack
 
     with LocalStack() as stack:
         yield stack

@@ -52,3 +52,16 @@ def test_pipeline_commands_come_from_the_entry_point():
     assert ep.value == "deployments.cli:register"
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert {"ingest", "demo", "run"} <= set(sub.choices)
+
+
+def test_an_entry_point_whose_package_is_not_installed_is_left_out(monkeypatch):
+    """The image ships the product without ``tools/``: its commands are left out, the rest still work."""
+    from importlib.metadata import EntryPoint
+
+    import streamdycoke.cli as cli
+
+    real = list(cli.entry_points(group=cli.ENTRY_POINT_GROUP))
+    absent = EntryPoint(name="absent", value="no_such_package_here.cli:register", group=cli.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(cli, "entry_points", lambda group: [*real, absent])
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    assert {"ingest", "run", "demo"} <= set(sub.choices)

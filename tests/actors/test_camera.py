@@ -7,7 +7,7 @@ from kafka import KafkaProducer
 
 from actors.camera import CameraWorker
 from actors.config import CameraConfig, IngestSettings, KafkaSettings, RedisSettings
-from actors.embedded import EmbeddedKafka, EmbeddedRedis
+from tools.embedded import EmbeddedKafka, EmbeddedRedis
 from actors.frames import encode_frame
 from actors.ingest import Ingestor
 from actors.token_cache import RedisTokenStore

@@ -16,7 +16,7 @@ import pytest
 
 from actors.camera import CameraWorker
 from actors.config import CameraConfig, IngestSettings, KafkaSettings, RedisSettings
-from actors.embedded import EmbeddedKafka, EmbeddedRedis
+from tools.embedded import EmbeddedKafka, EmbeddedRedis
 from actors.frames import FRAME_HEADER_V1, encode_frame
 from actors.ingest import Ingestor
 from actors.token_cache import RedisTokenStore
@@ -24,7 +24,7 @@ from streamdycoke import EncoderSpec
 from streamdycoke.video import make_camera_video
 
 from ..conftest import wait_for
-from deployments.netfaults import TcpProxy
+from tools.netfaults import TcpProxy
 
 pytestmark = pytest.mark.integration  # real brokers and Redis servers, killed and restarted
 

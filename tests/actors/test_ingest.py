@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from actors.embedded import EmbeddedKafka
+from tools.embedded import EmbeddedKafka
 from actors.frames import decode_frame, peek_indices
 from actors.config import IngestSettings, KafkaSettings
 from actors.topics import ensure_topic
@@ -105,7 +105,7 @@ def test_rtsp_camera_is_ingested_frame_for_frame_and_counted(kafka, tmp_path):
     import subprocess
     import threading
 
-    from actors.embedded import free_port
+    from tools.embedded import free_port
     from actors.metrics import IngestMetrics
 
     video = make_camera_video(tmp_path / "cam.mp4", seconds=2, seed=5)  # 60 frames
@@ -162,7 +162,7 @@ def test_ingest_config_follows_the_camera_file_and_stops_on_sigterm(kafka, tmp_p
     import subprocess
     import sys
 
-    from actors.embedded import free_port
+    from tools.embedded import free_port
 
     a = make_camera_video(tmp_path / "a.mp4", seconds=0.5, seed=7)
     b = make_camera_video(tmp_path / "b.mp4", seconds=0.5, seed=8)

@@ -78,7 +78,7 @@ def test_tls_with_an_acl_user_against_a_real_redis_server(tmp_path):
 
     import redis as redis_py
 
-    from actors.embedded import _wait_port, free_port
+    from tools.embedded import _wait_port, free_port
 
     from ..certs import self_signed
 

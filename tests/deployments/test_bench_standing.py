@@ -1,7 +1,7 @@
 """`streamdycoke bench standing`, short and on the tiny model: the rounds it times answer the same with and
 without incremental prefill, and the incremental rounds prefill fewer tokens."""
 
-from deployments.bench_standing import bench_standing
+from tools.bench_standing import bench_standing
 
 
 def test_short_bench_standing_answers_equally_and_prefills_less_with_reuse():

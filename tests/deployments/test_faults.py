@@ -126,7 +126,7 @@ def test_redis_killed_under_running_cameras_is_counted_shown_and_survived(ray_cl
     from ray import serve
 
     from actors.config import CameraConfig, RedisSettings
-    from actors.embedded import EmbeddedRedis
+    from tools.embedded import EmbeddedRedis
     from actors.ray_actor import CameraSupervisor
     from deployments.app import build_app
     from deployments.config import AppArgs

@@ -27,7 +27,7 @@ def test_bad_config_is_rejected_naming_the_field(tmp_path, capsys):
 
 @needs_isolated_network
 def test_run_against_existing_services(tmp_path):
-    from actors.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+    from tools.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 
     video = make_camera_video(tmp_path / "c.mp4", seconds=3, seed=8)
     ray_port = free_port()
@@ -40,7 +40,7 @@ def test_run_against_existing_services(tmp_path):
         head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={ray_port}", "--num-cpus=2", "--resources={\"camera\": 4}",
                                  "--include-dashboard=false", "--disable-usage-stats"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-        from actors.embedded import _wait_port
+        from tools.embedded import _wait_port
 
         _wait_port(ray_port, 60.0, head)
         try:

@@ -27,7 +27,7 @@ def test_no_secret_in_logs_metrics_status_or_errors(ray_cluster, tmp_path):
     from ray import serve
 
     from actors.config import RedisSettings
-    from actors.embedded import EmbeddedRedis
+    from tools.embedded import EmbeddedRedis
     from deployments.app import build_app
     from deployments.config import AppArgs, FleetArgs
 

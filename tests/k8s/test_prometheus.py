@@ -40,7 +40,7 @@ def pipeline(ray_cluster, tmp_path_factory):
     from ray import serve
 
     from actors.config import load_cameras
-    from actors.embedded import free_port
+    from tools.embedded import free_port
 
     stack = ray_cluster
     ray_metrics_port = stack.metrics_port

@@ -1,88 +1,29 @@
-"""``streamdycoke demo`` (the whole system on one machine, embedded defaults) and ``streamdycoke run``
-(the same against existing Kafka, Redis and Ray): one code path.
+"""``streamdycoke run``: the system against existing Kafka, Redis and Ray (a config file), and the run
+loop the demo shares with it.
 
-Camera actors and the Serve app; ingest of N cameras looping in real time; a live table with the
-alerts as they are raised; a question per camera the LLM can read; and on exit (``--duration`` or
-Ctrl-C) ingest stops, the actors drain so that every ingested frame is processed, skipped or
-dead-lettered, and everything started is stopped.
-
-The demo's cameras (unless sources are given) film scripted scenes (:func:`demo_scenes`): an object
-walks through a still scene at known times, and each camera has one standing question about it
-("Is the cat in view?"). Offline, without LLM weights, the question is answered by the event-QA model
-over ``efficientnet-lite0`` tokens (``actors.answerers``); with weights (``--model``), by the LLM. The
-result lists every alert beside the scene's ground truth, so a run shows whether its alerts were true.
+:func:`run_pipeline` starts the camera actors and the Serve app, ingests every camera with a source,
+shows a live table with the alerts as they are raised, asks each camera one question the LLM can
+read, and on exit (``duration`` or Ctrl-C) stops ingest, lets the actors drain so that every ingested
+frame is processed, skipped or dead-lettered, and stops everything it started. ``streamdycoke demo``
+(:mod:`tools.demo`) runs the same loop on an embedded local stack.
 """
 
 import contextlib
 import json
+import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 from actors.config import CameraConfig, IngestSettings, KafkaSettings, read_config_file
-from streamdycoke import EncoderSpec
 
 from .config import AppArgs, SystemConfig
 
-__all__ = ["load_system_config", "run_demo", "run_system"]
+__all__ = ["DEFAULT_QUESTION", "alert_line", "load_system_config", "post_json", "report", "run_pipeline", "run_system"]
 
 DEFAULT_QUESTION = "What is happening in the scene?"
-
-# (object, enters at s, leaves at s, background) of the demo cameras' scripted scenes, 16 s each, looped
-DEMO_SCENES = (("cat", 4.0, 11.0, "brick"), ("astronaut", 6.0, 12.0, "grass"), ("cameraman", 3.0, 9.0, "page"),
-               ("moon", 5.0, 13.0, "text"))
-DEMO_SCENE_S = 16.0
-
-
-def demo_scenes(n: int, tmp: Path) -> list[dict]:
-    """``n`` scripted camera scenes as 5-fps H.264 files, with their ground truth: ``{"source", "object",
-    "in_view_s": [enter, leave], "loop_s"}`` (``loop_s``: how far apart a looped file's passes are)."""
-    from streamdycoke.evalqa.scenes import FPS, render, scripted_scene
-    from streamdycoke.video import write_video
-
-    out = []
-    for i in range(n):
-        obj, a, b, bg = DEMO_SCENES[i % len(DEMO_SCENES)]
-        scene = scripted_scene(obj, a, b, seconds=DEMO_SCENE_S, background=bg, lane=1 + (i // len(DEMO_SCENES)) % 2,
-                               seed=i)
-        path = write_video(tmp / f"cam{i}.mp4", (render(scene, f) for f in range(scene.frames)), FPS)
-        # ingest starts a looped file's next pass 1/30 s after its last frame (actors.ingest)
-        out.append({"source": str(path), "object": obj, "in_view_s": [a, b],
-                    "loop_s": (scene.frames - 1) / FPS + 1.0 / 30})
-    return out
-
-
-def _llm_has_weights(model: EncoderSpec) -> bool:
-    if not model.weights:
-        return False
-    try:
-        from transformers import LlavaOnevisionConfig
-
-        LlavaOnevisionConfig.from_pretrained(model.weights, local_files_only=True)
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def demo_camera(i: int, scene: dict, llm: bool) -> CameraConfig:
-    """Camera ``cam{i}`` filming ``scene``, with one standing question about its object: answered by the
-    LLM when it has weights (``llm``), else by the event-QA model over efficientnet-lite0 tokens."""
-    obj = scene["object"]
-    standing = {"id": f"{obj}-in-view", "every_s": 1.0, "on_scene_change": True, "window_s": 8.0,
-                "rule": {"kind": "yes_no"}, "raise_after": 2, "clear_after": 2}
-    if llm:
-        standing.update(prompt=f"Is there a {obj} in view? Answer yes or no.", answerer="llm")
-        return CameraConfig(id=f"cam{i}", source=scene["source"], standing=[standing])
-    standing.update(prompt=f"Is the {obj} in view?", answerer="event-qa")
-    # every frame of the 5-fps scene is judged (min_fps 5): the event-QA model was trained on 5-fps streams,
-    # and an object leaving changes too little of the frame for the default change threshold to notice at
-    # once; what a frame repeats is still dropped by the stream's token policy
-    return CameraConfig(id=f"cam{i}", source=scene["source"], encoder=EncoderSpec(name="efficientnet-lite0"),
-                        sampler={"min_fps": 5.0}, standing=[standing])
 
 
 def load_system_config(path: str) -> SystemConfig:
@@ -90,7 +31,7 @@ def load_system_config(path: str) -> SystemConfig:
     return SystemConfig.model_validate(read_config_file(path))
 
 
-def _post(url: str, body: dict, token: str | None, timeout: float = 120.0) -> dict:
+def post_json(url: str, body: dict, token: str | None, timeout: float = 120.0) -> dict:
     """POST JSON with the bearer token; the parsed answer (an HTTP error raises ``HTTPError``)."""
     headers = {"content-type": "application/json"}
     if token:
@@ -122,41 +63,6 @@ def _table(stats: dict, prev: dict, dt: float, queries: dict) -> str:
     return "\n".join(rows)
 
 
-def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float | None = None,
-             question: str = DEFAULT_QUESTION, window_s: float = 10.0, model: EncoderSpec | None = None,
-             json_out: bool = False) -> dict:
-    """The whole pipeline on this machine with embedded defaults (:class:`~deployments.stack.LocalStack`):
-    ``sources``, then scripted scenes up to ``cameras`` (:func:`demo_scenes`, each with a standing
-    question), looping in real time."""
-    from .stack import LocalStack
-
-    from pydantic import SecretStr
-
-    say = (lambda *a: print(*a, file=sys.stderr)) if json_out else print
-    app = AppArgs(model=model or EncoderSpec(), num_cpus=0.25)
-    llm = _llm_has_weights(app.model)
-    with tempfile.TemporaryDirectory(prefix="streamdycoke-demo-") as tmp, LocalStack() as stack:
-        say(f"API token (send it as 'Authorization: Bearer <token>'): {stack.api_token}")
-        cams = [CameraConfig(id=f"cam{i}", source=src) for i, src in enumerate(sources or [])]
-        scenes = {}
-        if len(cams) < cameras:
-            say(f"making {cameras - len(cams)} scripted camera scene(s) ...")
-            for sc in demo_scenes(cameras - len(cams), Path(tmp)):
-                i = len(cams)
-                cams.append(demo_camera(i, sc, llm))
-                scenes[f"cam{i}"] = sc
-        app = app.model_copy(update={"redis": stack.redis, "api_token": SecretStr(stack.api_token)})
-        result = _run(stack.kafka, app, cams, IngestSettings(loop=True, realtime=True), stack.api, stack.metrics_url,
-                      duration, question, window_s, json_out, local=True)
-        for cam, sc in scenes.items():  # the ground truth beside the alerts
-            c = result["cameras"].get(cam)
-            if c is not None:
-                c["scene"] = {"object": sc["object"], "in_view_s": sc["in_view_s"], "loop_s": sc["loop_s"],
-                              "start_ts": c.pop("ingest_start_ts", None)}
-    _report(result, json_out)  # after everything stopped: Ray's shutdown chatter comes before it
-    return result
-
-
 def run_system(system: SystemConfig, duration: float | None = None, question: str = DEFAULT_QUESTION,
                window_s: float = 10.0, json_out: bool = False) -> dict:
     """``streamdycoke run``: the same pipeline against the existing Kafka, Redis and Ray of ``system``."""
@@ -168,17 +74,17 @@ def run_system(system: SystemConfig, duration: float | None = None, question: st
         serve.start(http_options={"host": system.http_host, "port": system.http_port})
         try:
             api = f"http://{system.http_host}:{system.http_port}"
-            result = _run(system.kafka, system.app, system.cameras, system.ingest, api,
+            result = run_pipeline(system.kafka, system.app, system.cameras, system.ingest, api,
                           "each Ray node's metrics export port", duration, question, window_s, json_out, local=False)
         finally:
             serve.shutdown()
     finally:
         ray.shutdown()
-    _report(result, json_out)
+    report(result, json_out)
     return result
 
 
-def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: IngestSettings | None, api: str,
+def run_pipeline(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: IngestSettings | None, api: str,
          metrics_url: str, duration: float | None, question: str, window_s: float, json_out: bool,
          local: bool) -> dict:
     """Camera actors, the Serve app, ingest of every camera with a source, a live table, a question per
@@ -192,9 +98,6 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
     from streamdycoke.encoders import encoder_shape
 
     from .app import build_app
-
-    import os
-
     from .guard import TOKEN_ENV
 
     say = (lambda *a: print(*a, file=sys.stderr)) if json_out else print
@@ -251,7 +154,7 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
                     queries[cam] = {"skipped": f"{enc.name} tokens; the LLM reads {app.model.name}'s"}
                     continue
                 try:
-                    queries[cam] = _post(f"{api}/v1/query", {"camera": cam, "question": question,
+                    queries[cam] = post_json(f"{api}/v1/query", {"camera": cam, "question": question,
                                                              "window_s": window_s, "max_new_tokens": 16}, token)
                 except Exception as exc:  # shown, not fatal: the cameras go on
                     queries[cam] = {"error": str(exc)}
@@ -280,7 +183,7 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
                 fresh = new_alerts()
                 if json_out:
                     for a in fresh:
-                        say(_alert_line(a))
+                        say(alert_line(a))
                 now = time.monotonic()
                 ready = stats and all((v.get("processed") or 0) > 0 for v in stats.values())
                 if not asked and ready and now - start > min(8.0, (duration or 16) / 2):
@@ -293,7 +196,7 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
                     if alerts:
                         print("\nalerts (newest last)")
                         for a in alerts[-8:]:
-                            print(_alert_line(a))
+                            print(alert_line(a))
                 prev, prev_t = stats, now
         except KeyboardInterrupt:
             say("stopping ... (draining; further Ctrl-C is ignored until everything is stopped)")
@@ -351,30 +254,16 @@ def _run(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], ingest: I
     return result
 
 
-def _alert_line(a: dict) -> str:
+def alert_line(a: dict) -> str:
     return (f"  {time.strftime('%H:%M:%S', time.localtime(a['decided_ts']))} {a['camera']:<8} {a['query']:<20} "
             f"{a['state'].upper():<8} answer {a['answer']!r:<6} ({a['trigger']}, {1e3 * a['latency_s']:.0f} ms "
             "from trigger)")
 
 
-ALERT_TOLERANCE_S = 4.0  # raise_after 2 rounds of 1 s, the answer's lag behind the scene, and the round's latency
 
-
-def judge_alerts(c: dict, tolerance_s: float = ALERT_TOLERANCE_S) -> list[bool]:
-    """For a scripted camera's result ``c``: whether each alert is true to the scene, i.e. a raise within
-    ``tolerance_s`` after the object entered (in the looped file's time, read at the newest frame the
-    answer saw), a clear within ``tolerance_s`` after it left."""
-    sc = c["scene"]
-    enter, leave = sc["in_view_s"]
-    out = []
-    for a in c["alerts"]:
-        v = (a["window_end_ts"] - sc["start_ts"]) % sc["loop_s"]
-        edge = enter if a["state"] == "raised" else leave
-        out.append(edge <= v <= edge + tolerance_s)
-    return out
-
-
-def _report(result: dict, json_out: bool) -> None:
+def report(result: dict, json_out: bool, more=None) -> None:
+    """Print a run's result: one JSON object (``json_out``) or a line per camera, each followed by the
+    lines ``more(camera_result)`` gives (the demo's ground truth)."""
     if json_out:
         print(json.dumps(result))
     else:
@@ -384,12 +273,6 @@ def _report(result: dict, json_out: bool) -> None:
             print(f"{cam}: {c['frames_ingested']} ingested = {c['frames_processed']} processed + "
                   f"{c['frames_skipped']} skipped + {c['frames_dead_lettered']} dead-lettered; keep ratio "
                   f"{(c['tokens_kept'] or 0) / max(1, c['tokens_in'] or 0):.3f}; {said}")
-            if "scene" in c:
-                sc = c["scene"]
-                true = judge_alerts(c)
-                print(f"  standing: {c['standing'][0]!r}; the {sc['object']} is in view {sc['in_view_s'][0]:g}-"
-                      f"{sc['in_view_s'][1]:g} s of every {sc['loop_s']:.1f} s; {len(true)} alerts, {sum(true)} true")
-                for a, ok in zip(c["alerts"], true):
-                    v = (a["window_end_ts"] - sc["start_ts"]) % sc["loop_s"]
-                    print(f"    {a['state']:<8} at scene time {v:5.1f} s, {1e3 * a['latency_s']:.0f} ms after its "
-                          f"{a['trigger']} trigger: {'true' if ok else 'FALSE'}")
+            if more is not None:
+                for line in more(c):
+                    print(line)

@@ -86,7 +86,7 @@ def bench_standing(window_s: float = 10.0, slide_s: float | None = None, every_s
 
     from actors.llm_request import LLMRequest
 
-    from .llm import LLMEngine
+    from deployments.llm import LLMEngine
 
     if threads:
         torch.set_num_threads(threads)

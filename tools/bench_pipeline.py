@@ -36,8 +36,8 @@ from actors.config import CameraConfig, IngestSettings
 from streamdycoke import EncoderSpec, PolicySpec
 from streamdycoke.stats import percentile
 
-from .config import AppArgs, EncoderServiceArgs
-from .encoder import ENCODER_DEPLOYMENT
+from deployments.config import AppArgs, EncoderServiceArgs
+from deployments.encoder import ENCODER_DEPLOYMENT
 
 __all__ = ["bench_pipeline", "bench_pipeline_sweep", "print_pipeline", "print_sweep"]
 
@@ -70,8 +70,8 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
     from streamdycoke.encoders import encoder_shape
     from streamdycoke.video import make_camera_video
 
-    from .app import build_app
-    from .demo import _post
+    from deployments.app import build_app
+    from deployments.system import post_json
     from .procstats import ProcessSampler
     from .stack import LocalStack
 
@@ -164,7 +164,7 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
         vis: dict[str, list[int]] = {v: [] for v in variants}
         for _ in range(queries):
             for cam, vname, _, _ in streams:
-                r = _post(f"{stack.api}/v1/query",
+                r = post_json(f"{stack.api}/v1/query",
                           {"camera": cam, "question": "What changed?", "window_s": window_s, "max_new_tokens": 8},
                           stack.api_token)
                 lat[vname].append(r["latency_ms"]["total"])

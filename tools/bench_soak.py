@@ -75,9 +75,9 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
     from streamdycoke import EncoderSpec
     from streamdycoke.video import make_camera_video
 
-    from .app import build_app
-    from .config import AppArgs
-    from .demo import _post
+    from deployments.app import build_app
+    from deployments.config import AppArgs
+    from deployments.system import post_json
     from .netfaults import TcpProxy
     from .stack import LocalStack
 
@@ -105,7 +105,7 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
                 cam = f"soak{i % cameras}"
                 i += 1
                 try:
-                    _post(f"http://127.0.0.1:{http_port}/v1/query",
+                    post_json(f"http://127.0.0.1:{http_port}/v1/query",
                           {"camera": cam, "question": "what moves?", "window_s": 5, "max_new_tokens": 4}, token,
                           timeout=60)
                     queries["ok"] += 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from actors.embedded import free_port
+from .embedded import free_port
 
 
 class TcpProxy:

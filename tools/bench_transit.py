@@ -18,7 +18,7 @@ def bench_transit(waits_ms: list[int] = (500, 100, 20, 10, 5), frames: int = 150
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     from actors.config import KafkaSettings
-    from actors.embedded import EmbeddedKafka
+    from .embedded import EmbeddedKafka
     from actors.topics import ensure_topic
 
     out = {"frames": frames, "fps": fps, "message_bytes": message_bytes, "results": []}

@@ -11,7 +11,7 @@ import contextlib
 import secrets
 
 from actors.config import KafkaSettings, RedisSettings
-from actors.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from .embedded import EmbeddedKafka, EmbeddedRedis, free_port
 
 __all__ = ["LocalStack"]
 
