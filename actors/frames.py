@@ -25,8 +25,9 @@ Version 2 (all integers little-endian)::
 Version 1 (the first 36 bytes above, then the camera id and pixels; nothing skipped, not sampled) is
 still read. Anything else is rejected with :class:`FrameFormatError` naming the reason, which is what
 goes into the dead-letter record. A decoded message satisfies: a finite, non-negative capture
-timestamp; a frame index below 2**62 and at least its skipped-before count; a non-empty UTF-8 camera
-id; a payload of exactly ``H * W * 3`` bytes with its CRC (none for a skip record).
+timestamp; a frame index below 2**62 and at least its skipped-before count; a pixel change in [0, 1];
+no flag bits but SAMPLED and SCENE_CUT (a skip record: SAMPLED alone, change 0); a non-empty UTF-8
+camera id; a payload of exactly ``H * W * 3`` bytes with its CRC (none for a skip record).
 """
 
 from __future__ import annotations
@@ -166,9 +167,14 @@ def decode_frame(data: bytes | memoryview) -> FrameMessage:
         raise FrameFormatError("bad_pixel_change", f"pixel change {change} is not in [0, 1]")
     if cam_len == 0:
         raise FrameFormatError("bad_camera_id", "empty camera id")
+    if flags & ~(FLAG_SAMPLED | FLAG_SCENE_CUT):
+        raise FrameFormatError("bad_flags", f"flags 0x{flags:x} set bits this reader does not know")
     if fmt == 1:
         if h or w or n:
             raise FrameFormatError("bad_shape", f"a skip record carries no pixels, header says {h}x{w}, {n} bytes")
+        if flags != FLAG_SAMPLED or change != 0.0:
+            raise FrameFormatError("bad_flags", f"a skip record is sampled, not a scene cut, and measured no "
+                                                f"change; it says flags 0x{flags:x}, pixel change {change}")
     elif n != h * w * 3 or h == 0 or w == 0:
         raise FrameFormatError("bad_shape", f"{h}x{w}x3 needs {h * w * 3} bytes, header says {n}")
     if len(data) != header.size + cam_len + n:

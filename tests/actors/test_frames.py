@@ -26,6 +26,7 @@ def test_round_trip_is_exact():
     (lambda b: b[:-1], "wrong_size"),
     (lambda b: b + b"\0", "wrong_size"),
     (lambda b: b[:-3] + bytes([b[-3] ^ 1]) + b[-2:], "bad_crc"),
+    (lambda b: b[:40] + (4).to_bytes(4, "little") + b[44:], "bad_flags"),  # a bit no reader knows
 ])
 def test_malformed_messages_are_rejected_with_a_reason(mutate, reason):
     data = encode_frame("cam", 1, 0.5, frame())
@@ -124,3 +125,14 @@ def test_edge_sampled_frames_and_skip_records_account_for_the_frames_before_them
     assert len(s) == FRAME_HEADER.size + 3
     with pytest.raises(ValueError, match="skipped_before"):
         encode_skip("cam", 3, 1.0, skipped_before=4)  # more skipped than frames before it
+
+
+@pytest.mark.parametrize("flags, change", [(0, 0.0), (3, 0.0), (1, 0.25), (1 | 8, 0.0)])
+def test_a_skip_record_claims_nothing_but_the_frames_it_skipped(flags, change):
+    """A skip record is sampled, not a cut, and measured no change: anything else is a forged one."""
+    good = encode_skip("cam", 9, 1.0, skipped_before=3)
+    assert decode_frame(good).skipped_before == 3
+    forged = good[:40] + flags.to_bytes(4, "little") + FRAME_HEADER.pack(*FRAME_HEADER.unpack_from(good)[:-1], change)[44:48] + good[48:]
+    with pytest.raises(FrameFormatError) as exc:
+        decode_frame(forged)
+    assert exc.value.reason == "bad_flags"
