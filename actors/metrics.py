@@ -48,7 +48,7 @@ INGEST_METRIC_NAMES = (
     "streamdycoke_ingest_bytes_sent_total",
     "streamdycoke_frame_stage_seconds",
 )
-# The Serve deployment that owns the camera actors on a cluster (deployments.app.CameraFleet).
+# The Serve deployment that owns the camera actors on a cluster (deployments.fleet.CameraFleet).
 FLEET_METRIC_NAMES = (
     "streamdycoke_fleet_cameras",
     "streamdycoke_fleet_cameras_refused",
