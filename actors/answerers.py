@@ -1,7 +1,7 @@
 """Who answers a standing query: the app's video LLM, or the small event-QA model.
 
 An answerer is a callable ``(camera, query, segments, reuse_key) -> Answer``
-(:class:`actors.standing.Answer`):
+(:class:`actors.standing.Answer`), ``segments`` the window's wire-format bytes as the store holds them:
 
 - :class:`LLMAnswerer`: the LLM deployment, through a Serve handle. It sends the camera id as Serve's
   multiplexed model id, so the request goes to the replica that holds the camera's KV caches, and a
@@ -28,13 +28,10 @@ class LLMAnswerer:
     def __init__(self, handle: Any, timeout_s: float = 60.0) -> None:
         self.handle, self.timeout_s = handle, timeout_s
 
-    def __call__(self, camera: str, query: StandingQuery, segments: list, reuse_key: str | None) -> Answer:
-        from streamdycoke.segment import encode_segment
-
+    def __call__(self, camera: str, query: StandingQuery, segments: list[bytes], reuse_key: str | None) -> Answer:
         if not segments:
             raise LookupError("the window holds no frames")
-        req = LLMRequest(camera, query.prompt, query.max_new_tokens, [encode_segment(s) for s in segments],
-                         reuse_key=reuse_key)
+        req = LLMRequest(camera, query.prompt, query.max_new_tokens, list(segments), reuse_key=reuse_key)
         res = self.handle.options(multiplexed_model_id=camera).generate.remote(req).result(timeout_s=self.timeout_s)
         return Answer(res["answer"], res["visual_tokens"], res.get("reused_tokens", 0))
 
@@ -72,16 +69,18 @@ class EventQAAnswerer:
             self.refs.update(object_references(self._encoder, names=[name]))
         return self.refs[name]
 
-    def __call__(self, camera: str, query: StandingQuery, segments: list, reuse_key: str | None) -> Answer:
+    def __call__(self, camera: str, query: StandingQuery, window: list[bytes], reuse_key: str | None) -> Answer:
         import torch
 
         from streamdycoke.evalqa.answerer import StreamInputs, build_batch
         from streamdycoke.evalqa.questions import ANSWERS, Question
         from streamdycoke.evalqa.scenes import FPS
         from streamdycoke.reading import now_slots
+        from streamdycoke.segment import decode_segment
 
-        if not segments:
+        if not window:
             raise LookupError("the window holds no frames")
+        segments = [decode_segment(b) for b in window]
         kind, obj, window = parse_event_qa_prompt(query.prompt)
         N, D = segments[0].grid[0] * segments[0].grid[1], segments[0].dim
         if D != self.model.config["dim"] or N != self.model.config["positions"]:

@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
+from streamdycoke.segment import read_header
+
 from .queries import AlertRule, StandingQuery
 
 __all__ = ["AlertRule", "Answer", "Hysteresis", "StandingQueries", "StandingQuery", "WindowAnchor"]
@@ -180,9 +182,9 @@ class StandingQueries:
         epoch = self._epoch
         anchor = self.anchors.setdefault((q.window_s, q.slide), WindowAnchor(q.window_s, q.slide))
         start = anchor.window(newest)
-        segments = self.store.read(self.camera, start=start)
+        window = self.store.read_raw(self.camera, start=start)  # wire bytes: decoded once, by the answerer
         key = f"{self.camera}|{q.window_s:g}|{q.slide:g}" if self.reuse else None
-        answer = self.answerers[q.answerer](self.camera, q, segments, key)
+        answer = self.answerers[q.answerer](self.camera, q, window, key)
         condition, value = q.rule.evaluate(answer.text)
         decided = self.clock()
         latency = max(0.0, decided - due.ts)
@@ -203,7 +205,7 @@ class StandingQueries:
         if self.metrics is not None:
             self.metrics.alert(q.id, transition)
         return alert_record(self.camera, q, transition, answer, value, due.trigger, due.ts, decided,
-                            segments)
+                            [read_header(b) for b in window])
 
     def active(self) -> dict[str, bool]:
         return {q: h.active for q, h in self.hysteresis.items()}

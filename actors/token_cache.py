@@ -26,7 +26,7 @@ import json
 import time
 from typing import Iterable
 
-from streamdycoke.segment import TokenSegment, decode_segment, encode_segment
+from streamdycoke.segment import TokenSegment, decode_segment, encode_segment, read_header
 
 from .config import RedisSettings
 
@@ -128,8 +128,8 @@ class RedisTokenStore:
                 self._retained_at[stream_id] = now
         return added
 
-    def read(self, stream_id: str, start: float | None = None, end: float | None = None,
-             *, from_keyframe: bool = True) -> list[TokenSegment]:
+    def read_raw(self, stream_id: str, start: float | None = None, end: float | None = None,
+                 *, from_keyframe: bool = True) -> list[bytes]:
         segs_k, ts_k, kf_k = self._keys(stream_id)[:3]
         client = self.client
         lo = "-inf" if start is None else start
@@ -141,14 +141,20 @@ class RedisTokenStore:
         members = client.zrangebyscore(ts_k, lo, hi)
         if not members:
             return []
-        blobs = client.hmget(segs_k, members)
-        out = [decode_segment(b) for b in blobs if b is not None]  # None: trimmed between the two calls
-        out.sort(key=lambda s: s.frame_index)
-        return out
+        blobs = [b for b in client.hmget(segs_k, members) if b is not None]  # None: trimmed between the calls
+        blobs.sort(key=lambda b: read_header(b).frame_index)  # the header alone: no copy of the tokens
+        return blobs
+
+    def read(self, stream_id: str, start: float | None = None, end: float | None = None,
+             *, from_keyframe: bool = True) -> list[TokenSegment]:
+        return [decode_segment(b) for b in self.read_raw(stream_id, start, end, from_keyframe=from_keyframe)]
+
+    def read_recent_raw(self, stream_id: str, window_s: float) -> list[bytes]:
+        newest = self.newest_timestamp(stream_id)
+        return [] if newest is None else self.read_raw(stream_id, newest - window_s, newest)
 
     def read_recent(self, stream_id: str, window_s: float) -> list[TokenSegment]:
-        newest = self.newest_timestamp(stream_id)
-        return [] if newest is None else self.read(stream_id, newest - window_s, newest)
+        return [decode_segment(b) for b in self.read_recent_raw(stream_id, window_s)]
 
     def last_frame_index(self, stream_id: str) -> int | None:
         v = self.client.get(self._keys(stream_id)[4])

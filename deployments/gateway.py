@@ -21,7 +21,7 @@ from ray import serve
 
 from actors.llm_request import GenerationOptions, LLMRequest
 from actors.token_cache import RedisTokenStore
-from streamdycoke.segment import SegmentFormatError, encode_segment
+from streamdycoke.segment import SegmentFormatError
 
 from .config import AppArgs
 from .guard import RequestGuard
@@ -246,8 +246,8 @@ class Gateway:
         t0 = time.perf_counter()
         if q.window_s > self.args.redis.retention_s:
             raise HTTPException(400, f"window_s {q.window_s} is over the cache's retention_s {self.args.redis.retention_s}")
-        try:
-            segs = self.store.read_recent(q.camera, q.window_s)
+        try:  # forwarded as stored: the LLM replica decodes them, once, with every check
+            segs = self.store.read_recent_raw(q.camera, q.window_s)
         except SegmentFormatError as exc:
             raise HTTPException(500, f"corrupt token cache entry for {q.camera!r}: {exc}") from None
         except Exception as exc:  # Redis unreachable: the caller may retry
@@ -255,12 +255,14 @@ class Gateway:
                                 headers={"Retry-After": "1"}) from None
         if not segs:
             raise HTTPException(404, f"unknown camera {q.camera!r}: no frames cached")
-        req = LLMRequest(q.camera, q.question, q.max_new_tokens, [encode_segment(s) for s in segs],
+        req = LLMRequest(q.camera, q.question, q.max_new_tokens, segs,
                          options=GenerationOptions(q.temperature, q.top_p, q.seed))
         return req, segs, t0, time.perf_counter() - t0
 
     def _llm_error(self, q: QueryRequest, exc: BaseException) -> tuple[int, str]:
         """The HTTP status and message for a failed LLM call."""
+        if isinstance(exc, SegmentFormatError):  # the replica decodes the window: a corrupt cache entry
+            return 500, f"corrupt token cache entry for {q.camera!r}: {exc}"
         if isinstance(exc, ValueError):  # e.g. the camera's encoder does not match the LLM
             return 409, str(exc)
         if isinstance(exc, asyncio.TimeoutError):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from typing import Any
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -94,7 +95,7 @@ class LLMEngine:
         model: a LLaVA-OneVision model already built (``spec`` then only gives the device); no tokenizer.
     """
 
-    def __init__(self, spec: EncoderSpec | None = None, kept_windows: int = 16, model=None) -> None:
+    def __init__(self, spec: EncoderSpec | None = None, kept_windows: int = 16, model: Any = None) -> None:
         spec = spec or EncoderSpec()
         self.device = spec.torch_device()
         if model is not None:  # an already built model (a benchmark's real-size random one): no tokenizer
@@ -117,11 +118,20 @@ class LLMEngine:
         self.kept_windows = kept_windows
         self.kept: OrderedDict[str, _KeptWindow] = OrderedDict()
 
-    def visual_tokens(self, segments: list[bytes]) -> int:
-        """Visual tokens a window of wire-format segments costs this LLM (what the answer reports): its
-        kept tokens and its now frame (:mod:`streamdycoke.reading`)."""
-        now = now_segment([decode_segment(b) for b in segments]) if segments else None
-        kept = [read_header(b).num_kept for b in segments] + ([now.num_kept] if now is not None else [])
+    @staticmethod
+    def segments(r: LLMRequest) -> list:
+        """``r``'s window as :class:`~streamdycoke.TokenSegment`s, decoded (with every check) once per
+        request on this replica and kept on it (``r.decoded``) for the answer."""
+        if r.decoded is None:
+            r.decoded = [decode_segment(b) for b in r.segments]
+        return r.decoded
+
+    def visual_tokens(self, r: LLMRequest) -> int:
+        """Visual tokens ``r``'s window costs this LLM (what the answer reports): its kept tokens and its
+        now frame (:mod:`streamdycoke.reading`)."""
+        segs = self.segments(r)
+        now = now_segment(segs) if segs else None
+        kept = [s.num_kept for s in segs] + ([now.num_kept] if now is not None else [])
         return window_visual_tokens(kept, self.extra_tokens)
 
     def forget(self, prefix: str) -> None:
@@ -239,10 +249,9 @@ class LLMEngine:
             return self._answer_kept(r, start, on_token)
         return self._answer_batch([r], r.options, start, on_token)[0]
 
-    def _inputs(self, r: LLMRequest, segments=None) -> SegmentInputs:
-        segs = segments if segments is not None else [decode_segment(b) for b in r.segments]
+    def _inputs(self, r: LLMRequest) -> SegmentInputs:
         pre, suf = self.prompt_ids(r.question)
-        return inputs_from_segments(self.model, segs, pre, suf)
+        return inputs_from_segments(self.model, self.segments(r), pre, suf)
 
     def _result(self, r: LLMRequest, x: SegmentInputs, ids: list[int], start: float, t_first: float, t_rest: float,
                 batch: int, prefilled: int, reused: int = 0, prefill_extra_s: float = 0.0) -> LLMResult:

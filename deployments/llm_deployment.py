@@ -51,7 +51,7 @@ class LLMDeployment:
         self._generate.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
 
     async def generate(self, req: LLMRequest) -> dict:
-        req.num_tokens = self.engine.visual_tokens(req.segments)
+        req.num_tokens = self.engine.visual_tokens(req)
         if req.reuse_key is not None:
             camera = serve.get_multiplexed_model_id() or req.camera
             await self._camera(camera)  # marks the camera as held here (Serve routes by it)
@@ -64,7 +64,7 @@ class LLMDeployment:
         ``{"delta": text}`` as tokens are generated, then ``{"result": {...}}``. Generated alone, not in a
         batch: its tokens are sent as they come. The generation runs in a worker thread; this replica's
         event loop stays free for the batches."""
-        req.num_tokens = self.engine.visual_tokens(req.segments)
+        req.num_tokens = self.engine.visual_tokens(req)
         self.metrics.batch(1, req.num_tokens)
         it = self.engine.stream(req)
         while (item := await asyncio.to_thread(next, it, None)) is not None:

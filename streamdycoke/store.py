@@ -46,6 +46,17 @@ class TokenStore(Protocol):
     def read_recent(self, stream_id: str, window_s: float) -> list[TokenSegment]:
         """The last ``window_s`` seconds behind the stream's newest frame (from a keyframe)."""
 
+    def read_raw(
+        self, stream_id: str, start: float | None = None, end: float | None = None,
+        *, from_keyframe: bool = True,
+    ) -> list[bytes]:
+        """What :meth:`read` returns, as wire-format bytes (checked when decoded, :func:`decode_segment`):
+        for a reader that forwards the window (the gateway, standing queries) and leaves decoding to
+        the one that reads the tokens."""
+
+    def read_recent_raw(self, stream_id: str, window_s: float) -> list[bytes]:
+        """What :meth:`read_recent` returns, as wire-format bytes."""
+
     def last_frame_index(self, stream_id: str) -> int | None:
         """Highest stored frame index of a stream, or None."""
 
@@ -135,10 +146,10 @@ class InMemoryTokenStore:
             del entries[f]
 
     # -- reads -----------------------------------------------------------------------------------
-    def read(
+    def read_raw(
         self, stream_id: str, start: float | None = None, end: float | None = None,
         *, from_keyframe: bool = True,
-    ) -> list[TokenSegment]:
+    ) -> list[bytes]:
         with self._lock:
             entries = dict(self._streams.get(stream_id, {}))
         lo = -float("inf") if start is None else start
@@ -148,11 +159,20 @@ class InMemoryTokenStore:
             if back:
                 lo = max(back)
         chosen = sorted(f for f, e in entries.items() if lo <= e.timestamp <= hi)
-        return [decode_segment(entries[f].blob) for f in chosen]
+        return [entries[f].blob for f in chosen]
+
+    def read(
+        self, stream_id: str, start: float | None = None, end: float | None = None,
+        *, from_keyframe: bool = True,
+    ) -> list[TokenSegment]:
+        return [decode_segment(b) for b in self.read_raw(stream_id, start, end, from_keyframe=from_keyframe)]
+
+    def read_recent_raw(self, stream_id: str, window_s: float) -> list[bytes]:
+        newest = self.newest_timestamp(stream_id)
+        return [] if newest is None else self.read_raw(stream_id, newest - window_s, newest)
 
     def read_recent(self, stream_id: str, window_s: float) -> list[TokenSegment]:
-        newest = self.newest_timestamp(stream_id)
-        return [] if newest is None else self.read(stream_id, newest - window_s, newest)
+        return [decode_segment(b) for b in self.read_recent_raw(stream_id, window_s)]
 
     def last_frame_index(self, stream_id: str) -> int | None:
         with self._lock:

@@ -75,10 +75,14 @@ class _Store:
     def newest_timestamp(self, cam):
         return self.newest
 
-    def read(self, cam, start=None):
-        class S:
-            timestamp = start
-        return [S()] if self.newest is not None else []
+    def read_raw(self, cam, start=None):
+        """One keyframe at the window's start, as wire bytes (what a real store forwards)."""
+        import torch
+
+        from streamdycoke.segment import TokenSegment, encode_segment
+
+        seg = TokenSegment(cam, 0, start, torch.arange(4), torch.zeros(4, 2, dtype=torch.float16), True, (2, 2))
+        return [encode_segment(seg)] if self.newest is not None else []
 
 
 def _runner(answers, **q):

@@ -121,3 +121,15 @@ def test_stats_round_trip(make_store):
     assert st.get_stats("cam-1") is None
     st.set_stats("cam-1", {"consumed": 3, "lag": None})
     assert st.get_stats("cam-1") == {"consumed": 3, "lag": None}
+
+
+def test_raw_reads_are_the_wire_bytes_of_what_reads_return(make_store):
+    """The gateway and standing queries forward ``read_raw``'s bytes undecoded: they must be exactly the
+    encoded segments ``read`` returns, in the same (frame) order, windowed the same way."""
+    st = make_store()
+    st.append_many([seg(i, i % 3 == 0, t=0.5 * i) for i in (4, 0, 2, 1, 3, 5)])  # stored out of order
+    for start, end in ((None, None), (1.0, 2.0), (1.6, None)):
+        raw, decoded = st.read_raw("cam-1", start, end), st.read("cam-1", start, end)
+        assert raw == [encode_segment(s) for s in decoded] and frames(decoded) == sorted(frames(decoded))
+    assert st.read_recent_raw("cam-1", 0.6) == [encode_segment(s) for s in st.read_recent("cam-1", 0.6)]
+    assert frames(st.read_recent("cam-1", 0.6)) == [3, 4, 5]

@@ -311,7 +311,7 @@ def test_a_cameras_requests_go_to_the_replica_that_holds_its_kv_caches(app, ray_
         q = LLMRequest("lobby", "anything?", 2, [encode_segment(s) for s in segs[:6]])
         assert llm.generate.remote(q).result(timeout_s=60)["reused_tokens"] == 0
         assert LLMAnswerer(llm)("lobby", StandingQuery(id="q", prompt="anything?", every_s=1, rule={"kind": "yes_no"}),
-                                segs[:6], "lobby|10").text
+                                [encode_segment(s) for s in segs[:6]], "lobby|10").text
     finally:
         serve.delete("two")
 

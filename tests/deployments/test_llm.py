@@ -43,7 +43,7 @@ def test_batched_answers_equal_single_answers_and_use_fewer_tokens(engine, windo
         assert b.visual_tokens < b.visual_tokens_uncompressed
         # what the batcher counts for a request is what its answer reports (kept tokens, the now frame,
         # the newline)
-        assert engine.visual_tokens(r.segments) == b.visual_tokens
+        assert engine.visual_tokens(r) == b.visual_tokens
         kept = [decode_segment(x).num_kept for x in r.segments] + [_now_tokens(r.segments)]
         assert b.visual_tokens == window_visual_tokens(kept, 1) == sum(kept) + 1 and _now_tokens(r.segments) > 0
         assert b.prefill_ms > 0 and b.decode_ms > 0 and b.queue_ms >= 0

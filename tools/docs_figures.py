@@ -1,0 +1,120 @@
+"""Figures on the docs site come from ``docs/*.json``, never typed by hand.
+
+A page asks for one with a marker on a line of its own, ``<!-- figure: KIND FILE -->``, and the mkdocs
+hook :func:`on_page_markdown` (``hooks:`` in ``mkdocs.yml``) replaces it with the rendered Markdown.
+KIND is one of :data:`FIGURES`; FILE a JSON result of ``streamdycoke eval`` under ``docs/``:
+
+- ``headline``: uncompressed accuracy with its interval and per question kind, streams and questions.
+- ``accuracy``: accuracy at the share of tokens read, per method (columns) and target budget (rows):
+  ``acc @read% (Δ ±95% interval; seeds Δ range)``, the most accurate per row in bold.
+- ``kinds``: accuracy per question kind, per method and budget.
+- ``top1``: ImageNet top-1 agreement of the held state with the live frame (test streams / real clips).
+
+Run as a script (``python tools/docs_figures.py KIND FILE``) it prints the figure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+__all__ = ["FIGURES", "on_page_markdown", "render", "render_page"]
+
+MARKER = re.compile(r"^<!-- figure: (\w+) ([\w./-]+) -->$", re.MULTILINE)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _by_target(result: dict) -> tuple[list[str], list[float], dict]:
+    methods = list(dict.fromkeys(r["method"] for r in result["results"]))
+    targets = sorted({r["target"] for r in result["results"]})
+    cell = {(r["method"], r["target"]): r for r in result["results"]}
+    return methods, targets, cell
+
+
+def headline(result: dict) -> str:
+    kinds = result.get("uncompressed_by_kind", {})
+    by_kind = ", ".join(f"{k} {_pct(v)}" for k, v in kinds.items())
+    seeds = result.get("seeds") or []
+    other = "; ".join(f"seed {i}: {_pct(s['uncompressed_accuracy'])}" for i, s in enumerate(seeds) if i)
+    return (f"Uncompressed **{_pct(result['uncompressed_accuracy'])} ±{_pct(result['uncompressed_ci95'])}** "
+            f"({by_kind}{'; ' + other if other else ''}) on {result['streams']} test streams, "
+            f"{result['questions']:,} questions.")
+
+
+def accuracy(result: dict) -> str:
+    methods, targets, cell = _by_target(result)
+    rows = ["| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for t in targets:
+        here = [cell.get((m, t)) for m in methods]
+        best = max((r["accuracy"] for r in here if r is not None), default=None)
+        out = []
+        for r in here:
+            if r is None:
+                out.append("")
+                continue
+            acc = _pct(r["accuracy"])
+            acc = f"**{acc}**" if r["accuracy"] == best else acc
+            seeds = r.get("seed_delta_range")
+            spread = f"; seeds {100 * seeds[0]:+.1f}..{100 * seeds[1]:+.1f}" if seeds else ""
+            out.append(f"{acc} @{_pct(r['keep_ratio'])}% (Δ {100 * r['delta']:+.1f} ±{_pct(r['delta_ci95'])}{spread})")
+        rows.append(f"| {100 * t:g}% | " + " | ".join(out) + " |")
+    return "\n".join(rows)
+
+
+def kinds(result: dict) -> str:
+    methods, targets, cell = _by_target(result)
+    names = list(result.get("uncompressed_by_kind", {}))
+    unc = " / ".join(_pct(result["uncompressed_by_kind"][k]) for k in names)
+    rows = [f"Per kind, {' / '.join(names)} (uncompressed {unc}):", "",
+            "| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for t in targets:
+        out = []
+        for m in methods:
+            r = cell.get((m, t))
+            out.append(" / ".join(_pct(r["by_kind"][k]) for k in names) if r is not None else "")
+        rows.append(f"| {100 * t:g}% | " + " | ".join(out) + " |")
+    return "\n".join(rows)
+
+
+def top1(result: dict) -> str:
+    methods, targets, cell = _by_target(result)
+    rows = ["| target | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for t in targets:
+        out = []
+        for m in methods:
+            r = cell.get((m, t))
+            if r is None or r.get("top1_agreement") is None:
+                out.append("")
+                continue
+            real = r.get("real_top1_agreement")
+            out.append(_pct(r["top1_agreement"]) + (f" / {_pct(real)}" if real is not None else ""))
+        rows.append(f"| {100 * t:g}% | " + " | ".join(out) + " |")
+    return "\n".join(rows)
+
+
+FIGURES = {"headline": headline, "accuracy": accuracy, "kinds": kinds, "top1": top1}
+
+
+def render(kind: str, path: Path) -> str:
+    """The Markdown of figure ``kind`` from the JSON result at ``path``."""
+    if kind not in FIGURES:
+        raise ValueError(f"unknown figure kind {kind!r}; known: {', '.join(FIGURES)}")
+    return FIGURES[kind](json.loads(Path(path).read_text()))
+
+
+def render_page(markdown: str, docs_dir: Path) -> str:
+    """``markdown`` with every figure marker replaced by its figure (files relative to ``docs_dir``)."""
+    return MARKER.sub(lambda m: render(m.group(1), Path(docs_dir) / m.group(2)), markdown)
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:  # mkdocs hook
+    return render_page(markdown, Path(config["docs_dir"]))
+
+
+if __name__ == "__main__":
+    print(render(sys.argv[1], Path(sys.argv[2])))
