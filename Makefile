@@ -53,16 +53,21 @@ system-deps:
 				|| echo "WARNING: could not install $$pkg: the tests that need it will be skipped, saying why"; done; \
 		else echo "WARNING: missing $$missing(not root): the tests that need them will be skipped, saying why"; fi; fi
 
-# Tests that start Ray must run in a loopback-only network namespace (Ray binds routable addresses),
-# which has no network: fetch the real sample clips first, then run the whole suite inside one.
+# The whole suite, in two runs: the unit and slow lanes (no service; CPU-bound, so on 2 workers), then
+# the integration lane. Tests that start Ray must run in a loopback-only network namespace (Ray binds
+# routable addresses), which has no network: the real sample clips are fetched first. Both runs always
+# run; make fails if either did.
 test: $(STAMP) system-deps
 	$(BIN)/python -m streamdycoke.samples $(REAL_CLIPS)
-	@if unshare -n true 2>/dev/null; then \
-		unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q --durations=15'; \
+	@rc=0; \
+	$(BIN)/python -m pytest -q -m "not integration" -n 2 --durations=10 || rc=1; \
+	if unshare -n true 2>/dev/null; then \
+		unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q -m integration --durations=25' || rc=1; \
 	else \
 		echo "no network namespace here (needs root): tests that start Ray will be skipped"; \
-		$(BIN)/python -m pytest -q --durations=15; \
-	fi
+		$(BIN)/python -m pytest -q -m integration --durations=25 || rc=1; \
+	fi; \
+	exit $$rc
 
 # The fast lane: unit tests only (no process or service started), under a minute; run it on every change.
 unit: $(STAMP)
