@@ -7,7 +7,7 @@ on what). Run from the repository root after `streamdycoke eval` has trained run
 
 Arguments: answerer steps (only if it must be trained), validation streams, variants, budgets.
 """
-import sys, time, json
+import sys, time
 import numpy as np, torch
 from streamdycoke.encoders import EncoderSpec, build_encoder
 from streamdycoke.evalqa.data import encode_streams, object_references
@@ -15,6 +15,7 @@ from streamdycoke.evalqa.scenes import SceneSpec
 from streamdycoke.evalqa.answerer import EventQA, train_answerer, predict
 from streamdycoke.evalqa.questions import scene_questions
 from streamdycoke.evalqa import run as R
+from streamdycoke.evalqa.matched import read_share, training_masks
 from streamdycoke.evalqa.methods import keep_mask, stream_mask
 from streamdycoke.policy import ThresholdPolicy
 from streamdycoke.stream import StreamConfig
@@ -33,7 +34,7 @@ if path.exists():
 else:
     train = encode_streams(enc, "train", list(range(400)), spec=spec, cache_dir=cache, progress=False)
     t = time.time()
-    masks = R.training_masks(train, progress=False)
+    masks = training_masks(train, progress=False)
     print("masks", time.time() - t, flush=True)
     rng = np.random.default_rng(999)
     vq = [(s, scene_questions(s.scene, rng, 4, R.SCORED_KINDS)) for s in val[:24]]
@@ -80,11 +81,11 @@ for name in only:
     fn = variants[name]
     for r in BUD:
         keeps = [fn(s, r) for s in val]
-        share = R.read_share(keeps, items)
+        share = read_share(keeps, items)
         if share > r * 1.01:
             r2 = r * r / share
             keeps = [fn(s, r2) for s in val]
-            share = R.read_share(keeps, items)
+            share = read_share(keeps, items)
         c, bk = score(keeps)
         acc, ci, d, dci = R.bootstrap(c, base)
         print(f"{name:<16} r={r:.2f} read={share:.3f} acc={acc:.3f}±{ci:.3f} d={d:+.3f}±{dci:.3f} {bk}", flush=True)
