@@ -164,6 +164,16 @@ class CameraConfig(BaseModel):
         """Its standing queries are all answered without the LLM (so its encoder need not feed the LLM)."""
         return bool(self.standing) and all(q.answerer != "llm" for q in self.standing)
 
+    def frame_size(self, default: int) -> int:
+        """The side ingest resizes this camera's frames to: the input size of the encoder it names, or
+        ``default`` for a camera that names none (it encodes with the app's model, whose input size the
+        ingest process is given as ``IngestSettings.size``)."""
+        if self.encoder is None:
+            return default
+        from streamdycoke.encoders import encoder_shape
+
+        return encoder_shape(self.encoder).input_size[0]
+
     def pipeline_config(self, app_model: EncoderSpec | None = None) -> PipelineConfig:
         """The core :class:`~streamdycoke.PipelineConfig` of this camera; a camera that names no encoder
         encodes with ``app_model`` (the application's LLM)."""
@@ -209,7 +219,8 @@ class IngestSettings(BaseModel):
 
     model_config = _STRICT
 
-    size: int = Field(384, gt=0, description="frames are resized to size x size (the encoder's input)")
+    size: int = Field(384, gt=0, description="frames are resized to size x size (the encoder's input); a camera "
+                      "that names its own encoder gets that encoder's input size")
     loop: bool = Field(False, description="loop a file (timestamps keep growing)")
     realtime: bool = Field(False, description="pace a file by its timestamps, like a live source")
     max_frames: int | None = Field(None, description="stop after this many frames")

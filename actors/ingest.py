@@ -372,7 +372,8 @@ class IngestFleet:
         for cam, cfg in want.items():
             if cam in self._running:
                 continue
-            settings = self.settings.model_copy(update={"options": {**self.settings.options, **cfg.source_options}})
+            settings = self.settings.model_copy(update={"options": {**self.settings.options, **cfg.source_options},
+                                                         "size": cfg.frame_size(self.settings.size)})
             ing = Ingestor(cam, cfg.source, self.kafka, settings, self.metrics, sampler=cfg.frame_sampler)
             stop = threading.Event()
             thread = threading.Thread(target=self._run, args=(ing, stop), name=f"ingest-{cam}", daemon=True)

@@ -134,7 +134,7 @@ def run_pipeline(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], i
         for cam in cams:
             if ingest is not None and cam.source and cam.id in sup.actors:
                 # frames at the size the camera's encoder wants: resized once, while decoding
-                size = encoder_shape(cam.pipeline_config(app.model).encoder).input_size[0]
+                size = cam.frame_size(encoder_shape(app.model).input_size[0])
                 ing = Ingestor(cam.id, cam.source, kafka,
                                ingest.model_copy(update={"options": {**ingest.options, **cam.source_options},
                                                          "size": size}),

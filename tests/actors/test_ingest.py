@@ -192,9 +192,14 @@ def test_ingest_config_follows_the_camera_file_and_stops_on_sigterm(kafka, tmp_p
         assert [m.frame_index - m.skipped_before for m in sent] == [0] + [m.frame_index + 1 for m in sent[:-1]]
         assert _scrape(port)["streamdycoke_ingest_frames_skipped_total{fa}"] == 15 - sum(m.rgb is not None for m in sent)
         time.sleep(0.05)  # a new mtime
-        cfg.write_text(f"cameras:\n  - id: fa\n    source: {a}\n  - id: fb\n    source: {b}\n")
+        # fb names its own encoder: its frames are sized for it, fa's for the app's model (--size)
+        cfg.write_text(f"cameras:\n  - id: fa\n    source: {a}\n  - id: fb\n    source: {b}\n"
+                       "    encoder: {name: efficientnet-lite0}\n")
         assert metric("streamdycoke_ingest_frames_published_total{fb}", 15) == 15
-        assert sum(decode_frame(r.value).frames for r in consume_all(kafka.bootstrap, "frames.fb", 15)) == 15
+        fb = [decode_frame(r.value) for r in consume_all(kafka.bootstrap, "frames.fb", 15)]
+        assert sum(m.frames for m in fb) == 15
+        assert {m.rgb.shape for m in fb if m.rgb is not None} == {(224, 224, 3)}
+        assert {m.rgb.shape for m in sent if m.rgb is not None} == {(32, 32, 3)}
         time.sleep(0.05)
         cfg.write_text("cameras:\n  - id: fa\n    sampler: {min_fps: -1}\n")  # invalid: reported, counted, ignored
         assert metric("streamdycoke_ingest_config_errors_total{}", 1) == 1
