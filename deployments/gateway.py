@@ -207,13 +207,12 @@ class Gateway:
         except ValueError as exc:  # pydantic's ValidationError is a ValueError too
             self.metrics.query("http_400")
             raise HTTPException(400, str(exc).splitlines()[0][:500]) from None
-        words = len(question.split())
         if req.stream:
-            return await self._chat_stream(q, words, bool((req.stream_options or {}).get("include_usage")))
+            return await self._chat_stream(q, bool((req.stream_options or {}).get("include_usage")))
         out = await self.query(q)
-        return chat_completion(self._model_id(), out, budget, words)
+        return chat_completion(self._model_id(), out, budget)
 
-    async def _chat_stream(self, q: QueryRequest, words: int, include_usage: bool):
+    async def _chat_stream(self, q: QueryRequest, include_usage: bool):
         """The answer's tokens as they are generated. What fails before the first token (the window, the
         LLM refusing the camera's tokens) is an HTTP error like the non-streamed answer's."""
         try:
@@ -238,7 +237,7 @@ class Gateway:
             self.metrics.query("ok", out["latency_ms"])
             return out
 
-        return StreamingResponse(chat_chunks(self._model_id(), rest(), words, include_usage, to_out),
+        return StreamingResponse(chat_chunks(self._model_id(), rest(), include_usage, to_out),
                                  media_type="text/event-stream")
 
     def _request(self, q: QueryRequest) -> tuple[LLMRequest, list, float, float]:
@@ -285,7 +284,7 @@ class Gateway:
             "camera": q.camera, "question": q.question, "answer": res["answer"], "finish_reason": res["finish_reason"],
             "usage": {"visual_tokens": res["visual_tokens"],
                       "visual_tokens_uncompressed": res["visual_tokens_uncompressed"],
-                      "frames": len(segs), "new_tokens": res["new_tokens"]},
+                      "frames": len(segs), "new_tokens": res["new_tokens"], "prompt_tokens": res["prompt_tokens"]},
             "latency_ms": {"cache_fetch": 1e3 * t_fetch, "queue": res["queue_ms"], "prefill": res["prefill_ms"],
                            "decode": res["decode_ms"], "total": 1e3 * (time.perf_counter() - t0)},
             "batch_size": res["batch_size"],

@@ -58,6 +58,7 @@ class LLMResult:
     prefilled_tokens: int = 0  # tokens this request prefilled (question and extras included)
     reused_tokens: int = 0  # tokens it took from a kept KV cache instead
     finish_reason: str = "length"  # "stop": the model ended its answer; "length": max_new_tokens reached
+    prompt_tokens: int = 0  # the whole prompt the model read: the chat text's tokens and the visual tokens
 
 
 @dataclass
@@ -261,7 +262,8 @@ class LLMEngine:
             answer=self._text(mine), new_tokens=len(mine), visual_tokens=x.visual_tokens,
             visual_tokens_uncompressed=x.visual_tokens_uncompressed, queue_ms=1e3 * (start - r.enqueued_at),
             prefill_ms=1e3 * (prefill_extra_s + t_first), decode_ms=1e3 * t_rest, batch_size=batch,
-            prefilled_tokens=prefilled, reused_tokens=reused, finish_reason="stop" if stopped else "length")
+            prefilled_tokens=prefilled, reused_tokens=reused, finish_reason="stop" if stopped else "length",
+            prompt_tokens=x.inputs_embeds.shape[1])
 
     def _answer_batch(self, requests: list[LLMRequest], opts: GenerationOptions, start: float,
                       on_token=None) -> list[LLMResult]:

@@ -139,26 +139,28 @@ def model_list(model_id: str) -> dict:
     return {"object": "list", "data": [{"id": model_id, "object": "model", "created": 0, "owned_by": "streamdycoke"}]}
 
 
-def _usage(out: dict, question_tokens: int) -> dict:
+def _usage(out: dict) -> dict:
+    """OpenAI's usage: ``prompt_tokens`` is every token the model read (the chat text, tokenized by the
+    model's tokenizer, and the visual tokens), as the LLM replica counted them."""
     u = out["usage"]
-    prompt = u["visual_tokens"] + question_tokens
+    prompt = u["prompt_tokens"]
     return {"prompt_tokens": prompt, "completion_tokens": u["new_tokens"], "total_tokens": prompt + u["new_tokens"],
             "visual_tokens": u["visual_tokens"], "visual_tokens_uncompressed": u["visual_tokens_uncompressed"],
             "frames": u["frames"]}
 
 
-def chat_completion(model_id: str, out: dict, budget: int, question_tokens: int) -> dict:
+def chat_completion(model_id: str, out: dict, budget: int) -> dict:
     """A ``chat.completion`` from the gateway's answer ``out``."""
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
         "model": model_id,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": out["answer"]},
                      "finish_reason": out.get("finish_reason", "length")}],
-        "usage": _usage(out, question_tokens),
+        "usage": _usage(out),
     }
 
 
-async def chat_chunks(model_id: str, items, question_tokens: int, include_usage: bool, to_out):
+async def chat_chunks(model_id: str, items, include_usage: bool, to_out):
     """``chat.completion.chunk`` server-sent events as the LLM generates: ``items`` is the LLM's stream
     (``{"delta": text}`` per token, then ``{"result": ...}``), ``to_out`` turns the result into the
     gateway's answer (for the finish reason and usage). Ends with ``data: [DONE]``; an error after the
@@ -181,7 +183,7 @@ async def chat_chunks(model_id: str, items, question_tokens: int, include_usage:
             out = to_out(item["result"])
             yield event({}, out.get("finish_reason", "length"))
             if include_usage:
-                yield event({}, usage=_usage(out, question_tokens), choices=False)
+                yield event({}, usage=_usage(out), choices=False)
     except Exception as exc:  # the replica failed mid-answer: said on the stream, in OpenAI's shape
         err = {"message": f"the answer was cut off: {type(exc).__name__}", "type": "service_unavailable",
                "param": None, "code": 503}

@@ -47,6 +47,9 @@ def test_batched_answers_equal_single_answers_and_use_fewer_tokens(engine, windo
         kept = [decode_segment(x).num_kept for x in r.segments] + [_now_tokens(r.segments)]
         assert b.visual_tokens == window_visual_tokens(kept, 1) == sum(kept) + 1 and _now_tokens(r.segments) > 0
         assert b.prefill_ms > 0 and b.decode_ms > 0 and b.queue_ms >= 0
+        # the prompt it read: the text's tokens around the visual ones, all prefilled (no cache reused here)
+        pre, suf = engine.prompt_ids(r.question)
+        assert b.prompt_tokens == b.prefilled_tokens == len(pre) + b.visual_tokens + len(suf)
 
 
 def test_generation_options_sample_and_a_seed_repeats_the_sample(engine, windows):

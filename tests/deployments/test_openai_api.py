@@ -55,7 +55,8 @@ def test_stream_events_carry_each_token_then_finish_usage_and_done():
     import json
 
     out = {"answer": "two people near the door", "finish_reason": "stop", "usage": {
-        "new_tokens": 5, "visual_tokens": 90, "visual_tokens_uncompressed": 400, "frames": 30}}
+        "new_tokens": 5, "visual_tokens": 90, "visual_tokens_uncompressed": 400, "frames": 30,
+        "prompt_tokens": 97}}
 
     async def items():
         for i, w in enumerate(out["answer"].split()):
@@ -65,17 +66,19 @@ def test_stream_events_carry_each_token_then_finish_usage_and_done():
     async def collect(gen):
         return [e async for e in gen]
 
-    events = asyncio.run(collect(chat_chunks("m", items(), 3, True, lambda res: out)))
+    events = asyncio.run(collect(chat_chunks("m", items(), True, lambda res: out)))
     assert events[-1] == "data: [DONE]\n\n"
     bodies = [json.loads(e[len("data: "):]) for e in events[:-1]]
     deltas = [b["choices"][0]["delta"].get("content") for b in bodies if b["choices"]]
     assert deltas[1:6] == ["two", " people", " near", " the", " door"]  # one event per token, as it came
     assert "".join(d or "" for d in deltas) == out["answer"]
     assert bodies[-1]["usage"]["visual_tokens"] == 90 and bodies[-2]["choices"][0]["finish_reason"] == "stop"
+    # the prompt's tokens as the replica counted them (its tokenizer's text tokens and the visual tokens)
+    assert bodies[-1]["usage"]["prompt_tokens"] == 97 and bodies[-1]["usage"]["total_tokens"] == 102
 
     async def broken():
         yield {"delta": "two"}
         raise ConnectionError("replica gone")
 
-    events = asyncio.run(collect(chat_chunks("m", broken(), 3, False, lambda res: out)))
+    events = asyncio.run(collect(chat_chunks("m", broken(), False, lambda res: out)))
     assert json.loads(events[-2][len("data: "):])["error"]["code"] == 503 and events[-1] == "data: [DONE]\n\n"
