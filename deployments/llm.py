@@ -63,11 +63,22 @@ class LLMResult:
 
 @dataclass
 class _KeptWindow:
-    """A window's KV cache: the prompt prefix and the visual tokens of ``heads``' segments."""
+    """A window's KV cache: the prompt prefix and the visual tokens of the segments ``segment_ids`` names."""
 
-    heads: list[tuple[int, int, float, int]]  # (frame index, kept tokens, capture time, CRC) per prefilled segment
+    segment_ids: list[tuple[int, int, float, int]]  # (frame index, kept tokens, capture time, CRC) per prefilled segment
     cache: object  # transformers DynamicCache
     length: int  # tokens in the cache
+
+
+@dataclass
+class _Extended:
+    """A request's window brought up to date in its kept cache (:meth:`LLMEngine._extend`)."""
+
+    inputs: SegmentInputs  # the request's whole prompt
+    kept: _KeptWindow  # the cache, now holding the prompt prefix and every segment of the window
+    visual_end: int  # where the window's visual tokens end in the prompt (what the cache holds)
+    reused: int  # tokens taken from the cache instead of prefilled
+    prefill_s: float  # the seconds prefilling what the window added took
 
 
 class _Clock:
@@ -288,22 +299,21 @@ class LLMEngine:
         return [self._result(r, x, ids[b], start, t_first, t_rest, B, x.inputs_embeds.shape[1])
                 for b, (r, x) in enumerate(zip(requests, inputs))]
 
-    def _extend(self, r: LLMRequest) -> tuple[SegmentInputs, _KeptWindow, int, int, float]:
+    def _extend(self, r: LLMRequest) -> _Extended:
         """Bring the KV cache kept under ``r.reuse_key`` up to ``r``'s window (rebuilt if its start moved),
-        prefilling only the segments added since. Returns the request's inputs, the kept window, where its
-        visual part ends, the tokens reused, and the prefill's seconds."""
+        prefilling only the segments added since."""
         from transformers import DynamicCache
 
-        heads = [(h.frame_index, h.num_kept, h.timestamp, h.crc) for h in map(read_header, r.segments)]
+        ids = [(h.frame_index, h.num_kept, h.timestamp, h.crc) for h in map(read_header, r.segments)]
         kept = self.kept.pop(r.reuse_key, None)
-        if kept is None or kept.heads != heads[: len(kept.heads)]:  # new, or its start moved: rebuild
+        if kept is None or kept.segment_ids != ids[: len(kept.segment_ids)]:  # new, or its start moved: rebuild
             kept = _KeptWindow([], DynamicCache(config=self.model.config.get_text_config()), 0)
         self.kept[r.reuse_key] = kept  # most recently used last
         while len(self.kept) > self.kept_windows:
             self.kept.popitem(last=False)
         x = self._inputs(r)
         pre_len = self.prompt_ids(r.question)[0].shape[0]
-        visual_end = pre_len + sum(h[1] for h in heads)  # prefix + kept video tokens: what the cache may hold
+        visual_end = pre_len + sum(kept_count for _, kept_count, _, _ in ids)  # prefix + kept video tokens
         reused = kept.length
         t0 = time.perf_counter()
         if visual_end > kept.length:  # the incremental prefill: only the segments added since
@@ -315,13 +325,14 @@ class LLMEngine:
             except BaseException:
                 self.kept.pop(r.reuse_key, None)  # half-written: not to be trusted
                 raise
-        kept.heads, kept.length = heads, visual_end
-        return x, kept, visual_end, reused, time.perf_counter() - t0
+        kept.segment_ids, kept.length = ids, visual_end
+        return _Extended(x, kept, visual_end, reused, time.perf_counter() - t0)
 
     def _answer_kept(self, r: LLMRequest, start: float, on_token=None) -> LLMResult:
         """One request from the KV cache kept under its ``reuse_key``: prefill what the window added, then
         the question; the cache keeps the window, not the question or the answer."""
-        x, kept, visual_end, reused, t_window = self._extend(r)
+        e = self._extend(r)
+        x, kept, visual_end, reused, t_window = e.inputs, e.kept, e.visual_end, e.reused, e.prefill_s
         try:
             ids, t_first, t_rest = self._generate(
                 x.inputs_embeds.to(self.device), x.attention_mask.to(self.device), x.position_ids.to(self.device),
@@ -344,24 +355,24 @@ class LLMEngine:
             return [self._answer_kept(requests[0], start)]
         prepared = [self._extend(r) for r in requests]
         B = len(prepared)
-        Lc = max(v for _, _, v, _, _ in prepared)  # the longest window in the cache
-        tails = [x.inputs_embeds.shape[1] - v for x, _, v, _, _ in prepared]  # extras + question, per row
+        Lc = max(e.visual_end for e in prepared)  # the longest window in the cache
+        tails = [e.inputs.inputs_embeds.shape[1] - e.visual_end for e in prepared]  # extras + question, per row
         S = max(tails)
-        D = prepared[0][0].inputs_embeds.shape[2]
-        embeds = torch.zeros(B, Lc + S, D, dtype=prepared[0][0].inputs_embeds.dtype)
+        D = prepared[0].inputs.inputs_embeds.shape[2]
+        embeds = torch.zeros(B, Lc + S, D, dtype=prepared[0].inputs.inputs_embeds.dtype)
         mask = torch.zeros(B, Lc + S, dtype=torch.long)
         pos = torch.ones(B, Lc + S, dtype=torch.long)
         batch_cache = DynamicCache(config=self.model.config.get_text_config())
-        layers = [k.cache.layers for _, k, _, _, _ in prepared]
+        layers = [e.kept.cache.layers for e in prepared]
         for li in range(len(layers[0])):
             ks, vs = [], []
-            for b, (_, _, v, _, _) in enumerate(prepared):
+            for b, v in enumerate(e.visual_end for e in prepared):
                 key, val = layers[b][li].keys, layers[b][li].values  # (1, H, v, Dh)
                 pad = (0, 0, Lc - v, 0)  # on the left of the sequence dimension
                 ks.append(torch.nn.functional.pad(key, pad))
                 vs.append(torch.nn.functional.pad(val, pad))
             batch_cache.update(torch.cat(ks), torch.cat(vs), li)
-        for b, ((x, _, v, _, _), n) in enumerate(zip(prepared, tails)):
+        for b, (x, v, n) in enumerate((e.inputs, e.visual_end, n) for e, n in zip(prepared, tails)):
             mask[b, Lc - v:Lc] = 1
             embeds[b, Lc + S - n:] = x.inputs_embeds[0, v:]
             mask[b, Lc + S - n:] = 1
@@ -369,6 +380,6 @@ class LLMEngine:
         steps = max(r.max_new_tokens for r in requests)
         ids, t_first, t_rest = self._generate(embeds.to(self.device), mask.to(self.device), pos.to(self.device),
                                               steps, opts, batch_cache)
-        return [self._result(r, x, ids[b], start, t_first, t_rest, B, x.inputs_embeds.shape[1] - reused, reused,
-                             prefill_extra_s=t_window)
-                for b, (r, (x, _, _, reused, t_window)) in enumerate(zip(requests, prepared))]
+        return [self._result(r, e.inputs, ids[b], start, t_first, t_rest, B, e.inputs.inputs_embeds.shape[1] - e.reused,
+                             e.reused, prefill_extra_s=e.prefill_s)
+                for b, (r, e) in enumerate(zip(requests, prepared))]
