@@ -95,7 +95,7 @@ class CameraCounters:
     replayed: int = 0  # already in the cache (a replay after a restart): neither stored nor counted again
     tokens_in: int = 0
     tokens_kept: int = 0
-    # per processed frame, seconds by stage (:data:`FRAME_STAGES`): the last 10,000 for percentiles
+    # per processed frame, seconds by stage (:data:`CAMERA_STAGES`): the last 10,000 for percentiles
     times: StageTimes = field(default_factory=StageTimes)
 
     def add(self, other: "CameraCounters") -> None:

@@ -10,10 +10,9 @@ fidelity (kept weight plus unkept weight times the cosine to the held token) is 
 in both heads, through the held state, across the whole chunk, so the net learns what a token kept
 now is worth to the frames after it. The loss is the rate-distortion objective
 ``(1 - fidelity) + rate * keep`` per chunk, with the rate (the price of a token) drawn at random for
-each chunk and given to the net as an input: one net serves every operating point. (A per-chunk
-keep-ratio penalty was tried first and is worse: it forces every chunk to spend the same share,
-where a price lets still stretches spend little and busy ones much.) A target keep ratio maps to a
-rate through a calibration table measured on the training videos.
+each chunk and given to the net as an input: one net serves every operating point, and a price lets
+still stretches spend little and busy ones much. A target keep ratio maps to a rate through a
+calibration table measured on the training videos.
 """
 
 from __future__ import annotations
