@@ -165,10 +165,11 @@ class CameraConfig(BaseModel):
         return bool(self.standing) and all(q.answerer != "llm" for q in self.standing)
 
     def frame_size(self, default: int) -> int:
-        """The side ingest resizes this camera's frames to: the input size of the encoder it names, or
-        ``default`` for a camera that names none (it encodes with the app's model, whose input size the
-        ingest process is given as ``IngestSettings.size``)."""
-        if self.encoder is None:
+        """The side ingest resizes this camera's frames to: the input size of the encoder it names when that
+        is fixed (``efficientnet-lite0``, ``pixels``), else ``default``: a camera that names none encodes
+        with the app's model, and a LLaVA tower's size is in its weights' config, which an ingest host need
+        not have (``IngestSettings.size`` is given for it)."""
+        if self.encoder is None or self.encoder.name == "llava-onevision":
             return default
         from streamdycoke.encoders import encoder_shape
 

@@ -44,5 +44,9 @@ class LLMRequest:
     num_tokens: int = 0  # visual tokens it brings to a batch: set by the LLM replica (LLMEngine.visual_tokens)
     options: GenerationOptions = field(default_factory=GenerationOptions)
     reuse_key: str | None = None  # keep and reuse this window's KV cache under this key (incremental prefill)
-    # ``segments`` decoded, once, by the LLM replica that answers (never sent: a sender leaves it None)
+    # ``segments`` decoded, once, by the LLM replica that answers; never sent (dropped when pickled), so a
+    # replica always decodes what it is sent, with every check
     decoded: list | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "decoded": None}

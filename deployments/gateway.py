@@ -1,6 +1,6 @@
 """``Gateway``: the HTTP ingress of the Serve app (FastAPI).
 
-``POST /v1/query``, ``GET /v1/cameras``, ``GET /healthz``, ``GET /v1/fleet``, ``GET /v1/encoder``,
+``POST /v1/query``, ``GET /v1/cameras``, ``GET /healthz``, ``GET /v1/fleet``,
 ``GET /v1/alerts`` (standing queries' alerts as server-sent events, :mod:`actors.alerts`, read once
 per replica by :mod:`deployments.alert_feed`), and the OpenAI-compatible ``POST /v1/chat/completions``
 and ``GET /v1/models`` (:mod:`deployments.openai_api`). It validates the request, reads the camera's
@@ -63,7 +63,7 @@ class Gateway:
     def __init__(self, llm: Any, args: AppArgs, fleet: Any = None, encoder: Any = None) -> None:
         self.llm = llm
         self.fleet = fleet
-        self.encoder = encoder  # the encoder service, when the app runs one (GET /v1/encoder)
+        self.encoder = encoder  # the encoder service, when the app runs one (bound so it is deployed with the app)
         self.alert_feed = None  # one reader of the alert stream for every GET /v1/alerts (deployments.alert_feed)
         self.args = args
         self.store = RedisTokenStore(args.redis)
@@ -225,7 +225,7 @@ class Gateway:
         except Exception as exc:
             status, message = self._llm_error(q, exc)
             self.metrics.query(f"http_{status}")
-            raise HTTPException(status, message, headers=None if status == 409 else {"Retry-After": "1"}) from None
+            raise HTTPException(status, message, headers={"Retry-After": "1"} if status == 503 else None) from None
 
         async def rest():
             yield first
@@ -261,7 +261,8 @@ class Gateway:
     def _llm_error(self, q: QueryRequest, exc: BaseException) -> tuple[int, str]:
         """The HTTP status and message for a failed LLM call."""
         if isinstance(exc, SegmentFormatError):  # the replica decodes the window: a corrupt cache entry
-            return 500, f"corrupt token cache entry for {q.camera!r}: {exc}"
+            cause = getattr(exc, "cause", None) or exc  # Ray's wrapper carries the replica's exception
+            return 500, f"corrupt token cache entry for {q.camera!r}: {cause}"
         if isinstance(exc, ValueError):  # e.g. the camera's encoder does not match the LLM
             return 409, str(exc)
         if isinstance(exc, asyncio.TimeoutError):
@@ -276,7 +277,7 @@ class Gateway:
             res = await asyncio.wait_for(self.llm.generate.remote(req), timeout=self.args.query_timeout_s)
         except Exception as exc:
             status, message = self._llm_error(q, exc)
-            raise HTTPException(status, message, headers=None if status == 409 else {"Retry-After": "1"}) from None
+            raise HTTPException(status, message, headers={"Retry-After": "1"} if status == 503 else None) from None
         return self._answer(q, res, segs, t0, t_fetch)
 
     def _answer(self, q: QueryRequest, res: dict, segs: list, t0: float, t_fetch: float) -> dict:

@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))  # the mkdocs hook is loaded by path, as mkdocs loads it
-
-import docs_figures  # noqa: E402
+from tools import docs_figures
 
 
 @pytest.mark.slow  # mkdocs, in a process of its own

@@ -52,7 +52,7 @@ def _llm_has_weights(model: EncoderSpec) -> bool:
     try:
         from transformers import LlavaOnevisionConfig
 
-        LlavaOnevisionConfig.from_pretrained(model.weights, local_files_only=True)
+        LlavaOnevisionConfig.from_pretrained(model.weights, revision=model.revision, local_files_only=True)
         return True
     except (OSError, ValueError):
         return False

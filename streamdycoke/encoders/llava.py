@@ -52,7 +52,7 @@ def _tiny_reason(model: str | None, exc: Exception | None) -> str:
             "Its tokens are meaningless; pass a local checkpoint for real ones.")
 
 
-def llava_onevision_config(model: str | None = DEFAULT_MODEL, revision: str | None = DEFAULT_REVISION):
+def llava_onevision_config(model: str | None = DEFAULT_MODEL, revision: str | None = None):
     """The checkpoint's ``LlavaOnevisionConfig`` (local files only; a hub id at ``revision``), or the tiny
     one when there is none.
 
@@ -75,7 +75,7 @@ def video_grid(cfg) -> tuple[int, int]:
 
 
 def load_llava_onevision(model: str | None = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
-                         revision: str | None = DEFAULT_REVISION):
+                         revision: str | None = None):
     """Load ``LlavaOnevisionForConditionalGeneration`` from local weights (a hub id: the cached snapshot of
     ``revision``, a commit), or a tiny random one.
 
@@ -93,7 +93,7 @@ def load_llava_onevision(model: str | None = DEFAULT_MODEL, dtype: torch.dtype =
             return m.eval(), True
         except (OSError, ValueError) as e:
             exc = e
-    msg = _tiny_reason(model, exc)
+    msg = _tiny_reason(model if revision is None else f"{model}@{revision}", exc)
     warnings.warn(msg, stacklevel=2)
     print(f"WARNING: {msg}", file=sys.stderr)
     with torch.random.fork_rng(devices=[]):
@@ -115,7 +115,7 @@ class LlavaOnevisionEncoder:
     name = "llava-onevision"
 
     def __init__(self, model: str | None = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str = "cpu", revision: str | None = DEFAULT_REVISION) -> None:
+                 device: torch.device | str = "cpu", revision: str | None = None) -> None:
         self.model, self.pretrained = load_llava_onevision(model, dtype, revision)
         self.device = torch.device(device)
         self.model.to(self.device)

@@ -218,3 +218,11 @@ def test_edge_sampling_sends_only_chosen_frames_and_every_frame_stays_accounted_
     assert accounted == set(range(n)) and skipped == set(range(n)) - {s.frame_index for s in stored}
     assert [[0, first.frames - 1]] == first.acked and [[first.frames, n - 1]] == second.acked
     w2.stop()
+
+
+def test_ingest_sizes_a_camera_for_the_encoder_it_names_when_that_size_is_fixed():
+    """A fixed-size encoder gives its input size; a camera naming none, or a LLaVA tower (whose size is in
+    weights an ingest host need not have), gets the size ingest was given for the app's model."""
+    assert CameraConfig(id="a").frame_size(384) == 384
+    assert CameraConfig(id="b", encoder={"name": "efficientnet-lite0"}).frame_size(384) == 224
+    assert CameraConfig(id="c", encoder={"name": "llava-onevision", "weights": "/nowhere"}).frame_size(384) == 384

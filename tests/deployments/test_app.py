@@ -125,6 +125,26 @@ def test_cameras_and_health(app):
     assert http(port, "GET", "/healthz") == (200, {"status": "ok"})
 
 
+def test_a_corrupt_cache_entry_is_a_500_naming_it_found_where_the_window_is_decoded(app, ray_cluster):
+    """The gateway forwards the window's bytes undecoded; the LLM replica decodes them with every check, and
+    a segment whose bytes no longer match their CRC comes back as a 500 naming the camera, not an answer."""
+    import torch
+
+    from actors.token_cache import RedisTokenStore
+    from streamdycoke.segment import TokenSegment
+
+    port, _ = app
+    store = RedisTokenStore(ray_cluster.redis)
+    seg = TokenSegment("rotten", 0, 1000.0, torch.arange(16), torch.zeros(16, 128, dtype=torch.float16), True, (4, 4))
+    assert store.append(seg)
+    segs_key = store._keys("rotten")[0]
+    blob = bytearray(store.client.hget(segs_key, "0"))
+    blob[-1] ^= 0xFF  # a token byte: the header still reads, the CRC no longer matches
+    store.client.hset(segs_key, "0", bytes(blob))
+    status, r = http(port, "POST", "/v1/query", {"camera": "rotten", "question": "anything?", "max_new_tokens": 2})
+    assert status == 500 and "corrupt token cache entry for 'rotten'" in r["detail"] and "CRC" in r["detail"], r
+
+
 @pytest.mark.parametrize("body, code, words", [
     ({"camera": "nope", "question": "hi"}, 404, "unknown camera"),
     ({"camera": "lobby"}, 422, "question"),
