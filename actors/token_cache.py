@@ -26,7 +26,8 @@ import json
 import time
 from typing import Iterable
 
-from streamdycoke.segment import TokenSegment, decode_segment, encode_segment, read_header
+from streamdycoke.segment import TokenSegment, encode_segment, read_header
+from streamdycoke.store import DecodedReads
 
 from .config import RedisSettings
 
@@ -62,7 +63,7 @@ return #members
 """
 
 
-class RedisTokenStore:
+class RedisTokenStore(DecodedReads):
     """A :class:`~streamdycoke.TokenStore` on Redis (redis-py). Opens no connection until first used."""
 
     def __init__(self, settings: RedisSettings | None = None) -> None:
@@ -144,17 +145,6 @@ class RedisTokenStore:
         blobs = [b for b in client.hmget(segs_k, members) if b is not None]  # None: trimmed between the calls
         blobs.sort(key=lambda b: read_header(b).frame_index)  # the header alone: no copy of the tokens
         return blobs
-
-    def read(self, stream_id: str, start: float | None = None, end: float | None = None,
-             *, from_keyframe: bool = True) -> list[TokenSegment]:
-        return [decode_segment(b) for b in self.read_raw(stream_id, start, end, from_keyframe=from_keyframe)]
-
-    def read_recent_raw(self, stream_id: str, window_s: float) -> list[bytes]:
-        newest = self.newest_timestamp(stream_id)
-        return [] if newest is None else self.read_raw(stream_id, newest - window_s, newest)
-
-    def read_recent(self, stream_id: str, window_s: float) -> list[TokenSegment]:
-        return [decode_segment(b) for b in self.read_recent_raw(stream_id, window_s)]
 
     def last_frame_index(self, stream_id: str) -> int | None:
         v = self.client.get(self._keys(stream_id)[4])

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import Any
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 

@@ -22,7 +22,7 @@ from typing import Iterable, Protocol, runtime_checkable
 
 from .segment import TokenSegment, decode_segment, encode_segment
 
-__all__ = ["InMemoryTokenStore", "TokenStore"]
+__all__ = ["DecodedReads", "InMemoryTokenStore", "TokenStore"]
 
 
 @runtime_checkable
@@ -86,7 +86,25 @@ class _Entry:
     blob: bytes
 
 
-class InMemoryTokenStore:
+class DecodedReads:
+    """The reads a store derives from its own :meth:`read_raw` and ``newest_timestamp``: decoded
+    segments and the recent window, written once for every store."""
+
+    def read(
+        self, stream_id: str, start: float | None = None, end: float | None = None,
+        *, from_keyframe: bool = True,
+    ) -> list[TokenSegment]:
+        return [decode_segment(b) for b in self.read_raw(stream_id, start, end, from_keyframe=from_keyframe)]
+
+    def read_recent_raw(self, stream_id: str, window_s: float) -> list[bytes]:
+        newest = self.newest_timestamp(stream_id)
+        return [] if newest is None else self.read_raw(stream_id, newest - window_s, newest)
+
+    def read_recent(self, stream_id: str, window_s: float) -> list[TokenSegment]:
+        return [decode_segment(b) for b in self.read_recent_raw(stream_id, window_s)]
+
+
+class InMemoryTokenStore(DecodedReads):
     """A :class:`TokenStore` in process memory.
 
     Segments are kept as wire bytes, so everything written went through the format.
@@ -160,19 +178,6 @@ class InMemoryTokenStore:
                 lo = max(back)
         chosen = sorted(f for f, e in entries.items() if lo <= e.timestamp <= hi)
         return [entries[f].blob for f in chosen]
-
-    def read(
-        self, stream_id: str, start: float | None = None, end: float | None = None,
-        *, from_keyframe: bool = True,
-    ) -> list[TokenSegment]:
-        return [decode_segment(b) for b in self.read_raw(stream_id, start, end, from_keyframe=from_keyframe)]
-
-    def read_recent_raw(self, stream_id: str, window_s: float) -> list[bytes]:
-        newest = self.newest_timestamp(stream_id)
-        return [] if newest is None else self.read_raw(stream_id, newest - window_s, newest)
-
-    def read_recent(self, stream_id: str, window_s: float) -> list[TokenSegment]:
-        return [decode_segment(b) for b in self.read_recent_raw(stream_id, window_s)]
 
     def last_frame_index(self, stream_id: str) -> int | None:
         with self._lock:

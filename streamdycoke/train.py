@@ -135,7 +135,7 @@ def _chunks(clips: list[TokenClip], length: int) -> tuple[torch.Tensor, torch.Te
 
 
 def unroll(net: PolicyNet | None, x, pc, cut, log_rate, window: int, cut_sim: float, temperature: float,
-            collect: list | None = None, masks: list | None = None):
+           collect: list | None = None, masks: list | None = None):
     """Soft streaming compressor over ``x`` ``(B, L, N, D)`` unit tokens: each position is kept with
     weight ``sigmoid((score - log theta) / temperature)``; ``net=None`` runs the threshold rule.
     Returns per-chunk mean fidelity and keep ratio, ``(B,)`` each; ``masks`` (a list) receives each

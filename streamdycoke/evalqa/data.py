@@ -115,5 +115,5 @@ def object_references(encoder: Encoder, split: str | None = None, names: list[st
     return out
 
 
-_REFERENCE_SIZES = (50, 60, 70)  # px: the sizes the generator draws objects at (scenes.py)
+_REFERENCE_SIZES = (50, 60, 70)  # px: spanning the 50-70 px the generator draws objects at (scenes.py)
 _REFERENCE_SHIFTS = ((0, 0), (11, 0), (22, 0), (0, 16), (11, 16), (22, 16))  # px against the 32-px grid

@@ -73,7 +73,7 @@ def train_policy_on_task(
         with torch.no_grad():  # feature normalisation from rollouts of the threshold rule
             feats: list[torch.Tensor] = []
             unroll(None, xs, pcs, cuts, lo + (hi - lo) * torch.rand(len(streams)), W, config.scene_cut_similarity,
-                    temperature, feats)
+                   temperature, feats)
             allf = torch.cat(feats)
             net.feat_mean.copy_(allf.mean(0))
             net.feat_std.copy_(allf.std(0).clamp_min(1e-4))
