@@ -89,10 +89,9 @@ def object_references(encoder: Encoder, split: str | None = None, names: list[st
     """Each object's references ``(1 + K, D)``, unit rows: row 0 the mean of the encoder's tokens over the
     object's picture (the central ``3 x 3`` positions of its reference frame, where the object is: what a
     question's query carries), rows ``1..K`` the tokens of every grid cell the object covers at least half
-    of, with the object drawn at the sizes a stream shows it (50, 60, 70 px) and shifted against the grid
+    of, with the object drawn at the sizes a stream shows it (50-70 px) and shifted against the grid
     (a reader matches a slot against each: an object a cell or two wide straddles cells differently on
-    every frame; on the validation split the best slot's match tells "X in view" from not with a ROC AUC
-    of 0.984, against 0.954 for row 0 alone). Objects: ``names``, else those of ``split``, else all (and
+    every frame). Objects: ``names``, else those of ``split``, else all (and
     ``imagery``'s, pictured from its files)."""
     if names is None:
         names = split_objects(split) if split is not None else list(OBJECTS)
