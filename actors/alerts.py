@@ -5,22 +5,31 @@ Every alert is one JSON object (schema ``streamdycoke.alert``, ``version`` 1; th
 
 - the Kafka topic ``KafkaSettings.alerts_topic`` (key: the camera id), for whatever consumes alerts;
 - a capped Redis stream in the token cache (``P:alerts``), which ``GET /v1/alerts`` serves as
-  server-sent events.
+  server-sent events;
+- the camera's webhooks and those of the alert's standing query (:mod:`actors.webhooks`: a signed
+  POST; sink ``webhook:<name or position>``).
 
 A sink that fails keeps the alert (up to ``max_pending``, oldest dropped and counted beyond) and is
-tried again on the next alert or :meth:`AlertSinks.retry`, so an outage delays alerts, it does not lose
-them silently. Fields may be added within version 1; a field changing meaning is a new version.
+tried again on the next alert, on :meth:`AlertSinks.retry` and every second from
+:meth:`AlertSinks.retry_until` (the camera actor runs it), so an outage delays alerts, it does not lose
+them silently; a webhook that failed is not tried again before its backoff (1 s doubling to 5 min,
+reset by a success) expires. Fields may be added within version 1; a field changing meaning is a new
+version.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 import uuid
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["ALERT_SCHEMA", "ALERT_SCHEMA_ID", "ALERT_VERSION", "AlertSinks", "alert_record"]
+from .webhooks import Backoff, WebhookSender
+
+__all__ = ["ALERT_SCHEMA", "ALERT_SCHEMA_ID", "ALERT_VERSION", "AlertSinks", "alert_record", "evidence_url"]
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +65,38 @@ ALERT_SCHEMA: dict = {
         "answerer": {"enum": ["llm", "event-qa"]},
         "rule": {"type": "object", "required": ["kind"], "properties": {"kind": {"enum": ["yes_no", "match",
                                                                                             "threshold"]}}},
+        "evidence": {
+            "type": ["object", "null"],
+            "description": "what the answer saw (added within version 1, 2026-12; absent in older records): the "
+                           "newest frame of its window, and the snapshot nearest before it, copied for the alert "
+                           "and kept evidence_ttl_s (null: the camera takes no snapshots, or had none yet)",
+            "required": ["frame", "frame_ts", "snapshot"],
+            "properties": {
+                "frame": {"type": "integer", "description": "the newest frame index of the window the answer read"},
+                "frame_ts": _NUM,
+                "snapshot": {"type": ["object", "null"], "required": ["frame", "ts", "url"], "properties": {
+                    "frame": {"type": "integer", "description": "the frame the snapshot shows"},
+                    "ts": {**_NUM, "description": "its capture time"},
+                    "url": {"type": "string", "description": "the JPEG, on the gateway (bearer token or console "
+                                                             "session): /v1/cameras/<camera>/alerts/<id>/snapshot"}}},
+            },
+        },
     },
 }
 
 
+def evidence_url(camera: str, alert_id: str) -> str:
+    """Where the gateway serves an alert's evidence snapshot."""
+    return f"/v1/cameras/{camera}/alerts/{alert_id}/snapshot"
+
+
 def alert_record(camera: str, query, state: str, answer, value: float | None, trigger: str, trigger_ts: float,
-                 decided_ts: float, segments: list) -> dict:
-    """The alert (schema version 1) for a standing ``query`` of ``camera`` whose state became ``state``."""
+                 decided_ts: float, segments: list, evidence: dict | None = None,
+                 alert_id: str | None = None) -> dict:
+    """The alert (schema version 1) for a standing ``query`` of ``camera`` whose state became ``state``;
+    ``segments``: the headers of the window the answer read."""
     return {
-        "schema": ALERT_SCHEMA_ID, "version": ALERT_VERSION, "id": uuid.uuid4().hex, "camera": camera,
+        "schema": ALERT_SCHEMA_ID, "version": ALERT_VERSION, "id": alert_id or uuid.uuid4().hex, "camera": camera,
         "query": query.id, "state": state, "prompt": query.prompt, "answer": answer.text, "value": value,
         "trigger": trigger, "trigger_ts": trigger_ts, "decided_ts": decided_ts,
         "latency_s": max(0.0, decided_ts - trigger_ts),
@@ -72,51 +104,124 @@ def alert_record(camera: str, query, state: str, answer, value: float | None, tr
                    "end_ts": segments[-1].timestamp if segments else None, "frames": len(segments),
                    "visual_tokens": answer.visual_tokens},
         "answerer": query.answerer, "rule": query.rule.model_dump(exclude_none=True),
+        "evidence": evidence,
     }
 
 
 class AlertSinks:
-    """Publishes alerts to Kafka and to the token cache's alert stream, keeping what a sink could not take.
+    """Publishes alerts to Kafka, the token cache's alert stream and webhooks, keeping what a sink could not take.
 
     Args:
         kafka: :class:`~actors.config.KafkaSettings` (None: no Kafka sink).
         store: a :class:`~actors.token_cache.RedisTokenStore` (None: no stream for ``/v1/alerts``).
-        metrics: :class:`actors.metrics.StandingMetrics` or None (publish failures, dropped alerts).
+        metrics: :class:`actors.metrics.StandingMetrics` or None (publish failures, dropped alerts; a
+            webhook's are counted as sink ``webhook``, whichever it is).
+        max_pending: alerts a sink keeps while it fails; beyond, the oldest is dropped and counted.
+        webhooks: :class:`~actors.webhooks.Webhook` lists by the standing query whose alerts they take, None
+            for every alert (:func:`actors.webhooks.webhook_routes` of a camera config). Each is one sink,
+            ``webhook:<name>``, or ``webhook:<position>`` counting through the lists in order.
+        clock: monotonic seconds, for the webhooks' backoff.
+
+    Alerts may come from one thread while another calls :meth:`retry` (:meth:`retry_until`): one of
+    them sends at a time, the other leaves the alert queued for it.
     """
 
-    def __init__(self, kafka: Any = None, store: Any = None, metrics: Any = None, max_pending: int = 1000) -> None:
-        self.kafka, self.store, self.metrics = kafka, store, metrics
+    def __init__(self, kafka: Any = None, store: Any = None, metrics: Any = None, max_pending: int = 1000,
+                 webhooks: dict[str | None, list] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.kafka, self.store, self.metrics, self.clock = kafka, store, metrics, clock
         self._producer = None
         self.pending: dict[str, deque] = {s: deque() for s in ("kafka", "redis") if (kafka if s == "kafka" else store)}
+        self.webhooks: dict[str, tuple[WebhookSender, str | None]] = {}  # sink -> (sender, its query; None: all)
+        self.backoff: dict[str, Backoff] = {}
+        for query, hooks in (webhooks or {}).items():
+            for hook in hooks:
+                sink = f"webhook:{hook.name or len(self.webhooks)}"
+                if sink in self.webhooks:
+                    raise ValueError(f"two webhooks are named {hook.name!r}")
+                self.webhooks[sink] = (WebhookSender(hook), query)
+                self.backoff[sink] = Backoff()
+                self.pending[sink] = deque()
         self.max_pending = max_pending
         self.sent = {s: 0 for s in self.pending}
+        self._lock = threading.Lock()  # the queues
+        self._sending = threading.Lock()  # one sender at a time
+
+    def _takes(self, sink: str, record: dict) -> bool:
+        route = self.webhooks.get(sink)
+        return route is None or route[1] is None or route[1] == record.get("query")
 
     def __call__(self, record: dict) -> None:
-        for sink, q in self.pending.items():
-            if len(q) >= self.max_pending:
-                q.popleft()
-                log.error("alert sink %s: %d alerts waiting; dropping the oldest", sink, len(q))
-                if self.metrics is not None:
-                    self.metrics.publish_failed(sink, dropped=True)
-            q.append(record)
-        self.retry()
-
-    def retry(self) -> None:
-        """Send what waits, oldest first; a sink that fails keeps the rest for the next try."""
-        for sink, q in self.pending.items():
-            while q:
-                try:
-                    (self._to_kafka if sink == "kafka" else self._to_redis)(q[0])
-                except Exception as exc:
-                    log.warning("alert sink %s failed (%s: %s); %d alerts wait", sink, type(exc).__name__,
-                                str(exc)[:200], len(q))
-                    if sink == "kafka":
-                        self._close()
+        with self._lock:
+            for sink, q in self.pending.items():
+                if not self._takes(sink, record):
+                    continue
+                if len(q) >= self.max_pending:
+                    q.popleft()
+                    log.error("alert sink %s: %d alerts waiting; dropping the oldest", sink, len(q))
                     if self.metrics is not None:
-                        self.metrics.publish_failed(sink)
-                    break
-                q.popleft()
-                self.sent[sink] += 1
+                        self.metrics.publish_failed(sink.split(":")[0], dropped=True)
+                q.append(record)
+        self.retry(wait=False)
+
+    @property
+    def waiting(self) -> int:
+        """Alerts kept for a sink, over all sinks."""
+        return sum(len(q) for q in self.pending.values())
+
+    def retry(self, wait: bool = True) -> None:
+        """Send what waits, oldest first; a sink that fails keeps the rest for the next try, and a webhook in
+        its backoff is skipped. ``wait=False``: return at once when another thread is sending."""
+        if not self._sending.acquire(blocking=wait):
+            return
+        try:
+            for sink, q in self.pending.items():
+                backoff = self.backoff.get(sink)
+                if backoff is not None and not backoff.ready(self.clock()):
+                    continue
+                while True:
+                    with self._lock:
+                        if not q:
+                            break
+                        record = q[0]
+                    try:
+                        self._send(sink, record)
+                    except Exception as exc:
+                        self._failed(sink, exc, len(q))
+                        break
+                    with self._lock:
+                        if q and q[0] is record:  # not dropped meanwhile
+                            q.popleft()
+                    self.sent[sink] += 1
+                    if backoff is not None:
+                        backoff.succeeded()
+        finally:
+            self._sending.release()
+
+    def retry_until(self, stop: threading.Event, every_s: float = 1.0) -> None:
+        """Retry what waits every ``every_s`` seconds until ``stop``, so kept alerts go out when their sink
+        returns though no new alert comes."""
+        while not stop.wait(every_s):
+            if self.waiting:
+                self.retry(wait=False)
+
+    def _failed(self, sink: str, exc: Exception, waiting: int) -> None:
+        backoff = self.backoff.get(sink)
+        again = f"; next try in {backoff.failed(self.clock()):g} s" if backoff is not None else ""
+        log.warning("alert sink %s failed (%s: %s); %d alerts wait%s", sink, type(exc).__name__, str(exc)[:200],
+                    waiting, again)
+        if sink == "kafka":
+            self._close()
+        if self.metrics is not None:
+            self.metrics.publish_failed(sink.split(":")[0])
+
+    def _send(self, sink: str, record: dict) -> None:
+        if sink == "kafka":
+            self._to_kafka(record)
+        elif sink == "redis":
+            self._to_redis(record)
+        else:
+            self.webhooks[sink][0].send(record)
 
     def _to_kafka(self, record: dict) -> None:
         if self._producer is None:

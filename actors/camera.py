@@ -54,6 +54,7 @@ from streamdycoke.stats import StageTimes
 
 from .config import CameraConfig, KafkaSettings
 from .frames import FrameFormatError, decode_frame, peek_indices
+from .snapshots import SnapshotTaker
 from .topics import ensure_topic
 
 __all__ = ["CAMERA_STAGES", "MAX_CLOCK_SKEW_S", "CameraCounters", "CameraWorker"]
@@ -77,11 +78,12 @@ MAX_CLOCK_SKEW_S = 300.0
 #   wait            the poll returned to this frame's turn in its batch
 #   encode          the vision encoder
 #   compress        the streaming compressor (policy, window, segment)
+#   snapshot        the frame's JPEG snapshot (only frames that get one, about one a second: actors.snapshots)
 #   cache_write     the batch's write to the token cache (every frame of a batch waits for all of it)
 #   commit          the Kafka offset commit after the write (not part of frame_to_cache: the frame is
 #                   already readable; a failed commit replays the batch, which the cache skips)
 #   frame_to_cache  capture timestamp to the end of the cache write: the end-to-end figure
-CAMERA_STAGES = ("transit", "wait", "encode", "compress", "cache_write", "commit", "frame_to_cache")
+CAMERA_STAGES = ("transit", "wait", "encode", "compress", "snapshot", "cache_write", "commit", "frame_to_cache")
 
 
 @dataclass
@@ -153,6 +155,11 @@ class CameraWorker:
         # told the capture time of each frame the sampler cut on, once its batch is durable (standing queries)
         self.on_cut: Callable[[float], None] | None = None
         self._cuts: list[float] = []
+        # a JPEG of a processed frame about once a second, written after the batch's segments (the console,
+        # alerts' evidence); only where the store keeps them (the Redis cache)
+        self.snapshots = (SnapshotTaker(camera.snapshot)
+                          if camera.snapshot is not None and hasattr(store, "put_snapshots") else None)
+        self._snaps: list[tuple[int, float, bytes]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
@@ -200,6 +207,8 @@ class CameraWorker:
             if self._encoder is None:
                 self._encoder = build_encoder(self.config.encoder)
             self.pipeline = build_pipeline(cam.id, self.config, state=state, encoder=self._encoder)
+            if self.snapshots is not None:  # a batch that failed took snapshots it never stored: take the next one
+                self.snapshots.last_ts = None
             stored = self.pipeline.state.last_frame_index
             if not meta.lstrip("-").isdigit() and committed is not None and committed.offset > 0:
                 meta = self._index_before(committed.offset)  # a broker that keeps no commit metadata (tansu)
@@ -390,6 +399,8 @@ class CameraWorker:
             t_write = time.time()
             if segments:
                 self.store.append_many(segments)
+            if self._snaps:  # after the segments: a snapshot's frame is always readable
+                self.store.put_snapshots(self.camera.id, self._snaps)
             t_cached = time.time()
         except Exception as exc:
             self._last_index = last_index_before
@@ -443,7 +454,7 @@ class CameraWorker:
         seen (the batch stops there; the caller re-reads the topic from its start), else None.
         """
         segments, timings = [], []
-        self._cuts = []
+        self._cuts, self._snaps = [], []
         state = self.pipeline.state
         stored_before = state.last_frame_index  # the newest frame stored before this batch
         polled = self._polled_at
@@ -527,9 +538,13 @@ class CameraWorker:
             c.tokens_in += out.segment.num_positions
             c.tokens_kept += out.segment.num_kept
             segments.append(out.segment)
-            timings.append((msg.timestamp, {"transit": max(0.0, polled - rec.timestamp / 1e3),
-                                            "wait": started - polled, "encode": out.encode_s,
-                                            "compress": out.compress_s}))
+            stages = {"transit": max(0.0, polled - rec.timestamp / 1e3), "wait": started - polled,
+                      "encode": out.encode_s, "compress": out.compress_s}
+            if self.snapshots is not None and self.snapshots.due(msg.timestamp):
+                t_snap = time.perf_counter()
+                self._snaps.append(self.snapshots.take(msg.frame_index, msg.timestamp, msg.rgb))
+                stages["snapshot"] = time.perf_counter() - t_snap
+            timings.append((msg.timestamp, stages))
         return segments, timings, None
 
     def _check_idle(self) -> None:

@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from streamdycoke import EncoderSpec, PipelineConfig, PolicySpec, SamplerConfig, StreamConfig
 
 from .queries import StandingQuery, parse_event_qa_prompt
+from .webhooks import Webhook
+from .snapshots import SnapshotConfig
 
 EVENT_QA_ENCODER = "efficientnet-lite0"  # what the event-QA answerer reads (actors.answerers)
 
@@ -114,12 +116,16 @@ class RedisSettings(BaseModel):
         "the bounds are then exceeded by at most this long's frames"))
     socket_timeout_s: float = Field(5.0, gt=0)
     alerts_max: int = Field(10_000, gt=0, description="alerts the alert stream keeps (GET /v1/alerts replays them)")
+    evidence_ttl_s: float = Field(7 * 86400.0, gt=0, description=(
+        "how long an alert's evidence snapshot is kept (copied when the alert is raised, so it outlives the "
+        "frames' retention_s)"))
 
 
 class CameraConfig(BaseModel):
     """One camera, as operators configure it (an entry of the cameras file)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # errors name the field without echoing the input: it may hold a webhook's secret
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
     source: str | None = Field(None, description="rtsp://, http(s):// or a file path (ingest)")
@@ -129,9 +135,15 @@ class CameraConfig(BaseModel):
     stream: StreamConfig = Field(default_factory=StreamConfig)
     sampler: SamplerConfig | None = Field(default_factory=SamplerConfig, description="None: every frame")
     policy: PolicySpec = Field(default_factory=PolicySpec)
+    snapshot: SnapshotConfig | None = Field(default_factory=SnapshotConfig, description=(
+        "a small JPEG of a processed frame about once a second, for the console and alerts' evidence "
+        "(actors.snapshots); None: none"))
     standing: list[StandingQuery] = Field(default_factory=list, max_length=32, description=(
         "standing queries: questions asked of this camera's window on a period and/or on scene change, whose "
         "answers raise alerts (actors.standing)"))
+    webhooks: list[Webhook] = Field(default_factory=list, max_length=8, description=(
+        "endpoints every alert of this camera is POSTed to, signed (actors.webhooks); a standing query may add "
+        "its own"))
 
     @model_validator(mode="after")
     def _pipeline_is_consistent(self) -> "CameraConfig":
@@ -139,6 +151,9 @@ class CameraConfig(BaseModel):
         ids = [q.id for q in self.standing]
         if len(set(ids)) != len(ids):
             raise ValueError(f"camera {self.id}: standing query ids must be unique")
+        names = [w.name for w in self.webhooks + [w for q in self.standing for w in q.webhooks] if w.name]
+        if len(set(names)) != len(names):
+            raise ValueError(f"camera {self.id}: webhook names must be unique (the camera's and its queries')")
         for q in self.standing:
             if q.on_scene_change and self.sampler is None:
                 raise ValueError(f"camera {self.id}: standing query {q.id} asks on scene change, but the camera has "
@@ -202,7 +217,7 @@ def encoder_refusal(camera: CameraConfig, app_model: EncoderSpec) -> str | None:
 class CamerasFile(BaseModel):
     """The camera list operators edit (a Kubernetes ConfigMap, or any YAML/JSON file)."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # as CameraConfig: no secret in an error
 
     cameras: list[CameraConfig] = Field(default_factory=list)
 

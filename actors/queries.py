@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .webhooks import Webhook
+
 __all__ = ["EVENT_QA_FORMS", "AlertRule", "StandingQuery", "parse_event_qa_prompt"]
 
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
@@ -91,6 +93,8 @@ class StandingQuery(BaseModel):
         "llm: the app's video LLM; event-qa: the small event-QA model over efficientnet-lite0 tokens "
         "(offline, no LLM weights needed; a few question forms, see actors.answerers)"))
     max_new_tokens: int = Field(8, ge=1, le=256)
+    webhooks: list[Webhook] = Field(default_factory=list, max_length=8, description=(
+        "endpoints this query's alerts are POSTed to, besides the camera's webhooks (actors.webhooks)"))
 
     @model_validator(mode="after")
     def _has_trigger(self) -> "StandingQuery":

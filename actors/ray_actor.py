@@ -64,6 +64,7 @@ class CameraActor:
         from .answerers import EventQAAnswerer, LLMAnswerer
         from .metrics import StandingMetrics
         from .standing import StandingQueries
+        from .webhooks import webhook_routes
 
         cam = self.camera
         metrics = StandingMetrics(cam.id)
@@ -80,13 +81,15 @@ class CameraActor:
             state = store.alerting(cam.id)
         except Exception:  # the cache is down: start clear; the worker's recovery reports the outage
             state = {}
-        sinks = AlertSinks(self.kafka, store, metrics)
+        sinks = AlertSinks(self.kafka, store, metrics, webhooks=webhook_routes(cam))
         runner = StandingQueries(cam.id, cam.standing, store, answerers, sinks, metrics, reuse=self.reuse_prefill,
                                  state=state)
         self.worker.on_cut = runner.scene_cut
         thread = threading.Thread(target=self._standing_loop, args=(runner, sinks), name=f"standing-{cam.id}",
                                   daemon=True)
         thread.start()
+        # kept alerts are retried every second though no new alert comes (a webhook only after its backoff)
+        threading.Thread(target=sinks.retry_until, args=(self._stop,), name=f"alerts-{cam.id}", daemon=True).start()
         return runner, thread
 
     def _standing_loop(self, runner, sinks) -> None:

@@ -27,6 +27,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -204,8 +205,28 @@ class StandingQueries:
             return None
         if self.metrics is not None:
             self.metrics.alert(q.id, transition)
-        return alert_record(self.camera, q, transition, answer, value, due.trigger, due.ts, decided,
-                            [read_header(b) for b in window])
+        headers = [read_header(b) for b in window]
+        alert_id = uuid.uuid4().hex
+        return alert_record(self.camera, q, transition, answer, value, due.trigger, due.ts, decided, headers,
+                            evidence=self._evidence(alert_id, headers[-1]) if headers else None, alert_id=alert_id)
+
+    def _evidence(self, alert_id: str, newest) -> dict:
+        """The alert's evidence: the newest frame its answer saw, and the snapshot at or before it, copied
+        for the alert (so it outlives the frames). A store without snapshots, or one failing, gives none
+        (said in the log; the alert still goes out)."""
+        from .alerts import evidence_url
+
+        out = {"frame": newest.frame_index, "frame_ts": newest.timestamp, "snapshot": None}
+        if not hasattr(self.store, "keep_evidence"):
+            return out
+        try:
+            snap = self.store.snapshot_index(self.camera, at=newest.timestamp)
+            if snap is not None and self.store.keep_evidence(self.camera, alert_id, snap[0]):
+                out["snapshot"] = {"frame": snap[0], "ts": snap[1], "url": evidence_url(self.camera, alert_id)}
+        except Exception as exc:
+            log.warning("camera %s: alert %s goes out without its snapshot: %s: %s", self.camera, alert_id,
+                        type(exc).__name__, str(exc)[:200])
+        return out
 
     def active(self) -> dict[str, bool]:
         return {q: h.active for q, h in self.hysteresis.items()}

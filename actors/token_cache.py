@@ -9,6 +9,12 @@ of one camera's keys live in one slot and the scripts below stay atomic on a clu
     P:{cam}:bytes   string  bytes held in ``segs``
     P:{cam}:last    string  highest frame index stored
     P:{cam}:stats   string  the camera actor's latest counters (JSON), for the API's camera list
+    P:{cam}:snap    hash    frame index -> a small JPEG of that processed frame (about one a second,
+                            :mod:`actors.snapshots`), trimmed with the frames (same retention)
+    P:{cam}:snapts  zset    snapshot frame indices, scored by capture timestamp
+    P:{cam}:evidence:<alert id>  string  the snapshot an alert's answer saw, copied when the alert is
+                            raised (expires after ``evidence_ttl_s``: it outlives the frames' retention)
+    P:alerts:acked  zset    alert ids an operator acknowledged, scored by when (the newest ``alerts_max``)
     P:alerts        stream  alerts of every camera (JSON, schema ``streamdycoke.alert`` v1), capped
                             at ``alerts_max``; ``GET /v1/alerts`` serves it (:mod:`actors.alerts`)
     P:{cam}:alerting hash   standing query id -> 1 while its alert is raised (survives an actor restart)
@@ -48,7 +54,7 @@ if tonumber(ARGV[1]) > last then redis.call('SET', KEYS[5], ARGV[1]) end
 return 1
 """
 
-# Drop every frame older than ARGV[1] (a keyframe's timestamp). Returns frames dropped.
+# Drop every frame (and snapshot) older than ARGV[1] (a keyframe's timestamp). Returns frames dropped.
 _TRIM = """
 local members = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
 local freed = 0
@@ -59,6 +65,9 @@ for i, m in ipairs(members) do
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1])
 if freed > 0 then redis.call('DECRBY', KEYS[4], freed) end
+local snaps = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[1])
+for i, m in ipairs(snaps) do redis.call('HDEL', KEYS[5], m) end
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[1])
 return #members
 """
 
@@ -104,6 +113,10 @@ class RedisTokenStore(DecodedReads):
     def _keys(self, stream_id: str) -> list[str]:
         p = f"{self.settings.key_prefix}:{{{stream_id}}}"
         return [f"{p}:segs", f"{p}:ts", f"{p}:kf", f"{p}:bytes", f"{p}:last", f"{p}:stats"]
+
+    def _snap_keys(self, stream_id: str) -> list[str]:
+        p = f"{self.settings.key_prefix}:{{{stream_id}}}"
+        return [f"{p}:snap", f"{p}:snapts"]
 
     # -- TokenStore --------------------------------------------------------------------------------
     def append(self, segment: TokenSegment) -> bool:
@@ -161,6 +174,42 @@ class RedisTokenStore(DecodedReads):
         v = self.client.get(self._keys(stream_id)[3])
         return 0 if v is None else int(v)
 
+    # -- snapshots (written by camera actors, read by the console; actors.snapshots) ---------------------
+    def put_snapshots(self, stream_id: str, snapshots: Iterable[tuple[int, float, bytes]]) -> None:
+        """Store ``(frame index, capture time, JPEG bytes)`` snapshots of a camera (idempotent per frame);
+        they are trimmed with the frames."""
+        snap_k, ts_k = self._snap_keys(stream_id)
+        pipe = self.client.pipeline(transaction=False)
+        for index, ts, jpeg in snapshots:
+            pipe.hsetnx(snap_k, index, jpeg)
+            pipe.zadd(ts_k, {index: ts})
+        pipe.execute()
+
+    def snapshot_index(self, stream_id: str, at: float | None = None) -> tuple[int, float] | None:
+        """``(frame index, capture time)`` of the newest snapshot captured at or before ``at`` (None: the
+        newest of all), or None if the camera has none."""
+        got = self.client.zrevrangebyscore(self._snap_keys(stream_id)[1], "+inf" if at is None else at, "-inf",
+                                           start=0, num=1, withscores=True)
+        return (int(got[0][0]), got[0][1]) if got else None
+
+    def snapshot(self, stream_id: str, frame_index: int) -> bytes | None:
+        """The JPEG snapshot of one frame (None: none taken of it, or trimmed)."""
+        return self.client.hget(self._snap_keys(stream_id)[0], frame_index)
+
+    def keep_evidence(self, stream_id: str, alert_id: str, frame_index: int) -> bool:
+        """Copy a frame's snapshot as an alert's evidence, kept ``evidence_ttl_s``; False if there was none."""
+        jpeg = self.snapshot(stream_id, frame_index)
+        if jpeg is None:
+            return False
+        self.client.set(self._evidence_key(stream_id, alert_id), jpeg, ex=max(1, int(self.settings.evidence_ttl_s)))
+        return True
+
+    def evidence(self, stream_id: str, alert_id: str) -> bytes | None:
+        return self.client.get(self._evidence_key(stream_id, alert_id))
+
+    def _evidence_key(self, stream_id: str, alert_id: str) -> str:
+        return f"{self.settings.key_prefix}:{{{stream_id}}}:evidence:{alert_id}"
+
     # -- camera stats (written by camera actors, read by the API) --------------------------------------
     def set_stats(self, stream_id: str, stats: dict) -> None:
         self.client.set(self._keys(stream_id)[5], json.dumps(stats))
@@ -215,6 +264,19 @@ class RedisTokenStore(DecodedReads):
         eid = last[0][0]
         return eid.decode() if isinstance(eid, bytes) else eid
 
+    def ack_alert(self, alert_id: str, when: float | None = None) -> None:
+        """Mark an alert acknowledged by an operator (the newest ``alerts_max`` acknowledgements are kept)."""
+        key = f"{self.settings.key_prefix}:alerts:acked"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(key, {alert_id: time.time() if when is None else when})
+        pipe.zremrangebyrank(key, 0, -self.settings.alerts_max - 1)
+        pipe.execute()
+
+    def acked_alerts(self) -> dict[str, float]:
+        """Acknowledged alert id -> when it was acknowledged (Unix time)."""
+        got = self.client.zrange(f"{self.settings.key_prefix}:alerts:acked", 0, -1, withscores=True)
+        return {(k.decode() if isinstance(k, bytes) else k): t for k, t in got}
+
     def set_alerting(self, stream_id: str, query: str, active: bool) -> None:
         key = f"{self.settings.key_prefix}:{{{stream_id}}}:alerting"
         if active:
@@ -238,10 +300,10 @@ class RedisTokenStore(DecodedReads):
         # by age: cut at the last keyframe at or before the cutoff (frames after it still reconstruct)
         k = client.zrevrangebyscore(keys[2], cutoff, "-inf", start=0, num=1, withscores=True)
         if k:
-            self._trim(keys=keys[:4], args=[repr(k[0][1])])
+            self._trim(keys=keys[:4] + self._snap_keys(stream_id), args=[repr(k[0][1])])
         # by size: drop the oldest keyframe group while over budget, never the newest group
         while self.nbytes(stream_id) > self.settings.max_bytes_per_camera:
             second = client.zrange(keys[2], 1, 1, withscores=True)
             if not second:
                 break
-            self._trim(keys=keys[:4], args=[repr(second[0][1])])
+            self._trim(keys=keys[:4] + self._snap_keys(stream_id), args=[repr(second[0][1])])

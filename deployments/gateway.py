@@ -1,6 +1,7 @@
 """``Gateway``: the HTTP ingress of the Serve app (FastAPI).
 
-``POST /v1/query``, ``GET /v1/cameras``, ``GET /healthz``, ``GET /v1/fleet``,
+``POST /v1/query``, ``GET /v1/cameras``, ``GET /healthz``, ``GET /v1/fleet``, the operator's console at
+``/ui/`` with the camera views it reads (:mod:`deployments.console`),
 ``GET /v1/alerts`` (standing queries' alerts as server-sent events, :mod:`actors.alerts`, read once
 per replica by :mod:`deployments.alert_feed`), and the OpenAI-compatible ``POST /v1/chat/completions``
 and ``GET /v1/models`` (:mod:`deployments.openai_api`). It validates the request, reads the camera's
@@ -23,6 +24,7 @@ from actors.llm_request import GenerationOptions, LLMRequest
 from actors.token_cache import RedisTokenStore
 from streamdycoke.segment import SegmentFormatError
 
+from . import console
 from .config import AppArgs
 from .guard import RequestGuard
 from .openai_api import ChatRequest, chat_chunks, chat_completion, model_list, openai_error, parse_request
@@ -47,6 +49,7 @@ class QueryRequest(BaseModel):
 
 api = FastAPI(title="StreamDyCoke")
 api.add_middleware(RequestGuard)  # token and size limits: deployments.guard, configured by the Gateway
+api.include_router(console.router)  # the console and its camera views: deployments.console
 
 
 @api.exception_handler(RequestValidationError)
@@ -73,6 +76,7 @@ class Gateway:
         from deployments import guard  # the module itself (this class's code is shipped to the replica by value)
 
         guard.configure(args)
+        console.configure(self.store)
 
     @api.get("/healthz")
     def health(self) -> dict:
@@ -89,16 +93,18 @@ class Gateway:
         return await self.fleet.status.remote()
 
     @api.get("/v1/cameras")
-    def cameras(self) -> dict:
+    def cameras(self, offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=1000)) -> dict:
+        """The cameras the cache holds frames for, by name, ``limit`` from ``offset`` (``total``: all of them)."""
         try:
-            return self._cameras()
+            return self._cameras(offset, limit)
         except Exception as exc:
             raise HTTPException(503, f"token cache unavailable ({type(exc).__name__}); retry",
                                 headers={"Retry-After": "1"}) from None
 
-    def _cameras(self) -> dict:
+    def _cameras(self, offset: int = 0, limit: int = 1000) -> dict:
         out = {}
-        for cam in self.store.streams():
+        names = self.store.streams()
+        for cam in names[offset:offset + limit]:
             stats = self.store.get_stats(cam) or {}
             tokens_in, kept = stats.get("tokens_in") or 0, stats.get("tokens_kept") or 0
             out[cam] = {
@@ -108,8 +114,9 @@ class Gateway:
                 "lag": stats.get("lag"), "keep_ratio": kept / tokens_in if tokens_in else None,
                 "cache_bytes": self.store.nbytes(cam), "status": stats.get("status"),
                 "faults": stats.get("faults") or {}, "last_fault": stats.get("last_fault"),
+                "frame_to_cache_p99_ms": stats.get("frame_to_cache_p99_ms"),
             }
-        return {"cameras": out}
+        return {"cameras": out, "total": len(names), "offset": offset}
 
     @api.post("/v1/query")
     async def query(self, q: QueryRequest) -> dict:
@@ -264,7 +271,8 @@ class Gateway:
             cause = getattr(exc, "cause", None) or exc  # Ray's wrapper carries the replica's exception
             return 500, f"corrupt token cache entry for {q.camera!r}: {cause}"
         if isinstance(exc, ValueError):  # e.g. the camera's encoder does not match the LLM
-            return 409, str(exc)
+            cause = getattr(exc, "cause", None) or exc  # the replica's own message, not Ray's traceback
+            return 409, f"camera {q.camera!r}: {cause}"
         if isinstance(exc, asyncio.TimeoutError):
             return 503, f"the LLM did not answer within {self.args.query_timeout_s:.0f} s; retry"
         # a replica died mid-query, Serve is rescheduling: the caller may retry

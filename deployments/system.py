@@ -144,7 +144,8 @@ def run_pipeline(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], i
                 t.start()
                 threads.append(t)
         ingest_line = f"\ningest   {ingest_url}" if ingest_url else ""
-        say(f"API      {api}/v1/query  {api}/v1/cameras\nmetrics  {metrics_url}{ingest_line}\n(Ctrl-C stops everything)")
+        say(f"console  {api}/ui/  (sign in with the API token)\nAPI      {api}/v1/query  {api}/v1/cameras\n"
+            f"metrics  {metrics_url}{ingest_line}\n(Ctrl-C stops everything)")
         queries: dict = {}
 
         def ask() -> None:
@@ -191,7 +192,7 @@ def run_pipeline(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], i
                     asked = True
                 if not json_out:
                     print("\033[2J\033[H" if sys.stdout.isatty() else "", end="")
-                    print(f"StreamDyCoke  {now - start:5.0f}s   API {api}   metrics {metrics_url}")
+                    print(f"StreamDyCoke  {now - start:5.0f}s   console {api}/ui/   API {api}   metrics {metrics_url}")
                     print(_table(stats, prev, now - prev_t, queries))
                     if alerts:
                         print("\nalerts (newest last)")

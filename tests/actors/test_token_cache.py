@@ -112,3 +112,28 @@ def test_alert_stream_round_trips_and_an_entry_that_is_not_json_is_passed_over(s
     assert [eid for eid, _ in got] == [a, bad, b] and got[1][1] is None  # passed over, not lost track of
     assert [r["id"] for _, r in got if r is not None] == ["x", "y"]
     assert store.last_alert_id() == b and store.alerting("cam-1") == {}  # cleared: no longer raised
+
+
+def test_snapshots_are_kept_with_the_frames_evidence_outlives_them_and_acks_are_bounded(settings):
+    s = settings.model_copy(update={"retention_s": 5.0, "retention_every_s": 0.0, "alerts_max": 3})
+    store = RedisTokenStore(s)
+    for f in range(0, 20):  # a keyframe every 4 frames, one snapshot every 2
+        store.append(seg(f, keyframe=f % 4 == 0))
+        if f % 2 == 0:
+            store.put_snapshots("cam-1", [(f, float(f), b"jpeg-%d" % f)])
+    assert store.snapshot_index("cam-1") == (18, 18.0)
+    assert store.snapshot_index("cam-1", at=13.5) == (12, 12.0)
+    assert store.snapshot("cam-1", 18) == b"jpeg-18"
+    assert store.keep_evidence("cam-1", "alert1", 18) and not store.keep_evidence("cam-1", "alert2", 17)
+    # retention trimmed frames before the keyframe at or before 14 (= 19 - 5): snapshots with them
+    assert store.read("cam-1")[0].frame_index == 12
+    assert store.snapshot("cam-1", 10) is None and store.snapshot_index("cam-1", at=11.0) is None
+    assert store.snapshot("cam-1", 12) == b"jpeg-12"
+    for f in range(20, 40):
+        store.append(seg(f, keyframe=f % 4 == 0))
+    assert store.snapshot("cam-1", 18) is None and store.snapshot_index("cam-1") is None
+    assert store.evidence("cam-1", "alert1") == b"jpeg-18"  # copied for the alert: kept beyond the frames
+    assert 0 < store.client.ttl(store._evidence_key("cam-1", "alert1")) <= s.evidence_ttl_s
+    for i in range(5):
+        store.ack_alert(f"a{i}", when=100.0 + i)
+    assert store.acked_alerts() == {"a2": 102.0, "a3": 103.0, "a4": 104.0}
