@@ -39,10 +39,11 @@ REAL_CLIPS := runs/videos/real
 
 # Tools the tests drive as real processes: ffmpeg (pushes an RTSP camera), prometheus + promtool (scrape a
 # running pipeline, check and unit-test the alert rules), kubectl (renders the Kustomize overlays offline),
-# redis-server (Debian's, built with TLS: the Redis TLS test).
+# redis-server (Debian's, built with TLS: the Redis TLS test), chromium + chromedriver (Debian's: the console's
+# browser test drives them with Selenium; no browser is downloaded at run time).
 # Installed with apt when missing and we are root.
 system-deps:
-	@missing=""; for t in ffmpeg:ffmpeg promtool:prometheus prometheus:prometheus kubectl:kubectl redis-server:redis-server; do \
+	@missing=""; for t in ffmpeg:ffmpeg promtool:prometheus prometheus:prometheus kubectl:kubectl redis-server:redis-server chromium:chromium chromedriver:chromium-driver; do \
 		command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
 	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
 	if [ -n "$${missing% }" ]; then \

@@ -1,0 +1,163 @@
+"""The operator's console in a real browser (Debian's headless Chromium driven by Selenium) against a running
+pipeline: camera actors on a real broker and Redis, the Serve app on Ray.
+
+Sign-in (a wrong token refused, the session cookie HttpOnly and SameSite=Strict, never the token), every
+camera's tile showing its snapshot, the kept-token overlay matching the segment the cache holds for the
+frame it shows, an alert raised by a scripted scene in the inbox with its evidence snapshot within 2 s of
+being raised, a question answered as a stream with its visual tokens against uncompressed."""
+
+import os
+import shutil
+import time
+
+import pytest
+
+from actors.config import CameraConfig, IngestSettings
+from actors.ingest import Ingestor
+from streamdycoke.video import make_camera_video
+
+from ..conftest import needs_isolated_network, wait_for
+from .test_app import TINY, TOKEN, http
+
+pytestmark = [needs_isolated_network,
+              pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                                 reason="needs Debian's chromium and chromium-driver (make system-deps installs them)")]
+
+
+@pytest.fixture(scope="module")
+def console(ray_cluster, tmp_path_factory):
+    from ray import serve
+
+    from actors.ray_actor import CameraSupervisor
+    from deployments.app import build_app
+    from deployments.config import AppArgs
+
+    stack = ray_cluster
+    serve.run(build_app(AppArgs(model=TINY, redis=stack.redis, num_cpus=0.25, api_token=TOKEN)), name="console",
+              route_prefix="/")
+    llm = serve.get_deployment_handle("LLMDeployment", app_name="console")
+    sup = CameraSupervisor(stack.kafka, stack.redis, TINY, llm_handle=llm)
+    tmp = tmp_path_factory.mktemp("console")
+    for cam, seed in (("gate", 11), ("yard", 12)):
+        sup.add(CameraConfig(id=cam))
+        Ingestor(cam, str(make_camera_video(tmp / f"{cam}.mp4", seconds=3, seed=seed)), stack.kafka,
+                 IngestSettings(size=64, realtime=True)).run()
+    wait_for(lambda: all((sup.stats()[c].get("processed") or 0) > 0 for c in ("gate", "yard")), timeout_s=120)
+    yield stack, sup, tmp
+    serve.delete("console")
+    sup.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    opts.binary_location = shutil.which("chromium")
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        opts.add_argument(a)
+    driver = webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver")))
+    yield driver
+    driver.quit()
+
+
+def shot(driver, name):
+    """Screenshots for the docs when STREAMDYCOKE_SCREENSHOTS names a folder."""
+    folder = os.environ.get("STREAMDYCOKE_SCREENSHOTS")
+    if folder:
+        driver.save_screenshot(os.path.join(folder, name))
+
+
+def until(driver, js, timeout_s=30.0):
+    """Wait until the script ``js`` (a body returning a value) returns something truthy; return it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = driver.execute_script(js)
+        if got:
+            return got
+        time.sleep(0.1)
+    raise TimeoutError(f"the page never satisfied: {js}")
+
+
+def test_the_console_in_a_real_browser(console, browser):
+    from selenium.webdriver.common.by import By
+
+    from actors.token_cache import RedisTokenStore
+
+    stack, sup, tmp = console
+    base = f"http://127.0.0.1:{stack.http_port}"
+    d = browser
+
+    # -- sign in: not signed in, a console page sends the browser to the login form; a wrong token is refused
+    d.get(base + "/ui/")
+    assert d.current_url == base + "/ui/login"
+    d.find_element(By.ID, "token").send_keys("not-the-token")
+    d.find_element(By.ID, "signin").click()
+    assert d.current_url == base + "/ui/login?failed=1" and "not the API token" in d.page_source
+    assert not d.get_cookies()
+    d.find_element(By.ID, "token").send_keys(TOKEN)
+    d.find_element(By.ID, "signin").click()
+    until(d, "return location.pathname === '/ui/' && document.querySelector('#wall')")
+    cookies = {c["name"]: c for c in d.get_cookies()}
+    session = cookies["sdk_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict" and TOKEN not in session["value"]
+    assert TOKEN not in d.current_url
+    # a request changing state without the page's CSRF token is refused, with it accepted
+    status = d.execute_async_script("""const done = arguments[0];
+        fetch('/v1/alerts/some-alert/ack', {method: 'POST'}).then(r => done(r.status));""")
+    assert status == 403
+
+    # -- the wall: a tile per camera, each showing its latest snapshot
+    until(d, """const t = [...document.querySelectorAll('.tile')];
+        return t.length === 2 && t.every(x => { const i = x.querySelector('img.snap');
+                                                  return i.dataset.loaded === '1' && i.naturalWidth > 0; });""")
+    assert sorted(t.get_attribute("data-camera") for t in d.find_elements(By.CSS_SELECTOR, ".tile")) == ["gate", "yard"]
+    shot(d, "console-wall.png")
+
+    # -- a camera's page: the overlay shows the positions the cache's segment of that frame kept
+    d.get(base + "/ui/#/camera/gate")
+    frame = int(until(d, "const o = document.querySelector('#overlay'); return o && o.children.length && o.dataset.frame"))
+    kept = sorted(int(c.get_attribute("data-pos")) for c in d.find_elements(By.CSS_SELECTOR, "#overlay .cell.kept"))
+    cells = len(d.find_elements(By.CSS_SELECTOR, "#overlay .cell"))
+    [seg] = [s for s in RedisTokenStore(stack.redis).read("gate") if s.frame_index == frame]
+    assert kept == seg.positions.tolist() and cells == seg.num_positions
+    assert until(d, "const i = document.querySelector('#cam-snap'); return i.naturalWidth > 0")
+    assert d.find_element(By.CSS_SELECTOR, "#chart svg polyline").get_attribute("points")
+
+    # -- ask: the answer streams in, with the visual tokens it read against uncompressed
+    d.find_element(By.ID, "question").send_keys("What is happening at the gate?")
+    d.find_element(By.ID, "ask").click()
+    until(d, "return document.querySelector('#answer').dataset.done", timeout_s=60)
+    assert d.find_element(By.ID, "answer").get_attribute("data-done") == "1", d.find_element(By.ID, "answer").text
+    assert d.find_element(By.ID, "answer").text.strip()
+    usage = d.find_element(By.ID, "usage")
+    assert 0 < int(usage.get_attribute("data-visual")) < int(usage.get_attribute("data-uncompressed"))
+    shot(d, "console-camera.png")
+
+    # -- the inbox: a scripted scene raises an alert while it is open; it appears, with its snapshot, within 2 s
+    d.get(base + "/ui/#/alerts")
+    until(d, "return document.querySelector('#feed-state').textContent === 'live'")
+    sup.add(CameraConfig(id="dock", standing=[{
+        "id": "anything", "prompt": "Is anything moving?", "every_s": 0.5, "window_s": 2.0,
+        "rule": {"kind": "match", "pattern": r"<\d+>"}, "max_new_tokens": 2}]))  # the tiny LLM always matches
+    Ingestor("dock", str(make_camera_video(tmp / "dock.mp4", seconds=4, seed=13)), stack.kafka,
+             IngestSettings(size=64, realtime=True)).run()
+    card = until(d, "return document.querySelector('article.alert[data-camera=dock]')", timeout_s=90)
+    until(d, "const i = document.querySelector('article.alert[data-camera=dock] img.evidence');"
+             "return i && i.complete && i.naturalWidth > 0", timeout_s=10)
+    received, decided = float(card.get_attribute("data-received")), float(card.get_attribute("data-decided"))
+    assert received - decided <= 2.0, f"the alert reached the inbox {received - decided:.2f} s after it was raised"
+    shot(d, "console-alerts.png")
+    src = card.find_element(By.CSS_SELECTOR, "img.evidence").get_attribute("src")
+    # acknowledged from the inbox: the server keeps it
+    alert_id = card.get_attribute("data-alert")
+    card.find_element(By.CSS_SELECTOR, "button.ack").click()
+    wait_for(lambda: alert_id in http(stack.http_port, "GET", "/v1/alerts/acked")[1]["acked"], timeout_s=10)
+    # the alert's evidence is a JPEG the API serves (bearer token) as the alert names it
+    import urllib.request
+
+    req = urllib.request.Request(src, headers={"authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.headers["content-type"] == "image/jpeg" and r.read(3) == b"\xff\xd8\xff"
