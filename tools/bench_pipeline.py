@@ -61,7 +61,8 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
                    model: EncoderSpec | None = None, uncompressed: bool = True, ingest: str = "edge",
                    warmup_s: float = 5.0, progress: bool = True, keep_samples: bool = False,
                    fetch_max_wait_ms: int | None = None, encoder_at: str = "actor", rss_every_s: float = 10.0,
-                   standing_s: float = 0.0, standing_every_s: float = 1.0, cuts: int = 0) -> dict:
+                   standing_s: float = 0.0, standing_every_s: float = 1.0, cuts: int = 0,
+                   snapshot_twin: bool = False) -> dict:
     import ray
     from ray import serve
 
@@ -82,7 +83,9 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
     log = (lambda *a: print(*a, file=sys.stderr)) if progress else (lambda *a: None)
     model = model or EncoderSpec()
     size = encoder_shape(model).input_size[0]
-    variants = {"compressed": {}, **({"uncompressed": UNCOMPRESSED} if uncompressed else {})}
+    variants = {"compressed": {}, **({"uncompressed": UNCOMPRESSED} if uncompressed else {}),
+                **({"no_snapshot": {"snapshot": None}} if snapshot_twin else {})}
+    suffix = {"compressed": "", "uncompressed": "-raw", "no_snapshot": "-nosnap"}
     res: dict = {"cameras": cameras, "ingest": ingest, "encoder_at": encoder_at, "duration_s": duration,
                  "model": model.weights, "variants": {}}
     with tempfile.TemporaryDirectory() as tmp, LocalStack() as stack:
@@ -105,8 +108,8 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
         # the synthetic clips' cuts change about a tenth of the thumbnail, under the default cut threshold
         # (0.25, for real cuts): with cuts asked for, the compressed cameras' sampler calls them cuts
         cut_sampler = {"sampler": {"scene_cut_threshold": 0.08}} if cuts else {}
-        streams = [(f"cam{i}" + ("" if vname == "compressed" else "-raw"), vname, src, CameraConfig(
-            id=f"cam{i}" + ("" if vname == "compressed" else "-raw"),
+        streams = [(f"cam{i}" + suffix[vname], vname, src, CameraConfig(
+            id=f"cam{i}" + suffix[vname],
             **extra, **({"standing": standing, **cut_sampler} if vname == "compressed" else {})))
             for i, src in enumerate(sources) for vname, extra in variants.items()]
         for _, _, _, cfg in streams:
@@ -114,7 +117,8 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
         t_start = time.monotonic()
         if not sup.wait_ready():  # measure the steady state, not frames queued while encoders load
             log(f"warning: camera actors not ready ({sup.unplaced or 'timed out'}); measuring anyway")
-        standing_actors = [a for cam, a in sup.actors.items() if not cam.endswith("-raw")] if standing else []
+        standing_actors = [a for cam, a in sup.actors.items() if cam == cam.split("-")[0]] if standing else []
+        pids = {cam: ray.get(a.pid.remote()) for cam, a in sup.actors.items()}  # each camera's CPU, by variant
         ray.get([a.set_standing.remote(paused=True) for a in standing_actors])  # until their own phase
         res["actors_ready_s"] = time.monotonic() - t_start
         ingestors: dict[str, Ingestor] = {}
@@ -194,14 +198,28 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
                 "stages_ms": stages,
                 "query_p50_ms": percentile(lat[vname], 0.5), "query_p99_ms": percentile(lat[vname], 0.99),
                 "query_visual_tokens": statistics.median(vis[vname]) if vis[vname] else None,
+                "actor_cpu_cores_per_camera": _cores([pids.get(c) for c in cams], p0, p1, dt),
             }
         sup.shutdown()
     c, u = res["variants"]["compressed"], res["variants"].get("uncompressed")
+    n = res["variants"].get("no_snapshot")
+    if n and c["actor_cpu_cores_per_camera"] and n["actor_cpu_cores_per_camera"]:
+        res["snapshot_cost"] = {  # the same cameras with and without snapshots, measured side by side
+            "actor_cpu_ratio": c["actor_cpu_cores_per_camera"] / n["actor_cpu_cores_per_camera"],
+            "frame_to_cache_p50_ms": [c["frame_to_cache_p50_ms"], n["frame_to_cache_p50_ms"]],
+            "frame_to_cache_p99_ms": [c["frame_to_cache_p99_ms"], n["frame_to_cache_p99_ms"]],
+            "snapshot_ms": c["stages_ms"].get("snapshot")}
     if u and c["query_p50_ms"] and u["query_p50_ms"]:
         res["query_speedup_p50"] = u["query_p50_ms"] / c["query_p50_ms"]
     drv = res["processes"].get("driver", {})
     res["ingest_cpu_cores_per_stream"] = drv.get("cpu_cores", 0.0) / len(streams)
     return res
+
+
+def _cores(pids: list, p0: dict, p1: dict, dt: float) -> float | None:
+    """Mean CPU cores of these processes between two :class:`~tools.procstats.ProcessSampler` snapshots."""
+    got = [(p1[p][1] - p0[p][1]) / dt for p in pids if p in p0 and p in p1]
+    return statistics.mean(got) if got else None
 
 
 def _standing_phases(actors: list, seconds: float, every_s: float, log) -> dict:
@@ -290,6 +308,13 @@ def print_pipeline(res: dict, file=None) -> None:
           f"{_f(v['frame_to_cache_p99_ms'], '>8.1f')} {_f(v['worst_camera_p99_ms'], '>9.1f')} "
           f"{_f(v['kafka_bytes_per_s_per_camera'] / 1e3, '>9.1f')} {_f(v['query_p50_ms'], '>9.1f')} "
           f"{_f(v['query_visual_tokens'], '>10.0f')}")
+    p("  camera actor CPU, cores per camera: " + ", ".join(
+        f"{name} {_f(v.get('actor_cpu_cores_per_camera'), '.3f')}" for name, v in res["variants"].items()))
+    sc = res.get("snapshot_cost")
+    if sc:
+        p(f"  snapshots cost: actor CPU x{sc['actor_cpu_ratio']:.3f} of the twin without; frame-to-cache p50 "
+          f"{_f(sc['frame_to_cache_p50_ms'][0], '.1f')} vs {_f(sc['frame_to_cache_p50_ms'][1], '.1f')} ms, p99 "
+          f"{_f(sc['frame_to_cache_p99_ms'][0], '.1f')} vs {_f(sc['frame_to_cache_p99_ms'][1], '.1f')} ms")
     for name, v in res["variants"].items():
         p(f"  {name}: stage p50 / p99 ms (n)")
         for stage, s in v["stages_ms"].items():

@@ -23,6 +23,8 @@ def register(sub, bench) -> None:
     p.add_argument("--cameras", type=int, default=2)
     p.add_argument("--source", nargs="*", default=None, help="camera sources (files or URLs); else synthetic")
     p.add_argument("--duration", type=float, default=None, help="seconds, then stop by itself")
+    p.add_argument("--screenshots", metavar="DIR", default=None,
+                   help="save pictures of the console there once it has an alert to show (headless Chromium)")
     question_options(p)
     add_options(p, EncoderSpec, **MODEL_OPTIONS)
     p.set_defaults(func=cmd_demo)
@@ -43,6 +45,8 @@ def register(sub, bench) -> None:
                         "across cameras; a list compares them, one run each")
     q.add_argument("--uncompressed", action=argparse.BooleanOptionalAction, default=None,
                    help="run an uncompressed twin of each camera (default: for a single run, not in a sweep)")
+    q.add_argument("--no-snapshot-twin", action="store_true", help=(
+        "run a twin of each camera that takes no snapshots (the console's pictures), side by side: their cost"))
     q.add_argument("--plot", default="docs/bench_pipeline_sweep.png", help="a sweep's plot")
     q.add_argument("--fetch-max-wait-ms", type=int, default=None,
                    help="the camera consumers' fetch wait (default: KafkaSettings' own)")
@@ -109,7 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(cameras=args.cameras, sources=args.source, duration=args.duration, question=args.question,
-             model=from_options(EncoderSpec, args, prefix="model_"), json_out=args.json)
+             model=from_options(EncoderSpec, args, prefix="model_"), json_out=args.json, screenshots=args.screenshots)
     return 0
 
 
@@ -121,7 +125,7 @@ def cmd_bench_pipeline(args: argparse.Namespace) -> int:
               queries=args.queries if args.queries is not None else (2 if sweep else 5),
               uncompressed=args.uncompressed if args.uncompressed is not None else not sweep,
               standing_s=args.standing_duration if args.standing_duration is not None else (0.0 if sweep else 20.0),
-              standing_every_s=args.standing_every, cuts=args.cuts)
+              standing_every_s=args.standing_every, cuts=args.cuts, snapshot_twin=args.no_snapshot_twin)
     if sweep:
         res = bench_pipeline_sweep(args.cameras, args.ingest, plot=args.plot, progress=not args.quiet,
                                    encoder_at=args.encode_in, **kw)

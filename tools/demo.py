@@ -77,10 +77,11 @@ def demo_camera(i: int, scene: dict, llm: bool) -> CameraConfig:
 
 def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float | None = None,
              question: str = DEFAULT_QUESTION, window_s: float = 10.0, model: EncoderSpec | None = None,
-             json_out: bool = False) -> dict:
+             json_out: bool = False, screenshots: str | None = None) -> dict:
     """The whole pipeline on this machine with embedded defaults (:class:`~tools.stack.LocalStack`):
     ``sources``, then scripted scenes up to ``cameras`` (:func:`demo_scenes`, each with a standing
-    question), looping in real time."""
+    question), looping in real time. ``screenshots``: a folder for pictures of the console
+    (:mod:`tools.screenshots`), taken once there are snapshots and an alert."""
     from .stack import LocalStack
 
     from pydantic import SecretStr
@@ -99,6 +100,10 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
                 cams.append(demo_camera(i, sc, llm))
                 scenes[f"cam{i}"] = sc
         app = app.model_copy(update={"redis": stack.redis, "api_token": SecretStr(stack.api_token)})
+        if screenshots:
+            from .screenshots import take_when_ready
+
+            take_when_ready(stack.api, stack.api_token, [c.id for c in cams], screenshots, say)
         result = run_pipeline(stack.kafka, app, cams, IngestSettings(loop=True, realtime=True), stack.api, stack.metrics_url,
                       duration, question, window_s, json_out, local=True)
         for cam, sc in scenes.items():  # the ground truth beside the alerts

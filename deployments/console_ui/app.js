@@ -250,7 +250,10 @@ function renderCamera(view, cam) {
       `${keptAll} of ${total} tokens kept (${pct(total ? keptAll / total : null)}).`;
     chart.replaceChildren(keepChart(k.history));
   }
-  const drawAlerts = () => inbox.replaceChildren(...alerts.list.filter((a) => a.camera === cam).slice(0, 20).map(alertCard));
+  const drawAlerts = () => {
+    const mine = alerts.list.filter((a) => a.camera === cam).slice(0, 20);
+    inbox.replaceChildren(...(mine.length ? mine.map(alertCard) : [el("p", { class: "muted", text: "No alerts from this camera yet." })]));
+  };
   alerts.listeners.add(drawAlerts); drawAlerts();
   refresh().catch(showError);
   const timer = setInterval(() => refresh().catch(showError), SNAPSHOT_EVERY_MS);
