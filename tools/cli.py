@@ -20,8 +20,9 @@ __all__ = ["register"]
 def register(sub, bench) -> None:
     """Add ``demo`` to the ``streamdycoke`` parser (``sub``) and the pipeline benchmarks to ``bench``."""
     p = sub.add_parser("demo", help="the whole pipeline on this machine: broker, Redis, Ray, Serve, N cameras")
-    p.add_argument("--cameras", type=int, default=2)
-    p.add_argument("--source", nargs="*", default=None, help="camera sources (files or URLs); else synthetic")
+    p.add_argument("--cameras", type=int, default=None, help=(
+        "cameras: of the --source(s) in turn (default: one per source), else of scripted scenes (default: 2)"))
+    p.add_argument("--source", nargs="*", default=None, help="camera sources (files or URLs); else scripted scenes")
     p.add_argument("--duration", type=float, default=None, help="seconds, then stop by itself")
     p.add_argument("--screenshots", metavar="DIR", default=None,
                    help="save pictures of the console there once it has an alert to show (headless Chromium)")

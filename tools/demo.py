@@ -20,7 +20,7 @@ from deployments.config import AppArgs
 from deployments.system import DEFAULT_QUESTION, report, run_pipeline
 from streamdycoke import EncoderSpec
 
-__all__ = ["demo_scenes", "judge_alerts", "run_demo"]
+__all__ = ["demo_cameras", "demo_scenes", "judge_alerts", "run_demo"]
 
 # (object, enters at s, leaves at s, background) of the demo cameras' scripted scenes, 16 s each, looped
 DEMO_SCENES = (("cat", 4.0, 11.0, "brick"), ("astronaut", 6.0, 12.0, "grass"), ("cameraman", 3.0, 9.0, "page"),
@@ -75,12 +75,24 @@ def demo_camera(i: int, scene: dict, llm: bool) -> CameraConfig:
                         sampler={"min_fps": 5.0}, standing=[standing])
 
 
-def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float | None = None,
+def demo_cameras(cameras: int | None, sources: list[str] | None, llm: bool, tmp: Path
+                 ) -> tuple[list[CameraConfig], dict[str, dict]]:
+    """The demo's cameras and the scripted scenes among them: ``cameras`` cameras of the ``sources`` in turn
+    (default: one per source), or without sources, of scripted scenes (default 2) rendered under ``tmp``."""
+    if sources:
+        return [CameraConfig(id=f"cam{i}", source=sources[i % len(sources)])
+                for i in range(cameras or len(sources))], {}
+    made = demo_scenes(cameras or 2, tmp)
+    cams = [demo_camera(i, sc, llm) for i, sc in enumerate(made)]
+    return cams, {c.id: sc for c, sc in zip(cams, made)}
+
+
+def run_demo(cameras: int | None = None, sources: list[str] | None = None, duration: float | None = None,
              question: str = DEFAULT_QUESTION, window_s: float = 10.0, model: EncoderSpec | None = None,
              json_out: bool = False, screenshots: str | None = None) -> dict:
-    """The whole pipeline on this machine with embedded defaults (:class:`~tools.stack.LocalStack`):
-    ``sources``, then scripted scenes up to ``cameras`` (:func:`demo_scenes`, each with a standing
-    question), looping in real time. ``screenshots``: a folder for pictures of the console
+    """The whole pipeline on this machine with embedded defaults (:class:`~tools.stack.LocalStack`),
+    looping in real time: ``cameras`` cameras of the ``sources`` in turn (default: one per source), or,
+    without sources, of scripted scenes (:func:`demo_scenes`, each with a standing question; default 2). ``screenshots``: a folder for pictures of the console
     (:mod:`tools.screenshots`), taken once there are snapshots and an alert."""
     from .stack import LocalStack
 
@@ -91,14 +103,9 @@ def run_demo(cameras: int = 2, sources: list[str] | None = None, duration: float
     llm = _llm_has_weights(app.model)
     with tempfile.TemporaryDirectory(prefix="streamdycoke-demo-") as tmp, LocalStack() as stack:
         say(f"API token (send it as 'Authorization: Bearer <token>'): {stack.api_token}")
-        cams = [CameraConfig(id=f"cam{i}", source=src) for i, src in enumerate(sources or [])]
-        scenes = {}
-        if len(cams) < cameras:
-            say(f"making {cameras - len(cams)} scripted camera scene(s) ...")
-            for sc in demo_scenes(cameras - len(cams), Path(tmp)):
-                i = len(cams)
-                cams.append(demo_camera(i, sc, llm))
-                scenes[f"cam{i}"] = sc
+        if not sources:
+            say(f"making {cameras or 2} scripted camera scene(s) ...")
+        cams, scenes = demo_cameras(cameras, sources, llm, Path(tmp))
         app = app.model_copy(update={"redis": stack.redis, "api_token": SecretStr(stack.api_token)})
         if screenshots:
             from .screenshots import take_when_ready

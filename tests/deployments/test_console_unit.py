@@ -97,3 +97,4 @@ def test_snapshots_are_small_jpegs_about_once_a_second_of_capture_time():
     taker = SnapshotTaker(SnapshotConfig(every_s=1.0))
     taken = [ts for ts in np.arange(0, 3.01, 1 / 30) if taker.take(0, float(ts), rgb[:32, :32]) is not None]
     assert len(taken) == 4 and taken[0] == 0.0 and all(b - a >= 1.0 - 1e-9 for a, b in zip(taken, taken[1:]))
+
