@@ -67,9 +67,10 @@ ALERT_SCHEMA: dict = {
                                                                                             "threshold"]}}},
         "evidence": {
             "type": ["object", "null"],
-            "description": "what the answer saw (added within version 1, 2026-12; absent in older records): the "
-                           "newest frame of its window, and the snapshot nearest before it, copied for the alert "
-                           "and kept evidence_ttl_s (null: the camera takes no snapshots, or had none yet)",
+            "description": "what the answer saw (added within version 1, 2026-12; absent in older records, null "
+                           "for an empty window): the newest frame of its window, and the newest snapshot within "
+                           "the window, copied for the alert and kept evidence_ttl_s (snapshot null: the camera "
+                           "takes none, or none was within the window)",
             "required": ["frame", "frame_ts", "snapshot"],
             "properties": {
                 "frame": {"type": "integer", "description": "the newest frame index of the window the answer read"},
@@ -122,8 +123,10 @@ class AlertSinks:
             ``webhook:<name>``, or ``webhook:<position>`` counting through the lists in order.
         clock: monotonic seconds, for the webhooks' backoff.
 
-    Alerts may come from one thread while another calls :meth:`retry` (:meth:`retry_until`): one of
-    them sends at a time, the other leaves the alert queued for it.
+    Kafka and the alert stream are sent by the thread that raises the alert (or by :meth:`retry`); once
+    :meth:`retry_until` runs, webhooks are sent by its thread alone, woken by each alert, so a slow or dead
+    endpoint never holds up the alert stream, Kafka, or the standing queries. Each group has its own lock:
+    a thread that finds the other sending leaves the alert queued for it.
     """
 
     def __init__(self, kafka: Any = None, store: Any = None, metrics: Any = None, max_pending: int = 1000,
@@ -145,7 +148,9 @@ class AlertSinks:
         self.max_pending = max_pending
         self.sent = {s: 0 for s in self.pending}
         self._lock = threading.Lock()  # the queues
-        self._sending = threading.Lock()  # one sender at a time
+        self._sending = {False: threading.Lock(), True: threading.Lock()}  # one sender at a time: core, webhooks
+        self._hooks_in_background = False  # set while retry_until runs: it sends the webhooks
+        self._wake = threading.Event()
 
     def _takes(self, sink: str, record: dict) -> bool:
         route = self.webhooks.get(sink)
@@ -162,7 +167,11 @@ class AlertSinks:
                     if self.metrics is not None:
                         self.metrics.publish_failed(sink.split(":")[0], dropped=True)
                 q.append(record)
-        self.retry(wait=False)
+        self._send_group(False, wait=False)
+        if self._hooks_in_background:
+            self._wake.set()
+        else:
+            self._send_group(True, wait=False)
 
     @property
     def waiting(self) -> int:
@@ -171,11 +180,18 @@ class AlertSinks:
 
     def retry(self, wait: bool = True) -> None:
         """Send what waits, oldest first; a sink that fails keeps the rest for the next try, and a webhook in
-        its backoff is skipped. ``wait=False``: return at once when another thread is sending."""
-        if not self._sending.acquire(blocking=wait):
+        its backoff is skipped. ``wait=False``: skip a group another thread is sending."""
+        self._send_group(False, wait)
+        self._send_group(True, wait)
+
+    def _send_group(self, webhooks: bool, wait: bool) -> None:
+        lock = self._sending[webhooks]
+        if not lock.acquire(blocking=wait):
             return
         try:
             for sink, q in self.pending.items():
+                if (sink in self.webhooks) != webhooks:
+                    continue
                 backoff = self.backoff.get(sink)
                 if backoff is not None and not backoff.ready(self.clock()):
                     continue
@@ -196,14 +212,20 @@ class AlertSinks:
                     if backoff is not None:
                         backoff.succeeded()
         finally:
-            self._sending.release()
+            lock.release()
 
     def retry_until(self, stop: threading.Event, every_s: float = 1.0) -> None:
-        """Retry what waits every ``every_s`` seconds until ``stop``, so kept alerts go out when their sink
-        returns though no new alert comes."""
-        while not stop.wait(every_s):
-            if self.waiting:
-                self.retry(wait=False)
+        """Until ``stop``: send the webhooks' alerts as they come, and retry what waits every ``every_s``
+        seconds, so kept alerts go out when their sink returns though no new alert comes."""
+        self._hooks_in_background = True
+        try:
+            while not stop.is_set():
+                self._wake.wait(every_s)
+                self._wake.clear()
+                if self.waiting:
+                    self.retry(wait=False)
+        finally:
+            self._hooks_in_background = False
 
     def _failed(self, sink: str, exc: Exception, waiting: int) -> None:
         backoff = self.backoff.get(sink)

@@ -208,11 +208,12 @@ class StandingQueries:
         headers = [read_header(b) for b in window]
         alert_id = uuid.uuid4().hex
         return alert_record(self.camera, q, transition, answer, value, due.trigger, due.ts, decided, headers,
-                            evidence=self._evidence(alert_id, headers[-1]) if headers else None, alert_id=alert_id)
+                            evidence=self._evidence(alert_id, headers[0], headers[-1]) if headers else None,
+                            alert_id=alert_id)
 
-    def _evidence(self, alert_id: str, newest) -> dict:
-        """The alert's evidence: the newest frame its answer saw, and the snapshot at or before it, copied
-        for the alert (so it outlives the frames). A store without snapshots, or one failing, gives none
+    def _evidence(self, alert_id: str, oldest, newest) -> dict:
+        """The alert's evidence: the newest frame its answer saw, and the newest snapshot within its window,
+        copied for the alert (so it outlives the frames). A store without snapshots, or one failing, gives none
         (said in the log; the alert still goes out)."""
         from .alerts import evidence_url
 
@@ -221,7 +222,8 @@ class StandingQueries:
             return out
         try:
             snap = self.store.snapshot_index(self.camera, at=newest.timestamp)
-            if snap is not None and self.store.keep_evidence(self.camera, alert_id, snap[0]):
+            if snap is not None and snap[1] >= oldest.timestamp and self.store.keep_evidence(self.camera, alert_id,
+                                                                                               snap[0]):
                 out["snapshot"] = {"frame": snap[0], "ts": snap[1], "url": evidence_url(self.camera, alert_id)}
         except Exception as exc:
             log.warning("camera %s: alert %s goes out without its snapshot: %s: %s", self.camera, alert_id,

@@ -185,8 +185,9 @@ def kept_view(blobs: list[bytes], frame: int | None = None) -> dict:
     last_ix: list[int | None] = [None] * n
     kept: list[int] = []
     for i in range(start, target + 1):
-        if headers[i].grid != h.grid:  # a grid change starts over (its keyframe)
+        if headers[i].grid != h.grid:  # another grid (before a reconfiguration): nothing it held carries over
             last_ts, last_ix = [None] * n, [None] * n
+            continue
         positions = decode_segment(blobs[i]).positions.tolist()
         for p in positions:
             last_ts[p], last_ix[p] = headers[i].timestamp, headers[i].frame_index

@@ -86,8 +86,11 @@ class CameraFleet:
 
     def status(self) -> dict:
         with self._lock:
+            # webhooks left out: a webhook's URL (a Slack one is itself a credential) is not shown to API clients
             return {"cameras": {cam: {"restarts": self.sup.restarts.get(cam, 0),
-                                      "config": self.sup.configs[cam].model_dump(mode="json")}
+                                      "config": self.sup.configs[cam].model_dump(
+                                          mode="json", exclude={"webhooks": True,
+                                                                "standing": {"__all__": {"webhooks"}}})}
                                 for cam in sorted(self.sup.actors)},
                     "refused": dict(sorted(self.sup.refused.items())),
                     "unplaced": dict(sorted(self.sup.unplaced.items())),

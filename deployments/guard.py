@@ -22,7 +22,6 @@ import hmac
 import json
 import os
 import time
-from http.cookies import CookieError, SimpleCookie
 
 __all__ = ["CSRF_COOKIE", "OPEN_PATHS", "SESSION_COOKIE", "SESSION_S", "TOKEN_ENV", "RequestGuard", "check_token",
            "configure", "csrf_value", "new_session"]
@@ -79,12 +78,14 @@ def _session_ok(session: str | None, now: float | None = None) -> bool:
 
 
 def _cookies(headers: dict) -> dict[str, str]:
-    jar = SimpleCookie()
-    try:
-        jar.load(headers.get(b"cookie", b"").decode("latin-1"))
-    except CookieError:
-        return {}
-    return {k: m.value for k, m in jar.items()}
+    """The Cookie header's pairs, read leniently: another site's cookie on this host (JSON, spaces) must not
+    hide ours, as a strict parser would by refusing the whole header."""
+    out: dict[str, str] = {}
+    for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
+        name, eq, value = part.strip().partition("=")
+        if eq and name and name not in out:
+            out[name] = value.strip().strip('"')
+    return out
 
 
 def _same_origin(headers: dict) -> bool:

@@ -41,7 +41,11 @@ async function json(path, opts) {
 // ---- alerts: one live feed for the whole page --------------------------------------------------------
 const alerts = { list: [], acked: {}, listeners: new Set(), source: null };
 
-function alertsChanged() {
+let pendingRedraw = null;
+function alertsChanged() {  // batched: a replay of thousands of alerts redraws once, not once per alert
+  if (pendingRedraw === null) pendingRedraw = setTimeout(() => { pendingRedraw = null; redrawAlerts(); }, 50);
+}
+function redrawAlerts() {
   const open = alerts.list.filter((a) => a.state === "raised" && !alerts.acked[a.id]).length;
   const badge = $("#alert-badge");
   badge.hidden = open === 0;
@@ -68,7 +72,7 @@ async function startAlerts() {
 async function acknowledge(id) {
   const out = await json(`/v1/alerts/${enc(id)}/ack`, { method: "POST" });
   alerts.acked[id] = out.acked_ts;
-  alertsChanged();
+  redrawAlerts();
 }
 
 function alertCard(a) {
@@ -76,7 +80,7 @@ function alertCard(a) {
   const acked = alerts.acked[a.id];
   return el("article", { class: `alert ${a.state} ${acked ? "acked" : ""}`, "data-alert": a.id, "data-camera": a.camera,
                          "data-received": String(a._received || ""), "data-decided": String(a.decided_ts) },
-    snap ? el("img", { class: "evidence", src: snap.url, alt: `frame ${snap.frame} of ${a.camera}`,
+    snap ? el("img", { class: "evidence", src: snap.url, loading: "lazy", alt: `frame ${snap.frame} of ${a.camera}`,
                        title: `frame ${snap.frame}, captured ${when(snap.ts)}` })
          : el("div", { class: "evidence none", text: "no snapshot" }),
     el("div", { class: "body" },

@@ -29,12 +29,17 @@ class _Endpoint:
         self.requests: list[tuple[str, dict, bytes]] = []
         self.statuses: list[int] = []
         self.delivered = threading.Event()  # set on each 2xx answer
+        self.release = threading.Event()  # the endpoint answers only once this is set (a hung receiver)
+        self.release.set()
+        self.received = threading.Event()  # set as a request arrives, before its answer
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["content-length"]))
                 endpoint.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                endpoint.received.set()
+                endpoint.release.wait(30)
                 status = endpoint.statuses.pop(0) if endpoint.statuses else 200
                 self.send_response(status)
                 if 300 <= status < 400:
@@ -246,3 +251,39 @@ def test_the_backoff_doubles_to_its_cap_and_resets():
     assert not b.ready(4.9) and b.ready(5)
     b.succeeded()
     assert b.ready(0) and b.failed(0) == 1
+
+
+def test_a_hung_webhook_holds_up_neither_the_alert_stream_nor_the_thread_raising_alerts(endpoint):
+    """With the sinks' thread running, webhooks go out from it: the alert stream gets the alert at once while
+    the webhook's receiver hangs, and the webhook gets it when the receiver answers."""
+
+    class Store:
+        def __init__(self):
+            self.got = []
+
+        def add_alert(self, record):
+            self.got.append(record["id"])
+
+    store = Store()
+    endpoint.release.clear()
+    sinks = AlertSinks(store=store, webhooks={None: [_hook(endpoint.url)]})
+    stop = threading.Event()
+    retrier = threading.Thread(target=sinks.retry_until, args=(stop, 0.05), daemon=True)
+    retrier.start()
+    try:
+        from ..conftest import wait_for
+
+        wait_for(lambda: sinks._hooks_in_background, timeout_s=30)  # the retrier sends the webhooks from here on
+        first = _alert()
+        sinks(first)
+        assert endpoint.received.wait(timeout=30)
+        second = _alert()
+        sinks(second)  # returns while the receiver still hangs
+        assert store.got == [first["id"], second["id"]] and not endpoint.delivered.is_set()
+        endpoint.release.set()
+        assert endpoint.delivered.wait(timeout=30)
+    finally:
+        stop.set()
+        retrier.join(timeout=30)
+    sinks.retry()
+    assert sinks.sent["webhook:0"] == 2 and sinks.waiting == 0

@@ -36,6 +36,8 @@ def test_bearer_token_or_a_session_cookie_passes_and_nothing_else(token):
     session, _ = guard.new_session()
     assert TOKEN not in session  # the cookie is not the token
     assert guard._refusal(scope, headers(cookie=f"sdk_session={session}")) is None
+    # another application's cookies on this host (JSON, spaces) do not hide ours
+    assert guard._refusal(scope, headers(cookie=f'prefs={{"a":1}}; x=a b; sdk_session={session}')) is None
     forged = session[:-4] + ("0000" if not session.endswith("0000") else "1111")
     assert guard._refusal(scope, headers(cookie=f"sdk_session={forged}"))[0] == 401
     expired, _ = guard.new_session(now=time.time() - guard.SESSION_S - 5)
