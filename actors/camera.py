@@ -27,7 +27,13 @@ topic, its original bytes with the reason in headers (``reason``, ``detail``, ``
 ``offset``), and is counted.
 
 Faults are never silent: each is counted by kind (``cache``, ``broker``, ``topic_reset``, ``stall``,
-``start``, ``gap``) and shows in :meth:`CameraWorker.health`. Ingest numbers a camera's frames without
+``start``, ``gap``, ``cache_lost``) and shows in :meth:`CameraWorker.health`.
+
+A cache that lost acknowledged frames (a Redis failover before replication, a restart without
+persistence) is found at start: the offset metadata says which frames were counted, the cache holds
+fewer. The worker re-reads the topic from just before the newest frame the cache still holds (looked up
+by time) and stores the lost frames again, counted as ``repaired`` (not again as consumed) and as one
+``cache_lost`` fault. Ingest numbers a camera's frames without
 gaps, so the worker tracks the last frame index it consumed (committed with the offset, as its
 metadata) and a frame further ahead is a gap: the topic was recreated under it (a broker that lost
 its data; the old position may still be in range of the new topic) or frames expired before they were
@@ -47,7 +53,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from streamdycoke import EncoderSpec, StreamState, TokenStore, build_pipeline
+from streamdycoke import CacheLostError, EncoderSpec, StreamState, TokenStore, build_pipeline
 from streamdycoke.encoders import Encoder
 from streamdycoke.sampler import SamplerDecision
 from streamdycoke.stats import StageTimes
@@ -95,6 +101,7 @@ class CameraCounters:
     skipped: int = 0
     dead_lettered: int = 0
     replayed: int = 0  # already in the cache (a replay after a restart): neither stored nor counted again
+    repaired: int = 0  # counted before, then lost by the cache (a failover, a restart without persistence): stored again
     tokens_in: int = 0
     tokens_kept: int = 0
     # per processed frame, seconds by stage (:data:`CAMERA_STAGES`): the last 10,000 for percentiles
@@ -102,7 +109,8 @@ class CameraCounters:
 
     def add(self, other: "CameraCounters") -> None:
         """Add a committed batch's counts."""
-        for name in ("consumed", "processed", "skipped", "dead_lettered", "replayed", "tokens_in", "tokens_kept"):
+        for name in ("consumed", "processed", "skipped", "dead_lettered", "replayed", "repaired", "tokens_in",
+                     "tokens_kept"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def percentile_ms(self, q: float, stage: str = "frame_to_cache") -> float | None:
@@ -160,6 +168,10 @@ class CameraWorker:
         self.snapshots = (SnapshotTaker(camera.snapshot)
                           if camera.snapshot is not None and hasattr(store, "put_snapshots") else None)
         self._snaps: list[tuple[int, float, bytes]] = []
+        # frames up to this index were counted but the cache no longer holds them (set at start): re-stored as
+        # they are read again, counted as repaired, not again as consumed
+        self._repair_through: int | None = None
+        self._loss_counted = False  # this loss's fault is counted (found by a write, or by the repair)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
@@ -210,12 +222,17 @@ class CameraWorker:
             if self.snapshots is not None:  # a batch that failed took snapshots it never stored: take the next one
                 self.snapshots.last_ts = None
             stored = self.pipeline.state.last_frame_index
+            last = self.store.last_frame_index(cam.id)
+            self._stored_through = -1 if last is None else last  # what the next write expects the cache to hold
             if not meta.lstrip("-").isdigit() and committed is not None and committed.offset > 0:
                 meta = self._index_before(committed.offset)  # a broker that keeps no commit metadata (tansu)
             if meta.lstrip("-").isdigit():
                 self._counted_through = max(self._counted_through, int(meta))
             self._last_index = max(int(meta), stored) if meta.lstrip("-").isdigit() else (
                 stored if stored >= 0 else None)
+            if self._counted_through > stored:  # frames counted after the newest the cache holds: re-read them
+                self._repair_through = self._counted_through
+                self._seek_after(newest)
         except Exception as exc:
             self.stop()
             if self.last_fault != self._message("start", exc):  # one count per outage, not per retry
@@ -229,6 +246,22 @@ class CameraWorker:
         gc.collect()
         gc.freeze()
         self._last_progress = time.monotonic()
+
+    def _seek_after(self, newest: float | None) -> None:
+        """Position the consumer at or before the first record sent after the frame captured at ``newest``
+        (the newest the cache holds; None: it holds none, so the topic's start). Frames between it and the
+        committed offset are read again: those the cache lost are stored again (:meth:`_decide`), the others
+        are replays. A broker that cannot look offsets up by time is read from the start."""
+        if newest is not None:
+            try:
+                found = self._consumer.offsets_for_times({self._tp: max(0, int(newest * 1e3) - 1000)})[self._tp]
+                if found is not None:
+                    self._consumer.seek(self._tp, min(found.offset, self._consumer.position(self._tp)))
+                return
+            except Exception as exc:  # e.g. the broker has no time index
+                log.info("camera %s: no offset lookup by time (%s); re-reading %s from its start", self.camera.id,
+                         type(exc).__name__, self.topic)
+        self._consumer.seek_to_beginning(self._tp)
 
     def _index_before(self, offset: int, timeout_s: float = 30.0) -> str:
         """The last frame index the record just before ``offset`` accounts for, as text ("" if unreadable),
@@ -397,11 +430,17 @@ class CameraWorker:
             raise
         try:
             t_write = time.time()
-            if segments:
-                self.store.append_many(segments)
+            if segments:  # the cache must still hold what this worker last stored: else it lost frames
+                self.store.append_many(segments, expect_last=self._stored_through)
+                self._stored_through = segments[-1].frame_index
             if self._snaps:  # after the segments: a snapshot's frame is always readable
                 self.store.put_snapshots(self.camera.id, self._snaps)
             t_cached = time.time()
+        except CacheLostError as exc:  # found at once, not at some later restart: the restart repairs it
+            self._last_index = last_index_before
+            self._loss_counted = True  # the repair after the restart does not count it again
+            self.fault("cache_lost", exc)
+            raise
         except Exception as exc:
             self._last_index = last_index_before
             self.fault("cache", exc)
@@ -425,6 +464,13 @@ class CameraWorker:
             raise
         # the batch is durable: now it counts, and its scene cuts trigger what asks on them
         self.counters.add(delta)
+        if delta.repaired:  # never silent: the cache had lost frames it had acknowledged (counted once a repair)
+            if not self._loss_counted:  # found at start (the write that would have found it never came)
+                self.faults["cache_lost"] += 1
+                self._loss_counted = True
+            self.last_fault = (f"cache_lost: {delta.repaired} frames the cache had lost (up to frame "
+                               f"{self._repair_through}) were stored again from {self.topic}")
+            log.warning("camera %s: %s", self.camera.id, self.last_fault)
         if self.on_cut is not None:
             for ts in self._cuts:
                 self.on_cut(ts)
@@ -519,6 +565,16 @@ class CameraWorker:
                 else:
                     c.replayed += msg.frames  # a replay of a frame the cache already holds, counted before
                 continue
+            if self._repair_through is not None and msg.frame_index <= self._repair_through:
+                # counted before the cache lost it: stored again, through the same pipeline, not counted again
+                decision = SamplerDecision(True, msg.pixel_change, msg.scene_cut) if msg.sampled else None
+                out = self.pipeline.push(msg.rgb, msg.frame_index, msg.timestamp, decision=decision)
+                if out.segment is not None:
+                    c.repaired += 1
+                    segments.append(out.segment)
+                continue
+            if self._repair_through is not None:  # past what the cache had lost: the repair is done
+                self._repair_through, self._loss_counted = None, False
             c.consumed += msg.frames
             c.skipped += msg.skipped_before  # skipped by ingest's sampler, accounted for by this frame
             self._last_ts = max(self._last_ts, msg.timestamp)
@@ -542,8 +598,13 @@ class CameraWorker:
                       "encode": out.encode_s, "compress": out.compress_s}
             if self.snapshots is not None and self.snapshots.due(msg.timestamp):
                 t_snap = time.perf_counter()
-                self._snaps.append(self.snapshots.take(msg.frame_index, msg.timestamp, msg.rgb))
-                stages["snapshot"] = time.perf_counter() - t_snap
+                try:
+                    self._snaps.append(self.snapshots.take(msg.frame_index, msg.timestamp, msg.rgb))
+                    stages["snapshot"] = time.perf_counter() - t_snap
+                except Exception as exc:  # the frame is stored all the same; the picture is counted as missing
+                    self.faults["snapshot"] += 1
+                    self.last_fault = f"snapshot: frame {msg.frame_index}: {type(exc).__name__}: {exc}"[:500]
+                    log.warning("camera %s: %s", self.camera.id, self.last_fault)
             timings.append((msg.timestamp, stages))
         return segments, timings, None
 

@@ -140,7 +140,7 @@ class CameraActor:
         except Exception:
             pass
         return {"camera": self.camera.id, "consumed": c.consumed, "processed": c.processed, "skipped": c.skipped,
-                "dead_lettered": c.dead_lettered, "replayed": c.replayed, "tokens_in": c.tokens_in,
+                "dead_lettered": c.dead_lettered, "replayed": c.replayed, "repaired": c.repaired, "tokens_in": c.tokens_in,
                 "tokens_kept": c.tokens_kept, "lag": lag, "cache_bytes": cache_bytes,
                 "frame_to_cache_p50_ms": f2c.get("p50"), "frame_to_cache_p99_ms": f2c.get("p99"),
                 "stages_ms": stages,

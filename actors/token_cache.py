@@ -33,17 +33,25 @@ import time
 from typing import Iterable
 
 from streamdycoke.segment import TokenSegment, encode_segment, read_header
-from streamdycoke.store import DecodedReads
+from streamdycoke.store import CacheLostError, DecodedReads
 
 from .config import RedisSettings
 
 __all__ = ["RedisTokenStore"]
 
-# Validates before it writes anything, so a rejected segment leaves no trace (no half-done write).
+# Validates before it writes anything, so a rejected segment leaves no trace (no half-done write). ARGV[5]:
+# the highest frame index the writer expects stored before this one ('' : no check); a batch chains them
+# (each segment expects the one before it), so once one finds the cache lost frames none after it writes.
 _APPEND = """
 local ts = tonumber(ARGV[2])
 if ts == nil or ts ~= ts or ts == math.huge or ts == -math.huge then
   return redis.error_reply('segment timestamp is not a finite number: ' .. ARGV[2])
+end
+if ARGV[5] ~= '' then
+  local cur = tonumber(redis.call('GET', KEYS[5]) or '-1')
+  if cur ~= tonumber(ARGV[5]) then
+    return redis.error_reply('CACHE_LOST highest stored frame is ' .. cur .. ', its writer last stored ' .. ARGV[5])
+  end
 end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[4]) == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
@@ -78,7 +86,6 @@ class RedisTokenStore(DecodedReads):
     def __init__(self, settings: RedisSettings | None = None) -> None:
         self.settings = settings or RedisSettings()
         self._client = None
-        self._append = self._trim = None
         self._retained_at: dict[str, float] = {}  # stream -> when retention last ran (monotonic)
 
     @property
@@ -105,10 +112,22 @@ class RedisTokenStore(DecodedReads):
                 url = s.url.replace("redis://", "rediss://", 1)
             else:
                 url = s.url
-            self._client = redis.Redis.from_url(url, **kwargs)
-            self._append = self._client.register_script(_APPEND)
-            self._trim = self._client.register_script(_TRIM)
+            if s.cluster:  # the url is a seed node; the client learns the slots and follows failovers
+                from redis.backoff import ExponentialBackoff
+                from redis.cluster import RedisCluster
+
+                # a node lost: the client asks the others where its slots went and tries again, a few times
+                # (what it writes is idempotent); past that the error reaches the camera's recovery
+                kwargs["retry"] = Retry(ExponentialBackoff(cap=1.0, base=0.1), 5)
+                self._client = RedisCluster.from_url(url, **kwargs)
+            else:
+                self._client = redis.Redis.from_url(url, **kwargs)
         return self._client
+
+    def _script(self, source: str, keys: list[str], args: list, client=None):
+        """Run a Lua script on ``client`` (a pipeline, or the client). EVAL with the source, not EVALSHA: a
+        cluster node promoted by a failover may not hold the script, and the scripts are small."""
+        return (client or self.client).execute_command("EVAL", source, len(keys), *keys, *args)
 
     def _keys(self, stream_id: str) -> list[str]:
         p = f"{self.settings.key_prefix}:{{{stream_id}}}"
@@ -122,19 +141,29 @@ class RedisTokenStore(DecodedReads):
     def append(self, segment: TokenSegment) -> bool:
         return self.append_many([segment])[0]
 
-    def append_many(self, segments: Iterable[TokenSegment]) -> list[bool]:
+    def append_many(self, segments: Iterable[TokenSegment], *, expect_last: int | None = None) -> list[bool]:
         """Store segments in one pipelined round trip; True for each that was new. Then apply retention, at
-        most every ``retention_every_s`` per stream."""
+        most every ``retention_every_s`` per stream. ``expect_last``: see
+        :meth:`streamdycoke.TokenStore.append_many` (checked by each segment's script, chained)."""
+        import redis
+
         segments = list(segments)
         if not segments:
             return []
         client = self.client
         pipe = client.pipeline(transaction=False)
+        expect = "" if expect_last is None else str(expect_last)
         for seg in segments:
-            self._append(keys=self._keys(seg.stream_id)[:5],
-                         args=[seg.frame_index, repr(seg.timestamp), int(seg.keyframe), encode_segment(seg)],
-                         client=pipe)
-        added = [bool(x) for x in pipe.execute()]
+            self._script(_APPEND, self._keys(seg.stream_id)[:5],
+                         [seg.frame_index, repr(seg.timestamp), int(seg.keyframe), encode_segment(seg), expect], pipe)
+            if expect_last is not None:
+                expect = str(seg.frame_index)
+        try:
+            added = [bool(x) for x in pipe.execute()]
+        except redis.ResponseError as exc:
+            if "CACHE_LOST" in str(exc):
+                raise CacheLostError(f"camera {segments[0].stream_id}: {str(exc).split('CACHE_LOST ', 1)[-1]}") from None
+            raise
         now = time.monotonic()
         for stream_id in {s.stream_id for s in segments}:
             if now - self._retained_at.get(stream_id, -1e9) >= self.settings.retention_every_s:
@@ -300,10 +329,10 @@ class RedisTokenStore(DecodedReads):
         # by age: cut at the last keyframe at or before the cutoff (frames after it still reconstruct)
         k = client.zrevrangebyscore(keys[2], cutoff, "-inf", start=0, num=1, withscores=True)
         if k:
-            self._trim(keys=keys[:4] + self._snap_keys(stream_id), args=[repr(k[0][1])])
+            self._script(_TRIM, keys[:4] + self._snap_keys(stream_id), [repr(k[0][1])])
         # by size: drop the oldest keyframe group while over budget, never the newest group
         while self.nbytes(stream_id) > self.settings.max_bytes_per_camera:
             second = client.zrange(keys[2], 1, 1, withscores=True)
             if not second:
                 break
-            self._trim(keys=keys[:4] + self._snap_keys(stream_id), args=[repr(second[0][1])])
+            self._script(_TRIM, keys[:4] + self._snap_keys(stream_id), [repr(second[0][1])])

@@ -22,7 +22,12 @@ from typing import Iterable, Protocol, runtime_checkable
 
 from .segment import TokenSegment, decode_segment, encode_segment
 
-__all__ = ["DecodedReads", "InMemoryTokenStore", "TokenStore"]
+__all__ = ["CacheLostError", "DecodedReads", "InMemoryTokenStore", "TokenStore"]
+
+
+class CacheLostError(RuntimeError):
+    """The store no longer holds what its writer last wrote (a failover before replication, a restart
+    without persistence): raised by ``append_many(..., expect_last=...)``, which then stored nothing."""
 
 
 @runtime_checkable
@@ -30,8 +35,12 @@ class TokenStore(Protocol):
     def append(self, segment: TokenSegment) -> bool:
         """Store a segment; return False (and change nothing) if its frame is already stored."""
 
-    def append_many(self, segments: Iterable[TokenSegment]) -> list[bool]:
-        """Store segments (one round trip where the store has them), then apply retention; True for each new one."""
+    def append_many(self, segments: Iterable[TokenSegment], *, expect_last: int | None = None) -> list[bool]:
+        """Store segments (one round trip where the store has them), then apply retention; True for each new one.
+
+        ``expect_last`` (one stream's segments, in frame order): the stream's highest stored frame index as
+        the writer last left it (-1: none). If the store's differs, nothing is stored and
+        :class:`CacheLostError` is raised: the store lost what it had acknowledged."""
 
     def read(
         self, stream_id: str, start: float | None = None, end: float | None = None,
@@ -125,11 +134,17 @@ class InMemoryTokenStore(DecodedReads):
     def append(self, segment: TokenSegment) -> bool:
         return self.append_many([segment])[0]
 
-    def append_many(self, segments: Iterable[TokenSegment]) -> list[bool]:
+    def append_many(self, segments: Iterable[TokenSegment], *, expect_last: int | None = None) -> list[bool]:
         segments = list(segments)
         blobs = [encode_segment(s) for s in segments]
         added = []
         with self._lock:
+            if expect_last is not None and segments:
+                entries = self._streams.get(segments[0].stream_id)
+                have = max(entries) if entries else -1
+                if have != expect_last:
+                    raise CacheLostError(f"stream {segments[0].stream_id}: highest stored frame is {have}, its writer "
+                                         f"last stored {expect_last}")
             for seg, blob in zip(segments, blobs):
                 entries = self._streams.setdefault(seg.stream_id, {})
                 new = seg.frame_index not in entries

@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.request
 
-__all__ = ["EmbeddedKafka", "EmbeddedRedis", "free_port"]
+__all__ = ["EmbeddedKafka", "EmbeddedRedis", "LocalRedisCluster", "free_port"]
 
 
 def free_port() -> int:
@@ -192,3 +192,105 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _cluster_ports(n: int) -> list[int]:
+    """``n`` ports that are free with their cluster bus ports (port + 10000, so below 55536)."""
+    import random
+
+    out: list[int] = []
+    while len(out) < n:
+        port = random.randrange(20000, 45000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        if port not in out:
+            out.append(port)
+    return out
+
+
+class LocalRedisCluster:
+    """A Redis Cluster of ``primaries`` primaries with a replica each, from Debian's ``redis-server`` and
+    ``redis-cli`` (7.0), on ``127.0.0.1``; ``node_timeout_ms`` is how long a silent primary has before its
+    replica takes over. No persistence: a killed primary's data survives only on its replica. Nodes serve
+    their slots while another's are being failed over (``cluster-require-full-coverage no``).
+    """
+
+    def __init__(self, primaries: int = 3, node_timeout_ms: int = 1000) -> None:
+        self.ports = _cluster_ports(2 * primaries)
+        self.primaries, self.node_timeout_ms = primaries, node_timeout_ms
+        self._dir = tempfile.mkdtemp(prefix="streamdycoke-rcluster-")
+        self._procs: dict[int, subprocess.Popen] = {}
+
+    @property
+    def url(self) -> str:
+        """A seed node (the client learns the rest)."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self) -> "LocalRedisCluster":
+        for port in self.ports:
+            d = os.path.join(self._dir, str(port))
+            os.makedirs(d, exist_ok=True)
+            self._procs[port] = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-config-file", os.path.join(d, "nodes.conf"), "--cluster-node-timeout",
+                 str(self.node_timeout_ms), "--cluster-require-full-coverage", "no", "--dir", d, "--save", "", "--appendonly", "no",
+                 "--logfile", os.path.join(d, "log")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for port in self.ports:
+            _wait_port(port, 30.0, self._procs[port])
+        subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+                        "--cluster-replicas", "1", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        self.wait_ok()
+        return self
+
+    def _cli(self, port: int, *args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True,
+                              timeout=10).stdout
+
+    def wait_ok(self, timeout_s: float = 60.0) -> None:
+        """Until every live node says ``cluster_state:ok`` and every live replica is in sync with its primary
+        (a replica that never synced would not take over)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            live = [p for p in self.ports if self._procs[p].poll() is None]
+            roles = {p: self._cli(p, "info", "replication") for p in live}
+            if (all("cluster_state:ok" in self._cli(p, "cluster", "info") for p in live)
+                    and all("master_link_status:up" in r for r in roles.values() if "role:slave" in r)):
+                return
+            time.sleep(0.2)
+        raise TimeoutError("the Redis Cluster did not reach cluster_state:ok with its replicas in sync")
+
+    def primary_of(self, key: str) -> int | None:
+        """The port of the live primary that holds ``key``'s slot, as a live node sees it (None: none yet)."""
+        port = next(p for p in self.ports if self._procs[p].poll() is None)
+        slot = int(self._cli(port, "cluster", "keyslot", key).strip())
+        for line in self._cli(port, "cluster", "nodes").splitlines():
+            f = line.split()
+            if "master" in f[2] and "fail" not in f[2]:
+                for r in f[8:]:
+                    lo, _, hi = r.partition("-")
+                    if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
+                        return int(f[1].split(":")[1].split("@")[0])
+        return None
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node: what it held survives only where its replica already had it."""
+        p = self._procs[port]
+        p.kill()
+        p.wait()
+
+    def stop(self) -> None:
+        for p in self._procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    def __enter__(self) -> "LocalRedisCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+

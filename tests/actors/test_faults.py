@@ -95,6 +95,32 @@ def test_redis_killed_and_restarted_mid_stream(services, tmp_path):
         cam.close()
 
 
+def test_a_cache_that_lost_its_data_is_repaired_from_the_topic(services, tmp_path):
+    """A Redis without persistence restarted mid-stream comes back empty: the frames it had acknowledged
+    (and whose offsets are committed) are found missing by the next write or at the camera's restart,
+    read again from the topic and stored again: counted as repaired and as one cache_lost fault, never
+    again as consumed."""
+    k, _ = services
+    kafka = KafkaSettings(bootstrap=k.bootstrap)
+    with EmbeddedRedis() as r:  # no persistence
+        cam = Camera("r-lost", kafka, RedisSettings(url=r.url, socket_timeout_s=1.0))
+        try:
+            ing, t = ingest_in_background("r-lost", make_camera_video(tmp_path / "v.mp4", seconds=6, seed=5), kafka)
+            wait_for(lambda: (cam.store.last_frame_index("r-lost") or -1) >= 30, timeout_s=30)
+            r.restart()  # empty
+            t.join(60)
+            n = ing.stats.frames
+            wait_for(lambda: cam.worker.counters.consumed == n and cam.store.last_frame_index("r-lost") == n - 1,
+                     timeout_s=RESUME_S + 30)
+            assert_every_frame_stored_once(cam.store, "r-lost", n)
+            c = cam.worker.counters
+            assert c.consumed == c.processed == n, "the repaired frames are not counted twice"
+            assert c.repaired >= 30 and cam.worker.faults["cache_lost"] == 1, (c.repaired, dict(cam.worker.faults))
+            assert cam.worker.health()["status"] == "ok"
+        finally:
+            cam.close()
+
+
 def test_redis_connection_cut_longer_than_its_timeout(services, tmp_path):
     k, r = services
     kafka = KafkaSettings(bootstrap=k.bootstrap)

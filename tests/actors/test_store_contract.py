@@ -133,3 +133,15 @@ def test_raw_reads_are_the_wire_bytes_of_what_reads_return(make_store):
         assert raw == [encode_segment(s) for s in decoded] and frames(decoded) == sorted(frames(decoded))
     assert st.read_recent_raw("cam-1", 0.6) == [encode_segment(s) for s in st.read_recent("cam-1", 0.6)]
     assert frames(st.read_recent("cam-1", 0.6)) == [3, 4, 5]
+
+
+def test_a_writer_that_expects_frames_the_store_lost_stores_nothing_and_is_told(make_store):
+    from streamdycoke import CacheLostError
+
+    st = make_store()
+    assert st.append_many([seg(0, True), seg(1, False)], expect_last=-1) == [True, True]
+    assert st.append_many([seg(2, False), seg(3, False)], expect_last=1) == [True, True]
+    with pytest.raises(CacheLostError, match="5"):  # the writer last stored 5; the store holds up to 3
+        st.append_many([seg(6, False), seg(7, False)], expect_last=5)
+    assert st.last_frame_index("cam-1") == 3 and st.frame_count("cam-1") == 4, "nothing of the batch was stored"
+    assert st.append_many([seg(4, True)]) == [True]  # no expectation: no check
