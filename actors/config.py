@@ -102,9 +102,10 @@ class RedisSettings(BaseModel):
     model_config = _STRICT
 
     url: str = Field("redis://127.0.0.1:6379/0", description="without credentials: they go in username/password")
-    cluster: bool = Field(False, description=(
+    cluster: bool = Field(default_factory=lambda: os.environ.get("STREAMDYCOKE_REDIS_CLUSTER", "") in ("1", "true"),
+                          description=(
         "the url is a seed node of a Redis Cluster (every camera's keys share a hash tag, so its writes stay "
-        "atomic on one slot)"))
+        "atomic on one slot); default: $STREAMDYCOKE_REDIS_CLUSTER is 1 (the k8s redis-cluster component sets it)"))
     username: str | None = Field(None, description="ACL user (Redis 6+); None: the default user")
     password: SecretStr | None = Field(default_factory=lambda: _env_secret("STREAMDYCOKE_REDIS_PASSWORD"),
                                        description="default: $STREAMDYCOKE_REDIS_PASSWORD (a Kubernetes Secret)")

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 # the upstream CRDs, vendored beside these tests (schemas/SOURCES.md says where each comes from)
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
-TARGETS = ("base", "overlays/cpu-dev", "overlays/gpu-prod")
+TARGETS = ("base", "overlays/cpu-dev", "overlays/gpu-prod", "overlays/gpu-prod-redis-cluster")
 DASHBOARD = K8S / "base" / "dashboards" / "streamdycoke.json"
 
 needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None,
@@ -32,6 +32,12 @@ def render(target: str) -> tuple[dict, ...]:
 
 def find(docs, kind: str, name: str | None = None) -> list[dict]:
     return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def redis_workload(docs) -> dict:
+    """The token cache's workload: one Redis pod (Deployment) or a Redis Cluster (StatefulSet)."""
+    (w,) = find(docs, "Deployment", "streamdycoke-redis") + find(docs, "StatefulSet", "streamdycoke-redis")
+    return w
 
 
 def serve_config(docs) -> dict:

