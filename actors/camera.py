@@ -30,11 +30,15 @@ Faults are never silent: each is counted by kind (``cache``, ``broker``, ``topic
 ``start``, ``gap``, ``cache_lost``) and shows in :meth:`CameraWorker.health`.
 
 A cache that lost acknowledged frames (a Redis failover before replication, a restart without
-persistence) is found at start: the offset metadata says which frames were counted, the cache holds
-fewer. The worker re-reads the topic from just before the newest frame the cache still holds (looked up
-by time) and stores the lost frames again, counted as ``repaired`` (not again as consumed) and as one
-``cache_lost`` fault. Ingest numbers a camera's frames without
-gaps, so the worker tracks the last frame index it consumed (committed with the offset, as its
+persistence) is found by the next write (each says what this camera last stored, and the cache refuses
+it if it holds less) or at start (the highest frame this process stored, or across a process restart the
+commit metadata's ``"<consumed>:<stored>"``, above the cache's highest). Either is one ``cache_lost``
+fault; the worker re-reads the topic from just before the newest frame the cache still holds (looked up
+by time, else from the start) and stores the lost frames again, counted as ``repaired`` (not again as
+consumed); records it had accounted for otherwise are replays. Lost frames the topic no longer holds are
+a counted ``gap``.
+
+Ingest numbers a camera's frames without gaps, so the worker tracks the last frame index it consumed (committed with the offset, as its
 metadata) and a frame further ahead is a gap: the topic was recreated under it (a broker that lost
 its data; the old position may still be in range of the new topic) or frames expired before they were
 read. It re-reads the topic from its start once, counted as ``topic_reset`` (frames the cache holds are
@@ -117,6 +121,14 @@ class CameraCounters:
         return self.times.percentile_ms(stage, q)
 
 
+def _parse_meta(meta: str) -> tuple[int | None, int | None]:
+    """The commit metadata ``"<last frame index consumed>:<highest frame index stored>"`` (older commits: the
+    first alone) -> the two numbers, None where absent or unreadable."""
+    counted, _, stored = (meta or "").partition(":")
+    num = lambda t: int(t) if t.lstrip("-").isdigit() else None  # noqa: E731
+    return num(counted), num(stored)
+
+
 class CameraWorker:
     """One camera's consumer, per-frame pipeline and token-cache writer.
 
@@ -171,7 +183,9 @@ class CameraWorker:
         # frames up to this index were counted but the cache no longer holds them (set at start): re-stored as
         # they are read again, counted as repaired, not again as consumed
         self._repair_through: int | None = None
-        self._loss_counted = False  # this loss's fault is counted (found by a write, or by the repair)
+        self._loss_counted = False  # this loss's fault is counted (found by a write, or at start)
+        self._repair_done = False  # a frame past _repair_through was read: the repair ends with this batch
+        self._stored_through = -1  # the highest frame index this camera stored (this process)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
@@ -222,17 +236,28 @@ class CameraWorker:
             if self.snapshots is not None:  # a batch that failed took snapshots it never stored: take the next one
                 self.snapshots.last_ts = None
             stored = self.pipeline.state.last_frame_index
+            counted, meta_stored = _parse_meta(meta)
+            if counted is None and committed is not None and committed.offset > 0:
+                counted, _ = _parse_meta(self._index_before(committed.offset))  # a broker that keeps no metadata
+            if counted is not None:
+                self._counted_through = max(self._counted_through, counted)
+            self._last_index = max(counted, stored) if counted is not None else (stored if stored >= 0 else None)
+            # what this camera stored (this process's own writes; the commit metadata's, across a restart of the
+            # process) against what the cache holds: more means the cache lost acknowledged frames
             last = self.store.last_frame_index(cam.id)
-            self._stored_through = -1 if last is None else last  # what the next write expects the cache to hold
-            if not meta.lstrip("-").isdigit() and committed is not None and committed.offset > 0:
-                meta = self._index_before(committed.offset)  # a broker that keeps no commit metadata (tansu)
-            if meta.lstrip("-").isdigit():
-                self._counted_through = max(self._counted_through, int(meta))
-            self._last_index = max(int(meta), stored) if meta.lstrip("-").isdigit() else (
-                stored if stored >= 0 else None)
-            if self._counted_through > stored:  # frames counted after the newest the cache holds: re-read them
-                self._repair_through = self._counted_through
+            cache_last = -1 if last is None else last
+            wrote = max(self._stored_through, -1 if meta_stored is None else meta_stored)
+            self._stored_through = cache_last  # what the next write expects the cache to hold
+            self._repair_through, self._repair_done = None, False
+            if wrote > cache_last:  # re-read the topic from there and store the lost frames again
+                self._repair_through = wrote
                 self._seek_after(newest)
+                if not self._loss_counted:  # unless the write that found it counted it already
+                    self.faults["cache_lost"] += 1
+                self._loss_counted = True
+                self.last_fault = (f"cache_lost: the cache holds frames up to {cache_last}, this camera had stored "
+                                   f"up to {wrote}; re-reading {self.topic} to store them again")
+                log.warning("camera %s: %s", cam.id, self.last_fault)
         except Exception as exc:
             self.stop()
             if self.last_fault != self._message("start", exc):  # one count per outage, not per retry
@@ -257,10 +282,12 @@ class CameraWorker:
                 found = self._consumer.offsets_for_times({self._tp: max(0, int(newest * 1e3) - 1000)})[self._tp]
                 if found is not None:
                     self._consumer.seek(self._tp, min(found.offset, self._consumer.position(self._tp)))
-                return
             except Exception as exc:  # e.g. the broker has no time index
                 log.info("camera %s: no offset lookup by time (%s); re-reading %s from its start", self.camera.id,
                          type(exc).__name__, self.topic)
+                found = None
+            if found is not None:
+                return
         self._consumer.seek_to_beginning(self._tp)
 
     def _index_before(self, offset: int, timeout_s: float = 30.0) -> str:
@@ -432,7 +459,7 @@ class CameraWorker:
             t_write = time.time()
             if segments:  # the cache must still hold what this worker last stored: else it lost frames
                 self.store.append_many(segments, expect_last=self._stored_through)
-                self._stored_through = segments[-1].frame_index
+                self._stored_through = max(self._stored_through, max(s.frame_index for s in segments))
             if self._snaps:  # after the segments: a snapshot's frame is always readable
                 self.store.put_snapshots(self.camera.id, self._snaps)
             t_cached = time.time()
@@ -454,7 +481,7 @@ class CameraWorker:
             from kafka.structs import OffsetAndMetadata
 
             offset = gap_offset if gap_offset is not None else self._consumer.position(self._tp)
-            self._consumer.commit({self._tp: OffsetAndMetadata(offset, str(self._last_index), -1)})
+            self._consumer.commit({self._tp: OffsetAndMetadata(offset, f"{self._last_index}:{self._stored_through}", -1)})
             t_committed = time.time()
             if gap_offset is not None:  # re-read from the start: replays are skipped, the missing frames found
                 self._consumer.seek_to_beginning(self._tp)
@@ -464,12 +491,16 @@ class CameraWorker:
             raise
         # the batch is durable: now it counts, and its scene cuts trigger what asks on them
         self.counters.add(delta)
-        if delta.repaired:  # never silent: the cache had lost frames it had acknowledged (counted once a repair)
-            if not self._loss_counted:  # found at start (the write that would have found it never came)
-                self.faults["cache_lost"] += 1
-                self._loss_counted = True
-            self.last_fault = (f"cache_lost: {delta.repaired} frames the cache had lost (up to frame "
-                               f"{self._repair_through}) were stored again from {self.topic}")
+        if self._repair_through is not None and (delta.repaired or self._repair_done):
+            self.last_fault = (f"cache_lost: {self.counters.repaired} frames the cache had lost (up to frame "
+                               f"{self._repair_through}) stored again from {self.topic}")
+            if self._repair_done:
+                missing = self._repair_through - self.pipeline.state.last_frame_index
+                if missing > 0:  # the topic no longer held them (past its retention): counted, not silent
+                    self.faults["gap"] += 1
+                    self.frames_missing += missing
+                    self.last_fault += f"; frames after {self.pipeline.state.last_frame_index} were not in the topic"
+                self._repair_through, self._repair_done, self._loss_counted = None, False, False
             log.warning("camera %s: %s", self.camera.id, self.last_fault)
         if self.on_cut is not None:
             for ts in self._cuts:
@@ -536,6 +567,9 @@ class CameraWorker:
                                            f"frame {index} claims {msg.skipped_before} skipped frames before it, "
                                            f"back to {first}, but frames up to {expected - 1} are already accounted for")
             except FrameFormatError as exc:
+                if not is_new:  # read again by a repair: dead-lettered and counted the first time
+                    c.replayed += 1
+                    continue
                 c.consumed += 1
                 self._dead_letter(rec, exc.reason, str(exc), c)
                 continue
@@ -565,16 +599,22 @@ class CameraWorker:
                 else:
                     c.replayed += msg.frames  # a replay of a frame the cache already holds, counted before
                 continue
-            if self._repair_through is not None and msg.frame_index <= self._repair_through:
-                # counted before the cache lost it: stored again, through the same pipeline, not counted again
-                decision = SamplerDecision(True, msg.pixel_change, msg.scene_cut) if msg.sampled else None
-                out = self.pipeline.push(msg.rgb, msg.frame_index, msg.timestamp, decision=decision)
-                if out.segment is not None:
-                    c.repaired += 1
-                    segments.append(out.segment)
+            if not is_new:  # read again by a repair: accounted for before
+                if self._repair_through is not None and msg.frame_index <= self._repair_through:
+                    # stored before the cache lost it: stored again, through the same pipeline, not counted again
+                    decision = SamplerDecision(True, msg.pixel_change, msg.scene_cut) if msg.sampled else None
+                    try:
+                        out = self.pipeline.push(msg.rgb, msg.frame_index, msg.timestamp, decision=decision)
+                    except ValueError:  # dead-lettered the first time: it stays so
+                        out = None
+                    if out is not None and out.segment is not None:
+                        c.repaired += 1
+                        segments.append(out.segment)
+                        continue
+                c.replayed += msg.frames
                 continue
             if self._repair_through is not None:  # past what the cache had lost: the repair is done
-                self._repair_through, self._loss_counted = None, False
+                self._repair_done = True
             c.consumed += msg.frames
             c.skipped += msg.skipped_before  # skipped by ingest's sampler, accounted for by this frame
             self._last_ts = max(self._last_ts, msg.timestamp)

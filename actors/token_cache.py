@@ -39,27 +39,46 @@ from .config import RedisSettings
 
 __all__ = ["RedisTokenStore"]
 
-# Validates before it writes anything, so a rejected segment leaves no trace (no half-done write). ARGV[5]:
-# the highest frame index the writer expects stored before this one ('' : no check); a batch chains them
-# (each segment expects the one before it), so once one finds the cache lost frames none after it writes.
+# One camera's batch, atomically (a script runs whole or not at all). KEYS: segs, ts, kf, bytes, last.
+# ARGV[1]: the highest frame index the writer expects stored ('' : no check); then 4 per segment: frame
+# index, timestamp, keyframe flag, bytes. Validates every segment before it writes anything (a rejected
+# batch leaves no trace). A batch whose segments are all stored already is the replay of a write that
+# was applied (a retried call): it stores nothing and is not checked; otherwise the cache must hold what
+# the writer last stored (compared as text: exact for any index), else CACHE_LOST and nothing is written.
+# Returns 1 per segment that was new, 0 per segment already stored.
 _APPEND = """
-local ts = tonumber(ARGV[2])
-if ts == nil or ts ~= ts or ts == math.huge or ts == -math.huge then
-  return redis.error_reply('segment timestamp is not a finite number: ' .. ARGV[2])
-end
-if ARGV[5] ~= '' then
-  local cur = tonumber(redis.call('GET', KEYS[5]) or '-1')
-  if cur ~= tonumber(ARGV[5]) then
-    return redis.error_reply('CACHE_LOST highest stored frame is ' .. cur .. ', its writer last stored ' .. ARGV[5])
+local n = (#ARGV - 1) / 4
+for i = 0, n - 1 do
+  local ts = tonumber(ARGV[3 + 4 * i])
+  if ts == nil or ts ~= ts or ts == math.huge or ts == -math.huge then
+    return redis.error_reply('segment timestamp is not a finite number: ' .. ARGV[3 + 4 * i])
   end
 end
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[4]) == 0 then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-if ARGV[3] == '1' then redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1]) end
-redis.call('INCRBY', KEYS[4], string.len(ARGV[4]))
-local last = tonumber(redis.call('GET', KEYS[5]) or '-1')
-if tonumber(ARGV[1]) > last then redis.call('SET', KEYS[5], ARGV[1]) end
-return 1
+if ARGV[1] ~= '' then
+  local fresh = false
+  for i = 0, n - 1 do
+    if redis.call('HEXISTS', KEYS[1], ARGV[2 + 4 * i]) == 0 then fresh = true; break end
+  end
+  local cur = redis.call('GET', KEYS[5]) or '-1'
+  if fresh and cur ~= ARGV[1] then
+    return redis.error_reply('CACHE_LOST highest stored frame is ' .. cur .. ', its writer last stored ' .. ARGV[1])
+  end
+end
+local out = {}
+for i = 0, n - 1 do
+  local idx, ts, kf, blob = ARGV[2 + 4 * i], ARGV[3 + 4 * i], ARGV[4 + 4 * i], ARGV[5 + 4 * i]
+  if redis.call('HSETNX', KEYS[1], idx, blob) == 0 then
+    out[i + 1] = 0
+  else
+    redis.call('ZADD', KEYS[2], ts, idx)
+    if kf == '1' then redis.call('ZADD', KEYS[3], ts, idx) end
+    redis.call('INCRBY', KEYS[4], string.len(blob))
+    local last = redis.call('GET', KEYS[5])
+    if last == false or tonumber(idx) > tonumber(last) then redis.call('SET', KEYS[5], idx) end
+    out[i + 1] = 1
+  end
+end
+return out
 """
 
 # Drop every frame (and snapshot) older than ARGV[1] (a keyframe's timestamp). Returns frames dropped.
@@ -142,28 +161,37 @@ class RedisTokenStore(DecodedReads):
         return self.append_many([segment])[0]
 
     def append_many(self, segments: Iterable[TokenSegment], *, expect_last: int | None = None) -> list[bool]:
-        """Store segments in one pipelined round trip; True for each that was new. Then apply retention, at
-        most every ``retention_every_s`` per stream. ``expect_last``: see
-        :meth:`streamdycoke.TokenStore.append_many` (checked by each segment's script, chained)."""
+        """Store segments, one script per camera (atomic; pipelined on one server, one call each on a cluster,
+        routed by the camera's slot); True for each that was new. Then apply retention, at most every
+        ``retention_every_s`` per stream. ``expect_last``: see :meth:`streamdycoke.TokenStore.append_many`."""
         import redis
 
         segments = list(segments)
         if not segments:
             return []
+        by_stream: dict[str, list[int]] = {}
+        for i, seg in enumerate(segments):
+            by_stream.setdefault(seg.stream_id, []).append(i)
         client = self.client
-        pipe = client.pipeline(transaction=False)
-        expect = "" if expect_last is None else str(expect_last)
-        for seg in segments:
-            self._script(_APPEND, self._keys(seg.stream_id)[:5],
-                         [seg.frame_index, repr(seg.timestamp), int(seg.keyframe), encode_segment(seg), expect], pipe)
-            if expect_last is not None:
-                expect = str(seg.frame_index)
+        runner = client if self.settings.cluster else client.pipeline(transaction=False)
+        calls = []
         try:
-            added = [bool(x) for x in pipe.execute()]
+            for stream_id, idx in by_stream.items():
+                args: list = ["" if expect_last is None else str(expect_last)]
+                for i in idx:
+                    seg = segments[i]
+                    args += [seg.frame_index, repr(seg.timestamp), int(seg.keyframe), encode_segment(seg)]
+                calls.append(self._script(_APPEND, self._keys(stream_id)[:5], args, runner))
+            if not self.settings.cluster:
+                calls = runner.execute()
         except redis.ResponseError as exc:
             if "CACHE_LOST" in str(exc):
                 raise CacheLostError(f"camera {segments[0].stream_id}: {str(exc).split('CACHE_LOST ', 1)[-1]}") from None
             raise
+        added = [False] * len(segments)
+        for idx, got in zip(by_stream.values(), calls):
+            for i, x in zip(idx, got):
+                added[i] = bool(x)
         now = time.monotonic()
         for stream_id in {s.stream_id for s in segments}:
             if now - self._retained_at.get(stream_id, -1e9) >= self.settings.retention_every_s:

@@ -139,8 +139,9 @@ class InMemoryTokenStore(DecodedReads):
         blobs = [encode_segment(s) for s in segments]
         added = []
         with self._lock:
-            if expect_last is not None and segments:
-                entries = self._streams.get(segments[0].stream_id)
+            entries = self._streams.get(segments[0].stream_id) if segments else None
+            fresh = any(entries is None or s.frame_index not in entries for s in segments)
+            if expect_last is not None and fresh:  # a batch stored already is a replay: not checked
                 have = max(entries) if entries else -1
                 if have != expect_last:
                     raise CacheLostError(f"stream {segments[0].stream_id}: highest stored frame is {have}, its writer "

@@ -226,3 +226,19 @@ def test_ingest_sizes_a_camera_for_the_encoder_it_names_when_that_size_is_fixed(
     assert CameraConfig(id="a").frame_size(384) == 384
     assert CameraConfig(id="b", encoder={"name": "efficientnet-lite0"}).frame_size(384) == 224
     assert CameraConfig(id="c", encoder={"name": "llava-onevision", "weights": "/nowhere"}).frame_size(384) == 384
+
+
+def test_a_restart_after_frames_the_sampler_skipped_is_not_taken_for_a_lost_cache(services, tmp_path):
+    """The last frames a worker consumed were skipped by its sampler (counted, never stored): a new worker
+    finds the cache holding exactly what was stored, so it repairs nothing and counts no cache_lost fault."""
+    cam = "cam-skip"
+    n = ingest(services, cam, 3, 7, tmp_path)
+    w = worker(services, cam)  # the default sampler: still frames are skipped
+    drain(w)
+    assert w.counters.skipped > 0 and w.counters.consumed == n
+    w.stop()
+    w2 = worker(services, cam)
+    drain(w2)
+    assert w2.counters.repaired == 0 and not w2.faults.get("cache_lost"), (w2.counters, dict(w2.faults))
+    assert w2.counters.consumed == 0, "nothing read again is counted again"
+    w2.stop()
