@@ -63,6 +63,7 @@ from streamdycoke.sampler import SamplerDecision
 from streamdycoke.stats import StageTimes
 
 from .config import CameraConfig, KafkaSettings
+from .camera_topic import IDLE_CHECK_S, CameraTopic
 from .frames import FrameFormatError, decode_frame, peek_indices
 from .snapshots import SnapshotTaker
 from .topics import ensure_topic
@@ -70,13 +71,6 @@ from .topics import ensure_topic
 __all__ = ["CAMERA_STAGES", "MAX_CLOCK_SKEW_S", "CameraCounters", "CameraWorker"]
 
 log = logging.getLogger(__name__)
-
-# Fetch deadlines (ms) an idle camera goes up to when the broker reports frames waiting, and when it reports none;
-# and how long a camera is idle before it asks the broker whether frames wait (s): CameraWorker._adapt_fetch_wait.
-MAX_FETCH_WAIT_MS = 1000
-IDLE_FETCH_WAIT_MS = 100
-IDLE_CHECK_S = 1.0
-RELAX_AFTER_BATCHES = 3
 
 # A frame stamped further ahead of this machine's clock is poison (ingest stamps with its own wall
 # clock): one such stamp would make every older frame look expired to the cache's retention.
@@ -154,17 +148,11 @@ class CameraWorker:
         self.faults: Counter[str] = Counter()
         self.last_fault: str | None = None
         self.topic = kafka.topic_for(camera.id)
-        self._consumer = self._producer = self.pipeline = None
+        self.reader = CameraTopic(camera.id, self.topic, kafka)  # the consumer, its position and fetch deadline
+        self._producer = self.pipeline = None
         self._encoder = encoder  # loaded once (unless given: e.g. the app's encoder service); a recovery reuses it
         self._last_progress = time.monotonic()
         self._polled_at = 0.0
-        # the broker's fetch deadline, adapted (:meth:`_adapt_fetch_wait`): the configured one while caught up,
-        # longer while frames wait and fetches come back empty (a broker reading cold data, like tansu from its
-        # object store after a restart, answers a fetch empty at a deadline shorter than its read)
-        self.fetch_max_wait_ms = kafka.fetch_max_wait_ms
-        self._adapted_at = 0.0
-        self._caught_up = 0  # batches in a row that left nothing waiting (relaxes a lengthened deadline)
-        self._fetch_wait_fixed = False  # the client offers no way to change it live
         self._last_index: int | None = None  # highest frame index consumed (committed as offset metadata)
         self._last_ts = 0.0  # capture time of the last frame decided (a replay is never newer than it)
         self._reread_for: int | None = None  # the expected index we re-read the topic from its start for
@@ -198,30 +186,17 @@ class CameraWorker:
         On failure everything opened is closed again (a retry leaks nothing), the fault is recorded
         (once per distinct error while it repeats) and the error is raised.
         """
-        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+        from kafka import KafkaProducer
 
         from streamdycoke import build_encoder
 
         cam, kafka = self.camera, self.kafka
-        self._tp = TopicPartition(self.topic, 0)
         try:
             # the actor may start before its camera's ingest: create the topic rather than assigning a
             # partition that does not exist yet (the broker would auto-create it with its own partitioning)
             ensure_topic(kafka, self.topic)
             ensure_topic(kafka, kafka.dead_letter_topic)
-            self._consumer = KafkaConsumer(
-                **kafka.client_kwargs(), group_id=kafka.group_prefix + cam.id,
-                enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=kafka.max_poll_records,
-                fetch_max_wait_ms=self.kafka.fetch_max_wait_ms,
-                max_partition_fetch_bytes=kafka.max_message_bytes, fetch_max_bytes=4 * kafka.max_message_bytes,
-            )
-            self.fetch_max_wait_ms = self.kafka.fetch_max_wait_ms
-            self._consumer.assign([self._tp])
-            committed = self._consumer.committed(self._tp, metadata=True)
-            if committed is not None:
-                self._consumer.seek(self._tp, committed.offset)
-            else:
-                self._consumer.seek_to_beginning(self._tp)
+            committed = self.reader.open()
             meta = (committed.metadata or "") if committed is not None else ""
             self._producer = KafkaProducer(**kafka.client_kwargs(), acks="all", max_request_size=kafka.max_message_bytes)
             self._pending_dead_letters: list = []
@@ -238,7 +213,7 @@ class CameraWorker:
             stored = self.pipeline.state.last_frame_index
             counted, meta_stored = _parse_meta(meta)
             if counted is None and committed is not None and committed.offset > 0:
-                counted, _ = _parse_meta(self._index_before(committed.offset))  # a broker that keeps no metadata
+                counted, _ = _parse_meta(self.reader.index_before(committed.offset))  # a broker that keeps no metadata
             if counted is not None:
                 self._counted_through = max(self._counted_through, counted)
             self._last_index = max(counted, stored) if counted is not None else (stored if stored >= 0 else None)
@@ -251,7 +226,7 @@ class CameraWorker:
             self._repair_through, self._repair_done = None, False
             if wrote > cache_last:  # re-read the topic from there and store the lost frames again
                 self._repair_through = wrote
-                self._seek_after(newest)
+                self.reader.seek_after(newest)
                 if not self._loss_counted:  # unless the write that found it counted it already
                     self.faults["cache_lost"] += 1
                 self._loss_counted = True
@@ -272,96 +247,15 @@ class CameraWorker:
         gc.freeze()
         self._last_progress = time.monotonic()
 
-    def _seek_after(self, newest: float | None) -> None:
-        """Position the consumer at or before the first record sent after the frame captured at ``newest``
-        (the newest the cache holds; None: it holds none, so the topic's start). Frames between it and the
-        committed offset are read again: those the cache lost are stored again (:meth:`_decide`), the others
-        are replays. A broker that cannot look offsets up by time is read from the start."""
-        if newest is not None:
-            try:
-                found = self._consumer.offsets_for_times({self._tp: max(0, int(newest * 1e3) - 1000)})[self._tp]
-                if found is not None:
-                    self._consumer.seek(self._tp, min(found.offset, self._consumer.position(self._tp)))
-            except Exception as exc:  # e.g. the broker has no time index
-                log.info("camera %s: no offset lookup by time (%s); re-reading %s from its start", self.camera.id,
-                         type(exc).__name__, self.topic)
-                found = None
-            if found is not None:
-                return
-        self._consumer.seek_to_beginning(self._tp)
-
-    def _index_before(self, offset: int, timeout_s: float = 30.0) -> str:
-        """The last frame index the record just before ``offset`` accounts for, as text ("" if unreadable),
-        read from the topic with the longest fetch deadline (a broker just restarted reads it cold); the
-        consumer is left at ``offset``, its deadline as it was."""
-        wait = self.fetch_max_wait_ms
-        try:
-            self._set_fetch_wait(MAX_FETCH_WAIT_MS)
-            self._consumer.seek(self._tp, offset - 1)
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                for rec in self._consumer.poll(timeout_ms=2 * MAX_FETCH_WAIT_MS, max_records=1).get(self._tp, []):
-                    span = peek_indices(rec.value)
-                    return "" if span is None else str(span[1])
-            return ""
-        finally:
-            self._set_fetch_wait(wait)
-            self._consumer.seek(self._tp, offset)
-
-    def _set_fetch_wait(self, ms: int) -> None:
-        """Set the live consumer's fetch deadline. kafka-python reads it from its fetcher's config for each
-        fetch request and offers no public setter; this is the one place that reaches into it (a client
-        without that config keeps its deadline, and the worker says so once)."""
-        config = getattr(getattr(self._consumer, "_fetcher", None), "config", None)
-        if not isinstance(config, dict) or "fetch_max_wait_ms" not in config:
-            if not self._fetch_wait_fixed:
-                log.warning("camera %s: this Kafka client's fetch deadline cannot be changed live; it stays at "
-                            "%d ms", self.camera.id, self.fetch_max_wait_ms)
-            self._fetch_wait_fixed = True
-            return
-        self.fetch_max_wait_ms = config["fetch_max_wait_ms"] = ms
-        self._adapted_at = time.monotonic()
-
-    def _adapt_fetch_wait(self, waiting: int) -> None:
-        """Idle past :data:`IDLE_CHECK_S`: lengthen the fetch deadline (x4, once each fetch at the current one
-        had time to answer) up to :data:`MAX_FETCH_WAIT_MS` while ``waiting`` frames are not handed over, and
-        up to :data:`IDLE_FETCH_WAIT_MS` while the broker reports none (tansu's reported end can trail frames
-        it holds and reads only with a longer deadline). Real Kafka answers a fetch as soon as data is there,
-        so there a long deadline costs nothing while frames flow, and idle fetches are fewer."""
-        base = self.kafka.fetch_max_wait_ms
-        cap = MAX_FETCH_WAIT_MS if waiting > 0 else max(base, IDLE_FETCH_WAIT_MS)
-        if self.fetch_max_wait_ms < cap and time.monotonic() - self._adapted_at > 2e-3 * self.fetch_max_wait_ms:
-            ms = min(cap, max(4 * self.fetch_max_wait_ms, 40))
-            log.log(logging.INFO if waiting > 0 else logging.DEBUG,
-                    "camera %s: idle while %d frames wait by the broker's count: fetch deadline %d -> %d ms",
-                    self.camera.id, waiting, self.fetch_max_wait_ms, ms)
-            self._set_fetch_wait(ms)
-            self._caught_up = 0
-
-    def _relax_fetch_wait(self) -> None:
-        """Back to the configured fetch deadline after :data:`RELAX_AFTER_BATCHES` batches in a row that
-        left nothing waiting by the last fetch's count (a long deadline delays the live tail on a broker
-        that, like tansu, answers only at the deadline). Uses what the last fetch said: no round trip."""
-        if self.fetch_max_wait_ms == self.kafka.fetch_max_wait_ms:
-            return
-        end = self._consumer.highwater(self._tp)
-        if end is None or end - self._consumer.position(self._tp) > 0:
-            self._caught_up = 0
-            return
-        self._caught_up += 1
-        if self._caught_up >= RELAX_AFTER_BATCHES:
-            self._set_fetch_wait(self.kafka.fetch_max_wait_ms)
-            self._caught_up = 0
-
     def stop(self) -> None:
         """Close the clients (idempotent). What was not committed is read again by the next start."""
-        for c in (self._consumer, self._producer):
-            if c is not None:
-                try:
-                    c.close()
-                except Exception:  # closing a client of a dead broker: nothing more to do
-                    log.debug("camera %s: close failed", self.camera.id, exc_info=True)
-        self._consumer = self._producer = self.pipeline = None
+        self.reader.close()
+        if self._producer is not None:
+            try:
+                self._producer.close()
+            except Exception:  # closing a client of a dead broker: nothing more to do
+                log.debug("camera %s: close failed", self.camera.id, exc_info=True)
+        self._producer = self.pipeline = None
 
     @staticmethod
     def _message(kind: str, exc: BaseException | str) -> str:
@@ -414,15 +308,8 @@ class CameraWorker:
             self.stop()
 
     def lag(self, fresh: bool = True) -> int:
-        """Frames in the topic not yet consumed: the broker's end offset minus our position, never clamped
-        (negative when the topic shrank below our position, or where a broker reports its end loosely).
-
-        ``fresh=False`` takes the end from the last fetch response (no round trip; what a stalled
-        consumer knows is stale, so stall detection asks the broker)."""
-        end = None if fresh else self._consumer.highwater(self._tp)
-        if end is None:
-            end = self._consumer.end_offsets([self._tp])[self._tp]
-        return end - self._consumer.position(self._tp)
+        """Frames in the camera's topic not yet consumed (:meth:`CameraTopic.lag`)."""
+        return self.reader.lag(fresh)
 
     def step(self, timeout_ms: int = 200) -> int:
         """Consume at most one bounded batch, store its segments, then commit. Returns frames consumed.
@@ -432,8 +319,7 @@ class CameraWorker:
         if not self.started:
             raise RuntimeError("camera worker is not started")
         try:
-            before = self._consumer.position(self._tp)
-            batch = self._consumer.poll(timeout_ms=timeout_ms, max_records=self.kafka.max_poll_records).get(self._tp, [])
+            before, batch = self.reader.poll(timeout_ms, self.kafka.max_poll_records)
             self._polled_at = time.time()
         except Exception as exc:
             self.fault("broker", exc)
@@ -478,13 +364,11 @@ class CameraWorker:
             for fut in self._pending_dead_letters:
                 fut.get(timeout=10)
             self._pending_dead_letters.clear()
-            from kafka.structs import OffsetAndMetadata
-
-            offset = gap_offset if gap_offset is not None else self._consumer.position(self._tp)
-            self._consumer.commit({self._tp: OffsetAndMetadata(offset, f"{self._last_index}:{self._stored_through}", -1)})
+            offset = gap_offset if gap_offset is not None else self.reader.position()
+            self.reader.commit(offset, f"{self._last_index}:{self._stored_through}")
             t_committed = time.time()
             if gap_offset is not None:  # re-read from the start: replays are skipped, the missing frames found
-                self._consumer.seek_to_beginning(self._tp)
+                self.reader.seek_to_beginning()
         except Exception as exc:
             self._last_index = last_index_before
             self.fault("broker", exc)
@@ -516,7 +400,7 @@ class CameraWorker:
             times.add("frame_to_cache", t_cached - capture_ts)
         self._last_progress = time.monotonic()
         try:
-            self._relax_fetch_wait()
+            self.reader.relax()
         except Exception:  # the batch is committed; a failed look at the client's state changes nothing
             log.debug("camera %s: fetch deadline not relaxed", self.camera.id, exc_info=True)
         log.debug("camera %s: batch of %d committed (frames %d..%d)", self.camera.id, len(batch), state_before,
@@ -650,7 +534,7 @@ class CameraWorker:
 
     def _check_idle(self) -> None:
         """Nothing arrived: is the topic gone or shrunk, are frames waiting that fetches do not bring (a
-        longer fetch deadline, :meth:`_adapt_fetch_wait`), or are we stalled while it grows?"""
+        longer fetch deadline, :meth:`CameraTopic.adapt`), or are we stalled while it grows?"""
         if time.monotonic() - self._last_progress < min(IDLE_CHECK_S, self.stall_after_s):
             return
         try:
@@ -660,9 +544,9 @@ class CameraWorker:
             raise
         if lag > 0 and time.monotonic() - self._last_progress > self.stall_after_s:
             self.fault("stall", f"nothing received for {self.stall_after_s:.0f} s while {lag} frames wait "
-                                f"(fetch deadline {self.fetch_max_wait_ms} ms)")
+                                f"(fetch deadline {self.reader.fetch_max_wait_ms} ms)")
             raise RuntimeError(self.last_fault)
-        self._adapt_fetch_wait(lag)
+        self.reader.adapt(lag)
         if lag <= 0:  # nothing waits (a broker may report its end loosely: tansu's can trail the true end)
             self._last_progress = time.monotonic()
 

@@ -100,7 +100,7 @@ def test_a_crashed_worker_resumes_from_the_committed_offset_losing_and_duplicati
     w.step()
     w.step()
     # crash after the third batch reached Redis but before its offset was committed
-    w._consumer.commit = lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("crash"))
+    w.reader.consumer.commit = lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("crash"))
     with pytest.raises(RuntimeError):
         w.step()
     stored_before = w.store.last_frame_index(cam)
