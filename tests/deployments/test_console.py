@@ -41,7 +41,7 @@ def console(ray_cluster, tmp_path_factory):
     for cam, seed in (("gate", 11), ("yard", 12)):
         sup.add(CameraConfig(id=cam))
         Ingestor(cam, str(make_camera_video(tmp / f"{cam}.mp4", seconds=3, seed=seed)), stack.kafka,
-                 IngestSettings(size=64, realtime=True)).run()
+                 IngestSettings(size=64)).run()
     wait_for(lambda: all((sup.stats()[c].get("processed") or 0) > 0 for c in ("gate", "yard")), timeout_s=120)
     yield stack, sup, tmp
     serve.delete("console")
