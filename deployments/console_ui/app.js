@@ -75,8 +75,15 @@ async function acknowledge(id) {
   redrawAlerts();
 }
 
-function alertCard(a) {
+function alertCard(a) {  // a record another producer wrote may lack fields: shown as far as it goes
+  try { return fullAlertCard(a); } catch (e) {
+    return el("article", { class: "alert malformed", "data-alert": String(a.id || ""), "data-camera": String(a.camera || "") },
+              el("div", { class: "body muted", text: `an alert record this console cannot read: ${JSON.stringify(a).slice(0, 300)}` }));
+  }
+}
+function fullAlertCard(a) {
   const snap = a.evidence && a.evidence.snapshot;
+  const win = a.window || {};
   const acked = alerts.acked[a.id];
   return el("article", { class: `alert ${a.state} ${acked ? "acked" : ""}`, "data-alert": a.id, "data-camera": a.camera,
                          "data-received": String(a._received || ""), "data-decided": String(a.decided_ts) },
@@ -88,11 +95,11 @@ function alertCard(a) {
         el("span", { class: `state ${a.state}`, text: a.state }),
         el("a", { href: `#/camera/${enc(a.camera)}`, text: a.camera }),
         el("span", { class: "muted", text: ` · ${a.query} · ${when(a.decided_ts)}` })),
-      el("div", { class: "prompt", text: a.prompt }),
-      el("div", { class: "answer", text: a.answer }),
+      el("div", { class: "prompt", text: a.prompt || "" }),
+      el("div", { class: "answer", text: a.answer || "" }),
       el("div", { class: "muted small", text:
         `trigger ${a.trigger} at ${when(a.trigger_ts)} · decided in ${fmt(1000 * a.latency_s)} ms · window ` +
-        `${a.window.frames} frames, ${a.window.visual_tokens} visual tokens · ${a.answerer}` }),
+        `${fmt(win.frames)} frames, ${fmt(win.visual_tokens)} visual tokens · ${a.answerer || "–"}` }),
       a.state === "raised"
         ? (acked ? el("span", { class: "muted small", text: `acknowledged ${when(acked)}` })
                  : el("button", { class: "ack", onclick: (ev) => { ev.target.disabled = true; acknowledge(a.id).catch(showError); },
