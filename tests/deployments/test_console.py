@@ -6,6 +6,7 @@ camera's tile showing its snapshot, the kept-token overlay matching the segment 
 frame it shows, an alert raised by a scripted scene in the inbox with its evidence snapshot within 2 s of
 being raised, a question answered as a stream with its visual tokens against uncompressed."""
 
+import json
 import os
 import shutil
 import time
@@ -146,7 +147,11 @@ def test_the_console_in_a_real_browser(console, browser):
     RedisTokenStore(stack.redis).add_alert({"camera": "console-other", "query": "q", "state": "raised", "id": "sparse"})
     d.get(base + "/ui/#/alerts")
     until(d, "return document.querySelector('#feed-state').textContent === 'live'")
-    sup.add(CameraConfig(id=DOCK, standing=[{
+    # the camera's alerts also go to a webhook: a real HTTP endpoint here, reached from the camera's Ray actor
+    from ..actors.test_webhooks import SECRET, _Endpoint
+
+    hook = _Endpoint()
+    sup.add(CameraConfig(id=DOCK, webhooks=[{"url": hook.url + "/alerts", "secret": SECRET, "name": "ops"}], standing=[{
         "id": "anything", "prompt": "Is anything moving?", "every_s": 0.5, "window_s": 2.0,
         "rule": {"kind": "match", "pattern": r"<\d+>"}, "max_new_tokens": 2}]))  # the tiny LLM always matches
     Ingestor(DOCK, str(make_camera_video(tmp / "dock.mp4", seconds=4, seed=13)), stack.kafka,
@@ -163,6 +168,18 @@ def test_the_console_in_a_real_browser(console, browser):
              "return i && i.complete && i.naturalWidth > 0", timeout_s=10)
     received, decided = float(card.get_attribute("data-received")), float(card.get_attribute("data-decided"))
     assert received - decided <= 2.0, f"the alert reached the inbox {received - decided:.2f} s after it was raised"
+    # the webhook got the same alert, signed as Standard Webhooks says, with its evidence reference
+    import standardwebhooks
+
+    try:
+        assert hook.delivered.wait(timeout=30), "the webhook got no alert"
+        path, headers, body = hook.requests[0]
+        standardwebhooks.Webhook(SECRET).verify(body, headers)
+        sent = json.loads(body)
+        assert path == "/alerts" and sent["id"] == card.get_attribute("data-alert") and sent["camera"] == DOCK
+        assert sent["evidence"]["snapshot"]["url"].endswith(f"/alerts/{sent['id']}/snapshot")
+    finally:
+        hook.close()
     shot(d, "console-alerts.png")
     src = card.find_element(By.CSS_SELECTOR, "img.evidence").get_attribute("src")
     # acknowledged from the inbox: the server keeps it
