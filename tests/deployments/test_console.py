@@ -99,9 +99,9 @@ def test_the_console_in_a_real_browser(console, browser):
     d.get(base + "/ui/")
     assert d.current_url == base + "/ui/login"
     d.find_element(By.ID, "token").send_keys("not-the-token")
-    d.find_element(By.ID, "signin").click()
-    assert d.current_url == base + "/ui/login?failed=1" and "not the API token" in d.page_source
-    assert not d.get_cookies()
+    d.find_element(By.ID, "signin").click()  # returns before the form's navigation ends: wait for it
+    until(d, "return location.search === '?failed=1' && document.readyState === 'complete'")
+    assert "not the API token" in d.page_source and not d.get_cookies()
     d.find_element(By.ID, "token").send_keys(TOKEN)
     d.find_element(By.ID, "signin").click()
     until(d, "return location.pathname === '/ui/' && document.querySelector('#wall')")
