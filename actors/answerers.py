@@ -41,8 +41,8 @@ class EventQAAnswerer:
 
     The window is laid on the model's 5-fps frame slots by capture time (the newest frame last, at most
     40 slots: 8 s), each kept token at its frame's slot, and read as every reader reads a compressed
-    stream (:mod:`streamdycoke.reading`): the kept tokens, then the now frame of held tokens. Visual
-    tokens reported: the tokens the model is given (the now frame's included). The objects a prompt
+    stream (:mod:`streamdycoke.reading`): the kept tokens of older frames, then the live frame whole.
+    Visual tokens reported: the tokens the model is given (the now frame's included). The objects a prompt
     names are given to the model as their reference pictures, encoded once. Weights:
     ``streamdycoke/assets/event_qa.pt``, the eval's first-seed answerer (``streamdycoke eval --retrain``:
     400 training streams, half the questions read through compressed versions of them, 3,000 steps; see
@@ -75,20 +75,20 @@ class EventQAAnswerer:
         from streamdycoke.evalqa.answerer import StreamInputs, build_batch
         from streamdycoke.evalqa.questions import ANSWERS, Question
         from streamdycoke.evalqa.scenes import FPS
-        from streamdycoke.reading import now_slots
+        from streamdycoke.reading import reading
         from streamdycoke.segment import decode_segment
 
         if not window:
             raise LookupError("the window holds no frames")
-        segments = [decode_segment(b) for b in window]
+        segments = reading([decode_segment(b) for b in window])  # the live frame (or held now frame) last
         kind, obj, window = parse_event_qa_prompt(query.prompt)
         N, D = segments[0].grid[0] * segments[0].grid[1], segments[0].dim
         if D != self.model.config["dim"] or N != self.model.config["positions"]:
             raise ValueError(f"camera {camera}: tokens of {N} positions x {D} are not efficientnet-lite0's")
         end = segments[-1].timestamp
         T = min(40, 1 + int(round((end - segments[0].timestamp) * FPS)))
-        # each kept token at its frame's slot (by capture time; of two frames on one slot the later wins);
-        # build_batch then adds the now frame, as for every reader (streamdycoke.reading)
+        # each token at its frame's slot (by capture time; of two frames on one slot the later wins); the
+        # newest slot holds the now frame, which build_batch reads whole, as every reader (streamdycoke.reading)
         tokens = torch.zeros(T, N, D)
         keep = torch.zeros(T, N)
         for seg in segments:
@@ -102,6 +102,6 @@ class EventQAAnswerer:
         q = Question(kind=kind, t=T - 1, window=window, x=obj, y=None, answer=0)
         with torch.no_grad():
             logits = self.model(build_batch(self.model, [(inputs, q, keep)], refs))
-        given = int(keep.sum()) + int(now_slots(keep.bool(), T - 1)[0].numel())
+        given = sum(seg.num_kept for seg in segments)
         return Answer(ANSWERS[int(logits.argmax(-1))], visual_tokens=given)
 

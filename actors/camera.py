@@ -348,6 +348,8 @@ class CameraWorker:
                 self._stored_through = max(self._stored_through, max(s.frame_index for s in segments))
             if self._snaps:  # after the segments: a snapshot's frame is always readable
                 self.store.put_snapshots(self.camera.id, self._snaps)
+            if self._live is not None:  # the newest frame in, whole: the now frame every reader is given
+                self.store.put_live(self._live)
             t_cached = time.time()
         except CacheLostError as exc:  # found at once, not at some later restart: the restart repairs it
             self._last_index = last_index_before
@@ -415,7 +417,8 @@ class CameraWorker:
         seen (the batch stops there; the caller re-reads the topic from its start), else None.
         """
         segments, timings = [], []
-        self._cuts, self._snaps = [], []
+        self._cuts, self._snaps, self._live = [], [], None
+        newest = None  # (message, its tokens when processed) of the newest frame in with pixels
         state = self.pipeline.state
         stored_before = state.last_frame_index  # the newest frame stored before this batch
         polled = self._polled_at
@@ -505,10 +508,11 @@ class CameraWorker:
             decision = SamplerDecision(True, msg.pixel_change, msg.scene_cut) if msg.sampled else None
             started = time.time()
             try:
-                out = self.pipeline.push(msg.rgb, msg.frame_index, msg.timestamp, decision=decision)
+                out = self.pipeline.push(msg.rgb, msg.frame_index, msg.timestamp, decision=decision, keep_tokens=True)
             except ValueError as exc:  # e.g. a frame too small for the sampler
                 self._dead_letter(rec, "bad_frame", str(exc), c)
                 continue
+            newest = (msg, out.tokens)
             if out.scene_cut:
                 self._cuts.append(msg.timestamp)
             if out.segment is None:
@@ -530,7 +534,15 @@ class CameraWorker:
                     self.last_fault = f"snapshot: frame {msg.frame_index}: {type(exc).__name__}: {exc}"[:500]
                     log.warning("camera %s: %s", self.camera.id, self.last_fault)
             timings.append((msg.timestamp, stages))
+        self._live = self._live_frame(newest)
         return segments, timings, None
+
+    def _live_frame(self, newest):
+        """The batch's newest frame in, whole (encoded here if the sampler skipped it), or None."""
+        if newest is None:
+            return None
+        msg, tokens = newest
+        return self.pipeline.live_segment(msg.rgb, msg.frame_index, msg.timestamp, tokens)
 
     def _check_idle(self) -> None:
         """Nothing arrived: is the topic gone or shrunk, are frames waiting that fetches do not bring (a

@@ -183,7 +183,7 @@ class StandingQueries:
         epoch = self._epoch
         anchor = self.anchors.setdefault((q.window_s, q.slide), WindowAnchor(q.window_s, q.slide))
         start = anchor.window(newest)
-        window = self.store.read_raw(self.camera, start=start)  # wire bytes: decoded once, by the answerer
+        window = self.store.reader_window_raw(self.camera, start=start)  # wire bytes, the live frame last: decoded once, by the answerer
         key = f"{self.camera}|{q.window_s:g}|{q.slide:g}" if self.reuse else None
         answer = self.answerers[q.answerer](self.camera, q, window, key)
         condition, value = q.rule.evaluate(answer.text)

@@ -12,6 +12,9 @@ of one camera's keys live in one slot and the scripts below stay atomic on a clu
     P:{cam}:snap    hash    frame index -> a small JPEG of that processed frame (about one a second,
                             :mod:`actors.snapshots`), trimmed with the frames (same retention)
     P:{cam}:snapts  zset    snapshot frame indices, scored by capture timestamp
+    P:{cam}:live    string  the newest frame in, whole (segment bytes), replaced after every batch: the
+                            now frame readers are given (:mod:`streamdycoke.reading`); expires with the
+                            retention
     P:{cam}:evidence:<alert id>  string  the snapshot an alert's answer saw, copied when the alert is
                             raised (expires after ``evidence_ttl_s``: it outlives the frames' retention)
     P:alerts:acked  zset    alert ids an operator acknowledged, scored by when (the newest ``alerts_max``)
@@ -230,6 +233,18 @@ class RedisTokenStore(DecodedReads):
     def nbytes(self, stream_id: str) -> int:
         v = self.client.get(self._keys(stream_id)[3])
         return 0 if v is None else int(v)
+
+    # -- the live frame (written by camera actors after each batch, read with every window) ----------
+    def put_live(self, segment: TokenSegment) -> None:
+        ttl = self.settings.retention_s
+        self.client.set(self._live_key(segment.stream_id), encode_segment(segment),
+                        ex=None if ttl is None else max(1, int(ttl)))
+
+    def live_raw(self, stream_id: str) -> bytes | None:
+        return self.client.get(self._live_key(stream_id))
+
+    def _live_key(self, stream_id: str) -> str:
+        return f"{self.settings.key_prefix}:{{{stream_id}}}:live"
 
     # -- snapshots (written by camera actors, read by the console; actors.snapshots) ---------------------
     def put_snapshots(self, stream_id: str, snapshots: Iterable[tuple[int, float, bytes]]) -> None:

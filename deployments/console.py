@@ -94,7 +94,7 @@ def _login_page(failed: int = 0) -> Response:
 @router.post("/ui/login", include_in_schema=False)
 async def _login(request: Request) -> Response:
     """The login form (``token``, urlencoded): a right token gets the session cookies and goes to the wall."""
-    if not guard._same_origin(dict(request.scope["headers"])):
+    if not guard.same_origin(dict(request.scope["headers"])):
         raise HTTPException(403, "a login from another site")
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0]

@@ -253,7 +253,7 @@ class Gateway:
         if q.window_s > self.args.redis.retention_s:
             raise HTTPException(400, f"window_s {q.window_s} is over the cache's retention_s {self.args.redis.retention_s}")
         try:  # forwarded as stored: the LLM replica decodes them, once, with every check
-            segs = self.store.read_recent_raw(q.camera, q.window_s)
+            segs = self.store.reader_window_raw(q.camera, window_s=q.window_s)
         except SegmentFormatError as exc:
             raise HTTPException(500, f"corrupt token cache entry for {q.camera!r}: {exc}") from None
         except Exception as exc:  # Redis unreachable: the caller may retry

@@ -23,8 +23,10 @@ import json
 import os
 import time
 
+from starlette.requests import cookie_parser
+
 __all__ = ["CSRF_COOKIE", "OPEN_PATHS", "SESSION_COOKIE", "SESSION_S", "TOKEN_ENV", "RequestGuard", "check_token",
-           "configure", "csrf_value", "new_session"]
+           "configure", "csrf_value", "new_session", "same_origin"]
 
 TOKEN_ENV = "STREAMDYCOKE_API_TOKEN"
 OPEN_PATHS = ("/healthz", "/ui/login")
@@ -78,17 +80,12 @@ def _session_ok(session: str | None, now: float | None = None) -> bool:
 
 
 def _cookies(headers: dict) -> dict[str, str]:
-    """The Cookie header's pairs, read leniently: another site's cookie on this host (JSON, spaces) must not
-    hide ours, as a strict parser would by refusing the whole header."""
-    out: dict[str, str] = {}
-    for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
-        name, eq, value = part.strip().partition("=")
-        if eq and name and name not in out:
-            out[name] = value.strip().strip('"')
-    return out
+    """The Cookie header's pairs, by Starlette's lenient parser (the one its ``Request.cookies`` uses):
+    another site's malformed cookie on this host does not hide ours."""
+    return cookie_parser(headers.get(b"cookie", b"").decode("latin-1"))
 
 
-def _same_origin(headers: dict) -> bool:
+def same_origin(headers: dict) -> bool:
     """No Origin (not a browser's cross-site request), or one naming this Host."""
     origin = headers.get(b"origin")
     if origin is None:
@@ -110,7 +107,7 @@ def _refusal(scope, headers: dict) -> tuple[int, str] | None:
         return 401, "missing or wrong bearer token"
     if scope.get("method", "GET") not in _SAFE_METHODS:
         sent = headers.get(b"x-csrf-token", b"").decode("latin-1")
-        if not hmac.compare_digest(sent, csrf_value(session)) or not _same_origin(headers):
+        if not hmac.compare_digest(sent, csrf_value(session)) or not same_origin(headers):
             return 403, "a console request that changes state needs its X-CSRF-Token, from this site"
     return None
 

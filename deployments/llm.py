@@ -39,7 +39,7 @@ from streamdycoke.encoders import EncoderSpec
 from streamdycoke.encoders.llava import load_llava_onevision
 from streamdycoke.patch.core import host_for
 from streamdycoke.patch.segments import SegmentInputs, inputs_from_segments
-from streamdycoke.reading import now_segment
+from streamdycoke.reading import reading
 from streamdycoke.segment import read_header, decode_segment
 
 __all__ = ["LLMEngine", "LLMResult"]
@@ -140,11 +140,8 @@ class LLMEngine:
 
     def visual_tokens(self, r: LLMRequest) -> int:
         """Visual tokens ``r``'s window costs this LLM (what the answer reports): its kept tokens and its
-        now frame (:mod:`streamdycoke.reading`)."""
-        segs = self.segments(r)
-        now = now_segment(segs) if segs else None
-        kept = [s.num_kept for s in segs] + ([now.num_kept] if now is not None else [])
-        return window_visual_tokens(kept, self.extra_tokens)
+        now frame (:mod:`streamdycoke.reading`: the live frame whole, the store appends it)."""
+        return window_visual_tokens([s.num_kept for s in reading(self.segments(r))], self.extra_tokens)
 
     def forget(self, prefix: str) -> None:
         """Drop the kept KV caches whose key starts with ``prefix`` (e.g. a camera routed elsewhere)."""

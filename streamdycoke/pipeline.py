@@ -91,6 +91,21 @@ class FramePipeline:
         return FrameOutcome(frame_index, seg, change, t1 - t0, t2 - t1, tokens if keep_tokens else None, cut)
 
 
+    def live_segment(self, frame: np.ndarray, frame_index: int, timestamp: float,
+                     tokens: torch.Tensor | None = None) -> TokenSegment:
+        """The live frame: ``frame`` whole, every position at the stored precision, the now frame a reader
+        is given (:mod:`streamdycoke.reading`). ``tokens``: its ``(N, D)`` encoder output when :meth:`push`
+        processed it (``keep_tokens``); a frame the sampler skipped is encoded here. The stream's state is
+        not touched."""
+        if tokens is None:
+            tokens = self.encoder.encode(frame[None])[0]
+        n = tokens.shape[0]
+        dtype = getattr(torch, self.compressor.config.token_dtype)
+        return TokenSegment(stream_id=self.state.stream_id, frame_index=frame_index, timestamp=timestamp,
+                            positions=torch.arange(n), tokens=tokens.to(dtype), keyframe=False,
+                            grid=tuple(self.encoder.grid))
+
+
 def build_pipeline(stream_id: str, config: PipelineConfig | None = None, *, state: StreamState | None = None,
                    encoder: Encoder | None = None) -> FramePipeline:
     """One stream's :class:`FramePipeline` from its :class:`~streamdycoke.config.PipelineConfig`.

@@ -66,6 +66,13 @@ class TokenStore(Protocol):
     def read_recent_raw(self, stream_id: str, window_s: float) -> list[bytes]:
         """What :meth:`read_recent` returns, as wire-format bytes."""
 
+    def put_live(self, segment: TokenSegment) -> None:
+        """Hold ``segment`` (whole: every position) as its stream's live frame, the newest frame in, in
+        place of the one before (:mod:`streamdycoke.reading`). Not part of the stored window."""
+
+    def live_raw(self, stream_id: str) -> bytes | None:
+        """The stream's live frame as wire bytes, or None."""
+
     def last_frame_index(self, stream_id: str) -> int | None:
         """Highest stored frame index of a stream, or None."""
 
@@ -112,6 +119,14 @@ class DecodedReads:
     def read_recent(self, stream_id: str, window_s: float) -> list[TokenSegment]:
         return [decode_segment(b) for b in self.read_recent_raw(stream_id, window_s)]
 
+    def reader_window_raw(self, stream_id: str, start: float | None = None, window_s: float | None = None) -> list[bytes]:
+        """What a reader is sent for a window (wire bytes): the stored segments from ``start`` (or the last
+        ``window_s`` seconds), then the live frame; :func:`streamdycoke.reading.reading` of the decoded
+        list is what the reader reads (it sets aside a live frame older than the window's newest)."""
+        blobs = self.read_recent_raw(stream_id, window_s) if window_s is not None else self.read_raw(stream_id, start)
+        live = self.live_raw(stream_id)
+        return blobs if live is None or not blobs else [*blobs, live]
+
 
 class InMemoryTokenStore(DecodedReads):
     """A :class:`TokenStore` in process memory.
@@ -128,6 +143,7 @@ class InMemoryTokenStore(DecodedReads):
         self.max_bytes = max_bytes
         self._streams: dict[str, dict[int, _Entry]] = {}
         self._stats: dict[str, dict] = {}
+        self._live: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
     # -- writes ----------------------------------------------------------------------------------
@@ -179,7 +195,16 @@ class InMemoryTokenStore(DecodedReads):
         for f in [f for f, e in entries.items() if e.timestamp < timestamp]:
             del entries[f]
 
+    def put_live(self, segment: TokenSegment) -> None:
+        blob = encode_segment(segment)
+        with self._lock:
+            self._live[segment.stream_id] = blob
+
     # -- reads -----------------------------------------------------------------------------------
+    def live_raw(self, stream_id: str) -> bytes | None:
+        with self._lock:
+            return self._live.get(stream_id)
+
     def read_raw(
         self, stream_id: str, start: float | None = None, end: float | None = None,
         *, from_keyframe: bool = True,

@@ -57,6 +57,8 @@ class StreamConfig:
 
     window: int = 16
     scene_cut_similarity: float = 0.5
+    min_change: float = 0.0
+    max_credit_frames: float | None = None
     token_dtype: str = "float16"
     budget_ratio: float | None = None
     refresh: float = 0.0
@@ -263,6 +265,8 @@ class StreamCompressor:
             k = frame_token_budget(n, decision.keep_ratio)
             if target is not None:  # spend the bucket; the policy ranks
                 k = min(n, max(0, math.floor(state.credit + 1e-9)))
+                if self.config.min_change > 0:
+                    k = min(k, int(((1.0 - sim) >= self.config.min_change).sum()))
             if decision.priority is None and target is not None and self.config.refresh > 0:
                 age = (frame_index - state.held_frame).float() / w
                 chosen = ((1.0 - sim) + self.config.refresh * age).topk(k, sorted=False).indices
@@ -279,6 +283,8 @@ class StreamCompressor:
             stats.fidelity_sum += (k + float(sim.sum()) - float(sim[positions].sum())) / n
         if target is not None:
             state.credit -= int(positions.shape[0])
+            if self.config.max_credit_frames is not None:
+                state.credit = min(state.credit, self.config.max_credit_frames * n)
         if self._uses_prev:
             state.prev_unit = x_unit
         state.last_frame_index = frame_index

@@ -155,14 +155,22 @@ def test_answerer_sees_only_the_past_and_only_what_is_kept():
     si2 = StreamInputs(model, EncodedStream(None, later, s.thumbs))
     assert torch.allclose(full, model(build_batch(model, [(si2, q, torch.ones(12, 49))], refs)), atol=1e-5)
     keep = torch.ones(12, 49)
-    keep[3:6] = 0  # dropped slots are not seen either
+    keep[3:5] = 0  # dropped slots are not seen either
     masked = model(build_batch(model, [(si, q, keep)], refs))
     earlier = s.tokens.clone()
-    earlier[3:6] = torch.randn_like(earlier[3:6].float()).half()
+    earlier[3:5] = torch.randn_like(earlier[3:5].float()).half()
     si3 = StreamInputs(model, EncodedStream(None, earlier, s.thumbs))
     assert torch.allclose(masked, model(build_batch(model, [(si3, q, keep)], refs)), atol=1e-5)
     assert not torch.allclose(full, masked)
-    out = model(build_batch(model, [(si, q, torch.zeros(12, 49))], refs))  # nothing held: still answers
+    # the question's frame is the now frame: read whole whatever was kept of it, and every token of it seen
+    unkept_now = keep.clone()
+    unkept_now[5] = 0
+    assert torch.allclose(masked, model(build_batch(model, [(si, q, unkept_now)], refs)), atol=1e-5)
+    changed_now = s.tokens.clone()
+    changed_now[5, 7] = torch.randn(64).half()
+    si4 = StreamInputs(model, EncodedStream(None, changed_now, s.thumbs))
+    assert not torch.allclose(masked, model(build_batch(model, [(si4, q, unkept_now)], refs)), atol=1e-5)
+    out = model(build_batch(model, [(si, q, torch.zeros(12, 49))], refs))  # nothing kept: the now frame alone
     assert torch.isfinite(out[0, list(KIND_ANSWERS["present"])]).all()
 
 
@@ -189,7 +197,7 @@ def test_object_references_hold_the_mean_and_the_cells_the_object_covers(lite0, 
         EventQA.load(tmp_path / "old.pt")
 
 
-def test_a_long_stream_is_read_through_its_window_and_the_held_state():
+def test_a_long_stream_is_read_through_its_window_then_its_now_frame():
     s = _stream(T=30)
     model = EventQA(dim=64, pca=16, d=32, positions=49)
     model.fit_pca(s.tokens.view(-1, 64).float())
@@ -201,19 +209,20 @@ def test_a_long_stream_is_read_through_its_window_and_the_held_state():
     clip = StreamInputs(model, EncodedStream(None, s.tokens[16:26], s.thumbs[16:26]))
     alone = model(build_batch(model, [(clip, Question("present", 9, 0, "cat", None, 1), torch.ones(10, 49))], refs))
     assert torch.allclose(windowed, alone, atol=1e-5)
-    # compressed: frame 0 whole, then only position 0 kept; position 7 is held from frame 0 (before the window)
+    # compressed: frame 0 whole, then only position 0 kept; the window reads position 0 of frames 16..24,
+    # then frame 25 whole (the now frame); nothing before the window is seen
     keep = torch.zeros(30, 49)
     keep[0] = 1
     keep[:, 0] = 1
     read = model(build_batch(model, [(si, q, keep, 16)], refs))
     before = s.tokens.clone()
-    before[3:16] = torch.randn_like(before[3:16].float()).half()  # frames before the window, not held: unseen
-    before[0, 0] = torch.randn(64).half()  # position 0 of frame 0: re-kept since, not held: unseen
+    before[:16] = torch.randn_like(before[:16].float()).half()  # every frame before the window: unseen
+    before[20, 7] = torch.randn(64).half()  # not kept, in the window: unseen
     si2 = StreamInputs(model, EncodedStream(None, before, s.thumbs))
     assert torch.allclose(read, model(build_batch(model, [(si2, q, keep, 16)], refs)), atol=1e-5)
-    held = s.tokens.clone()
-    held[0, 7] = torch.randn(64).half()  # the token the stream holds at position 7: restated in the now frame
-    si3 = StreamInputs(model, EncodedStream(None, held, s.thumbs))
+    now = s.tokens.clone()
+    now[25, 7] = torch.randn(64).half()  # not kept at the question's frame, but the now frame is whole: seen
+    si3 = StreamInputs(model, EncodedStream(None, now, s.thumbs))
     assert not torch.allclose(read, model(build_batch(model, [(si3, q, keep, 16)], refs)), atol=1e-5)
 
 

@@ -72,6 +72,10 @@ variants = {
     "stream_w8": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(window=8)),
     "stream_all_w8": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(window=8), sampler=SamplerConfig(min_share=1.0)),
     "stream_all_ks": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(keyframe_share=0.5), sampler=SamplerConfig(min_share=1.0)),
+    "stream_mc05": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(min_change=0.05, max_credit_frames=2)),
+    "stream_mc10": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(min_change=0.1, max_credit_frames=2)),
+    "stream_mc20": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(min_change=0.2, max_credit_frames=2)),
+    "stream_mc10_c8": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(min_change=0.1, max_credit_frames=8)),
     "stream_2r": lambda s, r: stream_mask(s, r, ThresholdPolicy(), sampler=SamplerConfig(min_share=min(1.0, 2 * r))),
     "stream_4r": lambda s, r: stream_mask(s, r, ThresholdPolicy(), sampler=SamplerConfig(min_share=min(1.0, 4 * r))),
 }

@@ -33,7 +33,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..reading import now_slots
 from .data import EncodedStream
 from .questions import ANSWERS, KIND_ANSWERS, KINDS, Question
 
@@ -188,14 +187,12 @@ class StreamInputs:
 
 
 def build_batch(model: EventQA, items: list[tuple], refs: dict[str, torch.Tensor]) -> QABatch:
-    """Batch ``(stream inputs, question, keep (T, N) float[, since])`` items as the reader is given them:
-    the slots of frames ``since..t`` (``since`` 0 when absent: the whole past; a long stream is read
-    through a window), then the now frame at the question's time ``t`` (:func:`streamdycoke.reading.now_slots`
-    of the whole keep mask up to ``t``, read as kept where ``>= 0.5``: the held state, tokens kept before
-    the window included; a restated slot carries its source slot's keep weight). Times are relative to
-    ``since`` and ages are capped at ``t - since`` (a token held from before the window reads as the
-    window's oldest), so a windowed read looks like a short stream read whole. Slots of weight 0 are
-    left out (exact: attention gives them nothing), rows padded with weight 0."""
+    """Batch ``(stream inputs, question, keep (T, N) float[, since])`` items as the reader is given them
+    (:mod:`streamdycoke.reading`): the kept slots of frames ``since..t-1`` (``since`` 0 when absent: the
+    whole past; a long stream is read through a window), then the now frame, frame ``t`` whole, flagged as
+    now. Times are relative to ``since`` and ages are capped at ``t - since``, so a windowed read looks
+    like a short stream read whole. Slots of weight 0 are left out (exact: attention gives them nothing),
+    rows padded with weight 0."""
     toks, sims, pos, age, keep, now = [], [], [], [], [], []
     kind, window, t, rr, has, ans = [], [], [], [], [], []
     zero = torch.zeros(model.pca_basis.shape[1])
@@ -203,14 +200,13 @@ def build_batch(model: EventQA, items: list[tuple], refs: dict[str, torch.Tensor
         si, q, k = item[:3]
         since = int(item[3]) if len(item) > 3 else 0
         N = si.N
-        past_keep = k.reshape(-1) * (si.frame <= q.t).float()
-        flat_keep = past_keep * (si.frame >= since).float()
         tq = min(q.t, si.T - 1)
-        positions, frames = now_slots(k.reshape(si.T, N) >= 0.5, tq)
-        src = frames * N + positions
-        slot_keep = torch.cat([flat_keep, past_keep[src]])  # a held token may come from before the window
+        past = ((si.frame < tq) & (si.frame >= since)).float()
+        flat_keep = k.reshape(-1) * past
+        src = tq * N + torch.arange(N)  # the now frame: frame t whole
+        slot_keep = torch.cat([flat_keep, torch.ones(N)])
         idx = torch.cat([torch.arange(si.T * N), src])
-        flag = torch.cat([torch.zeros(si.T * N), torch.ones(src.numel())])
+        flag = torch.cat([torch.zeros(si.T * N), torch.ones(N)])
         live = slot_keep > 0  # a slot of weight 0 adds nothing to attention: left out, the batch is shorter
         idx, slot_keep, flag = idx[live], slot_keep[live], flag[live]
         toks.append(si.reduced[idx])

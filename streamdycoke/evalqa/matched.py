@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from ..policy import ThresholdPolicy
-from ..reading import now_slots
+from ..reading import read_count
 from ..stream import StreamConfig
 from .answerer import read_start
 from .data import EncodedStream
@@ -52,21 +52,24 @@ def training_masks(streams: list[EncodedStream], *, methods=("uniform", "ttm", "
 
 
 def read_share(keeps: list, items: list[tuple[EncodedStream, list]], read_window: int | None = None) -> float:
-    """The share of tokens a reader is given (:mod:`streamdycoke.reading`). Without ``read_window``: each
-    stream's kept tokens plus the now frame its questions are read with (the mean over its questions),
-    over every frame in. With it (long streams): per question, the kept tokens of its window and its now
-    frame, over the window's frames. ``keeps[i]``: a mask, or one per question (see :func:`predict`)."""
+    """The share of tokens a reader is given (:mod:`streamdycoke.reading`: the kept tokens before the
+    question's frame, then that frame whole). Without ``read_window``: each stream's kept tokens before
+    its questions' frames plus the now frame (the mean over its questions), over every frame in. With it
+    (long streams): per question, over its window's frames. ``keeps[i]``: a mask, or one per question
+    (see :func:`predict`)."""
     given = total = 0.0
     for k, (_, qs) in zip(keeps, items):
         per_q = k if isinstance(k, (list, tuple)) else [k] * len(qs)
         if read_window is None:
-            now = [now_slots(kq, q.t)[0].numel() for q, kq in zip(qs, per_q)]
-            given += float(per_q[0].sum()) + (float(np.mean(now)) if now else 0.0)
-            total += per_q[0].numel()
+            full = per_q[0]
+            # the stream's kept tokens, less each question's own frame (read whole instead): the mean
+            now = [kq.shape[1] - float(kq[q.t].sum()) for q, kq in zip(qs, per_q)]
+            given += float(full.sum()) + (float(np.mean(now)) if now else 0.0)
+            total += full.numel()
             continue
         for q, kq in zip(qs, per_q):
             s0 = read_start(q.t, read_window)
-            given += float(kq[s0:q.t + 1].sum()) + now_slots(kq, q.t)[0].numel()
+            given += read_count(kq, q.t, s0)
             total += (q.t - s0 + 1) * kq.shape[1]
     return given / total
 

@@ -8,9 +8,10 @@ Positions: the window is laid out as the unpruned video the model would have see
 step per stored frame in frame order, ``prefix + video placeholders + suffix``; the model's own
 position rule (``get_rope_index`` for Qwen's M-RoPE, 1-D positions for LLaVA) gives every slot its
 position, and each stored token takes the position of its (frame, patch) slot. Frames the sampler
-skipped are not in the window, so they take no temporal step. After the stored frames comes the now
-frame of :mod:`streamdycoke.reading` (every position not kept at the newest frame, its held token
-restated), one temporal step after the newest frame; its tokens count in ``visual_tokens``.
+skipped are not in the window, so they take no temporal step. The window is read as
+:mod:`streamdycoke.reading` says: the kept tokens of older frames, then the live frame whole as the
+newest step (or, without one, the held now frame one temporal step after the newest frame); its tokens
+count in ``visual_tokens``.
 """
 
 from __future__ import annotations
@@ -63,9 +64,9 @@ def inputs_from_segments(
     """
     if not segments:
         raise ValueError("no segments: the window holds no frames")
-    stored = len(segments)
     if now:
         segments = reading(segments)
+    stored = len({s.frame_index for s in segments})  # frames of the window (a restated now frame shares one)
     grid = segments[0].grid
     dim = segments[0].dim
     for s in segments:

@@ -75,7 +75,7 @@ class _Store:
     def newest_timestamp(self, cam):
         return self.newest
 
-    def read_raw(self, cam, start=None):
+    def reader_window_raw(self, cam, start=None):
         """One keyframe at the window's start, as wire bytes (what a real store forwards)."""
         import torch
 
