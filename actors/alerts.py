@@ -95,14 +95,15 @@ def alert_record(camera: str, query, state: str, answer, value: float | None, tr
                  decided_ts: float, segments: list, evidence: dict | None = None,
                  alert_id: str | None = None) -> dict:
     """The alert (schema version 1) for a standing ``query`` of ``camera`` whose state became ``state``;
-    ``segments``: the headers of the window the answer read."""
+    ``segments``: the headers of the window the answer read, in frame order (the live frame may repeat
+    the newest stored frame's index: frames are counted once)."""
     return {
         "schema": ALERT_SCHEMA_ID, "version": ALERT_VERSION, "id": alert_id or uuid.uuid4().hex, "camera": camera,
         "query": query.id, "state": state, "prompt": query.prompt, "answer": answer.text, "value": value,
         "trigger": trigger, "trigger_ts": trigger_ts, "decided_ts": decided_ts,
         "latency_s": max(0.0, decided_ts - trigger_ts),
         "window": {"start_ts": segments[0].timestamp if segments else None,
-                   "end_ts": segments[-1].timestamp if segments else None, "frames": len(segments),
+                   "end_ts": segments[-1].timestamp if segments else None, "frames": len({s.frame_index for s in segments}),
                    "visual_tokens": answer.visual_tokens},
         "answerer": query.answerer, "rule": query.rule.model_dump(exclude_none=True),
         "evidence": evidence,

@@ -19,6 +19,7 @@ import ray
 from streamdycoke import EncoderSpec
 
 from .camera import CameraWorker
+from .camera_stats import CameraStats, StandingStats
 from .config import CameraConfig, KafkaSettings, RedisSettings, encoder_refusal
 from .token_cache import RedisTokenStore
 
@@ -127,6 +128,7 @@ class CameraActor:
             log.debug("camera %s: stats not written", self.camera.id, exc_info=True)
 
     def stats(self) -> dict:
+        """This camera's :class:`~actors.camera_stats.CameraStats`, as its JSON-ready dict."""
         c = self.worker.counters
         stages = c.times.summary_ms()
         f2c = stages.get("frame_to_cache", {})
@@ -139,18 +141,18 @@ class CameraActor:
             cache_bytes = self.worker.store.nbytes(self.camera.id)
         except Exception:
             pass
-        return {"camera": self.camera.id, "consumed": c.consumed, "processed": c.processed, "skipped": c.skipped,
-                "dead_lettered": c.dead_lettered, "replayed": c.replayed, "repaired": c.repaired, "tokens_in": c.tokens_in,
-                "tokens_kept": c.tokens_kept, "lag": lag, "cache_bytes": cache_bytes,
-                "frame_to_cache_p50_ms": f2c.get("p50"), "frame_to_cache_p99_ms": f2c.get("p99"),
-                "stages_ms": stages,
-                **({"standing": self._standing_stats()} if self.standing is not None else {}),
-                **self.worker.health()}
+        return CameraStats(
+            camera=self.camera.id, consumed=c.consumed, processed=c.processed, skipped=c.skipped,
+            dead_lettered=c.dead_lettered, replayed=c.replayed, repaired=c.repaired, tokens_in=c.tokens_in,
+            tokens_kept=c.tokens_kept, lag=lag, cache_bytes=cache_bytes, frame_to_cache_p50_ms=f2c.get("p50"),
+            frame_to_cache_p99_ms=f2c.get("p99"), stages_ms=stages,
+            standing=self._standing_stats() if self.standing is not None else None,
+            **self.worker.health()).model_dump(exclude_none=False)
 
-    def _standing_stats(self) -> dict:
+    def _standing_stats(self) -> StandingStats:
         r = self.standing
-        return {"rounds": r.rounds, "reused_tokens": r.reused_tokens,
-                "alerting": sorted(q for q, on in r.active().items() if on)}
+        return StandingStats(rounds=r.rounds, reused_tokens=r.reused_tokens,
+                             alerting=sorted(q for q, on in r.active().items() if on))
 
     def set_standing(self, paused: bool | None = None, reuse: bool | None = None) -> None:
         """Pause or resume the standing queries, and ask the LLM to reuse each window's KV cache or not
@@ -353,12 +355,12 @@ class CameraSupervisor:
         for cam in (self.actors if cameras is None else cameras):
             actor = self.actors[cam]
             if cam in self.unplaced:
-                out[cam] = {"camera": cam, "error": "unplaced", "detail": self.unplaced[cam]}
+                out[cam] = CameraStats(camera=cam, error="unplaced", detail=self.unplaced[cam]).model_dump()
                 continue
             try:
                 out[cam] = ray.get(actor.stats.remote(), timeout=10)
             except Exception as exc:
-                out[cam] = {"camera": cam, "error": type(exc).__name__}
+                out[cam] = CameraStats(camera=cam, error=type(exc).__name__).model_dump()
         return out
 
     def shutdown(self) -> None:

@@ -205,7 +205,8 @@ class StandingQueries:
             return None
         if self.metrics is not None:
             self.metrics.alert(q.id, transition)
-        headers = [read_header(b) for b in window]
+        # the window's frames in order (the live frame last, or set aside when stale: streamdycoke.reading)
+        headers = sorted((read_header(b) for b in window), key=lambda h: h.frame_index)
         alert_id = uuid.uuid4().hex
         return alert_record(self.camera, q, transition, answer, value, due.trigger, due.ts, decided, headers,
                             evidence=self._evidence(alert_id, headers[0], headers[-1]) if headers else None,

@@ -264,6 +264,15 @@ class RedisTokenStore(DecodedReads):
                                            start=0, num=1, withscores=True)
         return (int(got[0][0]), got[0][1]) if got else None
 
+    def snapshot_sizes(self, stream_id: str) -> list[int]:
+        """Bytes of every snapshot the cache holds for a camera (a benchmark's figure)."""
+        snap_k = self._snap_keys(stream_id)[0]
+        fields = self.client.hkeys(snap_k)
+        pipe = self.client.pipeline(transaction=False)
+        for f in fields:
+            pipe.hstrlen(snap_k, f)
+        return [int(n) for n in pipe.execute()] if fields else []
+
     def snapshot(self, stream_id: str, frame_index: int) -> bytes | None:
         """The JPEG snapshot of one frame (None: none taken of it, or trimmed)."""
         return self.client.hget(self._snap_keys(stream_id)[0], frame_index)

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, HTTPException, Path as PathParam, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
-from streamdycoke.segment import SegmentFormatError, decode_segment, read_header
+from streamdycoke.segment import SegmentFormatError, read_header, read_positions
 
 from . import guard
 
@@ -188,7 +188,7 @@ def kept_view(blobs: list[bytes], frame: int | None = None) -> dict:
         if headers[i].grid != h.grid:  # another grid (before a reconfiguration): nothing it held carries over
             last_ts, last_ix = [None] * n, [None] * n
             continue
-        positions = decode_segment(blobs[i]).positions.tolist()
+        positions = read_positions(blobs[i]).tolist()
         for p in positions:
             last_ts[p], last_ix[p] = headers[i].timestamp, headers[i].frame_index
         if i == target:

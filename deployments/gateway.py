@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from ray import serve
 
+from actors.camera_stats import CameraStats
 from actors.llm_request import GenerationOptions, LLMRequest
 from actors.token_cache import RedisTokenStore
 from streamdycoke.segment import SegmentFormatError
@@ -105,16 +106,16 @@ class Gateway:
         out = {}
         names = self.store.streams()
         for cam in names[offset:offset + limit]:
-            stats = self.store.get_stats(cam) or {}
-            tokens_in, kept = stats.get("tokens_in") or 0, stats.get("tokens_kept") or 0
+            raw = self.store.get_stats(cam)
+            stats = CameraStats.model_validate(raw) if raw else None  # None: no actor has reported yet
             out[cam] = {
                 "frames_cached": self.store.frame_count(cam),
                 "last_frame": self.store.last_frame_index(cam),
-                "frames_consumed": stats.get("consumed"), "frames_processed": stats.get("processed"),
-                "lag": stats.get("lag"), "keep_ratio": kept / tokens_in if tokens_in else None,
-                "cache_bytes": self.store.nbytes(cam), "status": stats.get("status"),
-                "faults": stats.get("faults") or {}, "last_fault": stats.get("last_fault"),
-                "frame_to_cache_p99_ms": stats.get("frame_to_cache_p99_ms"),
+                "frames_consumed": stats and stats.consumed, "frames_processed": stats and stats.processed,
+                "lag": stats and stats.lag, "keep_ratio": stats and stats.keep_ratio,
+                "cache_bytes": self.store.nbytes(cam), "status": stats and stats.status,
+                "faults": stats.faults if stats else {}, "last_fault": stats and stats.last_fault,
+                "frame_to_cache_p99_ms": stats and stats.frame_to_cache_p99_ms,
             }
         return {"cameras": out, "total": len(names), "offset": offset}
 

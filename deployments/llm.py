@@ -75,7 +75,7 @@ class _Extended:
     """A request's window brought up to date in its kept cache (:meth:`LLMEngine._extend`)."""
 
     inputs: SegmentInputs  # the request's whole prompt
-    kept: _KeptWindow  # the cache, now holding the prompt prefix and every segment of the window
+    kept: _KeptWindow  # the cache, now holding the prompt prefix and the window's frames before its newest
     visual_end: int  # where the window's visual tokens end in the prompt (what the cache holds)
     reused: int  # tokens taken from the cache instead of prefilled
     prefill_s: float  # the seconds prefilling what the window added took
@@ -301,7 +301,12 @@ class LLMEngine:
         prefilling only the segments added since."""
         from transformers import DynamicCache
 
-        ids = [(h.frame_index, h.num_kept, h.timestamp, h.crc) for h in map(read_header, r.segments)]
+        # what the cache can hold: the reading's frames before its newest (the live frame, or the held now
+        # frame), which is read again with the question each time (streamdycoke.reading)
+        segs = self.segments(r)
+        heads = {id(s): h for s, h in zip(segs, map(read_header, r.segments))}
+        cached = reading(segs)[:-1]  # stored segments (the reading keeps them as they are)
+        ids = [(h.frame_index, h.num_kept, h.timestamp, h.crc) for h in (heads[id(s)] for s in cached)]
         kept = self.kept.pop(r.reuse_key, None)
         if kept is None or kept.segment_ids != ids[: len(kept.segment_ids)]:  # new, or its start moved: rebuild
             kept = _KeptWindow([], DynamicCache(config=self.model.config.get_text_config()), 0)
@@ -310,7 +315,7 @@ class LLMEngine:
             self.kept.popitem(last=False)
         x = self._inputs(r)
         pre_len = self.prompt_ids(r.question)[0].shape[0]
-        visual_end = pre_len + sum(kept_count for _, kept_count, _, _ in ids)  # prefix + kept video tokens
+        visual_end = pre_len + sum(kept_count for _, kept_count, _, _ in ids)  # prefix + the cached frames' tokens
         reused = kept.length
         t0 = time.perf_counter()
         if visual_end > kept.length:  # the incremental prefill: only the segments added since

@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.request
 
+from actors.camera_stats import CameraStats
 from actors.config import CameraConfig, IngestSettings, KafkaSettings, read_config_file
 
 from .config import AppArgs, SystemConfig
@@ -48,18 +49,18 @@ def _num(x, fmt: str) -> str:
 def _table(stats: dict, prev: dict, dt: float, queries: dict) -> str:
     rows = [f"{'camera':<10} {'consumed':>8} {'fps':>6} {'processed':>9} {'skipped':>8} {'dead':>5} "
             f"{'keep':>6} {'lag':>5} {'p50 ms':>7} {'p99 ms':>7} {'query ms':>9}"]
-    for cam, s in sorted(stats.items()):
-        if "error" in s:
-            rows.append(f"{cam:<10} (restarting: {s['error']})")
+    for cam, raw in sorted(stats.items()):
+        s = CameraStats.model_validate(raw)
+        if s.error:
+            rows.append(f"{cam:<10} (restarting: {s.error})")
             continue
         before = prev.get(cam, {}).get("consumed")
-        fps = (s["consumed"] - before) / dt if dt and isinstance(before, int) else None
-        keep = s["tokens_kept"] / s["tokens_in"] if s.get("tokens_in") else None
+        fps = (s.consumed - before) / dt if dt and isinstance(before, int) else None
         q = (queries.get(cam, {}).get("latency_ms") or {}).get("total")
-        rows.append(f"{cam:<10} {_num(s.get('consumed'), '>8')} {_num(fps, '>6.1f')} {_num(s.get('processed'), '>9')} "
-                    f"{_num(s.get('skipped'), '>8')} {_num(s.get('dead_lettered'), '>5')} {_num(keep, '>6.3f')} "
-                    f"{_num(s.get('lag'), '>5')} {_num(s.get('frame_to_cache_p50_ms'), '>7.1f')} "
-                    f"{_num(s.get('frame_to_cache_p99_ms'), '>7.1f')} {_num(q, '>9.0f')}")
+        rows.append(f"{cam:<10} {_num(s.consumed, '>8')} {_num(fps, '>6.1f')} {_num(s.processed, '>9')} "
+                    f"{_num(s.skipped, '>8')} {_num(s.dead_lettered, '>5')} {_num(s.keep_ratio, '>6.3f')} "
+                    f"{_num(s.lag, '>5')} {_num(s.frame_to_cache_p50_ms, '>7.1f')} "
+                    f"{_num(s.frame_to_cache_p99_ms, '>7.1f')} {_num(q, '>9.0f')}")
     return "\n".join(rows)
 
 

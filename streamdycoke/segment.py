@@ -45,6 +45,7 @@ __all__ = [
     "encode_segment",
     "fidelity",
     "read_header",
+    "read_positions",
     "reconstruct",
 ]
 
@@ -177,6 +178,30 @@ def read_header(data: bytes | bytearray | memoryview) -> SegmentHeader:
     if d == 0:
         raise SegmentFormatError("token dimension 0")
     return SegmentHeader(bool(flags & 1), _CODE_DTYPES[code], sid_len, frame_index, timestamp, (gh, gw), k, d, crc)
+
+
+def read_positions(data: bytes | bytearray | memoryview) -> torch.Tensor:
+    """The kept positions ``(K,)`` long of serialised segment bytes, checked as :func:`decode_segment`
+    checks them (header, length, CRC, order) without copying the tokens: for callers that show what a
+    frame kept, not what it holds."""
+    h = read_header(data)
+    expected = HEADER.size + h.body_bytes
+    if len(data) != expected:
+        kind = "truncated" if len(data) < expected else "trailing bytes"
+        raise SegmentFormatError(f"{kind}: {len(data)} bytes, header says {expected}")
+    view = memoryview(data)[HEADER.size:]
+    if zlib.crc32(view) != h.crc:
+        raise SegmentFormatError("CRC mismatch: segment bytes are corrupt")
+    k, n = h.num_kept, h.grid[0] * h.grid[1]
+    if k > n or (h.keyframe and k != n):
+        raise SegmentFormatError(f"{k} kept tokens for a {h.grid[0]}x{h.grid[1]} grid (keyframe={h.keyframe})")
+    off = h.stream_id_bytes
+    if not k:
+        return torch.zeros(0, dtype=torch.long)
+    positions = torch.frombuffer(bytearray(view[off:off + 2 * k]), dtype=torch.int16).long()
+    if positions[0] < 0 or positions[-1] >= n or bool((positions[1:] <= positions[:-1]).any()):
+        raise SegmentFormatError("positions must be strictly increasing and inside the grid")
+    return positions
 
 
 def decode_segment(data: bytes | bytearray | memoryview) -> TokenSegment:

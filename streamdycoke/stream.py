@@ -265,8 +265,11 @@ class StreamCompressor:
             k = frame_token_budget(n, decision.keep_ratio)
             if target is not None:  # spend the bucket; the policy ranks
                 k = min(n, max(0, math.floor(state.credit + 1e-9)))
-                if self.config.min_change > 0:
-                    k = min(k, int(((1.0 - sim) >= self.config.min_change).sum()))
+                if self.config.min_change > 0:  # the fuller the bucket, the lower the bar (none when full)
+                    bar = self.config.min_change
+                    if self.config.max_credit_frames is not None:
+                        bar *= max(0.0, 1.0 - state.credit / (self.config.max_credit_frames * n))
+                    k = min(k, int(((1.0 - sim) >= bar).sum()))
             if decision.priority is None and target is not None and self.config.refresh > 0:
                 age = (frame_index - state.held_frame).float() / w
                 chosen = ((1.0 - sim) + self.config.refresh * age).topk(k, sorted=False).indices

@@ -108,7 +108,8 @@ def test_encode_rejects_float32_tokens():
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from streamdycoke.segment import SegmentFormatError, TokenSegment, decode_segment, encode_segment, read_header  # noqa: E402
+from streamdycoke.segment import (SegmentFormatError, TokenSegment, decode_segment, encode_segment,  # noqa: E402
+                                  read_header, read_positions)
 
 
 def _valid_segment() -> bytes:
@@ -119,11 +120,17 @@ def _valid_segment() -> bytes:
 def _check(data: bytes) -> None:
     import math
 
+    try:  # the positions alone: the format's own error or the positions, never anything else
+        positions = read_positions(data)
+    except SegmentFormatError as exc:
+        assert str(exc)
+        positions = None
     try:
         seg = decode_segment(data)
     except SegmentFormatError as exc:
         assert str(exc)
         return
+    assert positions is not None and torch.equal(positions, seg.positions)  # what decode accepts, it reads alike
     assert math.isfinite(seg.timestamp) and seg.timestamp >= 0
     n = seg.grid[0] * seg.grid[1]
     assert 0 < n <= 32767 and seg.num_kept <= n and seg.tokens.shape == (seg.num_kept, seg.dim) and seg.dim >= 1

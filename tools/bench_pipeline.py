@@ -200,6 +200,13 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
                 "query_visual_tokens": statistics.median(vis[vname]) if vis[vname] else None,
                 "actor_cpu_cores_per_camera": _cores([pids.get(c) for c in cams], p0, p1, dt),
             }
+        if snapshot_twin:  # what the snapshots weigh in the cache, per snapshot and per camera
+            from actors.token_cache import RedisTokenStore
+
+            store = RedisTokenStore(stack.redis)
+            sizes = [n for cam, vname, _, _ in streams if vname == "compressed" for n in store.snapshot_sizes(cam)]
+            res["snapshot_bytes"] = {"count": len(sizes), "mean": statistics.fmean(sizes) if sizes else None,
+                                     "min": min(sizes, default=None), "max": max(sizes, default=None)}
         sup.shutdown()
     c, u = res["variants"]["compressed"], res["variants"].get("uncompressed")
     n = res["variants"].get("no_snapshot")
@@ -315,6 +322,10 @@ def print_pipeline(res: dict, file=None) -> None:
         p(f"  snapshots cost: actor CPU x{sc['actor_cpu_ratio']:.3f} of the twin without; frame-to-cache p50 "
           f"{_f(sc['frame_to_cache_p50_ms'][0], '.1f')} vs {_f(sc['frame_to_cache_p50_ms'][1], '.1f')} ms, p99 "
           f"{_f(sc['frame_to_cache_p99_ms'][0], '.1f')} vs {_f(sc['frame_to_cache_p99_ms'][1], '.1f')} ms")
+    sb = res.get("snapshot_bytes")
+    if sb and sb["count"]:
+        p(f"  snapshots in the cache: {sb['count']}, {sb['mean'] / 1e3:.1f} KB mean ({sb['min'] / 1e3:.1f}-"
+          f"{sb['max'] / 1e3:.1f} KB)")
     for name, v in res["variants"].items():
         p(f"  {name}: stage p50 / p99 ms (n)")
         for stage, s in v["stages_ms"].items():

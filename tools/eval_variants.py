@@ -76,6 +76,11 @@ variants = {
     "stream_mc10": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(min_change=0.1, max_credit_frames=2)),
     "stream_mc20": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(min_change=0.2, max_credit_frames=2)),
     "stream_mc10_c8": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(min_change=0.1, max_credit_frames=8)),
+    "stream_bar30_c4": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(min_change=0.3, max_credit_frames=4)),
+    "stream_bar50_c8": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(min_change=0.5, max_credit_frames=8)),
+    "stream_bar30_c1": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(min_change=0.3, max_credit_frames=1)),
+    "stream_bar50_c1": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(min_change=0.5, max_credit_frames=1)),
+    "stream_bar50_c2": lambda s, r: stream_mask(s, r, ThresholdPolicy(), config=StreamConfig(min_change=0.5, max_credit_frames=2)),
     "stream_2r": lambda s, r: stream_mask(s, r, ThresholdPolicy(), sampler=SamplerConfig(min_share=min(1.0, 2 * r))),
     "stream_4r": lambda s, r: stream_mask(s, r, ThresholdPolicy(), sampler=SamplerConfig(min_share=min(1.0, 4 * r))),
 }

@@ -242,3 +242,31 @@ def test_a_restart_after_frames_the_sampler_skipped_is_not_taken_for_a_lost_cach
     assert w2.counters.repaired == 0 and not w2.faults.get("cache_lost"), (w2.counters, dict(w2.faults))
     assert w2.counters.consumed == 0, "nothing read again is counted again"
     w2.stop()
+
+
+def test_the_live_frame_is_the_newest_frame_in_whole_and_readers_get_it_last(services, tmp_path):
+    """Every reader is given the kept past, then the newest frame whole (streamdycoke.reading): the worker
+    stores that frame, as the encoder saw it, after each batch."""
+    import torch
+
+    from actors.frames import decode_frame
+    from streamdycoke.reading import reading, whole
+    from streamdycoke.segment import decode_segment
+
+    cam = "cam-live"
+    n = ingest(services, cam, 2, 7, tmp_path)
+    w = worker(services, cam)
+    assert w.store.live_raw(cam) is None
+    drain(w)
+    live = decode_segment(w.store.live_raw(cam))
+    assert live.frame_index == n - 1 and whole(live) and live.stream_id == cam
+    records = consume_all(services[0].bootstrap, w.topic, n)
+    newest = decode_frame(records[-1].value)
+    assert newest.frame_index == n - 1
+    assert torch.equal(live.tokens, w.pipeline.encoder.encode(newest.rgb[None])[0].to(live.tokens.dtype))
+    stored = w.store.read(cam)
+    read = reading([decode_segment(b) for b in w.store.reader_window_raw(cam, window_s=600.0)])
+    assert [s.frame_index for s in read] == [s.frame_index for s in stored if s.frame_index < n - 1] + [n - 1]
+    assert whole(read[-1]) and torch.equal(read[-1].tokens, live.tokens)
+    assert len(stored) == w.counters.processed  # the live frame is not a stored frame
+    w.stop()

@@ -145,3 +145,18 @@ def test_a_writer_that_expects_frames_the_store_lost_stores_nothing_and_is_told(
         st.append_many([seg(6, False), seg(7, False)], expect_last=5)
     assert st.last_frame_index("cam-1") == 3 and st.frame_count("cam-1") == 4, "nothing of the batch was stored"
     assert st.append_many([seg(4, True)]) == [True]  # no expectation: no check
+
+
+def test_the_live_frame_is_replaced_by_each_put_and_follows_the_window_readers_get(make_store):
+    store = make_store()
+    store.append_many([seg(f, f == 0, sid="cam") for f in range(6)])
+    assert store.live_raw("cam") is None
+    assert store.reader_window_raw("cam", window_s=60.0) == store.read_recent_raw("cam", 60.0)
+    live = [TokenSegment("cam", f, float(f), torch.arange(4), torch.full((4, 8), float(f), dtype=torch.float16),
+                         False, (2, 2)) for f in (5, 6)]
+    for x in live:
+        store.put_live(x)
+    assert store.live_raw("cam") == encode_segment(live[1])  # the newest put; the one before replaced
+    window = store.reader_window_raw("cam", start=0.0)
+    assert window[:-1] == store.read_raw("cam", start=0.0) and window[-1] == encode_segment(live[1])
+    assert store.frame_count("cam") == 6 and store.last_frame_index("cam") == 5  # not a stored frame

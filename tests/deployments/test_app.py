@@ -8,13 +8,10 @@ import pytest
 
 from actors.config import CameraConfig, IngestSettings
 from actors.ingest import Ingestor
-from streamdycoke import EncoderSpec
 from streamdycoke.video import make_camera_video
 
-TINY = EncoderSpec(weights=None)  # the tiny random LLaVA-OneVision (no weights here), for LLM and cameras alike
-TOKEN = "test-token-0123456789"  # the bearer token of the apps these tests serve
-
 from ..conftest import needs_isolated_network, wait_for
+from .conftest import TINY, TOKEN, served_app
 
 pytestmark = needs_isolated_network
 
@@ -60,29 +57,18 @@ def sse_alerts(port, path, n, headers=None, opened=None, timeout=30):
 
 @pytest.fixture(scope="module")
 def app(ray_cluster, tmp_path_factory):
-    from ray import serve
-
-    from actors.ray_actor import CameraSupervisor
-    from deployments.app import build_app
-    from deployments.config import AppArgs
-
     stack = ray_cluster
-    serve.run(build_app(AppArgs(model=TINY, redis=stack.redis, num_cpus=0.25, api_token=TOKEN)), name="sdk",
-              route_prefix="/")
-    llm = serve.get_deployment_handle("LLMDeployment", app_name="sdk")
-    sup = CameraSupervisor(stack.kafka, stack.redis, TINY, llm_handle=llm)
-    video = make_camera_video(tmp_path_factory.mktemp("v") / "a.mp4", seconds=3, seed=6)
-    n = Ingestor("lobby", str(video), stack.kafka, IngestSettings(size=64)).run().frames
-    sup.add(CameraConfig(id="lobby"))  # no encoder named: the LLM's own (tiny, offline) tower
-    # a camera with a standing query: asked every 0.5 s and on every scene cut; the tiny random LLM always
-    # answers with token ids, which the rule matches, so the condition persists from the first round on
-    sup.add(CameraConfig(id="dock", standing=[{
-        "id": "anything", "prompt": "Is anything moving?", "every_s": 0.5, "on_scene_change": True,
-        "window_s": 2.0, "rule": {"kind": "match", "pattern": r"<\d+>"}, "max_new_tokens": 2}]))
-    wait_for(lambda: sup.stats()["lobby"].get("consumed") == n, timeout_s=90)
-    yield stack.http_port, sup
-    serve.delete("sdk")
-    sup.shutdown()
+    with served_app(stack, "sdk") as sup:
+        video = make_camera_video(tmp_path_factory.mktemp("v") / "a.mp4", seconds=3, seed=6)
+        n = Ingestor("lobby", str(video), stack.kafka, IngestSettings(size=64)).run().frames
+        sup.add(CameraConfig(id="lobby"))  # no encoder named: the LLM's own (tiny, offline) tower
+        # a camera with a standing query: asked every 0.5 s and on every scene cut; the tiny random LLM always
+        # answers with token ids, which the rule matches, so the condition persists from the first round on
+        sup.add(CameraConfig(id="dock", standing=[{
+            "id": "anything", "prompt": "Is anything moving?", "every_s": 0.5, "on_scene_change": True,
+            "window_s": 2.0, "rule": {"kind": "match", "pattern": r"<\d+>"}, "max_new_tokens": 2}]))
+        wait_for(lambda: sup.stats()["lobby"].get("consumed") == n, timeout_s=90)
+        yield stack.http_port, sup
 
 
 def test_query_answers_with_fewer_visual_tokens_than_the_uncompressed_window(app):

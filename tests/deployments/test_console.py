@@ -18,7 +18,8 @@ from actors.ingest import Ingestor
 from streamdycoke.video import make_camera_video
 
 from ..conftest import needs_isolated_network, wait_for
-from .test_app import TINY, TOKEN, http
+from .conftest import TOKEN, served_app
+from .test_app import http
 
 pytestmark = [needs_isolated_network,
               pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
@@ -31,26 +32,15 @@ GATE, YARD, DOCK = "console-gate", "console-yard", "console-dock"
 
 @pytest.fixture(scope="module")
 def console(ray_cluster, tmp_path_factory):
-    from ray import serve
-
-    from actors.ray_actor import CameraSupervisor
-    from deployments.app import build_app
-    from deployments.config import AppArgs
-
     stack = ray_cluster
-    serve.run(build_app(AppArgs(model=TINY, redis=stack.redis, num_cpus=0.25, api_token=TOKEN)), name="console",
-              route_prefix="/")
-    llm = serve.get_deployment_handle("LLMDeployment", app_name="console")
-    sup = CameraSupervisor(stack.kafka, stack.redis, TINY, llm_handle=llm)
-    tmp = tmp_path_factory.mktemp("console")
-    for cam, seed in ((GATE, 11), (YARD, 12)):
-        sup.add(CameraConfig(id=cam))
-        Ingestor(cam, str(make_camera_video(tmp / f"{cam}.mp4", seconds=3, seed=seed)), stack.kafka,
-                 IngestSettings(size=64)).run()
-    wait_for(lambda: all((sup.stats()[c].get("processed") or 0) > 0 for c in (GATE, YARD)), timeout_s=120)
-    yield stack, sup, tmp
-    serve.delete("console")
-    sup.shutdown()
+    with served_app(stack, "console") as sup:
+        tmp = tmp_path_factory.mktemp("console")
+        for cam, seed in ((GATE, 11), (YARD, 12)):
+            sup.add(CameraConfig(id=cam))
+            Ingestor(cam, str(make_camera_video(tmp / f"{cam}.mp4", seconds=3, seed=seed)), stack.kafka,
+                     IngestSettings(size=64)).run()
+        wait_for(lambda: all((sup.stats()[c].get("processed") or 0) > 0 for c in (GATE, YARD)), timeout_s=120)
+        yield stack, sup, tmp
 
 
 @pytest.fixture(scope="module")
@@ -148,9 +138,9 @@ def test_the_console_in_a_real_browser(console, browser):
     d.get(base + "/ui/#/alerts")
     until(d, "return document.querySelector('#feed-state').textContent === 'live'")
     # the camera's alerts also go to a webhook: a real HTTP endpoint here, reached from the camera's Ray actor
-    from ..actors.test_webhooks import SECRET, _Endpoint
+    from ..webhook_endpoint import SECRET, Endpoint
 
-    hook = _Endpoint()
+    hook = Endpoint()
     sup.add(CameraConfig(id=DOCK, webhooks=[{"url": hook.url + "/alerts", "secret": SECRET, "name": "ops"}], standing=[{
         "id": "anything", "prompt": "Is anything moving?", "every_s": 0.5, "window_s": 2.0,
         "rule": {"kind": "match", "pattern": r"<\d+>"}, "max_new_tokens": 2}]))  # the tiny LLM always matches

@@ -12,7 +12,7 @@ from streamdycoke import build_encoder
 from streamdycoke.video import make_camera_video
 
 from ..conftest import needs_isolated_network, wait_for
-from .test_app import TINY, TOKEN
+from .conftest import TINY, TOKEN
 
 pytestmark = needs_isolated_network
 

@@ -14,7 +14,8 @@ from actors.token_cache import RedisTokenStore
 from streamdycoke.video import make_camera_video
 
 from ..conftest import needs_isolated_network, wait_for
-from .test_app import TINY, TOKEN, http
+from .conftest import TINY, TOKEN
+from .test_app import http
 
 pytestmark = needs_isolated_network
 

@@ -19,11 +19,16 @@ def engine():
 
 
 @pytest.fixture(scope="module")
-def windows(tmp_path_factory):
-    """Two cameras' compressed windows, encoded by the same (tiny) LLaVA-OneVision tower."""
+def encoded(tmp_path_factory):
+    """Two cameras' compressed windows, encoded by the same (tiny) LLaVA-OneVision tower, and each frame
+    whole as the live frame a reader is given (streamdycoke.reading)."""
+    import torch
+
+    from streamdycoke.segment import TokenSegment
+
     with pytest.warns(UserWarning):
         enc = build_encoder(EncoderSpec(weights=None))
-    out = []
+    out, live = [], []
     for seed, frames in ((1, 12), (2, 20)):
         video = make_camera_video(tmp_path_factory.mktemp("v") / "c.mp4", seconds=1, seed=seed)
         rgb = [f.rgb for f in decode_frames(str(video), size=enc.input_size)][:frames]
@@ -31,7 +36,15 @@ def windows(tmp_path_factory):
         comp = StreamCompressor(StreamConfig(window=8))
         st = comp.new_state(f"cam{seed}")
         out.append([encode_segment(comp.process(st, toks[i], enc.grid, i, i / 30)) for i in range(frames)])
-    return out
+        n = toks.shape[1]
+        live.append([encode_segment(TokenSegment(f"cam{seed}", i, i / 30, torch.arange(n), toks[i].half(), False,
+                                                 enc.grid)) for i in range(frames)])
+    return out, live
+
+
+@pytest.fixture(scope="module")
+def windows(encoded):
+    return encoded[0]
 
 
 def test_batched_answers_equal_single_answers_and_use_fewer_tokens(engine, windows):
@@ -86,6 +99,26 @@ def test_incremental_prefill_answers_equal_full_prefill_as_the_window_grows_and_
     slid = engine.answer([LLMRequest("cam2", "is anyone there?", 5, w[6:20], reuse_key="cam2|10")])[0]
     assert slid.reused_tokens == 0, "a window whose start moved is rebuilt, never cut"
     assert len(engine.kept) == 1
+
+
+def test_with_live_frames_the_kept_cache_holds_the_older_frames_and_answers_equal_full_prefill(engine, encoded):
+    """The store hands a window with the live frame last: the reading replaces the newest stored frame by it,
+    the kept cache holds only the frames before it, and each answer equals the one-shot answer."""
+    w, live = encoded[0][1], encoded[1][1]
+    engine.forget("")
+    for end in (8, 11, 11, 16):
+        window = [*w[:end], live[end - 1]]
+        full = engine.answer([LLMRequest("cam2", "what is moving?", 5, window)])[0]
+        kept = engine.answer([LLMRequest("cam2", "what is moving?", 5, window, reuse_key="cam2|live")])[0]
+        assert kept.answer == full.answer and kept.visual_tokens == full.visual_tokens, end
+        assert kept.prefilled_tokens + kept.reused_tokens == full.prefilled_tokens
+        older = sum(decode_segment(x).num_kept for x in w[:end - 1])
+        assert full.visual_tokens == window_visual_tokens([older, decode_segment(live[end - 1]).num_kept], 1)
+        assert full.visual_tokens_uncompressed == window_visual_tokens([end * decode_segment(live[0]).num_kept], 1)
+    again = engine.answer([LLMRequest("cam2", "is anyone there?", 5, [*w[:16], live[15]], reuse_key="cam2|live")])[0]
+    pre, _ = engine.prompt_ids("is anyone there?")
+    # everything before the live frame came from the cache; the live frame is read again with the question
+    assert again.reused_tokens == len(pre) + sum(decode_segment(x).num_kept for x in w[:15])
 
 
 def test_a_streamed_answer_comes_token_by_token_and_equals_the_whole_answer(engine, windows):

@@ -4,7 +4,6 @@ metrics, /v1/fleet, /v1/cameras or its error messages."""
 
 import glob
 import os
-import threading
 import time
 import urllib.request
 
@@ -13,7 +12,8 @@ from actors.ingest import Ingestor
 from streamdycoke.video import make_camera_video
 
 from ..conftest import needs_isolated_network, wait_for
-from .test_app import TINY, http
+from .conftest import TINY
+from .test_app import http
 
 pytestmark = needs_isolated_network
 
