@@ -27,7 +27,8 @@ import uuid
 from collections import deque
 from typing import Any, Callable
 
-from .webhooks import Backoff, WebhookSender
+from .backoff import Backoff
+from .webhooks import WebhookSender
 
 __all__ = ["ALERT_SCHEMA", "ALERT_SCHEMA_ID", "ALERT_VERSION", "AlertSinks", "alert_record", "evidence_url"]
 

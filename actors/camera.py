@@ -65,6 +65,7 @@ from streamdycoke.stats import StageTimes
 from .config import CameraConfig, KafkaSettings
 from .camera_topic import IDLE_CHECK_S, CameraTopic
 from .frames import FrameFormatError, decode_frame, peek_indices
+from .backoff import Backoff
 from .snapshots import SnapshotTaker
 from .topics import ensure_topic
 
@@ -286,7 +287,7 @@ class CameraWorker:
         again, which resumes from the cache and the committed offset. ``every`` (e.g. publishing metrics)
         runs every ``every_s`` seconds, faults or not.
         """
-        last_every, backoff = 0.0, 0.1
+        last_every, backoff = 0.0, Backoff(0.1, max_backoff_s)
         try:
             while not stop.is_set():
                 try:
@@ -295,10 +296,9 @@ class CameraWorker:
                     # no sleep between polls: an idle poll already waits (up to 200 ms) for the next frame,
                     # and returns as soon as the broker hands one over
                     self.step(timeout_ms=200)
-                    backoff = 0.1
+                    backoff.succeeded()
                 except Exception:  # recorded (and logged once) by step/start
-                    stop.wait(backoff)
-                    backoff = min(2 * backoff, max_backoff_s)
+                    stop.wait(backoff.failed())
                 if every is not None and time.monotonic() - last_every > every_s:
                     every()
                     last_every = time.monotonic()

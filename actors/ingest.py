@@ -18,6 +18,7 @@ from streamdycoke.sampler import FrameSampler, SamplerConfig
 from streamdycoke.stats import StageTimes
 from streamdycoke.video import DecodeStats, SourceFrame, decode_video
 
+from .backoff import Backoff
 from .config import CameraConfig, IngestSettings, KafkaSettings
 from .frames import FrameFormatError, decode_frame, encode_frame, encode_skip, peek_indices
 from .metrics import IngestMetrics
@@ -112,7 +113,7 @@ class Ingestor:
         t0_wall = max(time.time(), last_ts + 1.0 / 30)
         self.stats.start_ts = t0_wall
         base = 0.0  # where (seconds after t0_wall) the current pass's first frame goes
-        backoff = s.reconnect_backoff_s
+        backoff = Backoff(s.reconnect_backoff_s, max(s.reconnect_backoff_s, s.reconnect_backoff_max_s))
         sampler = FrameSampler(self.sampler_config) if self.sampler_config is not None else None
         size = (s.size, s.size)
         self._pending, self._pending_since, self._pending_ts = 0, 0.0, 0.0  # skipped, not yet accounted for
@@ -136,7 +137,7 @@ class Ingestor:
                         index = first_index + self.stats.frames + self._pending
                         if not self._ingest(fr, index, ts, sampler, size, stop):
                             return self.stats  # stopped while the broker was unreachable
-                        backoff = s.reconnect_backoff_s
+                        backoff.succeeded()
                 except Exception as exc:  # a dropped or unreachable source: reopen with backoff
                     self.stats.corrupt_packets += dec.corrupt_packets
                     if self.metrics is not None:
@@ -144,9 +145,9 @@ class Ingestor:
                     if s.max_reconnects is not None and self.stats.reconnects >= s.max_reconnects:
                         raise
                     self.stats.reconnects += 1
-                    log.warning("camera %s: source %s failed (%s); reopening in %.1fs", self.camera, self.source, exc, backoff)
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, s.reconnect_backoff_max_s)
+                    wait = backoff.failed()
+                    log.warning("camera %s: source %s failed (%s); reopening in %.1fs", self.camera, self.source, exc, wait)
+                    stop.wait(wait)
                     # a live source resumes at the wall clock: later than anything already published
                     base = max(base + (last_rel or 0.0) + 1.0 / 30, time.time() - t0_wall)
                     continue

@@ -3,7 +3,7 @@
 A :class:`Webhook` is configured on a camera (``CameraConfig.webhooks``: every alert of the camera) or on
 one standing query (``StandingQuery.webhooks``: that query's alerts); :func:`webhook_routes` says which
 is which, and :class:`actors.alerts.AlertSinks` keeps one sink per webhook, with its own pending alerts
-and :class:`Backoff`.
+and :class:`actors.backoff.Backoff`.
 
 :class:`WebhookSender` sends one alert: a POST whose body is the alert record as JSON (``format:
 alert``) or a Slack incoming-webhook message (``format: slack``, ``{"text": ...}``), with the headers
@@ -21,7 +21,6 @@ import base64
 import binascii
 import http.client
 import json
-import math
 import os
 import time
 import urllib.error
@@ -32,7 +31,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-__all__ = ["Backoff", "Webhook", "WebhookError", "WebhookSender", "slack_text", "webhook_routes"]
+__all__ = ["Webhook", "WebhookError", "WebhookSender", "slack_text", "webhook_routes"]
 
 _SECRET_PREFIX = "whsec_"
 _SECRET_BYTES = (24, 64)  # the sizes the specification recommends for a signing key
@@ -108,28 +107,6 @@ def webhook_routes(camera: Any) -> dict[str | None, list[Webhook]]:
     routes: dict[str | None, list[Webhook]] = {None: list(camera.webhooks)} if camera.webhooks else {}
     routes.update({q.id: list(q.webhooks) for q in camera.standing if q.webhooks})
     return routes
-
-
-class Backoff:
-    """When a failing sink may be tried again: ``first_s`` after the first failure, doubling up to ``max_s``,
-    at once again after a success."""
-
-    def __init__(self, first_s: float = 1.0, max_s: float = 300.0) -> None:
-        self.first_s, self.max_s = first_s, max_s
-        self.delay = 0.0
-        self.until = -math.inf
-
-    def ready(self, now: float) -> bool:
-        return now >= self.until
-
-    def failed(self, now: float) -> float:
-        """Record a failure at ``now``; returns the wait before the next try."""
-        self.delay = self.first_s if self.delay == 0 else min(self.max_s, self.delay * 2)
-        self.until = now + self.delay
-        return self.delay
-
-    def succeeded(self) -> None:
-        self.delay, self.until = 0.0, -math.inf
 
 
 class WebhookError(Exception):

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 from actors.alerts import AlertSinks
 from actors.config import CameraConfig
-from actors.webhooks import Backoff, Webhook, WebhookError, WebhookSender, webhook_routes
+from actors.backoff import Backoff
+from actors.webhooks import Webhook, WebhookError, WebhookSender, webhook_routes
 
 from ..webhook_endpoint import OTHER_SECRET, SECRET, Endpoint as _Endpoint
 
