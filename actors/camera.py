@@ -3,6 +3,11 @@
 :class:`CameraWorker` is a plain class (the Ray actor is a thin shell around it), so tests drive it
 directly. It opens no connection in ``__init__``; :meth:`start` does.
 
+What each record of a batch becomes (a gap, a dead letter, a skip record, a replay, a repair, a new frame)
+is decided by :class:`actors.camera_batch.CameraHandler`, over one :class:`~actors.camera_batch.Ledger` of
+where the camera's frames stand; this worker polls, writes what it decided, sends the dead letters,
+commits, and recovers.
+
 Delivery: at least once, made exactly-once in effect. The worker consumes its camera's topic by
 manual partition assignment (no consumer-group rebalancing) and commits the Kafka offset only after
 the batch's segments are in Redis. Writes are idempotent on (camera, frame index), and a restarted
@@ -59,23 +64,18 @@ from typing import Callable
 
 from streamdycoke import CacheLostError, EncoderSpec, StreamState, TokenStore, build_pipeline
 from streamdycoke.encoders import Encoder
-from streamdycoke.sampler import SamplerDecision
 from streamdycoke.stats import StageTimes
 
-from .config import CameraConfig, KafkaSettings
-from .camera_topic import IDLE_CHECK_S, CameraTopic
-from .frames import FrameFormatError, decode_frame, peek_indices
 from .backoff import Backoff
+from .camera_batch import MAX_CLOCK_SKEW_S, CameraHandler, Counts, Ledger, parse_meta
+from .camera_topic import IDLE_CHECK_S, CameraTopic
+from .config import CameraConfig, KafkaSettings
 from .snapshots import SnapshotTaker
 from .topics import ensure_topic
 
 __all__ = ["CAMERA_STAGES", "MAX_CLOCK_SKEW_S", "CameraCounters", "CameraWorker"]
 
 log = logging.getLogger(__name__)
-
-# A frame stamped further ahead of this machine's clock is poison (ingest stamps with its own wall
-# clock): one such stamp would make every older frame look expired to the cache's retention.
-MAX_CLOCK_SKEW_S = 300.0
 
 # What a processed frame's time goes to on the camera's side, in order (seconds; the ingest side's stages
 # are in :mod:`actors.ingest`):
@@ -92,36 +92,14 @@ CAMERA_STAGES = ("transit", "wait", "encode", "compress", "snapshot", "cache_wri
 
 
 @dataclass
-class CameraCounters:
-    """Every frame consumed is exactly one of processed, skipped (sampler) or dead-lettered."""
+class CameraCounters(Counts):
+    """A camera's counts (:class:`~actors.camera_batch.Counts`), and its stage times."""
 
-    consumed: int = 0
-    processed: int = 0
-    skipped: int = 0
-    dead_lettered: int = 0
-    replayed: int = 0  # already in the cache (a replay after a restart): neither stored nor counted again
-    repaired: int = 0  # counted before, then lost by the cache (a failover, a restart without persistence): stored again
-    tokens_in: int = 0
-    tokens_kept: int = 0
     # per processed frame, seconds by stage (:data:`CAMERA_STAGES`): the last 10,000 for percentiles
     times: StageTimes = field(default_factory=StageTimes)
 
-    def add(self, other: "CameraCounters") -> None:
-        """Add a committed batch's counts."""
-        for name in ("consumed", "processed", "skipped", "dead_lettered", "replayed", "repaired", "tokens_in",
-                     "tokens_kept"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
     def percentile_ms(self, q: float, stage: str = "frame_to_cache") -> float | None:
         return self.times.percentile_ms(stage, q)
-
-
-def _parse_meta(meta: str) -> tuple[int | None, int | None]:
-    """The commit metadata ``"<last frame index consumed>:<highest frame index stored>"`` (older commits: the
-    first alone) -> the two numbers, None where absent or unreadable."""
-    counted, _, stored = (meta or "").partition(":")
-    num = lambda t: int(t) if t.lstrip("-").isdigit() else None  # noqa: E731
-    return num(counted), num(stored)
 
 
 class CameraWorker:
@@ -154,27 +132,19 @@ class CameraWorker:
         self._encoder = encoder  # loaded once (unless given: e.g. the app's encoder service); a recovery reuses it
         self._last_progress = time.monotonic()
         self._polled_at = 0.0
-        self._last_index: int | None = None  # highest frame index consumed (committed as offset metadata)
-        self._last_ts = 0.0  # capture time of the last frame decided (a replay is never newer than it)
-        self._reread_for: int | None = None  # the expected index we re-read the topic from its start for
-        self.frames_missing = 0  # frames a gap left out for good (expired or lost with a broker's data)
-        # highest frame index the counters account for (moved at each commit; at start, the committed one): a
-        # replay above it was written by a batch whose commit failed, so it is stored but was never counted
-        self._counted_through = -1
+        self.ledger = Ledger()  # where the camera's frames stand (consumed, counted, stored, to repair)
         # told the capture time of each frame the sampler cut on, once its batch is durable (standing queries)
         self.on_cut: Callable[[float], None] | None = None
-        self._cuts: list[float] = []
         # a JPEG of a processed frame about once a second, written after the batch's segments (the console,
         # alerts' evidence); only where the store keeps them (the Redis cache)
         self.snapshots = (SnapshotTaker(camera.snapshot)
                           if camera.snapshot is not None and hasattr(store, "put_snapshots") else None)
-        self._snaps: list[tuple[int, float, bytes]] = []
-        # frames up to this index were counted but the cache no longer holds them (set at start): re-stored as
-        # they are read again, counted as repaired, not again as consumed
-        self._repair_through: int | None = None
-        self._loss_counted = False  # this loss's fault is counted (found by a write, or at start)
-        self._repair_done = False  # a frame past _repair_through was read: the repair ends with this batch
-        self._stored_through = -1  # the highest frame index this camera stored (this process)
+        self.handler = CameraHandler(camera.id, self.topic, self.snapshots)
+
+    @property
+    def frames_missing(self) -> int:
+        """Frames a gap left out for good (expired or lost with a broker's data)."""
+        return self.ledger.frames_missing
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @property
@@ -191,7 +161,7 @@ class CameraWorker:
 
         from streamdycoke import build_encoder
 
-        cam, kafka = self.camera, self.kafka
+        cam, kafka, led = self.camera, self.kafka, self.ledger
         try:
             # the actor may start before its camera's ingest: create the topic rather than assigning a
             # partition that does not exist yet (the broker would auto-create it with its own partitioning)
@@ -200,37 +170,36 @@ class CameraWorker:
             committed = self.reader.open()
             meta = (committed.metadata or "") if committed is not None else ""
             self._producer = KafkaProducer(**kafka.client_kwargs(), acks="all", max_request_size=kafka.max_message_bytes)
-            self._pending_dead_letters: list = []
             state = None
             newest = self.store.newest_timestamp(cam.id)
             if newest is not None:  # the window as stored: from the last keyframe on
                 state = StreamState.from_segments(cam.id, self.store.read(cam.id, start=newest))
-                self._last_ts = max(self._last_ts, newest)
+                led.last_ts = max(led.last_ts, newest)
             if self._encoder is None:
                 self._encoder = build_encoder(self.config.encoder)
             self.pipeline = build_pipeline(cam.id, self.config, state=state, encoder=self._encoder)
             if self.snapshots is not None:  # a batch that failed took snapshots it never stored: take the next one
                 self.snapshots.last_ts = None
             stored = self.pipeline.state.last_frame_index
-            counted, meta_stored = _parse_meta(meta)
+            counted, meta_stored = parse_meta(meta)
             if counted is None and committed is not None and committed.offset > 0:
-                counted, _ = _parse_meta(self.reader.index_before(committed.offset))  # a broker that keeps no metadata
+                counted, _ = parse_meta(self.reader.index_before(committed.offset))  # a broker that keeps no metadata
             if counted is not None:
-                self._counted_through = max(self._counted_through, counted)
-            self._last_index = max(counted, stored) if counted is not None else (stored if stored >= 0 else None)
+                led.counted_through = max(led.counted_through, counted)
+            led.last_index = max(counted, stored) if counted is not None else (stored if stored >= 0 else None)
             # what this camera stored (this process's own writes; the commit metadata's, across a restart of the
             # process) against what the cache holds: more means the cache lost acknowledged frames
             last = self.store.last_frame_index(cam.id)
             cache_last = -1 if last is None else last
-            wrote = max(self._stored_through, -1 if meta_stored is None else meta_stored)
-            self._stored_through = cache_last  # what the next write expects the cache to hold
-            self._repair_through, self._repair_done = None, False
+            wrote = max(led.stored_through, -1 if meta_stored is None else meta_stored)
+            led.stored_through = cache_last  # what the next write expects the cache to hold
+            led.repair_through, led.repair_done = None, False
             if wrote > cache_last:  # re-read the topic from there and store the lost frames again
-                self._repair_through = wrote
+                led.repair_through = wrote
                 self.reader.seek_after(newest)
-                if not self._loss_counted:  # unless the write that found it counted it already
+                if not led.loss_counted:  # unless the write that found it counted it already
                     self.faults["cache_lost"] += 1
-                self._loss_counted = True
+                led.loss_counted = True
                 self.last_fault = (f"cache_lost: the cache holds frames up to {cache_last}, this camera had stored "
                                    f"up to {wrote}; re-reading {self.topic} to store them again")
                 log.warning("camera %s: %s", cam.id, self.last_fault)
@@ -333,68 +302,61 @@ class CameraWorker:
             self._check_idle()
             return 0
         state_before = self.pipeline.state.last_frame_index
-        delta = CameraCounters()
-        last_index_before = self._last_index
+        led = self.ledger
+        last_index_before = led.last_index
         try:
-            segments, timings, gap_offset = self._decide(batch, delta)
+            out = self.handler.decide(batch, self.pipeline, led, self._polled_at)
         except Exception as exc:  # not the record's fault (records fail one by one, inside): a bug or OOM
-            self._last_index = last_index_before
+            led.last_index = last_index_before
             self.fault("pipeline", exc)
             raise
+        for kind, message in out.faults:  # counted at once, and said: none is silent
+            self.faults[kind] += 1
+            self.last_fault = message
+            log.warning("camera %s: %s", self.camera.id, message)
         try:
             t_write = time.time()
-            if segments:  # the cache must still hold what this worker last stored: else it lost frames
-                self.store.append_many(segments, expect_last=self._stored_through)
-                self._stored_through = max(self._stored_through, max(s.frame_index for s in segments))
-            if self._snaps:  # after the segments: a snapshot's frame is always readable
-                self.store.put_snapshots(self.camera.id, self._snaps)
-            if self._live is not None:  # the newest frame in, whole: the now frame every reader is given
-                self.store.put_live(self._live)
+            if out.segments:  # the cache must still hold what this worker last stored: else it lost frames
+                self.store.append_many(out.segments, expect_last=led.stored_through)
+                led.stored_through = max(led.stored_through, max(s.frame_index for s in out.segments))
+            if out.snapshots:  # after the segments: a snapshot's frame is always readable
+                self.store.put_snapshots(self.camera.id, out.snapshots)
+            if out.live is not None:  # the newest frame in, whole: the now frame every reader is given
+                self.store.put_live(out.live)
             t_cached = time.time()
         except CacheLostError as exc:  # found at once, not at some later restart: the restart repairs it
-            self._last_index = last_index_before
-            self._loss_counted = True  # the repair after the restart does not count it again
+            led.last_index = last_index_before
+            led.loss_counted = True  # the repair after the restart does not count it again
             self.fault("cache_lost", exc)
             raise
         except Exception as exc:
-            self._last_index = last_index_before
+            led.last_index = last_index_before
             self.fault("cache", exc)
             raise
         try:
             # dead letters are durable before the offset moves past them; a failed send raises here
+            sent = [self._send_dead_letter(rec, reason, detail) for rec, reason, detail in out.dead_letters]
             self._producer.flush()
-            for fut in self._pending_dead_letters:
+            for fut in sent:
                 fut.get(timeout=10)
-            self._pending_dead_letters.clear()
-            offset = gap_offset if gap_offset is not None else self.reader.position()
-            self.reader.commit(offset, f"{self._last_index}:{self._stored_through}")
+            offset = out.reread_from if out.reread_from is not None else self.reader.position()
+            self.reader.commit(offset, led.meta())
             t_committed = time.time()
-            if gap_offset is not None:  # re-read from the start: replays are skipped, the missing frames found
+            if out.reread_from is not None:  # re-read from the start: replays are skipped, the missing frames found
                 self.reader.seek_to_beginning()
         except Exception as exc:
-            self._last_index = last_index_before
+            led.last_index = last_index_before
             self.fault("broker", exc)
             raise
         # the batch is durable: now it counts, and its scene cuts trigger what asks on them
-        self.counters.add(delta)
-        if self._repair_through is not None and (delta.repaired or self._repair_done):
-            self.last_fault = (f"cache_lost: {self.counters.repaired} frames the cache had lost (up to frame "
-                               f"{self._repair_through}) stored again from {self.topic}")
-            if self._repair_done:
-                missing = self._repair_through - self.pipeline.state.last_frame_index
-                if missing > 0:  # the topic no longer held them (past its retention): counted, not silent
-                    self.faults["gap"] += 1
-                    self.frames_missing += missing
-                    self.last_fault += f"; frames after {self.pipeline.state.last_frame_index} were not in the topic"
-                self._repair_through, self._repair_done, self._loss_counted = None, False, False
-            log.warning("camera %s: %s", self.camera.id, self.last_fault)
+        self.counters.add(out.counts)
+        self._repair_progress(out.counts)
         if self.on_cut is not None:
-            for ts in self._cuts:
+            for ts in out.cuts:
                 self.on_cut(ts)
-        if self._last_index is not None:
-            self._counted_through = max(self._counted_through, self._last_index)
+        led.committed()
         times = self.counters.times
-        for capture_ts, stages in timings:
+        for capture_ts, stages in out.timings:
             for stage, seconds in stages.items():
                 times.add(stage, seconds)
             times.add("cache_write", t_cached - t_write)
@@ -409,140 +371,21 @@ class CameraWorker:
                   self.pipeline.state.last_frame_index)
         return len(batch)
 
-    def _decide(self, batch: list, c: CameraCounters) -> tuple[list, list[tuple[float, dict]], int | None]:
-        """Run a batch's records through the pipeline, dead-lettering poison ones; counts go to ``c``.
-
-        Returns the segments; per segment, its capture time and its stage times so far (seconds: transit,
-        wait, encode, compress); and the offset of a record whose index leaves a gap the first time it is
-        seen (the batch stops there; the caller re-reads the topic from its start), else None.
-        """
-        segments, timings = [], []
-        self._cuts, self._snaps, self._live = [], [], None
-        newest = None  # (message, its tokens when processed) of the newest frame in with pixels
-        state = self.pipeline.state
-        stored_before = state.last_frame_index  # the newest frame stored before this batch
-        polled = self._polled_at
-        for rec in batch:
-            span = peek_indices(rec.value)  # (first, last) frame index the message accounts for
-            first, index = span if span is not None else (None, None)
-            expected = None if self._last_index is None else self._last_index + 1
-            if first is not None and expected is not None and first > expected:
-                if self._reread_for != expected:  # first sight: the topic may have been recreated under us
-                    self._reread_for = expected
-                    self.faults["topic_reset"] += 1
-                    self.last_fault = (f"topic_reset: frame {first} at offset {rec.offset} follows frame "
-                                       f"{self._last_index}; re-reading {self.topic} from its start")
-                    log.warning("camera %s: %s", self.camera.id, self.last_fault)
-                    return segments, timings, rec.offset
-                self.faults["gap"] += 1  # re-read, still missing: expired or lost with the broker's data
-                self.frames_missing += first - expected
-                self.last_fault = f"gap: frames {expected}..{first - 1} are not in {self.topic}; going on"
-                log.warning("camera %s: %s", self.camera.id, self.last_fault)
-            is_new = index is None or self._last_index is None or index > self._last_index
-            if index is not None and (self._last_index is None or index > self._last_index):
-                self._last_index = index
-            try:
-                msg = decode_frame(rec.value)
-                if msg.camera != self.camera.id:
-                    raise FrameFormatError("unknown_camera", f"message for camera {msg.camera!r} on {self.topic}")
-                if msg.timestamp > time.time() + MAX_CLOCK_SKEW_S:
-                    raise FrameFormatError("timestamp_in_future",
-                                           f"captured at {msg.timestamp:.3f}, more than {MAX_CLOCK_SKEW_S:.0f} s "
-                                           "ahead of this machine's clock")
-                if is_new and expected is not None and first is not None and first < expected:
-                    raise FrameFormatError("bad_skip_count",
-                                           f"frame {index} claims {msg.skipped_before} skipped frames before it, "
-                                           f"back to {first}, but frames up to {expected - 1} are already accounted for")
-            except FrameFormatError as exc:
-                if not is_new:  # read again by a repair: dead-lettered and counted the first time
-                    c.replayed += 1
-                    continue
-                c.consumed += 1
-                self._dead_letter(rec, exc.reason, str(exc), c)
-                continue
-            if msg.rgb is None:  # a skip record: frames ingest's sampler skipped
-                if is_new:
-                    c.consumed += msg.frames
-                    c.skipped += msg.frames
-                    self._last_ts = max(self._last_ts, msg.timestamp)
-                else:
-                    c.replayed += msg.frames
-                continue
-            if msg.frame_index <= state.last_frame_index:
-                if msg.timestamp > self._last_ts:  # not a replay: a restarted producer reused the index
-                    self.faults["index_reused"] += 1
-                    self.frames_missing += 1
-                    self.last_fault = (f"index_reused: frame {msg.frame_index} at offset {rec.offset} is newer than "
-                                       "the stored frame of that index; it cannot be stored")
-                    log.warning("camera %s: %s", self.camera.id, self.last_fault)
-                    c.consumed += msg.frames
-                    c.skipped += msg.skipped_before
-                    self._dead_letter(rec, "index_reused", self.last_fault, c)
-                    continue
-                if self._counted_through < msg.frame_index <= stored_before:  # stored by a batch whose commit failed
-                    c.consumed += msg.frames
-                    c.skipped += msg.skipped_before
-                    c.processed += 1
-                else:
-                    c.replayed += msg.frames  # a replay of a frame the cache already holds, counted before
-                continue
-            if not is_new:  # read again by a repair: accounted for before
-                if self._repair_through is not None and msg.frame_index <= self._repair_through:
-                    # stored before the cache lost it: stored again, through the same pipeline, not counted again
-                    decision = SamplerDecision(True, msg.pixel_change, msg.scene_cut) if msg.sampled else None
-                    try:
-                        out = self.pipeline.push(msg.rgb, msg.frame_index, msg.timestamp, decision=decision)
-                    except ValueError:  # dead-lettered the first time: it stays so
-                        out = None
-                    if out is not None and out.segment is not None:
-                        c.repaired += 1
-                        segments.append(out.segment)
-                        continue
-                c.replayed += msg.frames
-                continue
-            if self._repair_through is not None:  # past what the cache had lost: the repair is done
-                self._repair_done = True
-            c.consumed += msg.frames
-            c.skipped += msg.skipped_before  # skipped by ingest's sampler, accounted for by this frame
-            self._last_ts = max(self._last_ts, msg.timestamp)
-            decision = SamplerDecision(True, msg.pixel_change, msg.scene_cut) if msg.sampled else None
-            started = time.time()
-            try:
-                out = self.pipeline.push(msg.rgb, msg.frame_index, msg.timestamp, decision=decision, keep_tokens=True)
-            except ValueError as exc:  # e.g. a frame too small for the sampler
-                self._dead_letter(rec, "bad_frame", str(exc), c)
-                continue
-            newest = (msg, out.tokens)
-            if out.scene_cut:
-                self._cuts.append(msg.timestamp)
-            if out.segment is None:
-                c.skipped += 1
-                continue
-            c.processed += 1
-            c.tokens_in += out.segment.num_positions
-            c.tokens_kept += out.segment.num_kept
-            segments.append(out.segment)
-            stages = {"transit": max(0.0, polled - rec.timestamp / 1e3), "wait": started - polled,
-                      "encode": out.encode_s, "compress": out.compress_s}
-            if self.snapshots is not None and self.snapshots.due(msg.timestamp):
-                t_snap = time.perf_counter()
-                try:
-                    self._snaps.append(self.snapshots.take(msg.frame_index, msg.timestamp, msg.rgb))
-                    stages["snapshot"] = time.perf_counter() - t_snap
-                except Exception as exc:  # the frame is stored all the same; the picture is counted as missing
-                    self.faults["snapshot"] += 1
-                    self.last_fault = f"snapshot: frame {msg.frame_index}: {type(exc).__name__}: {exc}"[:500]
-                    log.warning("camera %s: %s", self.camera.id, self.last_fault)
-            timings.append((msg.timestamp, stages))
-        self._live = self._live_frame(newest)
-        return segments, timings, None
-
-    def _live_frame(self, newest):
-        """The batch's newest frame in, whole (encoded here if the sampler skipped it), or None."""
-        if newest is None:
-            return None
-        msg, tokens = newest
-        return self.pipeline.live_segment(msg.rgb, msg.frame_index, msg.timestamp, tokens)
+    def _repair_progress(self, counts: Counts) -> None:
+        """Say how a repair of frames the cache lost goes, and end it (counting what the topic no longer held)."""
+        led = self.ledger
+        if led.repair_through is None or not (counts.repaired or led.repair_done):
+            return
+        self.last_fault = (f"cache_lost: {self.counters.repaired} frames the cache had lost (up to frame "
+                           f"{led.repair_through}) stored again from {self.topic}")
+        if led.repair_done:
+            missing = led.repair_through - self.pipeline.state.last_frame_index
+            if missing > 0:  # the topic no longer held them (past its retention): counted, not silent
+                self.faults["gap"] += 1
+                led.frames_missing += missing
+                self.last_fault += f"; frames after {self.pipeline.state.last_frame_index} were not in the topic"
+            led.repair_through, led.repair_done, led.loss_counted = None, False, False
+        log.warning("camera %s: %s", self.camera.id, self.last_fault)
 
     def _check_idle(self) -> None:
         """Nothing arrived: is the topic gone or shrunk, are frames waiting that fetches do not bring (a
@@ -562,12 +405,11 @@ class CameraWorker:
         if lag <= 0:  # nothing waits (a broker may report its end loosely: tansu's can trail the true end)
             self._last_progress = time.monotonic()
 
-    def _dead_letter(self, rec, reason: str, detail: str, c: CameraCounters) -> None:
-        c.dead_lettered += 1
+    def _send_dead_letter(self, rec, reason: str, detail: str):
+        """Send a record to the dead-letter topic: its original bytes, untouched (so it can be inspected and
+        replayed), the reason in headers. Returns the send's future."""
         log.warning("camera %s: offset %d dead-lettered: %s", self.camera.id, rec.offset, detail)
         headers = [("reason", reason.encode()), ("detail", detail.encode()[:1000]), ("camera", self.camera.id.encode()),
                    ("topic", self.topic.encode()), ("offset", str(rec.offset).encode())]
-        # the original bytes, untouched, so the record can be inspected and replayed
-        self._pending_dead_letters.append(
-            self._producer.send(self.kafka.dead_letter_topic, key=self.camera.id.encode(), value=rec.value, headers=headers)
-        )
+        return self._producer.send(self.kafka.dead_letter_topic, key=self.camera.id.encode(), value=rec.value,
+                                   headers=headers)

@@ -96,7 +96,7 @@ class CameraTopic:
     def seek_after(self, newest: float | None) -> None:
         """Position the consumer at or before the first record sent after the frame captured at ``newest``
         (the newest the cache holds; None: it holds none, so the topic's start). Frames between it and the
-        committed offset are read again: those the cache lost are stored again (:meth:`CameraWorker._decide`), the others
+        committed offset are read again: those the cache lost are stored again (:class:`actors.camera_batch.CameraHandler`), the others
         are replays. A broker that cannot look offsets up by time is read from the start."""
         if newest is not None:
             try:
