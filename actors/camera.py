@@ -321,7 +321,7 @@ class CameraWorker:
                 led.stored_through = max(led.stored_through, max(s.frame_index for s in out.segments))
             if out.snapshots:  # after the segments: a snapshot's frame is always readable
                 self.store.put_snapshots(self.camera.id, out.snapshots)
-            if out.live is not None:  # the newest frame in, whole: the now frame every reader is given
+            if out.live is not None:  # the newest processed frame, whole: the now frame every reader is given
                 self.store.put_live(out.live)
             t_cached = time.time()
         except CacheLostError as exc:  # found at once, not at some later restart: the restart repairs it

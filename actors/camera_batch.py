@@ -2,7 +2,7 @@
 
 :class:`CameraHandler` turns a batch of its topic's records into a :class:`BatchOutcome` (the segments to
 store, the dead letters to send, the faults seen, the counts, the scene cuts, the snapshots and the
-live frame) through the camera's pipeline; :class:`CameraWorker <actors.camera.CameraWorker>` around it
+live frame: the newest processed frame, whole) through the camera's pipeline; :class:`CameraWorker <actors.camera.CameraWorker>` around it
 polls, writes, sends and commits. Where each frame stands is one :class:`Ledger`: the highest index
 consumed, counted and stored, and what a repair must store again. Each record is one of (in the order
 they are told apart):
@@ -134,7 +134,7 @@ class BatchOutcome:
         counts: the batch's counts (they count once the batch is committed).
         cuts: capture times the sampler cut on.
         snapshots: ``(frame index, capture time, JPEG)`` to store after the segments.
-        live: the newest frame in, whole (:mod:`streamdycoke.reading`), or None.
+        live: the batch's newest processed frame, whole (:mod:`streamdycoke.reading`), or None.
         reread_from: the offset of a record whose index leaves a gap seen for the first time (the batch stops
             there; the topic is to be re-read from its start), else None.
     """
@@ -167,7 +167,7 @@ class CameraHandler:
         the poll returned (wall clock)."""
         out = BatchOutcome()
         stored_before = pipeline.state.last_frame_index  # the newest frame stored before this batch
-        newest = None  # (message, its tokens when processed) of the newest frame in with pixels
+        newest = None  # (message, its tokens when processed) of the newest processed frame
         for rec in batch:
             span = peek_indices(rec.value)  # (first, last) frame index the message accounts for
             first, index = span if span is not None else (None, None)
@@ -195,11 +195,11 @@ class CameraHandler:
                 if ledger.repair_through is not None:  # past what the cache had lost: the repair is done
                     ledger.repair_done = True
                 tokens = self._new(rec, msg, pipeline, ledger, out, polled)
-                if tokens is not False:
+                if tokens is not None:  # processed: its tokens are at hand, no encoder work for the live frame
                     newest = (msg, tokens)
         if newest is not None:
             msg, tokens = newest
-            out.live = pipeline.live_segment(msg.rgb, msg.frame_index, msg.timestamp, tokens)
+            out.live = pipeline.live_segment(msg.frame_index, msg.timestamp, tokens)
         return out
 
     # -- each kind of record -------------------------------------------------------------------------
@@ -277,8 +277,8 @@ class CameraHandler:
         out.counts.replayed += msg.frames
 
     def _new(self, rec, msg, pipeline, ledger: Ledger, out: BatchOutcome, polled: float):
-        """A new frame with pixels through the pipeline. Returns its tokens (None: the sampler skipped
-        it), or False when it was dead-lettered."""
+        """A new frame with pixels through the pipeline. Returns its tokens when it was processed, else None
+        (the sampler skipped it, or it was dead-lettered)."""
         c = out.counts
         c.consumed += msg.frames
         c.skipped += msg.skipped_before  # skipped by ingest's sampler, accounted for by this frame
@@ -289,7 +289,7 @@ class CameraHandler:
             res = pipeline.push(msg.rgb, msg.frame_index, msg.timestamp, decision=decision, keep_tokens=True)
         except ValueError as exc:  # e.g. a frame too small for the sampler
             self._dead_letter(out, rec, "bad_frame", str(exc))
-            return False
+            return None
         if res.scene_cut:
             out.cuts.append(msg.timestamp)
         if res.segment is None:

@@ -12,7 +12,7 @@ of one camera's keys live in one slot and the scripts below stay atomic on a clu
     P:{cam}:snap    hash    frame index -> a small JPEG of that processed frame (about one a second,
                             :mod:`actors.snapshots`), trimmed with the frames (same retention)
     P:{cam}:snapts  zset    snapshot frame indices, scored by capture timestamp
-    P:{cam}:live    string  the newest frame in, whole (segment bytes), replaced after every batch: the
+    P:{cam}:live    string  the newest processed frame, whole (segment bytes), replaced after every batch: the
                             now frame readers are given (:mod:`streamdycoke.reading`); expires with the
                             retention
     P:{cam}:evidence:<alert id>  string  the snapshot an alert's answer saw, copied when the alert is

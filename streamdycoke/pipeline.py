@@ -91,14 +91,12 @@ class FramePipeline:
         return FrameOutcome(frame_index, seg, change, t1 - t0, t2 - t1, tokens if keep_tokens else None, cut)
 
 
-    def live_segment(self, frame: np.ndarray, frame_index: int, timestamp: float,
-                     tokens: torch.Tensor | None = None) -> TokenSegment:
-        """The live frame: ``frame`` whole, every position at the stored precision, the now frame a reader
-        is given (:mod:`streamdycoke.reading`). ``tokens``: its ``(N, D)`` encoder output when :meth:`push`
-        processed it (``keep_tokens``); a frame the sampler skipped is encoded here. The stream's state is
-        not touched."""
-        if tokens is None:
-            tokens = self.encoder.encode(frame[None])[0]
+    def live_segment(self, frame_index: int, timestamp: float, tokens: torch.Tensor) -> TokenSegment:
+        """The live frame: a processed frame's ``(N, D)`` encoder output (:meth:`push` with ``keep_tokens``)
+        whole, every position at the stored precision: the now frame a reader is given
+        (:mod:`streamdycoke.reading`). The camera's newest processed frame: a frame the sampler skipped since
+        was judged unchanged from it, so the live frame costs no encoder work. The stream's state is not
+        touched."""
         n = tokens.shape[0]
         dtype = getattr(torch, self.compressor.config.token_dtype)
         return TokenSegment(stream_id=self.state.stream_id, frame_index=frame_index, timestamp=timestamp,

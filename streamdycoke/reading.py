@@ -8,8 +8,9 @@ answerer, the standing-query answerers and the LLM's input builder) is given the
 
 1. every kept token of the frames *before* the newest one, at its own frame and position, in frame
    order, then
-2. the now frame: the newest frame in, **whole**, as the encoder saw it (the camera worker stores it
-   beside the segments, :meth:`streamdycoke.store.TokenStore.put_live`).
+2. the now frame: the newest frame the camera processed, **whole**, as the encoder saw it (the camera
+   worker stores it beside the segments, :meth:`streamdycoke.store.TokenStore.put_live`; a frame its
+   sampler skipped since was judged unchanged from it).
 
 The now frame's tokens are given to the reader and are counted in its visual tokens: a window of ``F``
 frames costs the kept tokens of its first ``F - 1`` plus one frame. On the event-QA benchmark this reading
@@ -68,7 +69,7 @@ def whole(segment: TokenSegment) -> bool:
 def reading(segments: list[TokenSegment], live: TokenSegment | None = None) -> list[TokenSegment]:
     """What a reader is given for a window of one stream's segments (in frame order).
 
-    ``live``: the newest frame in, whole (:meth:`~streamdycoke.store.TokenStore.get_live`), appended when
+    ``live``: the newest processed frame, whole (:meth:`~streamdycoke.store.TokenStore.live_raw`), appended when
     it is at least as new as the window's newest segment (and of its grid). A window whose last segment
     is whole (a live frame appended, by this call or by the store's
     :meth:`~streamdycoke.store.DecodedReads.reader_window_raw`, or a keyframe) reads as the segments of

@@ -67,7 +67,7 @@ class TokenStore(Protocol):
         """What :meth:`read_recent` returns, as wire-format bytes."""
 
     def put_live(self, segment: TokenSegment) -> None:
-        """Hold ``segment`` (whole: every position) as its stream's live frame, the newest frame in, in
+        """Hold ``segment`` (whole: every position) as its stream's live frame, the newest processed frame, in
         place of the one before (:mod:`streamdycoke.reading`). Not part of the stored window."""
 
     def live_raw(self, stream_id: str) -> bytes | None:

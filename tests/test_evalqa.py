@@ -11,7 +11,7 @@ import torch
 from streamdycoke.encoders import EncoderSpec, build_encoder, encoder_shape
 from streamdycoke.evalqa.answerer import EventQA, StreamInputs, build_batch
 from streamdycoke.evalqa.data import EncodedStream
-from streamdycoke.evalqa.methods import METHODS, held_index, keep_mask
+from streamdycoke.evalqa.methods import METHODS, LiveMask, held_index, keep_mask, mask_of
 from streamdycoke.evalqa.questions import ANSWERS, KIND_ANSWERS, Question, scene_questions
 from streamdycoke.evalqa.scenes import (BACKGROUNDS, OBJECTS, SIZE, generate_scene, object_reference_frame, render,
                                         split_backgrounds, split_objects)
@@ -110,7 +110,7 @@ def _stream(seed=1, T=40, still=False):
 @pytest.mark.parametrize("r", [0.05, 0.15, 0.5])
 def test_every_method_keeps_about_its_budget(method, r):
     s = _stream()
-    keep = keep_mask(method, s, r, net=load_policy("net"))
+    keep = mask_of(keep_mask(method, s, r, net=load_policy("net")))
     kept = keep.float().mean().item()
     assert keep.shape == (40, 49) and bool(keep[0].all())  # every method starts from a whole frame
     if method in ("uniform", "evs"):
@@ -118,6 +118,35 @@ def test_every_method_keeps_about_its_budget(method, r):
     else:  # ttm rounds per frame; the streaming ones spend their bucket (keyframes may overdraw it)
         assert kept <= r + 2 / 40 + 1e-6
         assert kept >= 0.5 * r
+
+
+def test_a_streaming_methods_reader_is_given_the_newest_frame_it_processed():
+    """The camera stores its newest processed frame as the live frame: the eval reads a streaming method the
+    same way, each question's now frame the newest frame the sampler processed by then."""
+    from streamdycoke.evalqa.matched import read_share
+
+    s = _stream(still=True)  # a still scene: the sampler skips most frames
+    keep = keep_mask("stream", s, 0.05)
+    assert isinstance(keep, LiveMask) and keep.live[0] == 0
+    assert bool((keep.live <= torch.arange(40)).all()) and bool((keep.live[1:] >= keep.live[:-1]).all())
+    skipped = [t for t in range(40) if keep.live[t] != t]
+    assert skipped, "the sampler processed every frame of a still scene"
+    t = skipped[-1]
+    model = EventQA(dim=64, pca=16, d=32, positions=49)
+    model.fit_pca(s.tokens.view(-1, 64).float())
+    refs = {"cat": torch.nn.functional.normalize(torch.randn(64), dim=0)}
+    q = Question("present", t, 0, "cat", None, 1)
+    si = StreamInputs(model, s)
+    read = model(build_batch(model, [(si, q, keep.mask.float(), 0, int(keep.live[t]))], refs))
+    changed = s.tokens.clone()
+    changed[t] = torch.randn_like(changed[t].float()).half()  # the question's own frame, not processed: unseen
+    si2 = StreamInputs(model, EncodedStream(None, changed, s.thumbs))
+    assert torch.allclose(read, model(build_batch(model, [(si2, q, keep.mask.float(), 0, int(keep.live[t]))], refs)),
+                          atol=1e-5)
+    # the share counts the live frame whole in place of what was kept of it
+    items = [(s, [q])]
+    f = int(keep.live[t])
+    assert read_share([keep], items) == pytest.approx((float(keep.mask.sum()) + 49 - float(keep.mask[f].sum())) / (40 * 49))
 
 
 def test_rate_control_counts_skipped_frames_and_spends_a_still_scene_budget():

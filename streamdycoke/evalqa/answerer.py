@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .methods import live_frame, mask_of
 from .data import EncodedStream
 from .questions import ANSWERS, KIND_ANSWERS, KINDS, Question
 
@@ -187,10 +188,11 @@ class StreamInputs:
 
 
 def build_batch(model: EventQA, items: list[tuple], refs: dict[str, torch.Tensor]) -> QABatch:
-    """Batch ``(stream inputs, question, keep (T, N) float[, since])`` items as the reader is given them
-    (:mod:`streamdycoke.reading`): the kept slots of frames ``since..t-1`` (``since`` 0 when absent: the
-    whole past; a long stream is read through a window), then the now frame, frame ``t`` whole, flagged as
-    now. Times are relative to ``since`` and ages are capped at ``t - since``, so a windowed read looks
+    """Batch ``(stream inputs, question, keep (T, N) float[, since[, now]])`` items as the reader is given
+    them (:mod:`streamdycoke.reading`): the kept slots of frames ``since..now-1`` (``since`` 0 when absent:
+    the whole past; a long stream is read through a window), then the now frame, frame ``now`` whole
+    (the live frame: the question's frame ``t`` when absent or None; a streaming method's newest processed
+    frame), flagged as now. Times are relative to ``since`` and ages are capped at ``t - since``, so a windowed read looks
     like a short stream read whole. Slots of weight 0 are left out (exact: attention gives them nothing),
     rows padded with weight 0."""
     toks, sims, pos, age, keep, now = [], [], [], [], [], []
@@ -201,9 +203,10 @@ def build_batch(model: EventQA, items: list[tuple], refs: dict[str, torch.Tensor
         since = int(item[3]) if len(item) > 3 else 0
         N = si.N
         tq = min(q.t, si.T - 1)
-        past = ((si.frame < tq) & (si.frame >= since)).float()
+        now_f = tq if len(item) < 5 or item[4] is None else min(int(item[4]), tq)
+        past = ((si.frame < now_f) & (si.frame >= since)).float()
         flat_keep = k.reshape(-1) * past
-        src = tq * N + torch.arange(N)  # the now frame: frame t whole
+        src = now_f * N + torch.arange(N)  # the now frame: the live frame whole
         slot_keep = torch.cat([flat_keep, torch.ones(N)])
         idx = torch.cat([torch.arange(si.T * N), src])
         flag = torch.cat([torch.zeros(si.T * N), torch.ones(N)])
@@ -325,7 +328,8 @@ def predict(model: EventQA, items: list[tuple[EncodedStream, list[Question]]], r
         si = StreamInputs(model, s)
         k = keeps[i] if keeps is not None else torch.ones(si.T, si.N)
         per_q = k if isinstance(k, (list, tuple)) else [k] * len(qs)
-        flat.extend((si, q, kq.float(), read_start(q.t, read_window)) for q, kq in zip(qs, per_q))
+        flat.extend((si, q, mask_of(kq).float(), read_start(q.t, read_window), live_frame(kq, min(q.t, si.T - 1)))
+                    for q, kq in zip(qs, per_q))
         while len(flat) >= batch or (flat and i == len(items) - 1):  # a stream's inputs are freed once read
             out.append(model(build_batch(model, flat[:batch], refs)).argmax(-1))
             del flat[:batch]

@@ -21,7 +21,7 @@ from ..reading import read_count
 from ..stream import StreamConfig
 from .answerer import read_start
 from .data import EncodedStream
-from .methods import keep_mask, stream_mask
+from .methods import keep_mask, live_frame, mask_of, stream_mask
 
 __all__ = ["STREAMING", "matched_keeps", "method_keeps", "read_share", "stored_share", "training_masks"]
 
@@ -61,16 +61,21 @@ def read_share(keeps: list, items: list[tuple[EncodedStream, list]], read_window
     for k, (_, qs) in zip(keeps, items):
         per_q = k if isinstance(k, (list, tuple)) else [k] * len(qs)
         if read_window is None:
-            full = per_q[0]
-            # the stream's kept tokens, less each question's own frame (read whole instead): the mean
-            now = [kq.shape[1] - float(kq[q.t].sum()) for q, kq in zip(qs, per_q)]
+            full = mask_of(per_q[0])
+            # the stream's kept tokens, and for each question its live frame whole in place of what was kept
+            # of that frame: the mean over the questions
+            now = []
+            for q, kq in zip(qs, per_q):
+                m, f = mask_of(kq), live_frame(kq, q.t)
+                now.append(m.shape[1] - float(m[f].sum()))
             given += float(full.sum()) + (float(np.mean(now)) if now else 0.0)
             total += full.numel()
             continue
         for q, kq in zip(qs, per_q):
             s0 = read_start(q.t, read_window)
-            given += read_count(kq, q.t, s0)
-            total += (q.t - s0 + 1) * kq.shape[1]
+            m, f = mask_of(kq), live_frame(kq, q.t)
+            given += read_count(m, f, s0) if f >= s0 else m.shape[1]
+            total += (q.t - s0 + 1) * m.shape[1]
     return given / total
 
 
@@ -80,13 +85,14 @@ def stored_share(keeps: list, items: list[tuple[EncodedStream, list]]) -> float:
     for k, (_, qs) in zip(keeps, items):
         if isinstance(k, (list, tuple)):
             for kq, q in zip(k, qs):
+                kq = mask_of(kq)
                 rows = kq.any(1).nonzero().flatten()
                 if rows.numel():
                     kept += float(kq.sum())
                     total += (q.t + 1 - int(rows[0])) * kq.shape[1]
         else:
-            kept += float(k.sum())
-            total += k.numel()
+            kept += float(mask_of(k).sum())
+            total += mask_of(k).numel()
     return kept / max(total, 1.0)
 
 

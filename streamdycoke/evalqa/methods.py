@@ -29,7 +29,7 @@ from ..stream import StreamCompressor, StreamConfig
 from ..ttm import dycoke_ttm
 from .data import EncodedStream
 
-__all__ = ["METHODS", "held_index", "keep_mask"]
+__all__ = ["METHODS", "LiveMask", "held_index", "keep_mask", "live_frame", "mask_of", "stream_mask"]
 
 METHODS = ("uniform", "ttm", "evs", "stream", "stream-net")
 
@@ -71,10 +71,39 @@ def evs_mask(tokens: torch.Tensor, r: float) -> torch.Tensor:
     return keep
 
 
+@dataclasses.dataclass
+class LiveMask:
+    """A streaming method's keep mask with, per frame, the newest frame it processed by then: the live
+    frame a reader asking at that frame is given whole (:mod:`streamdycoke.reading`; the camera stores
+    its newest processed frame). Offline methods see every frame: their masks are plain tensors, the live
+    frame the question's own.
+
+    Attributes:
+        mask: ``(T, N)`` bool, the kept positions of each frame.
+        live: ``(T,)`` long, the newest processed frame at or before each frame.
+    """
+
+    mask: torch.Tensor
+    live: torch.Tensor
+
+
+def mask_of(keep) -> torch.Tensor:
+    """The ``(T, N)`` keep mask of a method's keep (a tensor, or a :class:`LiveMask`)."""
+    return keep.mask if isinstance(keep, LiveMask) else keep
+
+
+def live_frame(keep, t: int) -> int:
+    """The frame a reader asking at frame ``t`` is given whole: the newest processed one (``t`` itself
+    for a method that sees every frame)."""
+    return int(keep.live[t]) if isinstance(keep, LiveMask) else t
+
+
 def stream_mask(stream: EncodedStream, r: float, policy: Policy, *, window: int = 16,
-                sampler: SamplerConfig | None = None, config: StreamConfig | None = None) -> torch.Tensor:
+                sampler: SamplerConfig | None = None, config: StreamConfig | None = None,
+                live: bool = False) -> torch.Tensor | LiveMask:
     """Run the real sampler (processing at least the budget's share of frames) and streaming compressor
-    frame by frame; the kept positions of each frame. ``config``: the compressor's (its budget set to ``r``)."""
+    frame by frame; the kept positions of each frame. ``config``: the compressor's (its budget set to ``r``).
+    ``live``: a :class:`LiveMask` (with the newest processed frame at each frame), else the mask alone."""
     T, N, _ = stream.tokens.shape
     side = int(math.isqrt(N))
     grid = (side, N // side)
@@ -83,18 +112,23 @@ def stream_mask(stream: EncodedStream, r: float, policy: Policy, *, window: int 
     comp = StreamCompressor(cfg, policy)
     state = comp.new_state("eval")
     keep = torch.zeros(T, N, dtype=torch.bool)
+    newest = torch.zeros(T, dtype=torch.long)
+    last = 0
     for t, ts in enumerate(stream.timestamps):
         d = samp.decide_thumbnail(stream.thumbs[t], ts)
-        if not d.process:
-            continue
-        seg = comp.process(state, stream.tokens[t], grid, t, ts, pixel_change=d.pixel_change, scene_cut=d.scene_cut)
-        keep[t, seg.positions] = True
-    return keep
+        if d.process:
+            seg = comp.process(state, stream.tokens[t], grid, t, ts, pixel_change=d.pixel_change,
+                               scene_cut=d.scene_cut)
+            keep[t, seg.positions] = True
+            last = t
+        newest[t] = last
+    return LiveMask(keep, newest) if live else keep
 
 
 def keep_mask(method: str, stream: EncodedStream, r: float, *, net: Policy | None = None,
-              window: int = 16) -> torch.Tensor:
-    """``(T, N)`` bool: the tokens ``method`` keeps of ``stream`` at target share ``r``."""
+              window: int = 16) -> torch.Tensor | LiveMask:
+    """``(T, N)`` bool: the tokens ``method`` keeps of ``stream`` at target share ``r`` (a streaming method's
+    as a :class:`LiveMask`: its reader's live frame is the newest it processed)."""
     T, N, _ = stream.tokens.shape
     if method == "uniform":
         return uniform_mask(T, N, r)
@@ -103,13 +137,13 @@ def keep_mask(method: str, stream: EncodedStream, r: float, *, net: Policy | Non
     if method == "evs":
         return evs_mask(stream.tokens, r)
     if method == "stream":
-        return stream_mask(stream, r, ThresholdPolicy(), window=window)
+        return stream_mask(stream, r, ThresholdPolicy(), window=window, live=True)
     if method == "stream-net":
         if net is None:
             raise ValueError("stream-net needs a PolicyNet")
         if hasattr(net, "with_target") and getattr(net, "calibration", torch.zeros(0)).shape[0] >= 2:
             net.with_target(r)
-        return stream_mask(stream, r, net, window=window)
+        return stream_mask(stream, r, net, window=window, live=True)
     raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
 
 

@@ -31,7 +31,7 @@ from ..encoders import EncoderSpec, build_encoder
 from .answerer import EventQA, predict, train_answerer
 from .data import EncodedStream, encode_streams, object_references
 from .matched import matched_keeps, stored_share, training_masks
-from .methods import METHODS, held_index, keep_mask
+from .methods import METHODS, LiveMask, held_index, keep_mask, mask_of
 from .questions import scene_questions
 from .scenes import Imagery, SceneSpec
 
@@ -72,7 +72,7 @@ def topk_agreement(encoder, streams: list[EncodedStream], keeps: list[torch.Tens
     for i, s in enumerate(streams):
         tok = s.tokens.float()
         if keeps is not None:
-            h = held_index(keeps[i])  # (T, N)
+            h = held_index(mask_of(keeps[i]))  # (T, N)
             tok = tok[h.clamp_min(0), torch.arange(tok.shape[1]).unsqueeze(0)]
         top = encoder.classify(tok).argmax(-1)
         tops.append(top)
@@ -123,7 +123,7 @@ def evaluate_methods(
             kind = "stream-net" if method.startswith("stream-net") else method
             keeps, share = matched_keeps(kind, test, items, r, net=net, window=window, read_window=read_window)
             stored = stored_share(keeps, items)
-            per_stream_masks = all(isinstance(k, torch.Tensor) for k in keeps)
+            per_stream_masks = all(isinstance(k, (torch.Tensor, LiveMask)) for k in keeps)
             for i, (m, b) in enumerate(zip(models, bases)):
                 c = per_stream(predict(m, items, refs, keeps, read_window=read_window))
                 a, _, d, _ = bootstrap(c, b)
@@ -143,7 +143,7 @@ def evaluate_methods(
                 row["seed_accuracy_range"] = [min(accs), max(accs)]
                 row["seed_delta_range"] = [min(deltas), max(deltas)]
             if real:
-                rk = [keep_mask(kind, s, r, net=net, window=window) for s in real]
+                rk = [mask_of(keep_mask(kind, s, r, net=net, window=window)) for s in real]
                 row["real_keep_ratio"] = round(sum(int(k.sum()) for k in rk) / sum(k.numel() for k in rk), 4)
                 row["real_top1_agreement"] = round(topk_agreement(encoder, real, rk, real_tops)[0], 4)
             results.append(row)

@@ -244,9 +244,9 @@ def test_a_restart_after_frames_the_sampler_skipped_is_not_taken_for_a_lost_cach
     w2.stop()
 
 
-def test_the_live_frame_is_the_newest_frame_in_whole_and_readers_get_it_last(services, tmp_path):
-    """Every reader is given the kept past, then the newest frame whole (streamdycoke.reading): the worker
-    stores that frame, as the encoder saw it, after each batch."""
+def test_the_live_frame_is_the_newest_processed_frame_whole_and_readers_get_it_last(services, tmp_path):
+    """Every reader is given the kept past, then the newest processed frame whole (streamdycoke.reading): the
+    worker stores it, as the encoder saw it, after each batch, and encodes nothing more for it."""
     import torch
 
     from actors.frames import decode_frame
@@ -259,14 +259,13 @@ def test_the_live_frame_is_the_newest_frame_in_whole_and_readers_get_it_last(ser
     assert w.store.live_raw(cam) is None
     drain(w)
     live = decode_segment(w.store.live_raw(cam))
-    assert live.frame_index == n - 1 and whole(live) and live.stream_id == cam
-    records = consume_all(services[0].bootstrap, w.topic, n)
-    newest = decode_frame(records[-1].value)
-    assert newest.frame_index == n - 1
-    assert torch.equal(live.tokens, w.pipeline.encoder.encode(newest.rgb[None])[0].to(live.tokens.dtype))
+    newest = w.store.last_frame_index(cam)  # the newest processed (stored) frame
+    assert live.frame_index == newest and whole(live) and live.stream_id == cam
+    records = {m.frame_index: m for m in (decode_frame(r.value) for r in consume_all(services[0].bootstrap, w.topic, n))}
+    assert torch.equal(live.tokens, w.pipeline.encoder.encode(records[newest].rgb[None])[0].to(live.tokens.dtype))
     stored = w.store.read(cam)
     read = reading([decode_segment(b) for b in w.store.reader_window_raw(cam, window_s=600.0)])
-    assert [s.frame_index for s in read] == [s.frame_index for s in stored if s.frame_index < n - 1] + [n - 1]
+    assert [s.frame_index for s in read] == [s.frame_index for s in stored]  # the newest stored one, read whole
     assert whole(read[-1]) and torch.equal(read[-1].tokens, live.tokens)
     assert len(stored) == w.counters.processed  # the live frame is not a stored frame
     w.stop()
