@@ -15,7 +15,7 @@ from streamdycoke.evalqa.methods import METHODS, LiveMask, held_index, keep_mask
 from streamdycoke.evalqa.questions import ANSWERS, KIND_ANSWERS, Question, scene_questions
 from streamdycoke.evalqa.scenes import (BACKGROUNDS, OBJECTS, SIZE, generate_scene, object_reference_frame, render,
                                         split_backgrounds, split_objects)
-from streamdycoke.policy import load_policy
+from streamdycoke.policy import ThresholdPolicy, load_policy
 from streamdycoke.stream import StreamCompressor, StreamConfig
 
 pytest.importorskip("skimage")
@@ -125,13 +125,17 @@ def test_a_streaming_methods_reader_is_given_the_newest_frame_it_processed():
     same way, each question's now frame the newest frame the sampler processed by then."""
     from streamdycoke.evalqa.matched import read_share
 
-    s = _stream(still=True)  # a still scene: the sampler skips most frames
-    keep = keep_mask("stream", s, 0.05)
-    assert isinstance(keep, LiveMask) and keep.live[0] == 0
-    assert bool((keep.live <= torch.arange(40)).all()) and bool((keep.live[1:] >= keep.live[:-1]).all())
-    skipped = [t for t in range(40) if keep.live[t] != t]
-    assert skipped, "the sampler processed every frame of a still scene"
-    t = skipped[-1]
+    s = _stream(still=True)
+    under_budget = keep_mask("stream", s, 0.05)  # under a token budget every frame is processed
+    assert isinstance(under_budget, LiveMask) and torch.equal(under_budget.live, torch.arange(40))
+    from streamdycoke.evalqa.methods import stream_mask
+
+    plain = stream_mask(s, 0.05, ThresholdPolicy(), live=True)
+    assert torch.equal(plain.live, torch.arange(40)) and torch.equal(plain.mask, under_budget.mask)
+    # a sampler that skipped frames 31..39 of a still scene: the reader at 39 is given frame 30
+    keep = LiveMask(under_budget.mask.clone(), torch.arange(40).clamp(max=30))
+    keep.mask[31:] = False
+    t = 39
     model = EventQA(dim=64, pca=16, d=32, positions=49)
     model.fit_pca(s.tokens.view(-1, 64).float())
     refs = {"cat": torch.nn.functional.normalize(torch.randn(64), dim=0)}

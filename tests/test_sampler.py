@@ -50,19 +50,18 @@ def test_bad_frames_and_config_are_rejected():
         SamplerConfig(min_fps=10, max_fps=5)
 
 
-def test_under_a_budget_a_still_scene_is_processed_at_least_at_the_budgets_share_of_frames():
+def test_under_a_budget_every_frame_is_processed_and_a_share_floor_is_met():
     from streamdycoke import PipelineConfig, StreamConfig
 
     still = [rgb(64, 64, seed=0)] * 40
-    cfg = SamplerConfig(min_fps=1.0).for_budget(0.125)  # twice the budget: a quarter of the frames
-    s = FrameSampler(cfg)
-    processed = [i for i, f in enumerate(still) if s.decide(f, i / 30.0).process]
-    assert processed == list(range(0, 40, 4))  # every 4th frame, though min_fps alone would take the first only
+    s = FrameSampler(SamplerConfig(min_fps=1.0).for_budget(0.125))  # the reader's live frame stays current
+    assert [i for i, f in enumerate(still) if s.decide(f, i / 30.0).process] == list(range(40))
+    s = FrameSampler(SamplerConfig(min_fps=1.0, min_share=0.25))
+    assert [i for i, f in enumerate(still) if s.decide(f, i / 30.0).process] == list(range(0, 40, 4))
     s = FrameSampler(SamplerConfig(min_share=0.45))
     n = sum(s.decide(f, i / 30.0).process for i, f in enumerate(still))
     assert n == 1 + int(39 * 0.45 + 1e-9)  # a share that is not 1/k is met, not rounded down to 1/3
-    assert SamplerConfig().for_budget(None) == SamplerConfig() and SamplerConfig(min_share=0.5).for_budget(0.1).min_share == 0.5
-    assert SamplerConfig().for_budget(0.7).min_share == 1.0
-    assert PipelineConfig(stream=StreamConfig(budget_ratio=0.2)).sampler.min_share == 0.4  # applied where a stream is built
+    assert SamplerConfig().for_budget(None) == SamplerConfig() and SamplerConfig().for_budget(0.1).min_share == 1.0
+    assert PipelineConfig(stream=StreamConfig(budget_ratio=0.2)).sampler.min_share == 1.0  # applied where a stream is built
     with pytest.raises(ValueError, match="min_share"):
         SamplerConfig(min_share=1.5)
