@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .encoders import EncoderSpec
+from .encoders.differential import DifferentialConfig
 from .policy import PolicySpec
 from .sampler import SamplerConfig
 from .stream import StreamConfig
@@ -37,14 +38,19 @@ class PipelineConfig:
             (``stream.budget_ratio``) it processes at least the budget's share of frames
             (:meth:`~streamdycoke.sampler.SamplerConfig.for_budget`, applied here).
         policy: each frame's token budget.
+        differential: differential encoding (:mod:`streamdycoke.encoders.differential`: a processed frame
+            recomputes only the patches that changed); None: every processed frame encoded whole.
     """
 
     encoder: EncoderSpec = field(default_factory=EncoderSpec)
     stream: StreamConfig = field(default_factory=StreamConfig)
     sampler: SamplerConfig | None = field(default_factory=SamplerConfig)
     policy: PolicySpec = field(default_factory=PolicySpec)
+    differential: DifferentialConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.differential is not None and self.encoder.name != "llava-onevision":
+            raise ValueError(f"differential encoding is for llava-onevision's tower, not {self.encoder.name!r}")
         if self.stream.budget_ratio is not None and self.policy.max_keep_ratio < 1.0:
             raise ValueError("policy.max_keep_ratio caps a policy's count, which rate control (stream.budget_ratio) "
                              "does not use: set one or the other")

@@ -108,13 +108,21 @@ def build_pipeline(stream_id: str, config: PipelineConfig | None = None, *, stat
                    encoder: Encoder | None = None) -> FramePipeline:
     """One stream's :class:`FramePipeline` from its :class:`~streamdycoke.config.PipelineConfig`.
 
-    ``encoder``: an already loaded encoder for ``config.encoder`` (else it is loaded);
+    ``encoder``: an already loaded encoder for ``config.encoder`` (else it is loaded); with
+    ``config.differential`` it is wrapped in this stream's
+    :class:`~streamdycoke.encoders.differential.DifferentialEncoder` (an encoder with a ``reset`` method,
+    such as a remote one that keeps the stream's state on its replica, is used as it is);
     ``state``: a state to resume from (e.g. :meth:`StreamState.from_segments`).
     """
     config = config or PipelineConfig()
+    encoder = encoder if encoder is not None else build_encoder(config.encoder)
+    if config.differential is not None and not hasattr(encoder, "reset"):  # a remote encoder keeps its own
+        from .encoders.differential import DifferentialEncoder
+
+        encoder = DifferentialEncoder(encoder, config.differential)
     return FramePipeline(
         stream_id,
-        encoder if encoder is not None else build_encoder(config.encoder),
+        encoder,
         StreamCompressor(config.stream, build_policy(config.policy)),
         FrameSampler(config.sampler) if config.sampler is not None else None,
         state,

@@ -128,6 +128,8 @@ class LlavaOnevisionEncoder:
         # SigLIP normalisation (LLaVA-OneVision's processor uses mean = std = 0.5).
         self._mean = (0.5, 0.5, 0.5)
         self._std = (0.5, 0.5, 0.5)
+        self._diff = None  # the differential tower (encode_differential), built on first use
+        self.last_stats = None
 
     @torch.no_grad()
     def encode(self, frames: np.ndarray) -> torch.Tensor:
@@ -141,3 +143,28 @@ class LlavaOnevisionEncoder:
         )
         feats = out.pooler_output[0, :-1]  # drop the trailing image_newline: (B*N, D)
         return feats.view(pv.shape[0], self.grid[0] * self.grid[1], -1).float().cpu()
+
+    def new_state(self):
+        """An empty :class:`~streamdycoke.encoders.differential.TowerState` for one stream."""
+        from .differential import TowerState
+
+        return TowerState()
+
+    @torch.no_grad()
+    def encode_differential(self, frames: np.ndarray, states: list, config) -> torch.Tensor:
+        """``(B, H, W, 3)`` uint8, one frame of each of B streams with that stream's
+        :class:`~streamdycoke.encoders.differential.TowerState` -> ``(B, N, D)`` float32, recomputing only
+        the patches that changed (:mod:`streamdycoke.encoders.differential`; ``config.threshold`` 0: exactly
+        :meth:`encode`). The states are updated in place; ``self.last_stats`` says what was computed."""
+        from .differential import SiglipDifferential
+
+        cfg = self.model.config
+        if cfg.vision_feature_select_strategy != "full" or not isinstance(cfg.vision_feature_layer, int):
+            raise ValueError("differential encoding needs vision_feature_select_strategy 'full' and one feature layer")
+        if self._diff is None:
+            inner = self.model.model
+            self._diff = SiglipDifferential(inner.vision_tower, cfg.vision_feature_layer, inner.multi_modal_projector)
+        pv = to_pixel_values(frames, self.input_size, self._mean, self._std).to(self.device, self.dtype)
+        per_patch, self.last_stats = self._diff.encode(pv, states, config)
+        feats = self.model.model.apply_pooling(per_patch)  # (B, N, D)
+        return feats.float().cpu()
