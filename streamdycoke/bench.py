@@ -194,6 +194,10 @@ def add_bench_parser(sub) -> argparse._SubParsersAction:
     q.add_argument("--tiny", action="store_true", help="a tiny LM (smoke test, figures meaningless)")
     bench_common_options(q)
     q.set_defaults(func=cmd_bench_prefill)
+
+    from .bench_encoder import add_encoder_parser
+
+    add_encoder_parser(what)
     return what
 
 
