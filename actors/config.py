@@ -26,6 +26,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from streamdycoke import EncoderSpec, PipelineConfig, PolicySpec, SamplerConfig, StreamConfig
+from streamdycoke.encoders.differential import DifferentialConfig
 
 from .queries import StandingQuery, parse_event_qa_prompt
 from .webhooks import Webhook
@@ -33,7 +34,7 @@ from .snapshots import SnapshotConfig
 
 EVENT_QA_ENCODER = "efficientnet-lite0"  # what the event-QA answerer reads (actors.answerers)
 
-__all__ = ["CameraConfig", "CamerasFile", "IngestSettings", "KafkaSettings", "RedisSettings", "encoder_refusal",
+__all__ = ["CameraConfig", "CamerasFile", "EncodingSettings", "IngestSettings", "KafkaSettings", "RedisSettings", "encoder_refusal",
            "load_cameras", "read_config_file"]
 
 _STRICT = ConfigDict(extra="forbid")
@@ -125,6 +126,20 @@ class RedisSettings(BaseModel):
         "frames' retention_s)"))
 
 
+class EncodingSettings(BaseModel):
+    """Where a camera's processed frames are encoded, and how.
+
+    ``at``: ``auto`` (the application's encoder service when it runs one, else the camera's own actor),
+    ``actor`` or ``service`` (a camera asking for the service where the app runs none is refused).
+    ``differential``: recompute only the patches that changed (:mod:`streamdycoke.encoders.differential`;
+    LLaVA-OneVision's tower); None: every processed frame encoded whole."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: Literal["auto", "actor", "service"] = "auto"
+    differential: DifferentialConfig | None = None
+
+
 class CameraConfig(BaseModel):
     """One camera, as operators configure it (an entry of the cameras file)."""
 
@@ -136,6 +151,8 @@ class CameraConfig(BaseModel):
     source_options: dict[str, str] = Field(default_factory=dict,
                                            description="FFmpeg options for opening the source (ingest)")
     encoder: EncoderSpec | None = Field(None, description="None: the application's model (the LLM's own tower)")
+    encoding: EncodingSettings = Field(default_factory=EncodingSettings, description=(
+        "where the camera's frames are encoded (its actor or the app's encoder service) and whether differentially"))
     stream: StreamConfig = Field(default_factory=StreamConfig)
     sampler: SamplerConfig | None = Field(default_factory=SamplerConfig, description="None: every frame")
     policy: PolicySpec = Field(default_factory=PolicySpec)
@@ -152,6 +169,9 @@ class CameraConfig(BaseModel):
     @model_validator(mode="after")
     def _pipeline_is_consistent(self) -> "CameraConfig":
         PipelineConfig(stream=self.stream, sampler=self.sampler, policy=self.policy)  # its checks, at load time
+        if self.encoding.differential is not None and self.encoder is not None and self.encoder.name != "llava-onevision":
+            raise ValueError(f"camera {self.id}: differential encoding is for llava-onevision's tower, not "
+                             f"{self.encoder.name!r}")
         ids = [q.id for q in self.standing]
         if len(set(ids)) != len(ids):
             raise ValueError(f"camera {self.id}: standing query ids must be unique")
@@ -198,7 +218,8 @@ class CameraConfig(BaseModel):
         """The core :class:`~streamdycoke.PipelineConfig` of this camera; a camera that names no encoder
         encodes with ``app_model`` (the application's LLM)."""
         encoder = self.encoder or app_model or EncoderSpec()
-        return PipelineConfig(encoder=encoder, stream=self.stream, sampler=self.sampler, policy=self.policy)
+        return PipelineConfig(encoder=encoder, stream=self.stream, sampler=self.sampler, policy=self.policy,
+                              differential=self.encoding.differential)
 
 
 def encoder_refusal(camera: CameraConfig, app_model: EncoderSpec) -> str | None:

@@ -49,10 +49,11 @@ class CameraActor:
         torch.set_num_threads(1)
         self.camera = camera
         encoder = None
-        if encoder_handle is not None:  # the app's encoder service: this camera's frames are batched there
+        if encoder_handle is not None and camera.encoding.at != "actor":  # the app's encoder service: batched there
             from .encoder_client import RemoteEncoder
 
-            encoder = RemoteEncoder(camera.pipeline_config(app_model).encoder, encoder_handle)
+            encoder = RemoteEncoder(camera.pipeline_config(app_model).encoder, encoder_handle, camera=camera.id,
+                                    differential=camera.encoding.differential)
         self.worker = CameraWorker(camera, kafka, RedisTokenStore(redis), app_model, encoder=encoder)
         self._stop = threading.Event()
         self.kafka, self.redis = kafka, redis
@@ -235,6 +236,8 @@ class CameraSupervisor:
         reason = encoder_refusal(camera, self.app_model)
         if reason is None and self.llm_handle is None and any(q.answerer == "llm" for q in camera.standing):
             reason = f"camera {camera.id}: its standing queries need the LLM deployment, and none was given"
+        if reason is None and camera.encoding.at == "service" and self.encoder_handle is None:
+            reason = f"camera {camera.id}: encoding.at is 'service', and the app runs no encoder service (AppArgs.encoder)"
         if reason is not None:
             raise CameraRefused(reason)
         actor = CameraActor.options(name=f"camera-{camera.id}", **self.actor_options).remote(

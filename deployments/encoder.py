@@ -3,7 +3,13 @@ cameras into one forward pass (GPU replicas in production, on the GPU worker gro
 
 A camera actor keeps its sampler, policy, sliding window and cache writes and sends only the frames it
 processes (:class:`actors.encoder_client.RemoteEncoder`); a per-actor encoder stays the default for
-small setups (``AppArgs.encoder`` unset). The real LLaVA-OneVision tower (SigLIP-400M at 384²) costs
+small setups (``AppArgs.encoder`` unset, or the camera's ``encoding.at``).
+
+A camera with differential encoding (:mod:`streamdycoke.encoders.differential`) sends its frames with its
+camera as Serve's multiplexed model id: Serve routes them to the replica that holds the camera's tower
+state (the least recently used camera's state is dropped past ``max_streams`` per replica), and the
+frames of many cameras still go through the dense layers together. A camera whose frames land on a
+replica without its state (a new replica, a restart) gets a whole frame there: slower, never wrong. The real LLaVA-OneVision tower (SigLIP-400M at 384²) costs
 seconds per frame on a CPU core, so with real weights on a cluster this is the placement that works.
 """
 
@@ -41,6 +47,10 @@ class EncoderDeployment:
         self.encoder = build_encoder(spec)
         self._encode.set_max_batch_size(max_batch_size)
         self._encode.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._encode_stream.set_max_batch_size(max_batch_size)
+        self._encode_stream.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.patches_computed = 0  # differential encoding: patches recomputed, of patches in
+        self.patches_in = 0
         self._lock = threading.Lock()  # one forward pass at a time (batches run in a worker thread)
         self.batch_sizes: Counter[int] = Counter()
         self.recent_s: deque[float] = deque(maxlen=2000)
@@ -56,6 +66,57 @@ class EncoderDeployment:
     @serve.batch
     async def _encode(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         return await asyncio.get_running_loop().run_in_executor(None, self._forward, frames)
+
+    async def encode_stream(self, frames: np.ndarray, differential) -> np.ndarray:
+        """``(B, H, W, 3)`` uint8, consecutive frames of one camera (Serve's multiplexed model id; call with
+        ``handle.options(multiplexed_model_id=camera)``) -> ``(B, N, D)`` float32, encoded differentially
+        against that camera's state on this replica (``differential``: its
+        :class:`~streamdycoke.encoders.differential.DifferentialConfig`)."""
+        if not (isinstance(frames, np.ndarray) and frames.ndim == 4 and frames.shape[3] == 3 and frames.dtype == np.uint8):
+            raise ValueError(f"frames must be a (B, H, W, 3) uint8 array, got {getattr(frames, 'shape', type(frames))}")
+        if not hasattr(self.encoder, "encode_differential"):
+            raise ValueError(f"encoder {self.encoder.name!r} has no differential encoding")
+        holder = await self._camera(serve.get_multiplexed_model_id() or "")
+        return await self._encode_stream((frames, holder, differential))
+
+    @serve.multiplexed(max_num_models_per_replica=64)
+    async def _camera(self, camera: str):
+        """The camera's tower state on this replica (Serve drops the least recently used one)."""
+        return _CameraState(camera, self.encoder.new_state())
+
+    @serve.batch
+    async def _encode_stream(self, items: list[tuple]) -> list[np.ndarray]:
+        return await asyncio.get_running_loop().run_in_executor(None, self._forward_stream, items)
+
+    def _forward_stream(self, items: list[tuple]) -> list[np.ndarray]:
+        """Rounds: the j-th frame of every camera in the batch together (a camera's frames in order), grouped
+        by configuration."""
+        import time
+
+        outs: list[list[np.ndarray]] = [[] for _ in items]
+        with self._lock:
+            t0 = time.perf_counter()
+            n = 0
+            for j in range(max(len(f) for f, _, _ in items)):
+                groups: dict = {}
+                for i, (f, holder, cfg) in enumerate(items):
+                    if j < len(f):
+                        groups.setdefault((cfg, f.shape[1:]), []).append(i)
+                for (cfg, _), idx in groups.items():
+                    tokens = self.encoder.encode_differential(np.stack([items[i][0][j] for i in idx]),
+                                                              [items[i][1].state for i in idx], cfg).numpy()
+                    st = self.encoder.last_stats
+                    self.patches_computed += sum(st.computed)
+                    self.patches_in += st.patches * len(idx)
+                    for k, i in enumerate(idx):
+                        outs[i].append(tokens[k])
+                    n += len(idx)
+            dt = time.perf_counter() - t0
+            self.batch_sizes[n] += 1
+            self.frames += n
+            self.recent_s.append(dt)
+        self.metrics.forward(n, dt)
+        return [np.stack(o) for o in outs]
 
     def _forward(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         import time
@@ -83,4 +144,12 @@ class EncoderDeployment:
             n = sum(self.batch_sizes.values())
             return {"frames": self.frames, "batches": n, "batch_sizes": dict(sorted(self.batch_sizes.items())),
                     "mean_batch": self.frames / n if n else None,
-                    "forward_ms_mean": 1e3 * sum(self.recent_s) / len(self.recent_s) if self.recent_s else None}
+                    "forward_ms_mean": 1e3 * sum(self.recent_s) / len(self.recent_s) if self.recent_s else None,
+                    "recomputed_share": self.patches_computed / self.patches_in if self.patches_in else None}
+
+
+class _CameraState:
+    """What Serve's model multiplexing holds for a camera on an encoder replica: its tower state."""
+
+    def __init__(self, camera: str, state) -> None:
+        self.camera, self.state = camera, state

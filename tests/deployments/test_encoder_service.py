@@ -76,3 +76,39 @@ def test_camera_actors_encode_through_the_service(encoder_app, ray_cluster, tmp_
         assert encoder_app.stats.remote().result()["frames"] - before == processed
     finally:
         sup.shutdown()
+
+
+def test_differential_encoding_through_the_service_keeps_each_cameras_state_on_its_replica(encoder_app):
+    """Two cameras' frames, sent at once and in several requests, give the tokens this process's differential
+    encoder gives each camera alone: each camera's state is its own, its frames encoded in order."""
+    from actors.encoder_client import RemoteEncoder
+    from streamdycoke.encoders.differential import DifferentialConfig, DifferentialEncoder
+
+    cfg = DifferentialConfig(threshold=0.02, halo=0, refresh_every=0)
+    local = build_encoder(TINY)
+    rng = np.random.default_rng(3)
+    seqs = {}
+    for cam in ("diff-a", "diff-b"):
+        f = np.repeat(rng.integers(0, 256, (1, *local.input_size, 3), dtype=np.uint8), 4, axis=0)
+        for t in range(1, 4):  # a small square moves: a few patches change a frame
+            f[t, 8 * t:8 * t + 8, 8:16] = 255
+        seqs[cam] = f
+    want = {cam: DifferentialEncoder(local, cfg).encode(f).numpy() for cam, f in seqs.items()}
+    remotes = {cam: RemoteEncoder(TINY, encoder_app, camera=cam, differential=cfg) for cam in seqs}
+    got = {cam: [] for cam in seqs}
+    before = encoder_app.stats.remote().result()
+
+    def send(cam, part):
+        got[cam].append(remotes[cam].encode(seqs[cam][part]).numpy())
+
+    for part in (slice(0, 2), slice(2, 4)):  # both cameras at once, two frames each, twice
+        threads = [threading.Thread(target=send, args=(cam, part)) for cam in seqs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    for cam in seqs:
+        np.testing.assert_allclose(np.concatenate(got[cam]), want[cam], rtol=1e-4, atol=1e-4)
+    after = encoder_app.stats.remote().result()
+    assert after["frames"] - before["frames"] == 8
+    assert after["recomputed_share"] < 1.0, "frames after each camera's first recomputed only what changed"
