@@ -196,8 +196,10 @@ def add_bench_parser(sub) -> argparse._SubParsersAction:
     q.set_defaults(func=cmd_bench_prefill)
 
     from .bench_encoder import add_encoder_parser
+    from .bench_gpu import add_gpu_parser
 
     add_encoder_parser(what)
+    add_gpu_parser(what)
     return what
 
 
