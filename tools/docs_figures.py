@@ -2,13 +2,14 @@
 
 A page asks for one with a marker on a line of its own, ``<!-- figure: KIND FILE -->``, and the mkdocs
 hook :func:`on_page_markdown` (``hooks:`` in ``mkdocs.yml``) replaces it with the rendered Markdown.
-KIND is one of :data:`FIGURES`; FILE a JSON result of ``streamdycoke eval`` under ``docs/``:
+KIND is one of :data:`FIGURES`; FILE a JSON result under ``docs/`` (of ``streamdycoke eval`` unless said):
 
 - ``headline``: uncompressed accuracy with its interval and per question kind, streams and questions.
 - ``accuracy``: accuracy at the share of tokens read, per method (columns) and target budget (rows):
   ``acc @read% (Δ ±95% interval; seeds Δ range)``, the most accurate per row in bold.
 - ``kinds``: accuracy per question kind, per method and budget.
 - ``top1``: ImageNet top-1 agreement of the held state with the live frame (test streams / real clips).
+- ``encoder``: ``streamdycoke bench encoder``'s table: differential against full encoding per threshold.
 
 Run as a script (``python tools/docs_figures.py KIND FILE``) it prints the figure.
 """
@@ -97,7 +98,28 @@ def top1(result: dict) -> str:
     return "\n".join(rows)
 
 
-FIGURES = {"headline": headline, "accuracy": accuracy, "kinds": kinds, "top1": top1}
+def encoder(result: dict) -> str:
+    """``streamdycoke bench encoder``: per threshold, over every clip, then per clip."""
+    head = ("| threshold | speed-up | operations | token cosine | change error | recomputed | kept agreement | "
+            "full ms | differential ms |")
+    rows = [head, "|---|" + "---|" * 8]
+
+    def line(name: str, r: dict) -> str:
+        err = "" if r.get("change_error") is None else f"{r['change_error']:.3f}"
+        return (f"| {name} | {r['speedup']:.2f}x | {r['ops_ratio']:.2f}x | {r['token_cosine']:.4f} | {err} | "
+                f"{_pct(r['recomputed_share'])}% | {r['kept_agreement']:.3f} | {r['full_ms_per_frame']:.0f} | "
+                f"{r['diff_ms_per_frame']:.0f} |")
+
+    for r in result["results"]:
+        name = f"**{r['threshold']:g}**" if r["threshold"] == result.get("default_threshold") else f"{r['threshold']:g}"
+        rows.append(line(name + " (all clips)", r))
+    for clip in result["clips"]:
+        for th, r in clip["thresholds"].items():
+            rows.append(line(f"{float(th):g}: {clip['clip']} ({clip['frames']} frames)", r))
+    return "\n".join(rows)
+
+
+FIGURES = {"headline": headline, "accuracy": accuracy, "kinds": kinds, "top1": top1, "encoder": encoder}
 
 
 def render(kind: str, path: Path) -> str:
