@@ -104,7 +104,8 @@ def _kept(tokens: torch.Tensor) -> list[set[int]]:
 
 
 def bench_encoder(clips: list[Path], frames: int = 12, thresholds=THRESHOLDS, tiny: bool = False,
-                  threads: int | None = None, dtype: str = "bfloat16", progress: bool = True) -> dict:
+                  threads: int | None = None, dtype: str = "bfloat16", progress: bool = True,
+                  halo: int | None = None) -> dict:
     """The comparison of the module docstring; returns the JSON-ready result."""
     if threads:
         torch.set_num_threads(threads)
@@ -117,7 +118,9 @@ def bench_encoder(clips: list[Path], frames: int = 12, thresholds=THRESHOLDS, ti
     layers = len(diff.layers)
     full_macs = tower_macs(P, vc.hidden_size, vc.intermediate_size, layers, P, patch=vc.patch_size,
                            out_macs_per_patch=proj_macs)
-    configs = {th: DifferentialConfig(threshold=th) for th in thresholds}
+    base = DifferentialConfig() if halo is None else DifferentialConfig(halo=halo)
+    configs = {th: DifferentialConfig(threshold=th, halo=base.halo, refresh_every=base.refresh_every,
+                                      full_above=base.full_above) for th in thresholds}
     with torch.no_grad():  # one warm-up pass through each path (first calls initialise kernels)
         warm = torch.zeros(1, 3, vc.image_size, vc.image_size, dtype=tdtype)
         projector(tower(warm, output_hidden_states=True).hidden_states[cfg.vision_feature_layer])
@@ -194,7 +197,7 @@ def bench_encoder(clips: list[Path], frames: int = 12, thresholds=THRESHOLDS, ti
     return {"tower": "tiny" if tiny else "siglip-so400m-384 (26 layers) + projector to 896, random weights",
             "dtype": dtype, "threads": torch.get_num_threads(), "patches": P, "frames_per_clip": frames,
             "full_gmacs_per_frame": round(full_macs / 1e9, 2), "default_threshold": default,
-            "differential": {k: v for k, v in DifferentialConfig().__dict__.items()},
+            "differential": {k: v for k, v in base.__dict__.items()},
             "results": summary, "clips": per_clip}
 
 
@@ -216,7 +219,7 @@ def cmd_bench_encoder(args: argparse.Namespace) -> int:
     else:
         clips = default_clips(cache)
     res = bench_encoder(clips, frames=args.frames, thresholds=args.thresholds, tiny=args.tiny,
-                        threads=args.threads, dtype=args.dtype, progress=not args.quiet)
+                        threads=args.threads, dtype=args.dtype, progress=not args.quiet, halo=args.halo)
     print(f"{res['tower']}, {res['dtype']}, {res['threads']} threads, {res['frames_per_clip']} processed frames a clip; "
           f"full encoding {res['full_gmacs_per_frame']} GMAC a frame")
     print(f"{'threshold':>10}{'speedup':>9}{'ops':>7}{'cosine':>9}{'chg err':>9}{'recomputed':>12}{'kept agree':>12}"
@@ -246,6 +249,7 @@ def add_encoder_parser(what) -> None:
     q.add_argument("--clips", nargs="*", default=None, help="videos (default: the real sample clips and the "
                                                             "synthetic street camera)")
     q.add_argument("--cache-dir", default="runs/videos")
+    q.add_argument("--halo", type=int, default=None, help="the gate's halo (default: DifferentialConfig's)")
     q.add_argument("--threads", type=int, default=None)
     q.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     q.add_argument("--tiny", action="store_true", help="the tiny test tower (smoke test; figures meaningless)")

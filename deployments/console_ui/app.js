@@ -319,15 +319,14 @@ function renderAlerts(view, params) {
   const list = el("div", { class: "inbox", id: "inbox" });
   view.replaceChildren(el("div", { class: "toolbar" }, el("h2", { text: "Alerts" }), camera,
                           el("label", {}, openOnly, " unacknowledged only")), list);
-  const wanted = params.get("camera") || "";
+  let chosen = params.get("camera") || "";  // the link's camera until the operator picks another (or every one)
   const draw = () => {
     const cams = [...new Set(alerts.list.map((a) => a.camera))].sort();
-    const chosen = camera.value || wanted;
     camera.replaceChildren(el("option", { value: "", text: "every camera" }), ...cams.map((c) => el("option", { value: c, text: c, selected: c === chosen })));
     const shown = alerts.list.filter((a) => (!chosen || a.camera === chosen) && (!openOnly.checked || (a.state === "raised" && !alerts.acked[a.id])));
     list.replaceChildren(...(shown.length ? shown.map(alertCard) : [el("p", { class: "muted", text: "No alerts yet." })]));
   };
-  camera.addEventListener("change", draw); openOnly.addEventListener("change", draw);
+  camera.addEventListener("change", () => { chosen = camera.value; draw(); }); openOnly.addEventListener("change", draw);
   alerts.listeners.add(draw); draw();
   return () => alerts.listeners.delete(draw);
 }
