@@ -119,7 +119,9 @@ def test_bad_input_is_rejected_with_a_clear_error(stream_tokens):
 def test_under_a_small_budget_keyframes_spread_so_they_spend_at_most_their_share(stream_tokens):
     cfg = StreamConfig(window=8, budget_ratio=0.05, keyframe_share=0.5, scene_cut_similarity=-1.0)
     assert cfg.keyframe_interval == 40 and StreamConfig(window=8, budget_ratio=0.5, keyframe_share=0.5).keyframe_interval == 8
-    assert StreamConfig(window=8, budget_ratio=0.05).keyframe_interval == 8  # off by default
+    assert StreamConfig(window=8, budget_ratio=0.05).keyframe_interval == 40  # the default share is 0.5
+    assert StreamConfig(window=8, budget_ratio=0.05, keyframe_share=None).keyframe_interval == 8  # every W
+    assert StreamConfig(window=8).keyframe_interval == 8  # without a budget: every W
     comp = StreamCompressor(cfg)
     st = comp.new_state("s")
     segs = [comp.process(st, x, GRID, i, i / 30) for i, x in enumerate(stream_tokens)]

@@ -64,6 +64,7 @@ variants = {
     "stream_w16_ref": lambda s, r: stream_mask(s, r, ThresholdPolicy(), live=True, config=StreamConfig(window=16, refresh=0.1)),
     "stream_w40_ref": lambda s, r: stream_mask(s, r, ThresholdPolicy(), live=True, config=StreamConfig(window=40, refresh=0.1)),
     "stream_w40_ref3": lambda s, r: stream_mask(s, r, ThresholdPolicy(), live=True, config=StreamConfig(window=40, refresh=0.3)),
+    "stream_ks_none": lambda s, r: stream_mask(s, r, ThresholdPolicy(), live=True, config=StreamConfig(keyframe_share=None)),
     "stream_ks50": lambda s, r: stream_mask(s, r, ThresholdPolicy(), live=True, config=StreamConfig(keyframe_share=0.5)),
     "stream_ks25": lambda s, r: stream_mask(s, r, ThresholdPolicy(), live=True, config=StreamConfig(keyframe_share=0.25)),
     "stream_ks50_ref": lambda s, r: stream_mask(s, r, ThresholdPolicy(), live=True, config=StreamConfig(keyframe_share=0.5, refresh=0.1)),

@@ -38,6 +38,7 @@ from .scenes import Imagery, SceneSpec
 __all__ = ["add_eval_parser", "bootstrap", "evaluate_methods", "topk_agreement"]
 
 BUDGETS = (0.05, 0.10, 0.15, 0.25, 0.35, 0.50)
+DEFAULT_ANSWERER = "runs/eval/answerer.pt"
 # Scored question kinds. "scene_change", "count" and "first" are generated but not scored: the answerer
 # was near chance on them uncompressed (49, 53 and 58% in docs/eval.json of 2026-11), so they added noise,
 # not signal, to every comparison.
@@ -196,6 +197,15 @@ def _seed_path(path: Path, i: int) -> Path:
     return path if i == 0 else path.with_name(f"{path.stem}_s{i}{path.suffix}")
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "assets" / "event_qa.pt"  # seed 0; seed i: event_qa_s{i}.pt
+
+
+def _shipped(i: int) -> Path | None:
+    """The shipped answerer of seed ``i`` (the answerers ``docs/eval.json`` was made with), if there is one."""
+    p = _seed_path(SHIPPED, i)
+    return p if p.exists() else None
+
+
 def plot_eval(result: dict, path: Path) -> None:
     """Accuracy (95% intervals) against the share of tokens read, per method; then per scored kind; then
     ImageNet top-1 agreement."""
@@ -258,6 +268,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for i, path in enumerate(paths):
         if path is not None and path.exists() and not args.retrain:
             models.append(EventQA.load(path))
+            continue
+        if path is not None and not args.retrain and args.answerer == DEFAULT_ANSWERER and _shipped(i) is not None:
+            # the default checkpoint is missing: the shipped answerers of the published figures (--retrain trains)
+            if progress:
+                print(f"answerer seed {i}: the shipped {_shipped(i).name} (--retrain to train it)", file=sys.stderr)
+            models.append(EventQA.load(_shipped(i)))
             continue
         if train is None:
             train = encode_streams(encoder, "train", list(range(args.train)), spec=train_spec, cache_dir=cache / "streams",
@@ -346,7 +362,9 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--net", default="net", help="PolicyNet for stream-net: 'net' (shipped) or a checkpoint")
     p.add_argument("--task-net", default="", help="also evaluate this task-trained PolicyNet (train-policy "
                    "--objective qa) as method stream-net-task")
-    p.add_argument("--answerer", default="runs/eval/answerer.pt", help="answerer checkpoint (trained when missing)")
+    p.add_argument("--answerer", default=DEFAULT_ANSWERER, help="answerer checkpoint (seed i: its _s{i} sibling); "
+                   "when the default is missing, the shipped answerers of docs/eval.json are used; another "
+                   "path is trained when missing")
     p.add_argument("--retrain", action="store_true", help="train the answerer even if the checkpoint exists")
     p.add_argument("--no-real", dest="real", action="store_false", help="skip the real sample clips")
     p.add_argument("--real-dir", default="runs/videos/real")
