@@ -38,6 +38,7 @@ ALERT_SCHEMA_ID = "streamdycoke.alert"
 ALERT_VERSION = 1
 
 _NUM = {"type": "number"}
+_NUM_OR_NULL = {"type": ["number", "null"], "description": "null for an empty window"}
 ALERT_SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "https://streamdycoke.dev/schemas/alert-v1.json",
@@ -61,7 +62,8 @@ ALERT_SCHEMA: dict = {
         "decided_ts": {**_NUM, "description": "Unix time the answer was read"},
         "latency_s": {**_NUM, "minimum": 0, "description": "decided_ts - trigger_ts"},
         "window": {"type": "object", "required": ["start_ts", "end_ts", "frames", "visual_tokens"],
-                   "properties": {"start_ts": _NUM, "end_ts": _NUM, "frames": {"type": "integer", "minimum": 0},
+                   "properties": {"start_ts": _NUM_OR_NULL, "end_ts": _NUM_OR_NULL,
+                                  "frames": {"type": "integer", "minimum": 0},
                                   "visual_tokens": {"type": "integer", "minimum": 0}}},
         "answerer": {"enum": ["llm", "event-qa"]},
         "rule": {"type": "object", "required": ["kind"], "properties": {"kind": {"enum": ["yes_no", "match",

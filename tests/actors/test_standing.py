@@ -165,3 +165,12 @@ def test_a_round_in_flight_when_the_statistics_reset_is_not_counted_after_it():
     clock[0] = 1004.5
     r.step()
     assert (r.rounds, r.reused_tokens, len(r.latencies)) == (1, 0, 1)
+
+
+def test_an_alert_about_an_empty_window_is_valid_against_its_schema():
+    from actors.alerts import alert_record
+
+    query = StandingQuery(id="door", prompt="anyone?", rule={"kind": "yes_no"}, every_s=2.0)
+    record = alert_record("cam", query, "raised", Answer("yes", 0), 1.0, "period", 10.0, 10.5, [])
+    assert record["window"]["start_ts"] is None and record["window"]["frames"] == 0
+    jsonschema.validate(record, ALERT_SCHEMA)
