@@ -227,6 +227,7 @@ class CameraSupervisor:
         self.placement_grace_s = placement_grace_s
         self.encoder_handle = encoder_handle
         self.llm_handle, self.reuse_prefill = llm_handle, reuse_prefill  # for cameras' standing queries
+        self._store = None  # the token cache the placement is published to (publish), opened on first use
         self._ready: dict[str, Any] = {}  # camera -> the actor's ready ref, until it is placed
         self._added_at: dict[str, float] = {}
 
@@ -323,10 +324,29 @@ class CameraSupervisor:
                 self.unplaced[cam] = why
         return dict(self.unplaced)
 
+    def placement(self) -> dict:
+        """The cameras running (with their restarts), refused and not placed (with why)."""
+        return {"cameras": {cam: {"restarts": self.restarts.get(cam, 0)} for cam in sorted(self.actors)},
+                "refused": dict(sorted(self.refused.items())), "unplaced": dict(sorted(self.unplaced.items()))}
+
+    def publish(self) -> None:
+        """Write :meth:`placement` to the token cache, where the gateway's ``GET /v1/fleet`` and the console's
+        wall read it (an app without a fleet deployment: ``run``, the demo). A cache that is down is skipped:
+        the next call writes it."""
+        try:
+            if self._store is None:
+                from .token_cache import RedisTokenStore
+
+                self._store = RedisTokenStore(self.redis)
+            self._store.set_fleet_status(self.placement())
+        except Exception as exc:
+            log.debug("fleet status not published: %s", exc)
+
     def supervise(self) -> None:
-        """Restart the run loop of any actor whose run call ended (e.g. the actor process died), and
-        report the ones not placed (:meth:`check_placement`)."""
+        """Restart the run loop of any actor whose run call ended (e.g. the actor process died), report the
+        ones not placed (:meth:`check_placement`) and publish the placement (:meth:`publish`)."""
         self.check_placement()
+        self.publish()
         for cam, run in list(self._runs.items()):
             ready, _ = ray.wait([run], timeout=0)
             if not ready:

@@ -18,6 +18,8 @@ of one camera's keys live in one slot and the scripts below stay atomic on a clu
     P:{cam}:evidence:<alert id>  string  the snapshot an alert's answer saw, copied when the alert is
                             raised (expires after ``evidence_ttl_s``: it outlives the frames' retention)
     P:alerts:acked  zset    alert ids an operator acknowledged, scored by when (the newest ``alerts_max``)
+    P:fleet         string  the camera supervisor's placement (running, refused, unplaced; JSON), expiring
+                            60 s after its last write (GET /v1/fleet without a fleet deployment)
     P:alerts        stream  alerts of every camera (JSON, schema ``streamdycoke.alert`` v1), capped
                             at ``alerts_max``; ``GET /v1/alerts`` serves it (:mod:`actors.alerts`)
     P:{cam}:alerting hash   standing query id -> 1 while its alert is raised (survives an actor restart)
@@ -297,6 +299,16 @@ class RedisTokenStore(DecodedReads):
 
     def get_stats(self, stream_id: str) -> dict | None:
         v = self.client.get(self._keys(stream_id)[5])
+        return None if v is None else json.loads(v)
+
+    # -- the fleet's placement (written by whoever supervises the camera actors, read by the API) -------
+    def set_fleet_status(self, status: dict, ttl_s: float = 60.0) -> None:
+        """What the camera supervisor last saw (``refused`` and ``unplaced`` cameras with why, restarts); it
+        expires ``ttl_s`` after the last write, so a supervisor that stopped leaves no stale placement."""
+        self.client.set(f"{self.settings.key_prefix}:fleet", json.dumps(status), ex=max(1, int(ttl_s)))
+
+    def fleet_status(self) -> dict | None:
+        v = self.client.get(f"{self.settings.key_prefix}:fleet")
         return None if v is None else json.loads(v)
 
     def streams(self) -> list[str]:

@@ -89,9 +89,18 @@ class Gateway:
 
     @api.get("/v1/fleet")
     async def fleet_status(self) -> dict:
-        if self.fleet is None:
-            raise HTTPException(404, "this app runs no camera fleet (its cameras are supervised elsewhere)")
-        return await self.fleet.status.remote()
+        """The camera fleet's status: the fleet deployment's, else what the supervisor running the cameras
+        elsewhere (``run``, the demo) last published to the cache (cameras, refused, unplaced)."""
+        if self.fleet is not None:
+            return await self.fleet.status.remote()
+        try:
+            published = self.store.fleet_status()
+        except Exception as exc:
+            raise HTTPException(503, f"token cache unavailable ({type(exc).__name__}); retry",
+                                headers={"Retry-After": "1"}) from None
+        if published is None:
+            raise HTTPException(404, "no camera fleet here, and no supervisor has published one")
+        return published
 
     @api.get("/v1/cameras")
     def cameras(self, offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=1000)) -> dict:

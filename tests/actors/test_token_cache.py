@@ -137,3 +137,11 @@ def test_snapshots_are_kept_with_the_frames_evidence_outlives_them_and_acks_are_
     for i in range(5):
         store.ack_alert(f"a{i}", when=100.0 + i)
     assert store.acked_alerts() == {"a2": 102.0, "a3": 103.0, "a4": 104.0}
+
+
+def test_the_supervisors_placement_is_published_and_expires(settings):
+    store = RedisTokenStore(settings)
+    status = {"cameras": {"a": {"restarts": 1}}, "refused": {"b": "its tokens cannot feed the LLM"}, "unplaced": {}}
+    store.set_fleet_status(status, ttl_s=1)
+    assert store.fleet_status() == status
+    assert 0 < store.client.ttl(f"{settings.key_prefix}:fleet") <= 1  # a supervisor that stopped leaves nothing
