@@ -82,6 +82,8 @@ class FramePipeline:
                 self.frames_skipped += 1
                 return FrameOutcome(frame_index, None, change)
         t0 = time.perf_counter()
+        if cut and hasattr(self.encoder, "reset"):  # a scene cut: a differential encoder encodes this frame whole
+            self.encoder.reset()
         tokens = self.encoder.encode(frame[None])[0]
         t1 = time.perf_counter()
         seg = self.compressor.process(

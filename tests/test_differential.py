@@ -126,3 +126,16 @@ def test_operations_count_follows_the_recomputed_patches():
 def test_config_refuses_bad_values(kw):
     with pytest.raises(ValueError):
         DifferentialConfig(**kw)
+
+
+def test_a_scene_cut_the_sampler_sees_encodes_the_frame_whole(enc):
+    from streamdycoke.sampler import SamplerDecision
+
+    p = build_pipeline("cam", PipelineConfig(encoder=EncoderSpec(weights=None), differential=DifferentialConfig(),
+                                             sampler=None), encoder=enc)
+    f = frames(1)[0]
+    p.push(f, 0, 0.0)
+    p.push(f, 1, 0.1)
+    assert enc.last_stats.whole == [False]  # nothing changed: nothing recomputed
+    p.push(f, 2, 0.2, decision=SamplerDecision(process=True, pixel_change=0.5, scene_cut=True))
+    assert enc.last_stats.whole == [True]

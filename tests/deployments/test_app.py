@@ -145,10 +145,17 @@ def test_bad_requests_get_a_clear_4xx(app, body, code, words):
     assert status == code and words in json.dumps(r)
 
 
-def test_fleet_status_is_404_when_the_app_runs_no_fleet(app):
-    port, _ = app
+def test_without_a_fleet_deployment_the_fleet_status_is_what_the_supervisor_published(app, ray_cluster):
+    from actors.token_cache import RedisTokenStore
+
+    port, sup = app
+    store = RedisTokenStore(ray_cluster.redis)
+    store.client.delete(f"{ray_cluster.redis.key_prefix}:fleet")
     status, body = http(port, "GET", "/v1/fleet")
-    assert status == 404 and "no camera fleet" in body["detail"]
+    assert status == 404 and "no camera fleet" in body["detail"]  # nothing published (or it expired)
+    sup.supervise()  # a supervise round publishes the placement
+    status, body = http(port, "GET", "/v1/fleet")
+    assert status == 200 and {"lobby", "dock"} <= set(body["cameras"]) and body["refused"] == {}
 
 
 def test_every_route_but_healthz_needs_the_bearer_token(app):
