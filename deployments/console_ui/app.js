@@ -207,6 +207,34 @@ function keepChart(history, width = 560, height = 120) {
   return svg;
 }
 
+function tokensChart(history, width = 560, height = 120) {
+  // tokens over the last minutes, cumulative: every processed frame's tokens in (uncompressed) and those kept
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`); svg.setAttribute("class", "chart tokens");
+  if (!history.length) return svg;
+  const t0 = history[0][0], t1 = Math.max(history[history.length - 1][0], t0 + 1e-6);
+  let sumIn = 0, sumKept = 0;
+  const rows = history.map(([t, kept, n]) => { sumIn += n; sumKept += kept; return [t, sumIn, sumKept]; });
+  const x = (t) => ((t - t0) / (t1 - t0) * (width - 40) + 35).toFixed(1);
+  const y = (v) => (height - 15 - (v / Math.max(sumIn, 1)) * (height - 25)).toFixed(1);
+  for (const [i, cls] of [[1, "series-in"], [2, "series"]]) {
+    const poly = document.createElementNS(ns, "polyline");
+    poly.setAttribute("points", rows.map((r) => `${x(r[0])},${y(r[i])}`).join(" ")); poly.setAttribute("class", cls);
+    svg.append(poly);
+  }
+  for (const [v, label] of [[0, "0"], [sumIn, fmt(sumIn)]]) {
+    const text = document.createElementNS(ns, "text");
+    Object.entries({ x: 0, y: Number(y(v)) + 4, class: "axis" }).forEach(([k, val]) => text.setAttribute(k, val));
+    text.textContent = label; svg.append(text);
+  }
+  const caption = document.createElementNS(ns, "text");
+  Object.entries({ x: 35, y: height - 1, class: "axis" }).forEach(([k, v]) => caption.setAttribute(k, v));
+  caption.textContent = `tokens since ${when(t0)}: ${fmt(sumKept)} kept (solid) of ${fmt(sumIn)} in (dashed)`;
+  svg.append(caption);
+  return svg;
+}
+
 function renderCamera(view, cam) {
   const figure = el("div", { class: "kept-figure" }, el("img", { id: "cam-snap", alt: `snapshot of ${cam}` }),
                     el("div", { class: "overlay", id: "overlay" }));
@@ -259,7 +287,7 @@ function renderCamera(view, cam) {
     info.textContent = `frame ${k.frame} (${when(k.ts)})${k.keyframe ? ", a keyframe" : ""}: kept ${k.kept.length} of ${h * w} ` +
       `positions (green); the rest are held from earlier frames (darker: older). Last 5 min: ${k.history.length} processed frames, ` +
       `${keptAll} of ${total} tokens kept (${pct(total ? keptAll / total : null)}).`;
-    chart.replaceChildren(keepChart(k.history));
+    chart.replaceChildren(keepChart(k.history), tokensChart(k.history));
   }
   const drawAlerts = () => {
     const mine = alerts.list.filter((a) => a.camera === cam).slice(0, 20);

@@ -121,6 +121,11 @@ def test_the_console_in_a_real_browser(console, browser):
     assert kept == seg.positions.tolist() and cells == seg.num_positions
     assert until(d, "const i = document.querySelector('#cam-snap'); return i.naturalWidth > 0")
     assert d.find_element(By.CSS_SELECTOR, "#chart svg polyline").get_attribute("points")
+    # the token counts: cumulative tokens in and kept, the kept line never above the one of every token in
+    lines = {p.get_attribute("class"): p.get_attribute("points") for p in
+             d.find_elements(By.CSS_SELECTOR, "#chart svg.tokens polyline")}
+    ys = {k: [float(pt.split(",")[1]) for pt in v.split()] for k, v in lines.items()}
+    assert set(ys) == {"series", "series-in"} and all(k >= i for k, i in zip(ys["series"], ys["series-in"]))
 
     # -- ask: the answer streams in, with the visual tokens it read against uncompressed
     d.find_element(By.ID, "question").send_keys("What is happening at the gate?")
