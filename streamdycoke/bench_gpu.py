@@ -155,9 +155,6 @@ def _lm(device, dtype, shape: str, frames: int, keep: float, answer_tokens: int,
             print(f"  LM {shape} {name}: {res[name]}", file=sys.stderr, flush=True)
     res["prefill_speedup"] = round(res["uncompressed"]["prefill_ms"] / res["compressed"]["prefill_ms"], 3)
     res["query_speedup"] = round(res["uncompressed"]["query_ms"] / res["compressed"]["query_ms"], 3)
-    del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return res
 
 
@@ -168,7 +165,11 @@ def bench_gpu(tiny: bool = False, batches=BATCHES, lms=("0.5b", "7b"), frames: i
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     t0 = time.perf_counter()
     enc = _encoder(device, dtype, tiny, batches, changed, repeats, progress)
-    llm = [_lm(device, dtype, "tiny" if tiny else s, frames, keep, answer_tokens, repeats, progress) for s in lms]
+    llm = []
+    for s in lms:  # one model at a time: the 7B one alone takes 15 GB
+        llm.append(_lm(device, dtype, "tiny" if tiny else s, frames, keep, answer_tokens, repeats, progress))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     best_full = max(r["full_frames_per_s"] for r in enc)
     best_diff = max(r["differential_frames_per_s"] for r in enc)
     cameras = [{"fps": f, "full": int(best_full // f), "differential": int(best_diff // f)} for f in RATES]
