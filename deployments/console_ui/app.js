@@ -88,7 +88,9 @@ function fullAlertCard(a) {
   return el("article", { class: `alert ${a.state} ${acked ? "acked" : ""}`, "data-alert": a.id, "data-camera": a.camera,
                          "data-received": String(a._received || ""), "data-decided": String(a.decided_ts) },
     snap ? el("img", { class: "evidence", src: snap.url, loading: "lazy", alt: `frame ${snap.frame} of ${a.camera}`,
-                       title: `frame ${snap.frame}, captured ${when(snap.ts)}` })
+                       title: `frame ${snap.frame}, captured ${when(snap.ts)}`, "data-shown": a._shown ? String(a._shown) : null,
+                       // when the evidence was first on screen (the inbox redraws its cards; the first load counts)
+                       onload: (ev) => { a._shown = a._shown || Date.now() / 1000; ev.target.dataset.shown = String(a._shown); } })
          : el("div", { class: "evidence none", text: "no snapshot" }),
     el("div", { class: "body" },
       el("div", { class: "head" },
