@@ -7,9 +7,11 @@ small setups (``AppArgs.encoder`` unset, or the camera's ``encoding.at``).
 
 A camera with differential encoding (:mod:`streamdycoke.encoders.differential`) sends its frames with its
 camera as Serve's multiplexed model id: Serve routes them to the replica that holds the camera's tower
-state (the least recently used camera's state is dropped past ``max_streams`` per replica), and the
-frames of many cameras still go through the dense layers together. A camera whose frames land on a
-replica without its state (a new replica, a restart) gets a whole frame there: slower, never wrong. The real LLaVA-OneVision tower (SigLIP-400M at 384²) costs
+state (the least recently used camera's state is dropped past 64 per replica), and the frames of many
+cameras still go through the dense layers together. A camera whose frames land on a replica without its
+state (a new replica, a restart) gets a whole frame there: slower, never wrong.
+
+The real LLaVA-OneVision tower (SigLIP-400M at 384²) costs
 seconds per frame on a CPU core, so with real weights on a cluster this is the placement that works.
 """
 
@@ -89,28 +91,32 @@ class EncoderDeployment:
         return await asyncio.get_running_loop().run_in_executor(None, self._forward_stream, items)
 
     def _forward_stream(self, items: list[tuple]) -> list[np.ndarray]:
-        """Rounds: the j-th frame of every camera in the batch together (a camera's frames in order), grouped
-        by configuration."""
+        """Rounds: the r-th frame of every camera in the batch together (a camera's frames in order, over
+        all its requests in the batch, one frame of a camera per forward pass), grouped by configuration."""
         import time
 
         outs: list[list[np.ndarray]] = [[] for _ in items]
+        per_camera: dict[int, list[tuple[int, int]]] = {}  # a camera's frames in order, over its requests here
+        for i, (f, holder, _) in enumerate(items):
+            per_camera.setdefault(id(holder), []).extend((i, j) for j in range(len(f)))
         with self._lock:
             t0 = time.perf_counter()
             n = 0
-            for j in range(max(len(f) for f, _, _ in items)):
-                groups: dict = {}
-                for i, (f, holder, cfg) in enumerate(items):
-                    if j < len(f):
-                        groups.setdefault((cfg, f.shape[1:]), []).append(i)
-                for (cfg, _), idx in groups.items():
-                    tokens = self.encoder.encode_differential(np.stack([items[i][0][j] for i in idx]),
-                                                              [items[i][1].state for i in idx], cfg).numpy()
+            for r in range(max(len(seq) for seq in per_camera.values())):
+                groups: dict = {}  # round r: each camera's r-th frame, one frame per camera
+                for seq in per_camera.values():
+                    if r < len(seq):
+                        i, j = seq[r]
+                        groups.setdefault((items[i][2], items[i][0].shape[1:]), []).append((i, j))
+                for (cfg, _), picks in groups.items():
+                    tokens = self.encoder.encode_differential(np.stack([items[i][0][j] for i, j in picks]),
+                                                              [items[i][1].state for i, _ in picks], cfg).numpy()
                     st = self.encoder.last_stats
                     self.patches_computed += sum(st.computed)
-                    self.patches_in += st.patches * len(idx)
-                    for k, i in enumerate(idx):
+                    self.patches_in += st.patches * len(picks)
+                    for k, (i, _) in enumerate(picks):
                         outs[i].append(tokens[k])
-                    n += len(idx)
+                    n += len(picks)
             dt = time.perf_counter() - t0
             self.batch_sizes[n] += 1
             self.frames += n
