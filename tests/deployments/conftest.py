@@ -25,5 +25,5 @@ def served_app(stack, name: str):
     try:
         yield sup
     finally:
+        sup.shutdown()  # the cameras first, while the LLM still answers their standing queries' rounds in flight
         serve.delete(name)
-        sup.shutdown()
