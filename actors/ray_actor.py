@@ -228,6 +228,7 @@ class CameraSupervisor:
         self.encoder_handle = encoder_handle
         self.llm_handle, self.reuse_prefill = llm_handle, reuse_prefill  # for cameras' standing queries
         self._store = None  # the token cache the placement is published to (publish), opened on first use
+        self._publish_error: str | None = None
         self._ready: dict[str, Any] = {}  # camera -> the actor's ready ref, until it is placed
         self._added_at: dict[str, float] = {}
 
@@ -339,8 +340,12 @@ class CameraSupervisor:
 
                 self._store = RedisTokenStore(self.redis)
             self._store.set_fleet_status(self.placement())
-        except Exception as exc:
-            log.debug("fleet status not published: %s", exc)
+            self._publish_error = None
+        except Exception as exc:  # said once per kind of failure, not every round
+            if self._publish_error != type(exc).__name__:
+                log.warning("camera fleet status not published to the cache (%s: %s); retried every round",
+                            type(exc).__name__, exc)
+            self._publish_error = type(exc).__name__
 
     def supervise(self) -> None:
         """Restart the run loop of any actor whose run call ended (e.g. the actor process died), report the

@@ -421,3 +421,16 @@ def test_eval_on_user_imagery_uses_the_same_answerer(tmp_path, capsys):
     assert user["imagery"]["objects"] == ["green-square", "red-box"] and len(user["imagery"]["fingerprint"]) == 16
     assert {r["method"] for r in user["results"]} == {"uniform", "stream"}
     assert 0.0 <= user["uncompressed_accuracy"] <= 1.0
+
+
+def test_the_shipped_answerers_are_the_two_seeds_of_the_published_figures():
+    import json
+    from pathlib import Path
+
+    from streamdycoke.evalqa.run import _shipped
+
+    published = json.loads(Path("docs/eval.json").read_text())
+    models = [EventQA.load(_shipped(i)) for i in range(2)]
+    assert [m.meta["seed"] for m in models] == published["answerer_seeds"] == [0, 1]
+    assert models[0].meta["val_accuracy"] == published["answerer"]["val_accuracy"]
+    assert _shipped(2) is None
