@@ -49,6 +49,7 @@ class CameraStats(BaseModel):
     faults: dict[str, int] = Field(default_factory=dict)
     last_fault: str | None = None
     frames_missing: int = 0
+    node: str | None = None  # the Ray node id the actor runs on
     error: str | None = None  # "unplaced", or why the actor did not answer
     detail: str | None = None
 

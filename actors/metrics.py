@@ -12,7 +12,7 @@ add ``or vector(0)``.
 from __future__ import annotations
 
 __all__ = ["CAMERA_METRIC_NAMES", "CameraMetrics", "ENCODER_METRIC_NAMES", "EncoderMetrics", "FLEET_METRIC_NAMES", "FleetMetrics", "INGEST_METRIC_NAMES", "IngestMetrics", "METRIC_NAMES",
-           "QUERY_METRIC_NAMES", "QueryMetrics", "STANDING_METRIC_NAMES", "StandingMetrics"]
+           "QUERY_METRIC_NAMES", "QueryMetrics", "REPLICA_METRIC_NAMES", "STANDING_METRIC_NAMES", "StandingMetrics"]
 
 CAMERA_METRIC_NAMES = (
     "streamdycoke_frames_consumed_total",
@@ -27,6 +27,7 @@ CAMERA_METRIC_NAMES = (
     "streamdycoke_cache_bytes",
     "streamdycoke_camera_faults_total",
     "streamdycoke_camera_up",
+    "streamdycoke_camera_node",
 )
 QUERY_METRIC_NAMES = (
     "streamdycoke_query_stage_seconds",
@@ -55,7 +56,11 @@ FLEET_METRIC_NAMES = (
     "streamdycoke_fleet_cameras_unplaced",
     "streamdycoke_fleet_actor_restarts_total",
     "streamdycoke_fleet_config_errors_total",
+    "streamdycoke_fleet_nodes",
+    "streamdycoke_fleet_nodes_lost",
 )
+# Every Serve replica that names its node (the LLM's and the encoder's).
+REPLICA_METRIC_NAMES = ("streamdycoke_replica_node",)
 # The encoder deployment (deployments.encoder), when the app runs one.
 ENCODER_METRIC_NAMES = (
     "streamdycoke_encoder_batch_frames",
@@ -72,7 +77,7 @@ STANDING_METRIC_NAMES = (
     "streamdycoke_alert_publish_failures_total",
 )
 METRIC_NAMES = (CAMERA_METRIC_NAMES + QUERY_METRIC_NAMES + FLEET_METRIC_NAMES + ENCODER_METRIC_NAMES
-                + STANDING_METRIC_NAMES)
+                + STANDING_METRIC_NAMES + REPLICA_METRIC_NAMES)
 
 _LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 # A frame's path by stage (``streamdycoke_frame_stage_seconds{camera, stage}``), one histogram exported by
@@ -81,6 +86,24 @@ _LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 # buckets: most stages take well under one.
 _STAGE_LATENCY_BUCKETS = [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.033, 0.05, 0.1, 0.25, 0.5, 1.0,
                           2.5, 10.0]
+
+
+def placement() -> dict[str, str | None]:
+    """The Ray node this process runs on: ``{"node": id, "role": its "role" label or None}``."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return {"node": ctx.get_node_id(), "role": ctx.get_node_labels().get("role")}
+
+
+def replica_node_gauge(deployment: str) -> None:
+    """Name this Serve replica's node in a metric (``streamdycoke_replica_node``, 1 on its node)."""
+    from ray.util.metrics import Gauge
+
+    node = placement()
+    Gauge("streamdycoke_replica_node", "1: a replica of the deployment runs on this Ray node",
+          ("deployment", "node", "node_role")).set(1, tags={"deployment": deployment, "node": node["node"],
+                                                          "node_role": node["role"] or ""})
 
 
 class CameraMetrics:
@@ -110,6 +133,11 @@ class CameraMetrics:
                               "(cache, broker, topic_reset, stall, start, pipeline)", ("camera", "kind"))
         self.up = Gauge("streamdycoke_camera_up", "1 while the camera's worker runs, 0 while it recovers", tags)
         self._last: dict[str, int] = {k: 0 for k in self.counters}
+        # where the camera runs: 1 on the Ray node of its actor (its id and ``role`` label); a restarted
+        # actor's new node reports itself, a lost node's series go with its metrics agent
+        node = placement()
+        Gauge("streamdycoke_camera_node", "1: the camera's actor runs on this Ray node", ("camera", "node", "node_role")
+              ).set(1, tags={**self._tags, "node": node["node"], "node_role": node["role"] or ""})
         self._last_faults: dict[str, int] = {}
 
     def publish(self, counters, lag: int | None, cache_bytes: int | None, faults: dict[str, int] | None = None,
@@ -241,12 +269,22 @@ class FleetMetrics:
                                 ("camera",))
         self.config_errors = Counter("streamdycoke_fleet_config_errors_total",
                                      "camera lists that could not be read or validated")
+        self.nodes = Gauge("streamdycoke_fleet_nodes", "Ray nodes of the cluster, alive or dead (a dead one "
+                           "is listed until Ray forgets it)", ("state",))
+        # a gauge, not a counter: set from the start (at 0), so the first loss is a change Prometheus sees
+        self.nodes_lost = Gauge("streamdycoke_fleet_nodes_lost", "Ray nodes seen alive and then dead (a lost "
+                                "machine, an evicted pod) since this fleet controller started")
         self._restarts: dict[str, int] = {}
 
-    def publish(self, cameras: int, restarts: dict[str, int], refused: int = 0, unplaced: int = 0) -> None:
+    def publish(self, cameras: int, restarts: dict[str, int], refused: int = 0, unplaced: int = 0,
+                nodes: dict[str, int] | None = None, nodes_lost: int = 0) -> None:
+        """Gauges set, counters turned into deltas; ``nodes``: ``{"alive": n, "dead": m}``."""
         self.cameras.set(cameras)
         self.refused.set(refused)
         self.unplaced.set(unplaced)
+        for state, n in (nodes or {}).items():
+            self.nodes.set(n, tags={"state": state})
+        self.nodes_lost.set(nodes_lost)
         for cam, n in restarts.items():
             if n > self._restarts.get(cam, 0):
                 self.restarts.inc(n - self._restarts.get(cam, 0), tags={"camera": cam})

@@ -48,6 +48,7 @@ class CameraActor:
         # on 2 cores with 2 threads apiece spent more time switching than encoding)
         torch.set_num_threads(1)
         self.camera = camera
+        self.node = ray.get_runtime_context().get_node_id()  # where this (re)started actor runs
         encoder = None
         if encoder_handle is not None and camera.encoding.at != "actor":  # the app's encoder service: batched there
             from .encoder_client import RemoteEncoder
@@ -147,8 +148,12 @@ class CameraActor:
             dead_lettered=c.dead_lettered, replayed=c.replayed, repaired=c.repaired, tokens_in=c.tokens_in,
             tokens_kept=c.tokens_kept, lag=lag, cache_bytes=cache_bytes, frame_to_cache_p50_ms=f2c.get("p50"),
             frame_to_cache_p99_ms=f2c.get("p99"), stages_ms=stages,
-            standing=self._standing_stats() if self.standing is not None else None,
+            standing=self._standing_stats() if self.standing is not None else None, node=self.node,
             **self.worker.health()).model_dump(exclude_none=False)
+
+    def where(self) -> str:
+        """The Ray node id this actor runs on."""
+        return self.node
 
     def _standing_stats(self) -> StandingStats:
         r = self.standing
@@ -231,6 +236,12 @@ class CameraSupervisor:
         self._publish_error: str | None = None
         self._ready: dict[str, Any] = {}  # camera -> the actor's ready ref, until it is placed
         self._added_at: dict[str, float] = {}
+        self.camera_nodes: dict[str, str] = {}  # camera -> the Ray node its actor runs on (known once placed)
+        self._where: dict[str, Any] = {}  # camera -> the ref of its actor's where(), until it answers
+        self.nodes: dict[str, dict] = {}  # node id -> {"alive", "role", "resources"} (watch_nodes)
+        self.nodes_lost = 0  # nodes seen alive, then dead
+        self._alive: set[str] = set()
+        self._replicas: tuple[float, Any] = (0.0, None)  # (when read, the Serve replicas' nodes)
 
     def add(self, camera: CameraConfig) -> None:
         if camera.id in self.actors:
@@ -242,12 +253,15 @@ class CameraSupervisor:
             reason = f"camera {camera.id}: encoding.at is 'service', and the app runs no encoder service (AppArgs.encoder)"
         if reason is not None:
             raise CameraRefused(reason)
-        actor = CameraActor.options(name=f"camera-{camera.id}", **self.actor_options).remote(
+        # spread over the nodes that have slots: a lost node takes as few cameras as the cluster allows
+        options = {"scheduling_strategy": "SPREAD", **self.actor_options}
+        actor = CameraActor.options(name=f"camera-{camera.id}", **options).remote(
             camera, self.kafka, self.redis, self.app_model, self.encoder_handle, self.llm_handle, self.reuse_prefill)
         self.actors[camera.id] = actor
         self.configs[camera.id] = camera
         self._runs[camera.id] = actor.run.remote()
         self._ready[camera.id] = actor.__ray_ready__.remote()
+        self._where[camera.id] = actor.where.remote()
         self._added_at[camera.id] = time.monotonic()
         self.restarts[camera.id] = 0
 
@@ -257,6 +271,8 @@ class CameraSupervisor:
         self.configs.pop(camera_id, None)
         self.unplaced.pop(camera_id, None)
         self._added_at.pop(camera_id, None)
+        self._where.pop(camera_id, None)
+        self.camera_nodes.pop(camera_id, None)
         if self._ready.pop(camera_id, None) is not None:  # never placed: nothing to wait for
             ray.kill(actor, no_restart=True)
             return None
@@ -325,10 +341,64 @@ class CameraSupervisor:
                 self.unplaced[cam] = why
         return dict(self.unplaced)
 
+    def watch_nodes(self) -> dict[str, dict]:
+        """Update and return :attr:`nodes` from Ray's node table; a node seen alive and now dead is counted
+        in :attr:`nodes_lost` and logged with the cameras it carried (Ray restarts them where slots are free)."""
+        nodes = {}
+        for n in ray.nodes():
+            res = n.get("Resources") or {}
+            nodes[n["NodeID"]] = {"alive": bool(n.get("Alive")), "role": (n.get("Labels") or {}).get("role"),
+                                  "resources": {k: v for k, v in res.items() if k in ("CPU", "GPU", CAMERA_RESOURCE,
+                                                                                      "accelerator")}}
+        for node in [nid for nid in self._alive if not nodes.get(nid, {}).get("alive")]:
+            self._alive.discard(node)
+            self.nodes_lost += 1
+            on_it = sorted(cam for cam, nid in self.camera_nodes.items() if nid == node)
+            log.warning("Ray node %s lost; its cameras %s restart where camera slots are free", node, on_it)
+        self._alive |= {nid for nid, n in nodes.items() if n["alive"]}
+        self.nodes = nodes
+        return nodes
+
+    def _collect_where(self) -> None:
+        for cam, ref in list(self._where.items()):
+            if not ray.wait([ref], timeout=0)[0]:
+                continue
+            del self._where[cam]
+            try:
+                self.camera_nodes[cam] = ray.get(ref)
+            except Exception:  # the actor died before it answered; asked again when its run restarts
+                self.camera_nodes.pop(cam, None)
+
+    def replicas(self, every_s: float = 5.0) -> list[dict] | None:
+        """The Serve replicas and the node each runs on (Ray's state API, read at most every ``every_s``);
+        None where the API is not there (a cluster without Ray's dashboard)."""
+        when, cached = self._replicas
+        if time.monotonic() - when < every_s:
+            return cached
+        out = None
+        try:
+            from ray.util.state import list_actors
+
+            out = sorted(({"app": a.name.split("::", 1)[-1].split("#")[0], "deployment": a.name.split("#")[1],
+                           "node": a.node_id}
+                          for a in list_actors(filters=[("state", "=", "ALIVE")], timeout=2, raise_on_missing_output=False)
+                          if a.name and a.name.startswith("SERVE_REPLICA::") and a.name.count("#") >= 2),
+                         key=lambda r: (r["app"], r["deployment"], r["node"]))
+        except Exception as exc:
+            log.debug("replica placement not read (%s)", exc)
+        self._replicas = (time.monotonic(), out)
+        return out
+
     def placement(self) -> dict:
-        """The cameras running (with their restarts), refused and not placed (with why)."""
-        return {"cameras": {cam: {"restarts": self.restarts.get(cam, 0)} for cam in sorted(self.actors)},
-                "refused": dict(sorted(self.refused.items())), "unplaced": dict(sorted(self.unplaced.items()))}
+        """The cameras running (with their restarts and node), refused and not placed (with why), the
+        cluster's nodes (alive or not, role, resources, cameras on each), nodes lost, and where Serve's
+        replicas run (None without Ray's state API)."""
+        nodes = {nid: {**n, "cameras": sorted(c for c, m in self.camera_nodes.items() if m == nid)}
+                 for nid, n in sorted(self.nodes.items())}
+        return {"cameras": {cam: {"restarts": self.restarts.get(cam, 0), "node": self.camera_nodes.get(cam)}
+                            for cam in sorted(self.actors)},
+                "refused": dict(sorted(self.refused.items())), "unplaced": dict(sorted(self.unplaced.items())),
+                "nodes": nodes, "nodes_lost": self.nodes_lost, "replicas": self.replicas()}
 
     def publish(self) -> None:
         """Write :meth:`placement` to the token cache, where the gateway's ``GET /v1/fleet`` and the console's
@@ -349,8 +419,14 @@ class CameraSupervisor:
 
     def supervise(self) -> None:
         """Restart the run loop of any actor whose run call ended (e.g. the actor process died), report the
-        ones not placed (:meth:`check_placement`) and publish the placement (:meth:`publish`)."""
+        ones not placed (:meth:`check_placement`), follow the nodes (:meth:`watch_nodes`) and publish the
+        placement (:meth:`publish`)."""
         self.check_placement()
+        try:
+            self.watch_nodes()
+        except Exception as exc:  # the GCS is briefly unreachable: the next round reads it
+            log.debug("node table not read (%s)", exc)
+        self._collect_where()
         self.publish()
         for cam, run in list(self._runs.items()):
             ready, _ = ray.wait([run], timeout=0)
@@ -362,6 +438,7 @@ class CameraSupervisor:
                 log.warning("camera %s: actor failed (%s); resuming", cam, type(exc).__name__)
             self.restarts[cam] += 1
             self._runs[cam] = self.actors[cam].run.remote()
+            self._where[cam] = self.actors[cam].where.remote()  # it may run on another node now
 
     def wait_ready(self, timeout_s: float = 180.0) -> bool:
         """Wait until every actor has its encoder loaded and its consumer assigned; False on timeout, or as

@@ -26,7 +26,8 @@ __all__ = ["build_app"]
 def build_app(args: dict | AppArgs | None = None) -> Application:
     """The Serve application for ``serve run`` / ``serveConfigV2`` (``deployments.app:build_app``)."""
     a = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
-    opts: dict[str, Any] = {"ray_actor_options": {"num_cpus": a.num_cpus, "num_gpus": a.num_gpus}}
+    opts: dict[str, Any] = {"ray_actor_options": {"num_cpus": a.num_cpus, "num_gpus": a.num_gpus,
+                                                  **({"resources": a.resources} if a.resources else {})}}
     if a.autoscaling_config:
         opts["autoscaling_config"] = a.autoscaling_config
     else:
@@ -37,7 +38,8 @@ def build_app(args: dict | AppArgs | None = None) -> Application:
         from .encoder import EncoderDeployment
 
         e = a.encoder
-        eopts: dict[str, Any] = {"ray_actor_options": {"num_cpus": e.num_cpus, "num_gpus": e.num_gpus}}
+        eopts: dict[str, Any] = {"ray_actor_options": {"num_cpus": e.num_cpus, "num_gpus": e.num_gpus,
+                                                       **({"resources": e.resources} if e.resources else {})}}
         if e.autoscaling_config:
             eopts["autoscaling_config"] = e.autoscaling_config
         else:

@@ -45,6 +45,8 @@ class EncoderServiceArgs(BaseModel):
     num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(1.0, ge=0, description="per replica")
     num_gpus: float = Field(0.0, ge=0, description="per replica")
+    resources: dict[str, float] = Field(default_factory=dict, description=(
+        'custom Ray resources per replica, e.g. {"accelerator": 1}: the replicas land only on nodes that declare them'))
     max_batch_size: int = Field(16, ge=1, description="frames per forward pass at most")
     batch_wait_timeout_s: float = Field(0.005, ge=0, description="how long a batch's first frame waits for others")
     autoscaling_config: dict[str, Any] | None = None
@@ -61,6 +63,9 @@ class AppArgs(BaseModel):
     num_replicas: int = Field(1, ge=1)
     num_cpus: float = Field(1.0, gt=0, description="per LLM replica")
     num_gpus: float = Field(0.0, ge=0, description="per LLM replica")
+    resources: dict[str, float] = Field(default_factory=dict, description=(
+        'custom Ray resources per LLM replica, e.g. {"accelerator": 1}: the replicas land only on nodes that '
+        "declare them (an accelerator group)"))
     autoscaling_config: dict[str, Any] | None = None
     max_batch_tokens: int = Field(8192, gt=0, description="visual tokens per LLM batch")
     batch_wait_timeout_s: float = Field(0.05, ge=0)

@@ -43,9 +43,10 @@ class EncoderDeployment:
     """
 
     def __init__(self, spec: EncoderSpec, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.005) -> None:
-        from actors.metrics import EncoderMetrics
+        from actors.metrics import EncoderMetrics, replica_node_gauge
         from streamdycoke import build_encoder
 
+        replica_node_gauge("EncoderDeployment")
         self.encoder = build_encoder(spec)
         self._encode.set_max_batch_size(max_batch_size)
         self._encode.set_batch_wait_timeout_s(batch_wait_timeout_s)

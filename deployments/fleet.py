@@ -73,8 +73,10 @@ class CameraFleet:
                     log.info("camera fleet: %s", changes)
                 self.last_error = f"cameras failed to start: {changes['failed']}" if changes["failed"] else None
             self.sup.supervise()
+            alive = sum(n["alive"] for n in self.sup.nodes.values())
             self.metrics.publish(len(self.sup.actors), self.sup.restarts, len(self.sup.refused),
-                                 len(self.sup.unplaced))
+                                 len(self.sup.unplaced), {"alive": alive, "dead": len(self.sup.nodes) - alive},
+                                 self.sup.nodes_lost)
             self.reconciles += 1
         except Exception as exc:  # Ray trouble: reported, tried again next round
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -87,14 +89,11 @@ class CameraFleet:
     def status(self) -> dict:
         with self._lock:
             # webhooks left out: a webhook's URL (a Slack one is itself a credential) is not shown to API clients
-            return {"cameras": {cam: {"restarts": self.sup.restarts.get(cam, 0),
-                                      "config": self.sup.configs[cam].model_dump(
-                                          mode="json", exclude={"webhooks": True,
-                                                                "standing": {"__all__": {"webhooks"}}})}
-                                for cam in sorted(self.sup.actors)},
-                    "refused": dict(sorted(self.sup.refused.items())),
-                    "unplaced": dict(sorted(self.sup.unplaced.items())),
-                    "reconciles": self.reconciles, "last_error": self.last_error}
+            placed = self.sup.placement()
+            for cam, entry in placed["cameras"].items():
+                entry["config"] = self.sup.configs[cam].model_dump(
+                    mode="json", exclude={"webhooks": True, "standing": {"__all__": {"webhooks"}}})
+            return {**placed, "reconciles": self.reconciles, "last_error": self.last_error}
 
     def shutdown(self) -> None:
         """Stop reconciling and stop every camera actor (each commits what it has cached)."""

@@ -42,8 +42,9 @@ class LLMDeployment:
     from the replicas' reports: a camera's first requests may land on another replica, which rebuilds)."""
 
     def __init__(self, args: AppArgs) -> None:
-        from actors.metrics import QueryMetrics
+        from actors.metrics import QueryMetrics, replica_node_gauge
 
+        replica_node_gauge("LLMDeployment")
         self.engine = LLMEngine(args.model, kept_windows=args.kept_windows)
         self.replica = serve.get_replica_context().replica_id.unique_id  # answers say which replica (and cache)
         self.metrics = QueryMetrics()

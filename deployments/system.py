@@ -22,7 +22,7 @@ from actors.config import CameraConfig, IngestSettings, KafkaSettings, read_conf
 
 from .config import AppArgs, SystemConfig
 
-__all__ = ["DEFAULT_QUESTION", "alert_line", "load_system_config", "post_json", "report", "run_pipeline", "run_system"]
+__all__ = ["DEFAULT_QUESTION", "alert_line", "get_json", "load_system_config", "post_json", "report", "run_pipeline", "run_system"]
 
 DEFAULT_QUESTION = "What is happening in the scene?"
 
@@ -38,6 +38,13 @@ def post_json(url: str, body: dict, token: str | None, timeout: float = 120.0) -
     if token:
         headers["authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def get_json(url: str, token: str | None, timeout: float = 30.0) -> dict:
+    """GET with the bearer token; the parsed answer (an HTTP error raises ``HTTPError``)."""
+    req = urllib.request.Request(url, headers={"authorization": f"Bearer {token}"} if token else {})
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read())
 

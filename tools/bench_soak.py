@@ -11,7 +11,16 @@ Faults, in turn, every ``fault_every_s`` seconds:
 - ``broker_kill``: the broker (its log in an object store outside it) SIGKILLed, restarted;
 - ``ingest_kill``: one camera's ingest stopped mid-stream and started again (new producer, resume point);
 - ``actor_kill``: one camera actor's process killed (Ray restarts it, the supervisor resumes its run);
-- ``llm_kill``: the LLM replica killed while questions keep coming (Serve starts another).
+- ``llm_kill``: the LLM replica killed while questions keep coming (Serve starts another);
+- ``node_lost``: the Ray worker node carrying one camera's actor killed whole (its raylet and every process
+  on it SIGKILLed, as a lost machine or an evicted pod looks to Ray); its cameras restart on the surviving
+  camera node, and a fresh node joins ``outage_s`` later (the node returning; nothing moves back to it).
+
+The local Ray is a cluster of four nodes on this machine (:class:`~tools.stack.LocalStack` with
+``camera_nodes=2, accelerator_node=True``): a head with Serve's gateway, two CPU workers with camera slots
+only, and a node standing in for the accelerator group (custom resource ``accelerator``) that carries the
+LLM replica. Where each camera and replica landed is read from ``GET /v1/fleet`` at the start and after
+each node loss, and the node loss is read from the fleet's metric ``streamdycoke_fleet_nodes_lost``.
 
 A camera fault is *survived* when every camera stores a newer frame within ``resume_s`` of the
 service's return; an LLM fault when a question is answered again within ``resume_s``. Questions are
@@ -34,7 +43,7 @@ from actors.topics import topic_indices
 
 __all__ = ["account", "bench_soak", "print_soak"]
 
-FAULTS = ("redis_kill", "redis_cut", "broker_kill", "ingest_kill", "actor_kill", "llm_kill")
+FAULTS = ("redis_kill", "redis_cut", "broker_kill", "ingest_kill", "actor_kill", "llm_kill", "node_lost")
 
 
 def _rss_by_process() -> dict[str, float]:
@@ -65,7 +74,13 @@ def _rss_by_process() -> dict[str, float]:
 
 
 def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float = 60.0, outage_s: float = 3.0,
-               resume_s: float = 30.0, fps: int = 10, progress: bool = True) -> dict:
+               resume_s: float = 30.0, fps: int = 10, progress: bool = True,
+               faults: tuple[str, ...] = FAULTS) -> dict:
+    """Run the soak (see the module's docstring); ``faults``: the kinds injected, in turn (each at least
+    once whatever the duration). Returns the JSON-ready result."""
+    unknown = set(faults) - set(FAULTS)
+    if unknown or not faults:
+        raise ValueError(f"unknown fault kinds {sorted(unknown)}; the kinds are {', '.join(FAULTS)}")
     from ray import serve
 
     from actors.config import CameraConfig, IngestSettings, RedisSettings
@@ -75,25 +90,37 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
     from streamdycoke import EncoderSpec
     from streamdycoke.video import make_camera_video
 
+    from actors.metrics import FleetMetrics
     from deployments.app import build_app
     from deployments.config import AppArgs
-    from deployments.system import post_json
+    from deployments.system import get_json, post_json
     from .netfaults import TcpProxy
     from .stack import LocalStack
 
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
     model = EncoderSpec(weights=None)  # the tiny tower: this measures delivery, not the encoder
     res: dict = {"cameras": cameras, "duration_s": duration, "fault_every_s": fault_every_s, "outage_s": outage_s,
-                 "resume_s": resume_s, "fps": fps, "faults": [], "samples": []}
-    with tempfile.TemporaryDirectory() as tmp, LocalStack(durable=True) as stack:
-        broker, valkey = stack.kafka_server, stack.redis_server
-        proxy = TcpProxy(valkey.port)
+                 "resume_s": resume_s, "fps": fps, "fault_kinds": list(faults), "faults": [], "samples": []}
+    # every camera fits on one camera node: the survivor of a node loss carries them all
+    with tempfile.TemporaryDirectory() as tmp, LocalStack(durable=True, camera_nodes=2, accelerator_node=True,
+                                                          camera_slots=cameras) as stack:
+        proxy = TcpProxy(stack.redis_server.port)
         kafka = stack.kafka
         redis = RedisSettings(url=f"redis://127.0.0.1:{proxy.port}/0", socket_timeout_s=2.0)
         store = RedisTokenStore(stack.redis)  # the bench's own view, not through the proxy
         http_port, token = stack.http_port, stack.api_token
         serve.run(build_app(AppArgs(model=model, redis=redis, num_cpus=0.2, gateway_num_cpus=0.1, api_token=token,
-                                    query_timeout_s=30)), name="soak", route_prefix="/")
+                                    query_timeout_s=30, resources={"accelerator": 1})), name="soak", route_prefix="/")
+        fleet_metrics = FleetMetrics()  # what the fleet deployment publishes, published by the bench's supervisor
+
+        def fleet() -> dict:  # where everything runs, as an operator reads it
+            return get_json(f"http://127.0.0.1:{http_port}/v1/fleet", token, timeout=10)
+
+        def supervise() -> None:
+            sup.supervise()
+            alive = sum(n["alive"] for n in sup.nodes.values())
+            fleet_metrics.publish(len(sup.actors), sup.restarts, len(sup.refused), len(sup.unplaced),
+                                  {"alive": alive, "dead": len(sup.nodes) - alive}, sup.nodes_lost)
         queries = {"ok": 0, "retryable": 0, "hung": 0, "other": 0, "last_ok": 0.0}
         stop_asking = threading.Event()
 
@@ -124,11 +151,24 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
             log(f"making {cameras} camera videos ...")
             videos = {c: make_camera_video(Path(tmp) / f"{c}.mp4", seconds=20, fps=fps, seed=500 + i, size=(96, 128))
                       for i, c in enumerate(ids)}
-            sup = CameraSupervisor(kafka, redis, model, actor_options={"num_cpus": 0.1})
+            sup = CameraSupervisor(kafka, redis, model)
             for c in ids:
                 sup.add(CameraConfig(id=c, sampler=None))
             if not sup.wait_ready():
                 log("warning: not every camera actor was ready after 180 s")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (len(sup.camera_nodes) < cameras or not sup.replicas(every_s=0)):
+                supervise()
+                time.sleep(0.5)
+            res["placement"] = fleet()
+            deadline = time.monotonic() + 60  # each node's agent exports its series within a report interval
+            while True:
+                res["placement_metrics"] = _node_metrics(("streamdycoke_camera_node", "streamdycoke_replica_node"))
+                named = {m.get("camera") or m.get("deployment") for m in res["placement_metrics"]}
+                if named >= {*ids, "LLMDeployment"} or time.monotonic() > deadline:
+                    break
+                supervise()
+                time.sleep(0.5)
             settings = IngestSettings(size=64, loop=True, realtime=True, reconnect_backoff_s=0.2, send_timeout_s=3.0)
             ingest: dict[str, tuple] = {}
             published: dict[str, int] = {c: 0 for c in ids}
@@ -160,7 +200,7 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
             next_fault, k = t0 + fault_every_s, 0
             next_sample = t0
             log(f"soak: {cameras} cameras for {duration:.0f} s, a fault every {fault_every_s:.0f} s ...")
-            while time.monotonic() - t0 < duration or k < len(FAULTS):  # every kind at least once
+            while time.monotonic() - t0 < duration or k < len(faults):  # every kind at least once
                 now = time.monotonic()
                 if now >= next_sample:
                     stats = sup.stats()
@@ -168,15 +208,17 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
                                            "lag": {c: s.get("lag") for c, s in stats.items()},
                                            "consumed": {c: s.get("consumed") for c, s in stats.items()}})
                     next_sample = now + 10.0
-                if now >= next_fault and (now - t0 < duration - resume_s or k < len(FAULTS)):
-                    kind = FAULTS[k % len(FAULTS)]
+                if now >= next_fault and (now - t0 < duration - resume_s or k < len(faults)):
+                    kind = faults[k % len(faults)]
                     k += 1
                     at = now - t0
-                    res["faults"].append({"t": at, **_inject(kind, ids[k % cameras], broker, valkey, proxy, sup, store,
-                                                             ids, start_ingest, stop_ingest, outage_s, resume_s, log,
-                                                             queries)})
+                    res["faults"].append({"t": at, **_inject(kind, ids[k % cameras], stack, proxy, sup, supervise,
+                                                             store, ids, start_ingest, stop_ingest, outage_s, resume_s,
+                                                             log, queries)})
+                    if kind == "node_lost":
+                        res["faults"][-1]["fleet_after"] = fleet()
                     next_fault = time.monotonic() + fault_every_s
-                sup.supervise()
+                supervise()
                 time.sleep(0.5)
             stop_asking.set()
             asker.join(90)
@@ -185,11 +227,13 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
                 stop_ingest(c)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
-                sup.supervise()
+                supervise()
                 if all(_or(store.last_frame_index(c), -1) >= max((b for r in acked_runs[c] for _, b in r), default=-1)
                        for c in ids):
                     break
                 time.sleep(1.0)
+            res["fleet_end"] = fleet()
+            res["nodes_lost_metric"] = _metric_sum(stack.metrics_url, "ray_streamdycoke_fleet_nodes_lost")
             per_camera = {}
             final = sup.stats()
             for c in ids:
@@ -207,7 +251,7 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
     res["per_camera"] = per_camera
     res["faults_by_kind"] = {kind: {"injected": sum(f["kind"] == kind for f in res["faults"]),
                                     "survived": sum(f["kind"] == kind and f["survived"] for f in res["faults"])}
-                             for kind in FAULTS}
+                             for kind in faults}
     res["faults_injected"] = len(res["faults"])
     res["faults_survived"] = sum(f["survived"] for f in res["faults"])
     res["frames_published"] = sum(v["published"] for v in per_camera.values())
@@ -223,6 +267,40 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
     res["resume_s_max"] = max(resumes) if resumes else None
     res["rss_mib"] = _rss_summary(res["samples"])
     return res
+
+
+def _metric_sum(url: str, name: str) -> float | None:
+    """The sum of a metric's series at a Prometheus endpoint (Ray's export); None when it has none."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    values = [float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(name + "{") or ln.startswith(name + " ")]
+    return sum(values) if values else None
+
+
+def _node_metrics(names: tuple[str, ...]) -> list[dict]:
+    """The series of ``names`` (at 1) scraped from every alive Ray node's own metrics port, as label dicts
+    with ``metric`` and ``scraped_from`` (the node whose agent exported it)."""
+    import re
+    import urllib.request
+
+    import ray
+
+    out = []
+    for n in ray.nodes():
+        if not n.get("Alive") or not n.get("MetricsExportPort"):
+            continue
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{n['MetricsExportPort']}/metrics", timeout=10).read().decode()
+        except OSError:
+            continue
+        for ln in text.splitlines():
+            m = re.match(r"ray_(\w+)\{(.*)\} (\S+)$", ln)
+            if m and m.group(1) in names and float(m.group(3)) == 1.0:
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+                out.append({"metric": m.group(1), "scraped_from": n["NodeID"],
+                            **{k: labels[k] for k in ("camera", "deployment", "node", "node_role") if k in labels}})
+    return out
 
 
 def _or(value: int | None, default: int) -> int:
@@ -272,11 +350,13 @@ def account(acked_runs: list[list[list[int]]], in_topic: set[int], skipped: set[
                                                                    "pipeline": _spans(in_pipeline)}}
 
 
-def _inject(kind, cam, broker, valkey, proxy, sup, store, ids, start_ingest, stop_ingest, outage_s, resume_s,
+def _inject(kind, cam, stack, proxy, sup, supervise, store, ids, start_ingest, stop_ingest, outage_s, resume_s,
             log, queries) -> dict:
     """Inject one fault, end it, and measure how long until every camera stores a newer frame (an LLM
     fault: until a question is answered again)."""
     import ray
+
+    broker, valkey = stack.kafka_server, stack.redis_server
 
     if kind == "llm_kill":
         names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
@@ -293,7 +373,8 @@ def _inject(kind, cam, broker, valkey, proxy, sup, store, ids, start_ingest, sto
         return {"kind": kind, "camera": None, "survived": False, "resume_s": None}
 
     before = {c: _or(store.last_frame_index(c), -1) for c in ids}
-    log(f"  fault: {kind}" + (f" ({cam})" if kind in ("ingest_kill", "actor_kill") else ""))
+    log(f"  fault: {kind}" + (f" ({cam})" if kind in ("ingest_kill", "actor_kill", "node_lost") else ""))
+    extra: dict = {}
     if kind == "redis_kill":
         valkey.kill()
         time.sleep(outage_s)
@@ -311,18 +392,46 @@ def _inject(kind, cam, broker, valkey, proxy, sup, store, ids, start_ingest, sto
         start_ingest(cam)
     elif kind == "actor_kill":
         ray.kill(sup.actors[cam], no_restart=False)
+    elif kind == "node_lost":
+        node = sup.camera_nodes.get(cam) or next(iter(sup.camera_nodes.values()))
+        on_it = sorted(c for c, n in sup.camera_nodes.items() if n == node)
+        stack.kill_node(node)
+        extra = {"node": node, "cameras_on_node": on_it}
     back = time.monotonic()
     deadline = back + resume_s
     while time.monotonic() < deadline:
-        sup.supervise()
+        supervise()
         try:
             if all(_or(store.last_frame_index(c), -1) > before[c] for c in ids):
-                return {"kind": kind, "camera": cam, "survived": True, "resume_s": time.monotonic() - back}
+                out = {"kind": kind, "camera": cam, "survived": True, "resume_s": time.monotonic() - back, **extra}
+                break
         except Exception:  # the bench's own read during an outage
             pass
         time.sleep(0.25)
-    log(f"  {kind}: not every camera resumed within {resume_s:.0f} s")
-    return {"kind": kind, "camera": cam, "survived": False, "resume_s": None}
+    else:
+        log(f"  {kind}: not every camera resumed within {resume_s:.0f} s")
+        out = {"kind": kind, "camera": cam, "survived": False, "resume_s": None, **extra}
+    if kind == "node_lost":  # where its cameras went, then the node returns (a fresh one; nothing moves back)
+        deadline = time.monotonic() + resume_s
+        while time.monotonic() < deadline and any(sup.camera_nodes.get(c) in (None, extra["node"]) for c in ids):
+            supervise()
+            time.sleep(0.25)
+        out["moved_to"] = {c: sup.camera_nodes.get(c) for c in extra["cameras_on_node"]}
+        time.sleep(outage_s)
+        out["node_returned"] = stack.add_camera_node()
+    return out
+
+
+def placement_line(fleet: dict) -> str:
+    """Where the cameras and the Serve replicas run, by node role, from a ``GET /v1/fleet`` answer."""
+    nodes = fleet.get("nodes") or {}
+    role = {nid: n.get("role") or "?" for nid, n in nodes.items()}
+    cams: dict[str, list[str]] = {}
+    for cam, entry in (fleet.get("cameras") or {}).items():
+        node = entry.get("node")
+        cams.setdefault(f"{role.get(node, '?')}:{str(node)[:8]}", []).append(cam)
+    reps = sorted({f"{r['deployment']}@{role.get(r['node'], '?')}" for r in fleet.get("replicas") or []})
+    return f"placement: cameras {dict(sorted(cams.items()))}; replicas {reps}"
 
 
 def _rss_summary(samples: list[dict]) -> dict:
@@ -352,6 +461,14 @@ def print_soak(res: dict, plot: str | None = None) -> None:
           f"(resume median {res['resume_s_median'] or 0:.1f} s, max {res['resume_s_max'] or 0:.1f} s)")
     for kind, v in res["faults_by_kind"].items():
         print(f"    {kind:<12} {v['survived']}/{v['injected']}")
+    print("  " + placement_line(res.get("placement") or {}))
+    for f in res["faults"]:
+        if f["kind"] == "node_lost":
+            print(f"    node {str(f.get('node'))[:8]} lost with cameras {f.get('cameras_on_node')}: every camera storing "
+                  f"again after {f['resume_s'] or float('nan'):.1f} s, on nodes "
+                  f"{sorted({str(n)[:8] for n in (f.get('moved_to') or {}).values()})}")
+    if res.get("nodes_lost_metric") is not None:
+        print(f"  streamdycoke_fleet_nodes_lost = {res['nodes_lost_metric']:g}")
     print(f"  frames published {res['frames_published']}, lost {res['frames_lost']} (acknowledged, then absent from the "
           f"topic read back from offset 0, i.e. by the broker: {res['frames_lost_by_broker']}; index reused by a "
           f"restarted ingest: {res['frames_index_reused']}; in the topic, not stored: {res['frames_lost_in_pipeline']}; "

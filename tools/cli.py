@@ -69,6 +69,9 @@ def register(sub, bench) -> None:
     q.add_argument("--fps", type=int, default=10, help="frames per second of each camera (every one is stored)")
     q.add_argument("--resume", type=float, default=30.0, help="seconds within which every camera must store a "
                                                               "newer frame for a fault to count as survived")
+    q.add_argument("--faults", type=lambda v: tuple(x for x in v.split(",") if x), default=None,
+                   help="fault kinds to inject in turn, comma-separated (default: every kind: "
+                        "redis_kill,redis_cut,broker_kill,ingest_kill,actor_kill,llm_kill,node_lost)")
     q.add_argument("--plot", default="docs/soak.png", help="where to draw lag and RSS over time")
     bench_common_options(q)
     q.set_defaults(func=cmd_bench_soak)
@@ -146,7 +149,8 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     from .bench_soak import bench_soak, print_soak
 
     res = bench_soak(cameras=args.cameras, duration=args.duration, fault_every_s=args.fault_every,
-                     outage_s=args.outage, resume_s=args.resume, fps=args.fps, progress=not args.quiet)
+                     outage_s=args.outage, resume_s=args.resume, fps=args.fps, progress=not args.quiet,
+                     **({"faults": args.faults} if args.faults else {}))
     print_soak(res, args.plot)
     if args.json:
         print(json.dumps(res))

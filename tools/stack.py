@@ -3,6 +3,14 @@
 :class:`LocalStack` starts a Kafka-compatible broker (tansu) and a Valkey server from their pip wheels,
 a local Ray (its own, never a cluster found on the machine) with a metrics export port, and Ray Serve's
 HTTP proxy on 127.0.0.1, and stops them all, in reverse order, on leaving its ``with`` block.
+
+With ``camera_nodes`` the local Ray is a cluster of several nodes in one process tree (Ray's own
+``ray.cluster_utils.Cluster``), labelled as a deployment labels them: a head that carries Serve and no
+camera slot, ``camera_nodes`` CPU workers (label ``role=cameras``) that carry only camera slots, and,
+with ``accelerator_node``, one node with the custom resource ``accelerator`` (label ``role=accelerator``)
+standing in for the GPU group, where deployments asking for that resource land. A worker node can be
+killed (:meth:`LocalStack.kill_node`: its raylet and workers SIGKILLed, as Ray sees a lost machine) and
+another added (:meth:`LocalStack.add_camera_node`).
 """
 
 from __future__ import annotations
@@ -25,10 +33,17 @@ class LocalStack:
             ``CAMERA_SLOTS_PER_CPU`` per CPU.
         metrics_report_interval_ms: how often Ray exports metrics (1 s: tests see them soon).
         durable: the broker and Redis keep their data across a kill and restart (fault injection).
+        camera_nodes: 0: one Ray node carrying everything; N: a head (``num_cpus``, no camera slot) and N
+            camera worker nodes with ``camera_slots`` slots each and no CPU to schedule (so Serve's
+            replicas stay off them, and a lost camera node takes only cameras).
+        accelerator_node: with ``camera_nodes``, add a node with one ``accelerator`` resource and one CPU.
+        dashboard: run Ray's dashboard (its state API names the node of every actor and replica:
+            ``GET /v1/fleet`` shows them); on by default with ``camera_nodes``.
     """
 
     def __init__(self, num_cpus: int = 2, metrics_report_interval_ms: int = 1000, durable: bool = False,
-                 camera_slots: int | None = None) -> None:
+                 camera_slots: int | None = None, camera_nodes: int = 0, accelerator_node: bool = False,
+                 dashboard: bool | None = None) -> None:
         from actors.ray_actor import CAMERA_SLOTS_PER_CPU
 
         self.num_cpus = num_cpus
@@ -39,6 +54,10 @@ class LocalStack:
         self.metrics_port = free_port()
         self.http_port = free_port()
         self.api_token = secrets.token_urlsafe(24)  # the bearer token of the app served on this stack
+        self.camera_nodes, self.accelerator_node = camera_nodes, accelerator_node
+        self.dashboard = bool(camera_nodes) if dashboard is None else dashboard
+        self.cluster = None  # ray.cluster_utils.Cluster, with camera_nodes
+        self.workers: dict[str, object] = {}  # node id -> the Ray node handle (camera and accelerator workers)
         self._stack: contextlib.ExitStack | None = None
 
     @property
@@ -67,18 +86,54 @@ class LocalStack:
             stack.enter_context(self.redis_server)
             from actors.ray_actor import CAMERA_RESOURCE
 
-            ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
-                     resources={CAMERA_RESOURCE: self.camera_slots},
-                     _metrics_export_port=self.metrics_port,
-                     _system_config={"metrics_report_interval_ms": self.metrics_report_interval_ms})
-            stack.callback(ray.shutdown)
-            serve.start(http_options={"host": "127.0.0.1", "port": self.http_port})
+            system = {"metrics_report_interval_ms": self.metrics_report_interval_ms}
+            if self.camera_nodes:
+                self._start_cluster(stack, system)
+            else:
+                ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=self.dashboard,
+                         log_to_driver=False, resources={CAMERA_RESOURCE: self.camera_slots},
+                         _metrics_export_port=self.metrics_port, _system_config=system)
+                stack.callback(ray.shutdown)
+            serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.http_port})
             stack.callback(serve.shutdown)
         except BaseException:
             stack.close()
             raise
         self._stack = stack
         return self
+
+    def _start_cluster(self, stack: contextlib.ExitStack, system: dict) -> None:
+        import ray
+        from ray.cluster_utils import Cluster
+
+        self.cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": self.num_cpus, "include_dashboard": self.dashboard, "labels": {"role": "head"},
+            "metrics_export_port": self.metrics_port, "_system_config": system})
+        stack.callback(self.cluster.shutdown)
+        for _ in range(self.camera_nodes):
+            self.add_camera_node()
+        if self.accelerator_node:
+            node = self.cluster.add_node(num_cpus=1, resources={"accelerator": 1}, labels={"role": "accelerator"})
+            self.workers[node.node_id] = node
+        ray.init(address=self.cluster.address, log_to_driver=False)
+        stack.callback(ray.shutdown)
+
+    def add_camera_node(self) -> str:
+        """Start one more camera worker node (``camera_slots`` slots, no CPU to schedule); its node id."""
+        from actors.ray_actor import CAMERA_RESOURCE
+
+        if self.cluster is None:
+            raise RuntimeError("a single-node stack has no worker nodes (LocalStack(camera_nodes=N))")
+        node = self.cluster.add_node(num_cpus=0, resources={CAMERA_RESOURCE: self.camera_slots},
+                                     labels={"role": "cameras"})
+        self.workers[node.node_id] = node
+        return node.node_id
+
+    def kill_node(self, node_id: str) -> None:
+        """Lose a worker node: its raylet and every process on it SIGKILLed at once, no graceful drain."""
+        if node_id not in self.workers:
+            raise ValueError(f"{node_id} is not a worker node of this stack (the head cannot be killed)")
+        self.cluster.remove_node(self.workers.pop(node_id), allow_graceful=False)
 
     def stop(self) -> None:
         if self._stack is not None:

@@ -33,13 +33,14 @@ def test_short_soak_injects_every_fault_kind_without_loss_duplicates_or_hung_que
     # generous --resume: this runs beside the test session's own Ray on 2 cores (alone it resumes in < 13 s)
     # 35 s: every fault kind is injected whatever the duration (the run goes on until each has been); what
     # varies beside the session's Ray is how long each takes to recover, which the duration does not bound
-    cmd = [sys.executable, "-m", "streamdycoke.cli", "bench", "soak", "--cameras", "2", "--duration", "35",
+    cmd = [sys.executable, "-m", "streamdycoke.cli", "bench", "soak", "--cameras", "2", "--duration", "20",
            "--fault-every", "3", "--outage", "1.5", "--resume", "60", "--plot", str(tmp_path / "soak.png"), "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert {k for k, v in r["faults_by_kind"].items() if v["injected"]} == {"redis_kill", "redis_cut", "broker_kill",
-                                                                         "ingest_kill", "actor_kill", "llm_kill"}
+                                                                         "ingest_kill", "actor_kill", "llm_kill",
+                                                                         "node_lost"}
     assert r["faults_injected"] >= 6, r["faults_by_kind"]
     assert r["queries"]["ok"] > 0 and r["queries"]["hung"] == 0
     # the embedded broker (tansu on object storage) can lose a frame it acknowledged when it is killed; the
@@ -51,3 +52,34 @@ def test_short_soak_injects_every_fault_kind_without_loss_duplicates_or_hung_que
     assert r["frames_index_reused"] == 0, r["per_camera"]
     assert r["frames_lost"] == r["frames_lost_by_broker"], r["per_camera"]
     assert (tmp_path / "soak.png").stat().st_size > 0
+    _placement_spread_as_the_resources_say(r)
+    _a_lost_node_is_seen_and_its_cameras_move(r)
+
+
+def _placement_spread_as_the_resources_say(r: dict) -> None:
+    """Cameras only on the camera workers (the only nodes with camera slots), one per worker (spread);
+    the LLM replica on the node with the ``accelerator`` resource, the gateway on the head: in
+    ``GET /v1/fleet`` and in the metric each node's own agent exports."""
+    fleet = r["placement"]
+    role = {nid: n["role"] for nid, n in fleet["nodes"].items()}
+    assert sorted(role.values()) == ["accelerator", "cameras", "cameras", "head"], fleet["nodes"]
+    cam_nodes = {c: e["node"] for c, e in fleet["cameras"].items()}
+    assert {role[n] for n in cam_nodes.values()} == {"cameras"} and len(set(cam_nodes.values())) == 2, cam_nodes
+    reps = {x["deployment"]: role[x["node"]] for x in fleet["replicas"]}
+    assert reps == {"Gateway": "head", "LLMDeployment": "accelerator"}, fleet["replicas"]
+    series = {(m.get("camera") or m["deployment"]): m for m in r["placement_metrics"]}
+    for cam, node in cam_nodes.items():
+        assert series[cam]["node"] == series[cam]["scraped_from"] == node and series[cam]["node_role"] == "cameras"
+    assert series["LLMDeployment"]["node_role"] == "accelerator"
+
+
+def _a_lost_node_is_seen_and_its_cameras_move(r: dict) -> None:
+    lost = [f for f in r["faults"] if f["kind"] == "node_lost"]
+    assert lost and all(f["survived"] for f in lost), lost
+    for f in lost:
+        assert f["cameras_on_node"], "the node killed carried a camera"
+        assert all(n is not None and n != f["node"] for n in f["moved_to"].values()), f
+        after = f["fleet_after"]
+        assert after["nodes"][f["node"]]["alive"] is False and after["nodes_lost"] >= 1
+        assert all(after["cameras"][c]["node"] != f["node"] for c in f["cameras_on_node"])
+    assert r["nodes_lost_metric"] >= len(lost)
