@@ -29,6 +29,7 @@ from streamdycoke import EncoderSpec, PipelineConfig, PolicySpec, SamplerConfig,
 from streamdycoke.encoders.differential import DifferentialConfig
 
 from .queries import StandingQuery, parse_event_qa_prompt
+from .names import CAMERA_ID_MAX, ID_PATTERN
 from .webhooks import Webhook
 from .snapshots import SnapshotConfig
 
@@ -146,7 +147,7 @@ class CameraConfig(BaseModel):
     # errors name the field without echoing the input: it may hold a webhook's secret
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+    id: str = Field(min_length=1, max_length=CAMERA_ID_MAX, pattern=ID_PATTERN)
     source: str | None = Field(None, description="rtsp://, http(s):// or a file path (ingest)")
     source_options: dict[str, str] = Field(default_factory=dict,
                                            description="FFmpeg options for opening the source (ingest)")

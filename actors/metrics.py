@@ -88,6 +88,21 @@ _STAGE_LATENCY_BUCKETS = [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.033
                           2.5, 10.0]
 
 
+class _Totals:
+    """Running totals (a worker's counts since it started) turned into Counter increments: each
+    :meth:`inc_to` adds what the total gained since the last call for the same key (a total that went
+    down, as after a restart, starts over from it)."""
+
+    def __init__(self) -> None:
+        self._last: dict[object, float] = {}
+
+    def inc_to(self, counter, key: object, total: float, tags: dict[str, str] | None = None) -> None:
+        before = self._last.get(key, 0)
+        if total > before:
+            counter.inc(total - before, tags=tags)
+        self._last[key] = total
+
+
 def placement() -> dict[str, str | None]:
     """The Ray node this process runs on: ``{"node": id, "role": its "role" label or None}``."""
     import ray
@@ -132,22 +147,18 @@ class CameraMetrics:
         self.faults = Counter("streamdycoke_camera_faults_total", "faults the camera recovered from, by kind "
                               "(cache, broker, topic_reset, stall, start, pipeline)", ("camera", "kind"))
         self.up = Gauge("streamdycoke_camera_up", "1 while the camera's worker runs, 0 while it recovers", tags)
-        self._last: dict[str, int] = {k: 0 for k in self.counters}
+        self._totals = _Totals()
         # where the camera runs: 1 on the Ray node of its actor (its id and ``role`` label); a restarted
         # actor's new node reports itself, a lost node's series go with its metrics agent
         node = placement()
         Gauge("streamdycoke_camera_node", "1: the camera's actor runs on this Ray node", ("camera", "node", "node_role")
               ).set(1, tags={**self._tags, "node": node["node"], "node_role": node["role"] or ""})
-        self._last_faults: dict[str, int] = {}
 
     def publish(self, counters, lag: int | None, cache_bytes: int | None, faults: dict[str, int] | None = None,
                 up: bool = True) -> None:
         """Counters become deltas; gauges are set when known (``None``: unreachable right now)."""
         for name, metric in self.counters.items():
-            now = getattr(counters, name)
-            if now > self._last[name]:
-                metric.inc(now - self._last[name], tags=self._tags)
-            self._last[name] = now
+            self._totals.inc_to(metric, name, getattr(counters, name), self._tags)
         for stage, values in counters.times.drain().items():
             tags = {**self._tags, "stage": stage}
             for v in values:
@@ -155,9 +166,7 @@ class CameraMetrics:
                 if stage == "frame_to_cache":
                     self.frame_to_cache.observe(v, tags=self._tags)
         for kind, n in (faults or {}).items():
-            if n > self._last_faults.get(kind, 0):
-                self.faults.inc(n - self._last_faults.get(kind, 0), tags={**self._tags, "kind": kind})
-            self._last_faults[kind] = n
+            self._totals.inc_to(self.faults, ("fault", kind), n, {**self._tags, "kind": kind})
         if lag is not None:
             self.lag.set(lag, tags=self._tags)
         if cache_bytes is not None:
@@ -274,7 +283,7 @@ class FleetMetrics:
         # a gauge, not a counter: set from the start (at 0), so the first loss is a change Prometheus sees
         self.nodes_lost = Gauge("streamdycoke_fleet_nodes_lost", "Ray nodes seen alive and then dead (a lost "
                                 "machine, an evicted pod) since this fleet controller started")
-        self._restarts: dict[str, int] = {}
+        self._totals = _Totals()
 
     def publish(self, cameras: int, restarts: dict[str, int], refused: int = 0, unplaced: int = 0,
                 nodes: dict[str, int] | None = None, nodes_lost: int = 0) -> None:
@@ -286,9 +295,7 @@ class FleetMetrics:
             self.nodes.set(n, tags={"state": state})
         self.nodes_lost.set(nodes_lost)
         for cam, n in restarts.items():
-            if n > self._restarts.get(cam, 0):
-                self.restarts.inc(n - self._restarts.get(cam, 0), tags={"camera": cam})
-            self._restarts[cam] = n
+            self._totals.inc_to(self.restarts, cam, n, {"camera": cam})
 
     def config_error(self) -> None:
         self.config_errors.inc(1)

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .names import ID_PATTERN
 from .webhooks import Webhook
 
 __all__ = ["EVENT_QA_FORMS", "AlertRule", "StandingQuery", "parse_event_qa_prompt"]
@@ -78,7 +79,7 @@ class StandingQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    id: str = Field(min_length=1, max_length=100, pattern=ID_PATTERN)
     prompt: str = Field(min_length=1, max_length=1000)
     every_s: float | None = Field(None, ge=0.1, allow_inf_nan=False, description="ask every this many seconds")
     on_scene_change: bool = Field(False, description="ask when the frame sampler cuts (a scene change)")

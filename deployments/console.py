@@ -29,6 +29,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, HTTPException, Path as PathParam, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
 
+from actors.names import CAMERA_ID_MAX, ID_PATTERN
 from streamdycoke.segment import SegmentFormatError, read_header, read_positions
 
 from . import guard
@@ -41,7 +42,7 @@ _CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; scrip
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 _PAGE_HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
                  "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
-CAMERA = PathParam(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+CAMERA = PathParam(min_length=1, max_length=CAMERA_ID_MAX, pattern=ID_PATTERN)
 ALERT_ID = PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 
 router = APIRouter()

@@ -22,6 +22,7 @@ from ray import serve
 
 from actors.camera_stats import CameraStats
 from actors.llm_request import GenerationOptions, LLMRequest
+from actors.names import CAMERA_ID_MAX, ID_PATTERN
 from actors.token_cache import RedisTokenStore
 from streamdycoke.segment import SegmentFormatError
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 class QueryRequest(BaseModel):
     model_config = {"extra": "forbid"}
 
-    camera: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+    camera: str = Field(min_length=1, max_length=CAMERA_ID_MAX, pattern=ID_PATTERN)
     question: str = Field(min_length=1, max_length=4000)
     window_s: float = Field(10.0, gt=0, allow_inf_nan=False, description="seconds behind the camera's newest frame "
                                                                           "(at most the cache's retention_s)")

@@ -21,6 +21,8 @@ from urllib.parse import parse_qs, urlparse
 
 from pydantic import BaseModel, Field
 
+from actors.names import CAMERA_ID_MAX, ID_PATTERN
+
 __all__ = ["ChatRequest", "CameraRef", "chat_completion", "chat_chunks", "model_list", "openai_error", "parse_request"]
 
 CAMERA_SCHEME = "camera"
@@ -67,7 +69,7 @@ _HARMLESS = {"stream_options", "user", "frequency_penalty", "presence_penalty", 
 
 
 class CameraRef(BaseModel):
-    camera: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._-]+$")
+    camera: str = Field(min_length=1, max_length=CAMERA_ID_MAX, pattern=ID_PATTERN)
     window_s: float = Field(10.0, gt=0, allow_inf_nan=False)
 
 

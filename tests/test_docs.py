@@ -53,3 +53,14 @@ def test_figures_are_rendered_from_the_json_with_the_best_per_budget_in_bold(tmp
     assert "| 10% | 80.0 / 70.0 | 88.0 / 78.0 |" in kinds
     with pytest.raises(ValueError, match="unknown figure kind"):
         docs_figures.render("nope", tmp_path / "r.json")
+
+
+def test_the_node_loss_table_lists_every_node_lost_fault_of_every_run(tmp_path):
+    run = {"cameras": 2, "frames_published": 1200, "frames_lost": 0, "duplicates": 0,
+           "queries": {"ok": 40, "retryable": 1, "hung": 0},
+           "faults": [{"kind": "redis_kill", "resume_s": 1.0},
+                      {"kind": "node_lost", "cameras_on_node": ["a"], "detected_s": 12.94, "resume_s": 23.04}]}
+    (tmp_path / "n.json").write_text(json.dumps({"runs": [run, {**run, "faults": run["faults"][1:]}]}))
+    rows = docs_figures.render("node_loss", tmp_path / "n.json").splitlines()[2:]
+    assert rows == ["| 1 | 2 | 1 | 12.9 s | 23.0 s | 1,200 / 0 / 0 | 40 / 1 / 0 |",
+                    "| 2 | 2 | 1 | 12.9 s | 23.0 s | 1,200 / 0 / 0 | 40 / 1 / 0 |"]

@@ -401,6 +401,8 @@ def _inject(kind, cam, stack, proxy, sup, supervise, store, ids, start_ingest, s
     deadline = back + resume_s
     while time.monotonic() < deadline:
         supervise()
+        if kind == "node_lost" and "detected_s" not in extra and not sup.nodes.get(extra["node"], {}).get("alive", True):
+            extra["detected_s"] = time.monotonic() - back  # Ray declared the node dead (its health checks)
         try:
             if all(_or(store.last_frame_index(c), -1) > before[c] for c in ids):
                 out = {"kind": kind, "camera": cam, "survived": True, "resume_s": time.monotonic() - back, **extra}
@@ -464,7 +466,8 @@ def print_soak(res: dict, plot: str | None = None) -> None:
     print("  " + placement_line(res.get("placement") or {}))
     for f in res["faults"]:
         if f["kind"] == "node_lost":
-            print(f"    node {str(f.get('node'))[:8]} lost with cameras {f.get('cameras_on_node')}: every camera storing "
+            print(f"    node {str(f.get('node'))[:8]} lost with cameras {f.get('cameras_on_node')}: declared dead after "
+                  f"{f.get('detected_s') or float('nan'):.1f} s, every camera storing "
                   f"again after {f['resume_s'] or float('nan'):.1f} s, on nodes "
                   f"{sorted({str(n)[:8] for n in (f.get('moved_to') or {}).values()})}")
     if res.get("nodes_lost_metric") is not None:

@@ -10,6 +10,9 @@ KIND is one of :data:`FIGURES`; FILE a JSON result under ``docs/`` (of ``streamd
 - ``kinds``: accuracy per question kind, per method and budget.
 - ``top1``: ImageNet top-1 agreement of the held state with the live frame (test streams / real clips).
 - ``encoder``: ``streamdycoke bench encoder``'s table: differential against full encoding per threshold.
+- ``node_loss``: every ``node_lost`` fault of ``streamdycoke bench soak`` runs (``{"runs": [...]}`` or one
+  run): cameras on the node, when Ray declared it dead, when every camera stored again, and the run's
+  frames lost, stored twice and questions hung.
 
 Run as a script (``python tools/docs_figures.py KIND FILE``) it prints the figure.
 """
@@ -119,7 +122,24 @@ def encoder(result: dict) -> str:
     return "\n".join(rows)
 
 
-FIGURES = {"headline": headline, "accuracy": accuracy, "kinds": kinds, "top1": top1, "encoder": encoder}
+def node_loss(result: dict) -> str:
+    def sec(x: float | None) -> str:
+        return "–" if x is None else f"{x:.1f} s"
+
+    rows = ["| run | cameras | cameras on the lost node | declared dead after | every camera storing again after "
+            "| frames published / lost / stored twice | questions answered / 503 / hung |",
+            "|---|---|---|---|---|---|---|"]
+    for i, run in enumerate(result.get("runs", [result]), 1):
+        q = run["queries"]
+        for f in (f for f in run["faults"] if f["kind"] == "node_lost"):
+            rows.append(f"| {i} | {run['cameras']} | {len(f.get('cameras_on_node') or [])} | {sec(f.get('detected_s'))} "
+                        f"| {sec(f.get('resume_s'))} | {run['frames_published']:,} / {run['frames_lost']} / "
+                        f"{run['duplicates']} | {q['ok']} / {q['retryable']} / {q['hung']} |")
+    return "\n".join(rows)
+
+
+FIGURES = {"headline": headline, "accuracy": accuracy, "kinds": kinds, "top1": top1, "encoder": encoder,
+           "node_loss": node_loss}
 
 
 def render(kind: str, path: Path) -> str:

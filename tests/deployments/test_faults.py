@@ -147,7 +147,7 @@ def test_redis_killed_under_running_cameras_is_counted_shown_and_survived(ray_cl
             t.start()
             wait_for(lambda: (store.last_frame_index("yard2") or -1) >= 20, timeout_s=60)
             r.kill()
-            time.sleep(2.0)
+            wait_for(lambda: http(stack.http_port, "GET", "/redkill/v1/cameras")[0] != 200, timeout_s=30)
             status, body = http(stack.http_port, "GET", "/redkill/v1/cameras")
             assert status == 503 and "retry" in body["detail"], "a clear, retryable error while the cache is down"
             r.start()

@@ -93,9 +93,9 @@ def test_a_bad_camera_file_is_reported_counted_and_the_cameras_go_on(fleet_app, 
         return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
 
     wait_for(lambda: errors() >= 1, timeout_s=30)
-    import time
-
-    time.sleep(3)  # six more rounds of the fleet (reload_s 0.5) and three metric reports
+    rounds = fleet(port)["reconciles"]
+    # six more rounds with the bad edit: at least 3 s (reload_s 0.5 between rounds), three metric reports
+    wait_for(lambda: fleet(port)["reconciles"] >= rounds + 6, timeout_s=30)
     assert errors() == 1, "one bad edit is one error, however many rounds it stays"
     write(cameras, "cameras:\n  - id: gate\n    sampler: {max_fps: 5}\n")  # fixed: the error clears, nothing restarted
     wait_for(lambda: fleet(port)["last_error"] is None, timeout_s=30)

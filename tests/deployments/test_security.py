@@ -4,7 +4,6 @@ metrics, /v1/fleet, /v1/cameras or its error messages."""
 
 import glob
 import os
-import time
 import urllib.request
 
 from actors.config import IngestSettings
@@ -56,10 +55,10 @@ def test_no_secret_in_logs_metrics_status_or_errors(ray_cluster, tmp_path):
                                     {"camera": "nope", "question": "x"} if path.endswith("query") else None, token=token)
                 seen.append(f"{status} {body}")
             r.kill()  # errors while the cache is down: logged and reported
-            time.sleep(3)
+            wait_for(lambda: http(port, "GET", "/secrets/v1/cameras", token=API_TOKEN)[0] == 503, timeout_s=30)
             seen.append(str(http(port, "GET", "/secrets/v1/cameras", token=API_TOKEN)))
             r.start()
-            time.sleep(2)
+            wait_for(lambda: http(port, "GET", "/secrets/v1/cameras", token=API_TOKEN)[0] == 200, timeout_s=60)
             seen.append(urllib.request.urlopen(stack.metrics_url, timeout=5).read().decode())
             session = ray._private.worker._global_node.get_session_dir_path()
             for path in glob.glob(os.path.join(session, "logs", "**", "*"), recursive=True):
