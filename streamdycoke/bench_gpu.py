@@ -27,23 +27,15 @@ from pathlib import Path
 import torch
 
 from .encoders.differential import DifferentialConfig, SiglipDifferential, TowerState
+from .lm_shapes import lm_config
 
-__all__ = ["LM_SHAPES", "bench_gpu"]
+__all__ = ["bench_gpu"]
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 RATES = (1, 5, 15)
 TOKENS_PER_FRAME = 196
 PROMPT_TEXT = 40  # system prompt, chat template and question around the video
 
-# the language models of LLaVA-OneVision 0.5B and 7B (Qwen2-0.5B and Qwen2-7B shapes)
-LM_SHAPES = {
-    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                 num_key_value_heads=2, vocab_size=151936),
-    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-               num_key_value_heads=4, vocab_size=152064),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=1000),
-}
 
 
 def _sync(device: torch.device) -> None:
@@ -111,10 +103,9 @@ def _encoder(device, dtype, tiny: bool, batches, changed: float, repeats: int, p
 
 def _lm(device, dtype, shape: str, frames: int, keep: float, answer_tokens: int, repeats: int,
         progress: bool) -> dict:
-    from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
+    from transformers import DynamicCache, Qwen2ForCausalLM
 
-    cfg = Qwen2Config(**LM_SHAPES[shape], max_position_embeddings=32768,
-                      rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+    cfg = lm_config(shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         with torch.device(device):

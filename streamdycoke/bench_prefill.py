@@ -21,21 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .lm_shapes import lm_config
+
 __all__ = ["bench_prefill"]
 
 PREFIX_TOKENS = 14  # system prompt and chat template before the video
 SUFFIX_TOKENS = 24  # question and assistant prefix after it
-
-
-def _lm_config(tiny: bool):
-    from transformers import Qwen2Config
-
-    if tiny:  # for the smoke test only
-        return Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                           num_key_value_heads=2, vocab_size=1000, max_position_embeddings=32768)
-    return Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                       num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768,
-                       rope_parameters={"rope_type": "default", "rope_theta": 1e6}, tie_word_embeddings=True)
 
 
 def _rss_mb() -> float:
@@ -54,7 +45,7 @@ def _worker(spec: dict) -> dict:
     torch.set_default_dtype(torch.bfloat16)
     with torch.random.fork_rng(devices=[]):  # fixed weights, without touching the caller's random state
         torch.manual_seed(0)
-        model = Qwen2ForCausalLM(_lm_config(spec["tiny"])).to(device).eval()
+        model = Qwen2ForCausalLM(lm_config("tiny" if spec["tiny"] else "0.5b")).to(device).eval()
     torch.set_default_dtype(torch.float32)
     L = PREFIX_TOKENS + spec["n_visual"] + SUFFIX_TOKENS
     embeds = torch.randn(1, L, model.config.hidden_size, generator=gen).to(device, torch.bfloat16) * 0.02

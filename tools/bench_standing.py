@@ -31,13 +31,13 @@ __all__ = ["bench_standing", "print_standing"]
 def _model(tiny: bool):
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
-    from streamdycoke.bench_prefill import _lm_config
+    from streamdycoke.lm_shapes import lm_config
     from streamdycoke.encoders.llava import tiny_llava_onevision_config
 
     tiny_cfg = tiny_llava_onevision_config()
     # the real language model (or the tiny one, for a smoke test) under a minimal vision config whose pooled
     # video grid is the real 14 x 14
-    text = tiny_cfg.text_config if tiny else _lm_config(False)
+    text = tiny_cfg.text_config if tiny else lm_config("0.5b")
     cfg = LlavaOnevisionConfig(
         vision_config=dict(tiny_cfg.vision_config.to_dict(), image_size=224, patch_size=8),
         text_config=text.to_dict(), image_token_index=text.vocab_size - 2, video_token_index=text.vocab_size - 1,
