@@ -381,7 +381,8 @@ class CameraSupervisor:
 
             out = sorted(({"app": a.name.split("::", 1)[-1].split("#")[0], "deployment": a.name.split("#")[1],
                            "node": a.node_id}
-                          for a in list_actors(filters=[("state", "=", "ALIVE")], timeout=2, raise_on_missing_output=False)
+                          for a in list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "=", "ALIVE")],
+                                              timeout=2, raise_on_missing_output=False)
                           if a.name and a.name.startswith("SERVE_REPLICA::") and a.name.count("#") >= 2),
                          key=lambda r: (r["app"], r["deployment"], r["node"]))
         except Exception as exc:

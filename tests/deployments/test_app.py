@@ -309,7 +309,8 @@ def test_a_cameras_requests_go_to_the_replica_that_holds_its_kv_caches(app, ray_
     try:
         llm = serve.get_deployment_handle("LLMDeployment", app_name="two")
         segs = RedisTokenStore(stack.redis).read("lobby")
-        assert len(segs) >= 11
+        # the sampler keeps 10 to 12 of the clip's frames (its rate limit reads the send times); the rounds use 10
+        assert len(segs) >= 10
         served: dict[str, list] = {"camA": [], "camB": []}
         for end in range(3, 11):  # rounds of two cameras, each window one frame longer than the last
             for cam in served:
