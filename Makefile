@@ -54,19 +54,24 @@ system-deps:
 				|| echo "WARNING: could not install $$pkg: the tests that need it will be skipped, saying why"; done; \
 		else echo "WARNING: missing $$missing(not root): the tests that need them will be skipped, saying why"; fi; fi
 
-# The whole suite, in two runs: the unit and slow lanes (no service; CPU-bound, so on 2 workers), then
-# the integration lane. Tests that start Ray must run in a loopback-only network namespace (Ray binds
-# routable addresses), which has no network: the real sample clips are fetched first. Both runs always
-# run; make fails if either did.
+# The whole suite, in three runs: the unit and slow lanes (no service; CPU-bound, so on 2 workers), the
+# integration lane, then the cluster lane (tests with a Ray cluster of several nodes of their own: alone on
+# the machine, once the integration lane's Ray is gone). Tests that start Ray must run in a loopback-only
+# network namespace (Ray binds routable addresses), which has no network: the real sample clips are fetched
+# first. Every run always runs; make fails if any did.
+INTEGRATION = -m "integration and not cluster" --durations=25
+CLUSTER = -m cluster --durations=5
 test: $(STAMP) system-deps
 	$(BIN)/python -m streamdycoke.samples $(REAL_CLIPS)
 	@rc=0; \
 	$(BIN)/python -m pytest -q -m "not integration" -n 2 --durations=10 || rc=1; \
 	if unshare -n true 2>/dev/null; then \
-		unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q -m integration --durations=25' || rc=1; \
+		unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q $(INTEGRATION)' || rc=1; \
+		unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q $(CLUSTER)' || rc=1; \
 	else \
 		echo "no network namespace here (needs root): tests that start Ray will be skipped"; \
-		$(BIN)/python -m pytest -q -m integration --durations=25 || rc=1; \
+		$(BIN)/python -m pytest -q $(INTEGRATION) || rc=1; \
+		$(BIN)/python -m pytest -q $(CLUSTER) || rc=1; \
 	fi; \
 	exit $$rc
 

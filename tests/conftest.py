@@ -7,6 +7,9 @@ Lanes (markers, registered in ``pyproject.toml``):
 - ``integration``: starts real services (Kafka broker, Redis, Ray, Prometheus, a browser, ffmpeg) or
   other processes; mark a module with ``pytestmark = pytest.mark.integration``.
 - ``slow``: no service, but seconds to minutes of compute (training, end-to-end evals, benchmarks).
+- ``cluster``: integration tests that start a Ray cluster of several nodes of their own (``needs_ray_cluster``).
+  On 2 cores several raylets beside another Ray starve each other (a raylet that misses its health checks
+  is declared dead), so ``make test`` runs this lane alone, after the integration lane's session Ray is gone.
 
 ``make test`` and CI run every lane.
 """
@@ -23,6 +26,8 @@ import torch
 ISOLATED = [name for _, name in socket.if_nameindex()] == ["lo"]
 # A test marked so starts Ray: it is an integration test, skipped outside a loopback-only namespace.
 needs_isolated_network = pytest.mark.ray
+# A test marked so starts a Ray cluster of several nodes: it runs in the cluster lane, alone on the machine.
+needs_ray_cluster = pytest.mark.cluster
 _NOT_ISOLATED = pytest.mark.skip(reason="starts Ray: run inside a loopback-only namespace, e.g. `make test` "
                                         "(unshare -n sh -c 'ip link set lo up && exec pytest ...')")
 # fixtures that start a real service (an embedded broker or Redis, or the whole local stack)
@@ -31,6 +36,8 @@ SERVICE_FIXTURES = {"kafka", "services", "valkey", "server", "ray_cluster"}
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        if item.get_closest_marker("cluster"):
+            item.add_marker(pytest.mark.ray)
         if item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.integration)
             if not ISOLATED:

@@ -39,11 +39,14 @@ class LocalStack:
         accelerator_node: with ``camera_nodes``, add a node with one ``accelerator`` resource and one CPU.
         dashboard: run Ray's dashboard (its state API names the node of every actor and replica:
             ``GET /v1/fleet`` shows them); on by default with ``camera_nodes``.
+        object_store_mib: each node's object store. Ray's default is 30% of the machine's memory per node,
+            so a few nodes on one machine would promise more shared memory than it has; tokens travel
+            through Redis, and frames and answers through the object store are kilobytes.
     """
 
     def __init__(self, num_cpus: int = 2, metrics_report_interval_ms: int = 1000, durable: bool = False,
                  camera_slots: int | None = None, camera_nodes: int = 0, accelerator_node: bool = False,
-                 dashboard: bool | None = None) -> None:
+                 dashboard: bool | None = None, object_store_mib: int = 256) -> None:
         from actors.ray_actor import CAMERA_SLOTS_PER_CPU
 
         self.num_cpus = num_cpus
@@ -56,6 +59,7 @@ class LocalStack:
         self.api_token = secrets.token_urlsafe(24)  # the bearer token of the app served on this stack
         self.camera_nodes, self.accelerator_node = camera_nodes, accelerator_node
         self.dashboard = bool(camera_nodes) if dashboard is None else dashboard
+        self.object_store_bytes = object_store_mib * 1024 * 1024
         self.cluster = None  # ray.cluster_utils.Cluster, with camera_nodes
         self.workers: dict[str, object] = {}  # node id -> the Ray node handle (camera and accelerator workers)
         self._stack: contextlib.ExitStack | None = None
@@ -92,6 +96,7 @@ class LocalStack:
             else:
                 ray.init(address="local", num_cpus=self.num_cpus, include_dashboard=self.dashboard,
                          log_to_driver=False, resources={CAMERA_RESOURCE: self.camera_slots},
+                         object_store_memory=self.object_store_bytes,
                          _metrics_export_port=self.metrics_port, _system_config=system)
                 stack.callback(ray.shutdown)
             serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.http_port})
@@ -108,12 +113,14 @@ class LocalStack:
 
         self.cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": self.num_cpus, "include_dashboard": self.dashboard, "labels": {"role": "head"},
-            "metrics_export_port": self.metrics_port, "_system_config": system})
+            "metrics_export_port": self.metrics_port, "_system_config": system,
+            "object_store_memory": self.object_store_bytes})
         stack.callback(self.cluster.shutdown)
         for _ in range(self.camera_nodes):
             self.add_camera_node()
         if self.accelerator_node:
-            node = self.cluster.add_node(num_cpus=1, resources={"accelerator": 1}, labels={"role": "accelerator"})
+            node = self.cluster.add_node(num_cpus=1, resources={"accelerator": 1}, labels={"role": "accelerator"},
+                                         object_store_memory=self.object_store_bytes)
             self.workers[node.node_id] = node
         ray.init(address=self.cluster.address, log_to_driver=False)
         stack.callback(ray.shutdown)
@@ -125,7 +132,7 @@ class LocalStack:
         if self.cluster is None:
             raise RuntimeError("a single-node stack has no worker nodes (LocalStack(camera_nodes=N))")
         node = self.cluster.add_node(num_cpus=0, resources={CAMERA_RESOURCE: self.camera_slots},
-                                     labels={"role": "cameras"})
+                                     labels={"role": "cameras"}, object_store_memory=self.object_store_bytes)
         self.workers[node.node_id] = node
         return node.node_id
 

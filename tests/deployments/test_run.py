@@ -10,7 +10,7 @@ import yaml
 from streamdycoke.cli import main
 from streamdycoke.video import make_camera_video
 
-from ..conftest import needs_isolated_network
+from ..conftest import needs_ray_cluster
 
 
 def test_bad_config_is_rejected_naming_the_field(tmp_path, capsys):
@@ -25,7 +25,7 @@ def test_bad_config_is_rejected_naming_the_field(tmp_path, capsys):
     assert main(["run", "--config", str(cfg)]) == 2
 
 
-@needs_isolated_network
+@needs_ray_cluster
 def test_run_against_existing_services_on_a_cluster_of_three_ray_nodes(tmp_path):
     """Against a Ray cluster of separate ``ray start`` processes, laid out as a deployment's: a head with
     CPU and no camera slot, a CPU worker that declares camera slots and no CPU, and a node standing in
