@@ -297,6 +297,11 @@ class FleetMetrics:
         for cam, n in restarts.items():
             self._totals.inc_to(self.restarts, cam, n, {"camera": cam})
 
+    def publish_fleet(self, sup) -> None:
+        """:meth:`publish` what a :class:`~actors.supervisor.CameraSupervisor` knows after its round."""
+        self.publish(len(sup.actors), sup.restarts, len(sup.refused), len(sup.unplaced), sup.node_watch.counts(),
+                     sup.nodes_lost)
+
     def config_error(self) -> None:
         self.config_errors.inc(1)
 

@@ -33,7 +33,7 @@ class CameraFleet:
 
     def __init__(self, args: AppArgs, encoder: Any = None, llm: Any = None) -> None:
         from actors.metrics import FleetMetrics
-        from actors.ray_actor import CameraSupervisor
+        from actors.supervisor import CameraSupervisor
 
         self.fleet = args.fleet
         self.sup = CameraSupervisor(self.fleet.kafka, args.redis, args.model, self.fleet.actor_options,
@@ -73,10 +73,7 @@ class CameraFleet:
                     log.info("camera fleet: %s", changes)
                 self.last_error = f"cameras failed to start: {changes['failed']}" if changes["failed"] else None
             self.sup.supervise()
-            alive = sum(n["alive"] for n in self.sup.nodes.values())
-            self.metrics.publish(len(self.sup.actors), self.sup.restarts, len(self.sup.refused),
-                                 len(self.sup.unplaced), {"alive": alive, "dead": len(self.sup.nodes) - alive},
-                                 self.sup.nodes_lost)
+            self.metrics.publish_fleet(self.sup)
             self.reconciles += 1
         except Exception as exc:  # Ray trouble: reported, tried again next round
             self.last_error = f"{type(exc).__name__}: {exc}"

@@ -102,7 +102,7 @@ def run_pipeline(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], i
 
     from actors.ingest import Ingestor
     from actors.metrics import IngestMetrics
-    from actors.ray_actor import CameraSupervisor
+    from actors.supervisor import CameraSupervisor
     from streamdycoke.encoders import encoder_shape
 
     from .app import build_app

@@ -67,7 +67,7 @@ def bench_pipeline(cameras: int = 2, duration: float = 30.0, queries: int = 5, w
     from ray import serve
 
     from actors.ingest import Ingestor
-    from actors.ray_actor import CameraSupervisor
+    from actors.supervisor import CameraSupervisor
     from streamdycoke.encoders import encoder_shape
     from streamdycoke.video import make_camera_video
 

@@ -85,7 +85,7 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
 
     from actors.config import CameraConfig, IngestSettings, RedisSettings
     from actors.ingest import Ingestor
-    from actors.ray_actor import CameraSupervisor
+    from actors.supervisor import CameraSupervisor
     from actors.token_cache import RedisTokenStore
     from streamdycoke import EncoderSpec
     from streamdycoke.video import make_camera_video
@@ -118,9 +118,7 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
 
         def supervise() -> None:
             sup.supervise()
-            alive = sum(n["alive"] for n in sup.nodes.values())
-            fleet_metrics.publish(len(sup.actors), sup.restarts, len(sup.refused), len(sup.unplaced),
-                                  {"alive": alive, "dead": len(sup.nodes) - alive}, sup.nodes_lost)
+            fleet_metrics.publish_fleet(sup)
         queries = {"ok": 0, "retryable": 0, "hung": 0, "other": 0, "last_ok": 0.0}
         stop_asking = threading.Event()
 
@@ -269,21 +267,25 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
     return res
 
 
-def _metric_sum(url: str, name: str) -> float | None:
-    """The sum of a metric's series at a Prometheus endpoint (Ray's export); None when it has none."""
+def _scrape(url: str) -> list:
+    """Every sample at a Prometheus endpoint (``prometheus_client``'s parser: name, labels, value)."""
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = urllib.request.urlopen(url, timeout=10).read().decode()
-    values = [float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(name + "{") or ln.startswith(name + " ")]
+    return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+
+def _metric_sum(url: str, name: str) -> float | None:
+    """The sum of a metric's series at a Prometheus endpoint (Ray's export); None when it has none."""
+    values = [s.value for s in _scrape(url) if s.name == name]
     return sum(values) if values else None
 
 
 def _node_metrics(names: tuple[str, ...]) -> list[dict]:
     """The series of ``names`` (at 1) scraped from every alive Ray node's own metrics port, as label dicts
     with ``metric`` and ``scraped_from`` (the node whose agent exported it)."""
-    import re
-    import urllib.request
-
     import ray
 
     out = []
@@ -291,15 +293,14 @@ def _node_metrics(names: tuple[str, ...]) -> list[dict]:
         if not n.get("Alive") or not n.get("MetricsExportPort"):
             continue
         try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{n['MetricsExportPort']}/metrics", timeout=10).read().decode()
+            samples = _scrape(f"http://127.0.0.1:{n['MetricsExportPort']}/metrics")
         except OSError:
             continue
-        for ln in text.splitlines():
-            m = re.match(r"ray_(\w+)\{(.*)\} (\S+)$", ln)
-            if m and m.group(1) in names and float(m.group(3)) == 1.0:
-                labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
-                out.append({"metric": m.group(1), "scraped_from": n["NodeID"],
-                            **{k: labels[k] for k in ("camera", "deployment", "node", "node_role") if k in labels}})
+        for s in samples:
+            name = s.name.removeprefix("ray_")
+            if name in names and s.value == 1.0:
+                out.append({"metric": name, "scraped_from": n["NodeID"],
+                            **{k: s.labels[k] for k in ("camera", "deployment", "node", "node_role") if k in s.labels}})
     return out
 
 

@@ -47,7 +47,7 @@ class LocalStack:
     def __init__(self, num_cpus: int = 2, metrics_report_interval_ms: int = 1000, durable: bool = False,
                  camera_slots: int | None = None, camera_nodes: int = 0, accelerator_node: bool = False,
                  dashboard: bool | None = None, object_store_mib: int = 256) -> None:
-        from actors.ray_actor import CAMERA_SLOTS_PER_CPU
+        from actors.placement import CAMERA_SLOTS_PER_CPU
 
         self.num_cpus = num_cpus
         self.camera_slots = CAMERA_SLOTS_PER_CPU * num_cpus if camera_slots is None else camera_slots
@@ -88,7 +88,7 @@ class LocalStack:
         try:
             stack.enter_context(self.kafka_server)
             stack.enter_context(self.redis_server)
-            from actors.ray_actor import CAMERA_RESOURCE
+            from actors.placement import CAMERA_RESOURCE
 
             system = {"metrics_report_interval_ms": self.metrics_report_interval_ms}
             if self.camera_nodes:
@@ -127,7 +127,7 @@ class LocalStack:
 
     def add_camera_node(self) -> str:
         """Start one more camera worker node (``camera_slots`` slots, no CPU to schedule); its node id."""
-        from actors.ray_actor import CAMERA_RESOURCE
+        from actors.placement import CAMERA_RESOURCE
 
         if self.cluster is None:
             raise RuntimeError("a single-node stack has no worker nodes (LocalStack(camera_nodes=N))")

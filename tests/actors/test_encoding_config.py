@@ -4,7 +4,7 @@ differentially; what a camera asks that cannot run is refused at load or when it
 import pytest
 
 from actors.config import CameraConfig, KafkaSettings, RedisSettings
-from actors.ray_actor import CameraRefused, CameraSupervisor
+from actors.supervisor import CameraRefused, CameraSupervisor
 from streamdycoke import EncoderSpec
 from streamdycoke.encoders.differential import DifferentialConfig
 

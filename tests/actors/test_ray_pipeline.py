@@ -19,7 +19,7 @@ def cluster(ray_cluster):
 
 
 def test_two_camera_actors_account_for_every_frame(cluster, tmp_path):
-    from actors.ray_actor import CameraSupervisor
+    from actors.supervisor import CameraSupervisor
 
     stack = cluster
     sup = CameraSupervisor(stack.kafka, stack.redis)
@@ -84,7 +84,7 @@ def test_two_camera_actors_account_for_every_frame(cluster, tmp_path):
 def test_killed_actor_restarts_and_resumes_without_loss_or_duplicates(cluster, tmp_path):
     import ray
 
-    from actors.ray_actor import CameraSupervisor
+    from actors.supervisor import CameraSupervisor
 
     stack = cluster
     cam = "ray-kill"
@@ -108,7 +108,8 @@ def test_cameras_take_slots_not_cpu_and_one_that_cannot_be_placed_is_reported(cl
     silently idle, and removing it clears the report."""
     import ray
 
-    from actors.ray_actor import CAMERA_RESOURCE, CameraSupervisor
+    from actors.placement import CAMERA_RESOURCE
+    from actors.supervisor import CameraSupervisor
 
     assert ray.cluster_resources()[CAMERA_RESOURCE] == cluster.camera_slots >= 16
     sup = CameraSupervisor(cluster.kafka, cluster.redis)

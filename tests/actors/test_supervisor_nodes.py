@@ -7,7 +7,7 @@ import logging
 import ray
 
 from actors.config import KafkaSettings, RedisSettings
-from actors.ray_actor import CameraSupervisor
+from actors.supervisor import CameraSupervisor
 
 
 def _node(nid: str, alive: bool, role: str, **resources) -> dict:
@@ -27,7 +27,7 @@ def test_a_lost_node_is_counted_once_and_named_with_its_cameras(monkeypatch, cap
     assert sup.nodes_lost == 0
     assert sup.nodes["w1"] == {"alive": True, "role": "cameras", "resources": {"camera": 4.0}}
     table[1] = _node("w1", False, "cameras", camera=4.0)
-    with caplog.at_level(logging.WARNING, logger="actors.ray_actor"):
+    with caplog.at_level(logging.WARNING, logger="actors.placement"):
         sup.watch_nodes()
         sup.watch_nodes()  # still dead: not counted again
     assert sup.nodes_lost == 1

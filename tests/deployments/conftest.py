@@ -14,7 +14,7 @@ def served_app(stack, name: str):
     supervisor whose cameras use its LLM; yields the supervisor, then deletes the app and stops the cameras."""
     from ray import serve
 
-    from actors.ray_actor import CameraSupervisor
+    from actors.supervisor import CameraSupervisor
     from deployments.app import build_app
     from deployments.config import AppArgs
 

@@ -57,7 +57,7 @@ def test_remote_tokens_equal_local_ones_and_concurrent_frames_are_batched(encode
 
 
 def test_camera_actors_encode_through_the_service(encoder_app, ray_cluster, tmp_path):
-    from actors.ray_actor import CameraSupervisor
+    from actors.supervisor import CameraSupervisor
 
     stack = ray_cluster
     sup = CameraSupervisor(stack.kafka, stack.redis, TINY, encoder_handle=encoder_app)

@@ -35,7 +35,7 @@ def _replica(app: str, deployment: str):
 def llm_app(ray_cluster, tmp_path_factory):
     from ray import serve
 
-    from actors.ray_actor import CameraSupervisor
+    from actors.supervisor import CameraSupervisor
     from deployments.app import build_app
     from deployments.config import AppArgs
 
@@ -128,7 +128,7 @@ def test_redis_killed_under_running_cameras_is_counted_shown_and_survived(ray_cl
 
     from actors.config import CameraConfig, RedisSettings
     from tools.embedded import EmbeddedRedis
-    from actors.ray_actor import CameraSupervisor
+    from actors.supervisor import CameraSupervisor
     from deployments.app import build_app
     from deployments.config import AppArgs
 
