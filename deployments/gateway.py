@@ -16,9 +16,10 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
+from sse_starlette import EventSourceResponse
 
 from actors.camera_stats import CameraStats
 from actors.llm_request import GenerationOptions, LLMRequest
@@ -153,7 +154,7 @@ class Gateway:
         import re
 
         for c in camera:
-            if not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", c):
+            if len(c) > CAMERA_ID_MAX or not re.fullmatch(ID_PATTERN, c):
                 raise HTTPException(422, f"bad camera name {c[:50]!r}")
         last = request.headers.get("last-event-id") or since
         if not re.fullmatch(r"0|\$|\d{1,20}-\d{1,20}", last):
@@ -169,29 +170,29 @@ class Gateway:
             raise HTTPException(503, f"token cache unavailable ({type(exc).__name__}); retry",
                                 headers={"Retry-After": "1"}) from None
 
-        def event(eid: str, record: dict) -> str | None:
+        def event(eid: str, record: dict) -> dict | None:
             if cams is None or record.get("camera") in cams:
-                return f"id: {eid}\nevent: alert\ndata: {json.dumps(record)}\n\n"
+                return {"id": eid, "event": "alert", "data": json.dumps(record)}
             return None
 
         async def events():
             try:
-                yield ": streamdycoke alerts\n\n"  # the stream is open
+                yield {"comment": "streamdycoke alerts"}  # the stream is open
                 for eid, record in history:
                     if (e := event(eid, record)) is not None:
                         yield e
                 said_error = None
-                while not await request.is_disconnected():
+                while True:  # ended (cancelled) by the response when the client goes
                     try:
-                        eid, record = await asyncio.wait_for(sub.queue.get(), timeout=15.0)
-                    except asyncio.TimeoutError:  # a comment keeps proxies from closing an idle stream
-                        yield ": keep-alive\n\n"
+                        eid, record = await asyncio.wait_for(sub.queue.get(), timeout=5.0)
+                    except asyncio.TimeoutError:  # no alert for a while: say the feed's trouble, if any
                         err = self.alert_feed.error
                         if err and err != said_error:  # said on the stream; the feed retries
-                            yield f"event: error\ndata: {json.dumps({'error': err})}\n\n"
+                            yield {"event": "error", "data": json.dumps({"error": err})}
                         said_error = err
                         if sub.overflowed and sub.queue.empty():
-                            yield f"event: error\ndata: {json.dumps({'error': 'this listener fell behind; reconnect with Last-Event-ID'})}\n\n"
+                            yield {"event": "error", "data": json.dumps(
+                                {"error": "this listener fell behind; reconnect with Last-Event-ID"})}
                             return
                         continue
                     if (e := event(eid, record)) is not None:
@@ -199,7 +200,9 @@ class Gateway:
             finally:
                 self.alert_feed.unsubscribe(sub)
 
-        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        # sse-starlette frames the events, sends a comment every 15 s on an idle stream (so proxies keep it
+        # open) and cancels the generator when the client disconnects
+        return EventSourceResponse(events(), ping=15, sep="\n", headers={"Cache-Control": "no-cache"})
 
     @api.get("/v1/models")
     def models(self) -> dict:
@@ -255,8 +258,7 @@ class Gateway:
             self.metrics.query("ok", out["latency_ms"])
             return out
 
-        return StreamingResponse(chat_chunks(self._model_id(), rest(), include_usage, to_out),
-                                 media_type="text/event-stream")
+        return EventSourceResponse(chat_chunks(self._model_id(), rest(), include_usage, to_out), ping=15, sep="\n")
 
     def _request(self, q: QueryRequest) -> tuple[LLMRequest, list, float, float]:
         """The LLM request for ``q``: the camera's window read from the token cache (timed)."""

@@ -5,7 +5,7 @@
 10 s); the question is the text of the messages (the last user message's text parts, after the
 earlier turns' text). The answer comes back as a ``chat.completion`` (or, with ``"stream": true``,
 as ``chat.completion.chunk`` server-sent events, one per token as the LLM generates it, ending with
-``data: [DONE]``), and ``usage`` reports
+``data: [DONE]``, framed by sse-starlette), and ``usage`` reports
 the visual tokens the answer read beside OpenAI's token counts.
 
 ``temperature``, ``top_p`` and ``seed`` map onto the LLM's generation (transformers' ``generate``:
@@ -163,18 +163,18 @@ def chat_completion(model_id: str, out: dict, budget: int) -> dict:
 
 
 async def chat_chunks(model_id: str, items, include_usage: bool, to_out):
-    """``chat.completion.chunk`` server-sent events as the LLM generates: ``items`` is the LLM's stream
-    (``{"delta": text}`` per token, then ``{"result": ...}``), ``to_out`` turns the result into the
-    gateway's answer (for the finish reason and usage). Ends with ``data: [DONE]``; an error after the
-    stream began is sent as an event in OpenAI's error shape."""
+    """``chat.completion.chunk`` server-sent events as the LLM generates, each a ``{"data": json}`` event for
+    sse-starlette to frame: ``items`` is the LLM's stream (``{"delta": text}`` per token, then
+    ``{"result": ...}``), ``to_out`` turns the result into the gateway's answer (for the finish reason and
+    usage). Ends with ``[DONE]``; an error after the stream began is sent as an event in OpenAI's error shape."""
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
-    def event(delta: dict, finish: str | None = None, usage: Any = None, choices: bool = True) -> str:
+    def event(delta: dict, finish: str | None = None, usage: Any = None, choices: bool = True) -> dict:
         body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model_id,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else []}
         if usage is not None:
             body["usage"] = usage
-        return f"data: {json.dumps(body)}\n\n"
+        return {"data": json.dumps(body)}
 
     yield event({"role": "assistant", "content": ""})
     try:
@@ -189,5 +189,5 @@ async def chat_chunks(model_id: str, items, include_usage: bool, to_out):
     except Exception as exc:  # the replica failed mid-answer: said on the stream, in OpenAI's shape
         err = {"message": f"the answer was cut off: {type(exc).__name__}", "type": "service_unavailable",
                "param": None, "code": 503}
-        yield f"data: {json.dumps({'error': err})}\n\n"
-    yield "data: [DONE]\n\n"
+        yield {"data": json.dumps({"error": err})}
+    yield {"data": "[DONE]"}

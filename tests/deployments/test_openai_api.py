@@ -67,8 +67,8 @@ def test_stream_events_carry_each_token_then_finish_usage_and_done():
         return [e async for e in gen]
 
     events = asyncio.run(collect(chat_chunks("m", items(), True, lambda res: out)))
-    assert events[-1] == "data: [DONE]\n\n"
-    bodies = [json.loads(e[len("data: "):]) for e in events[:-1]]
+    assert events[-1] == {"data": "[DONE]"}
+    bodies = [json.loads(e["data"]) for e in events[:-1]]
     deltas = [b["choices"][0]["delta"].get("content") for b in bodies if b["choices"]]
     assert deltas[1:6] == ["two", " people", " near", " the", " door"]  # one event per token, as it came
     assert "".join(d or "" for d in deltas) == out["answer"]
@@ -81,4 +81,4 @@ def test_stream_events_carry_each_token_then_finish_usage_and_done():
         raise ConnectionError("replica gone")
 
     events = asyncio.run(collect(chat_chunks("m", broken(), False, lambda res: out)))
-    assert json.loads(events[-2][len("data: "):])["error"]["code"] == 503 and events[-1] == "data: [DONE]\n\n"
+    assert json.loads(events[-2]["data"])["error"]["code"] == 503 and events[-1] == {"data": "[DONE]"}
