@@ -1,7 +1,7 @@
 """Alerts: the record a standing query raises or clears, its versioned schema, and where it goes.
 
 Every alert is one JSON object (schema ``streamdycoke.alert``, ``version`` 1; the JSON Schema is
-:data:`ALERT_SCHEMA`, also in ``docs/alert.schema.json``), sent to
+:data:`ALERT_SCHEMA`, generated from the model :class:`Alert`, also in ``docs/alert.schema.json``), sent to
 
 - the Kafka topic ``KafkaSettings.alerts_topic`` (key: the camera id), for whatever consumes alerts;
 - a capped Redis stream in the token cache (``P:alerts``), which ``GET /v1/alerts`` serves as
@@ -25,68 +25,83 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from .backoff import Backoff
 from .webhooks import WebhookSender
 
-__all__ = ["ALERT_SCHEMA", "ALERT_SCHEMA_ID", "ALERT_VERSION", "AlertSinks", "alert_record", "evidence_url"]
+__all__ = ["ALERT_SCHEMA", "ALERT_SCHEMA_ID", "ALERT_VERSION", "Alert", "AlertSinks", "alert_record", "evidence_url"]
 
 log = logging.getLogger(__name__)
 
 ALERT_SCHEMA_ID = "streamdycoke.alert"
 ALERT_VERSION = 1
 
-_NUM = {"type": "number"}
-_NUM_OR_NULL = {"type": ["number", "null"], "description": "null for an empty window"}
-ALERT_SCHEMA: dict = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "https://streamdycoke.dev/schemas/alert-v1.json",
-    "title": "StreamDyCoke alert, version 1",
-    "type": "object",
-    "required": ["schema", "version", "id", "camera", "query", "state", "prompt", "answer", "value", "trigger",
-                 "trigger_ts", "decided_ts", "latency_s", "window", "answerer", "rule"],
-    "properties": {
-        "schema": {"const": ALERT_SCHEMA_ID},
-        "version": {"const": ALERT_VERSION},
-        "id": {"type": "string", "description": "unique per alert"},
-        "camera": {"type": "string"},
-        "query": {"type": "string", "description": "the standing query's id in the camera's config"},
-        "state": {"enum": ["raised", "cleared"]},
-        "prompt": {"type": "string"},
-        "answer": {"type": "string", "description": "the answer the rule read"},
-        "value": {"type": ["number", "null"], "description": "the number a threshold rule read"},
-        "trigger": {"enum": ["period", "scene_change"]},
-        "trigger_ts": {**_NUM, "description": "Unix time of the trigger: the scheduled instant, or the capture "
-                                              "time of the frame the sampler cut on"},
-        "decided_ts": {**_NUM, "description": "Unix time the answer was read"},
-        "latency_s": {**_NUM, "minimum": 0, "description": "decided_ts - trigger_ts"},
-        "window": {"type": "object", "required": ["start_ts", "end_ts", "frames", "visual_tokens"],
-                   "properties": {"start_ts": _NUM_OR_NULL, "end_ts": _NUM_OR_NULL,
-                                  "frames": {"type": "integer", "minimum": 0},
-                                  "visual_tokens": {"type": "integer", "minimum": 0}}},
-        "answerer": {"enum": ["llm", "event-qa"]},
-        "rule": {"type": "object", "required": ["kind"], "properties": {"kind": {"enum": ["yes_no", "match",
-                                                                                            "threshold"]}}},
-        "evidence": {
-            "type": ["object", "null"],
-            "description": "what the answer saw (added within version 1, 2026-12; absent in older records, null "
-                           "for an empty window): the newest frame of its window, and the newest snapshot within "
-                           "the window, copied for the alert and kept evidence_ttl_s (snapshot null: the camera "
-                           "takes none, or none was within the window)",
-            "required": ["frame", "frame_ts", "snapshot"],
-            "properties": {
-                "frame": {"type": "integer", "description": "the newest frame index of the window the answer read"},
-                "frame_ts": _NUM,
-                "snapshot": {"type": ["object", "null"], "required": ["frame", "ts", "url"], "properties": {
-                    "frame": {"type": "integer", "description": "the frame the snapshot shows"},
-                    "ts": {**_NUM, "description": "its capture time"},
-                    "url": {"type": "string", "description": "the JPEG, on the gateway (bearer token or console "
-                                                             "session): /v1/cameras/<camera>/alerts/<id>/snapshot"}}},
-            },
-        },
-    },
-}
+class AlertWindow(BaseModel):
+    """The window of frames the answer read."""
+
+    start_ts: float | None = Field(description="capture time of its oldest frame; null for an empty window")
+    end_ts: float | None = Field(description="capture time of its newest frame; null for an empty window")
+    frames: int = Field(ge=0)
+    visual_tokens: int = Field(ge=0)
+
+
+class AlertRule(BaseModel):
+    """The rule that read the answer (its kind, and the rule's own settings beside it)."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: Literal["yes_no", "match", "threshold"]
+
+
+class EvidenceSnapshot(BaseModel):
+    frame: int = Field(description="the frame the snapshot shows")
+    ts: float = Field(description="its capture time")
+    url: str = Field(description="the JPEG, on the gateway (bearer token or console session): "
+                                 "/v1/cameras/<camera>/alerts/<id>/snapshot")
+
+
+class AlertEvidence(BaseModel):
+    """What the answer saw (added within version 1, 2026-12; absent in older records, null for an empty
+    window): the newest frame of its window, and the newest snapshot within the window, copied for the alert
+    and kept evidence_ttl_s (snapshot null: the camera takes none, or none was within the window)."""
+
+    frame: int = Field(description="the newest frame index of the window the answer read")
+    frame_ts: float
+    snapshot: EvidenceSnapshot | None
+
+
+class Alert(BaseModel):
+    """One alert, schema ``streamdycoke.alert`` version 1: what :func:`alert_record` returns (as JSON) and
+    :data:`ALERT_SCHEMA` describes."""
+
+    model_config = ConfigDict(title="StreamDyCoke alert, version 1", populate_by_name=True)
+    schema_id: Literal["streamdycoke.alert"] = Field(alias="schema")
+    version: Literal[1]
+    id: str = Field(description="unique per alert")
+    camera: str
+    query: str = Field(description="the standing query's id in the camera's config")
+    state: Literal["raised", "cleared"]
+    prompt: str
+    answer: str = Field(description="the answer the rule read")
+    value: float | None = Field(description="the number a threshold rule read")
+    trigger: Literal["period", "scene_change"]
+    trigger_ts: float = Field(description="Unix time of the trigger: the scheduled instant, or the capture time "
+                                          "of the frame the sampler cut on")
+    decided_ts: float = Field(description="Unix time the answer was read")
+    latency_s: float = Field(ge=0, description="decided_ts - trigger_ts")
+    window: AlertWindow
+    answerer: Literal["llm", "event-qa"]
+    rule: AlertRule
+    evidence: AlertEvidence | None = None
+
+
+# generated from the model; docs/alert.schema.json holds it for readers, and a test fails when they differ
+# (rewrite it: python -c 'import json; from actors.alerts import ALERT_SCHEMA; print(json.dumps(ALERT_SCHEMA, indent=2))')
+ALERT_SCHEMA: dict = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                      "$id": "https://streamdycoke.dev/schemas/alert-v1.json",
+                      **Alert.model_json_schema(by_alias=True)}
 
 
 def evidence_url(camera: str, alert_id: str) -> str:
@@ -100,17 +115,15 @@ def alert_record(camera: str, query, state: str, answer, value: float | None, tr
     """The alert (schema version 1) for a standing ``query`` of ``camera`` whose state became ``state``;
     ``segments``: the headers of the window the answer read, in frame order (the live frame may repeat
     the newest stored frame's index: frames are counted once)."""
-    return {
-        "schema": ALERT_SCHEMA_ID, "version": ALERT_VERSION, "id": alert_id or uuid.uuid4().hex, "camera": camera,
-        "query": query.id, "state": state, "prompt": query.prompt, "answer": answer.text, "value": value,
-        "trigger": trigger, "trigger_ts": trigger_ts, "decided_ts": decided_ts,
-        "latency_s": max(0.0, decided_ts - trigger_ts),
-        "window": {"start_ts": segments[0].timestamp if segments else None,
-                   "end_ts": segments[-1].timestamp if segments else None, "frames": len({s.frame_index for s in segments}),
-                   "visual_tokens": answer.visual_tokens},
-        "answerer": query.answerer, "rule": query.rule.model_dump(exclude_none=True),
-        "evidence": evidence,
-    }
+    return Alert(
+        schema_id=ALERT_SCHEMA_ID, version=ALERT_VERSION, id=alert_id or uuid.uuid4().hex, camera=camera,
+        query=query.id, state=state, prompt=query.prompt, answer=answer.text, value=value,
+        trigger=trigger, trigger_ts=trigger_ts, decided_ts=decided_ts, latency_s=max(0.0, decided_ts - trigger_ts),
+        window=AlertWindow(start_ts=segments[0].timestamp if segments else None,
+                           end_ts=segments[-1].timestamp if segments else None,
+                           frames=len({s.frame_index for s in segments}), visual_tokens=answer.visual_tokens),
+        answerer=query.answerer, rule=query.rule.model_dump(exclude_none=True), evidence=evidence,
+    ).model_dump(mode="json", by_alias=True)
 
 
 class AlertSinks:
