@@ -16,14 +16,15 @@ that says so, never ignored: ``n`` > 1, tools, images, more than one camera per 
 import json
 import time
 import uuid
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import parse_qs, urlparse
 
 from pydantic import BaseModel, Field
 
 from actors.names import CAMERA_ID_MAX, ID_PATTERN
 
-__all__ = ["ChatRequest", "CameraRef", "chat_completion", "chat_chunks", "model_list", "openai_error", "parse_request"]
+__all__ = ["CameraRef", "ChatCompletion", "ChatCompletionChunk", "ChatRequest", "ErrorResponse", "ModelList", "Usage",
+           "chat_chunks", "chat_completion", "model_list", "openai_error", "parse_request"]
 
 CAMERA_SCHEME = "camera"
 
@@ -129,37 +130,114 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: 
                 409: "invalid_request_error", 503: "service_unavailable"}
 
 
+# ---- responses, in OpenAI's shapes ------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    """``{"error": {"message", "type", "param", "code"}}``, so OpenAI clients show the reason."""
+
+    error: ErrorDetail
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "streamdycoke"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Usage(BaseModel):
+    """OpenAI's usage, and the visual tokens the answer read beside it. ``prompt_tokens`` is every token the
+    model read (the chat text, tokenized by the model's tokenizer, and the visual tokens), as the LLM
+    replica counted them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    visual_tokens: int
+    visual_tokens_uncompressed: int
+    frames: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+
+
 def openai_error(status: int, message: str, headers: dict | None = None):
-    """An error response in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``."""
+    """An :class:`ErrorResponse` with ``status``."""
     from fastapi.responses import JSONResponse
 
-    body = {"error": {"message": message, "type": _ERROR_TYPES.get(status, "api_error"), "param": None, "code": status}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    body = ErrorResponse(error=ErrorDetail(message=message, type=_ERROR_TYPES.get(status, "api_error"), code=status))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
 def model_list(model_id: str) -> dict:
-    return {"object": "list", "data": [{"id": model_id, "object": "model", "created": 0, "owned_by": "streamdycoke"}]}
+    return ModelList(data=[ModelCard(id=model_id)]).model_dump()
 
 
-def _usage(out: dict) -> dict:
-    """OpenAI's usage: ``prompt_tokens`` is every token the model read (the chat text, tokenized by the
-    model's tokenizer, and the visual tokens), as the LLM replica counted them."""
+def _usage(out: dict) -> Usage:
+    """:class:`Usage` of the gateway's answer ``out``."""
     u = out["usage"]
     prompt = u["prompt_tokens"]
-    return {"prompt_tokens": prompt, "completion_tokens": u["new_tokens"], "total_tokens": prompt + u["new_tokens"],
-            "visual_tokens": u["visual_tokens"], "visual_tokens_uncompressed": u["visual_tokens_uncompressed"],
-            "frames": u["frames"]}
+    return Usage(prompt_tokens=prompt, completion_tokens=u["new_tokens"], total_tokens=prompt + u["new_tokens"],
+                 visual_tokens=u["visual_tokens"], visual_tokens_uncompressed=u["visual_tokens_uncompressed"],
+                 frames=u["frames"])
 
 
 def chat_completion(model_id: str, out: dict, budget: int) -> dict:
-    """A ``chat.completion`` from the gateway's answer ``out``."""
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-        "model": model_id,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": out["answer"]},
-                     "finish_reason": out.get("finish_reason", "length")}],
-        "usage": _usage(out),
-    }
+    """A :class:`ChatCompletion` (as JSON-ready dict) from the gateway's answer ``out``."""
+    return ChatCompletion(
+        id=f"chatcmpl-{uuid.uuid4().hex[:24]}", created=int(time.time()), model=model_id,
+        choices=[Choice(message=AssistantMessage(content=out["answer"]), finish_reason=out.get("finish_reason", "length"))],
+        usage=_usage(out)).model_dump()
 
 
 async def chat_chunks(model_id: str, items, include_usage: bool, to_out):
@@ -169,23 +247,22 @@ async def chat_chunks(model_id: str, items, include_usage: bool, to_out):
     usage). Ends with ``[DONE]``; an error after the stream began is sent as an event in OpenAI's error shape."""
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
-    def event(delta: dict, finish: str | None = None, usage: Any = None, choices: bool = True) -> dict:
-        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model_id,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else []}
-        if usage is not None:
-            body["usage"] = usage
-        return {"data": json.dumps(body)}
+    def event(delta: Delta, finish: str | None = None, usage: Usage | None = None, choices: bool = True) -> dict:
+        chunk = ChatCompletionChunk(id=cid, created=created, model=model_id, usage=usage,
+                                    choices=[ChunkChoice(delta=delta, finish_reason=finish)] if choices else [])
+        # usage only on the last chunk, when asked for (as OpenAI sends it); otherwise the field is left out
+        return {"data": chunk.model_dump_json(exclude={"usage"} if usage is None else None)}
 
-    yield event({"role": "assistant", "content": ""})
+    yield event(Delta(role="assistant", content=""))
     try:
         async for item in items:
             if "delta" in item:
-                yield event({"content": item["delta"]})
+                yield event(Delta(content=item["delta"]))
                 continue
             out = to_out(item["result"])
-            yield event({}, out.get("finish_reason", "length"))
+            yield event(Delta(), out.get("finish_reason", "length"))
             if include_usage:
-                yield event({}, usage=_usage(out), choices=False)
+                yield event(Delta(), usage=_usage(out), choices=False)
     except Exception as exc:  # the replica failed mid-answer: said on the stream, in OpenAI's shape
         err = {"message": f"the answer was cut off: {type(exc).__name__}", "type": "service_unavailable",
                "param": None, "code": 503}
