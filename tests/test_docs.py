@@ -28,6 +28,15 @@ def test_readme_links_resolve_and_it_stays_short():
     assert len(readme.splitlines()) <= 150
 
 
+def test_the_readmes_node_loss_figure_is_the_soaks():
+    """The README's recovery range after a lost node is the span of every ``node_lost`` fault in
+    docs/soak_nodes.json (GitHub shows the README as written, so it cannot take a figure marker)."""
+    runs = json.loads((ROOT / "docs" / "soak_nodes.json").read_text())["runs"]
+    resumed = [f["resume_s"] for r in runs for f in r["faults"] if f["kind"] == "node_lost"]
+    assert resumed
+    assert f"storing again {min(resumed):.0f}–{max(resumed):.0f} s later" in (ROOT / "README.md").read_text()
+
+
 def _result():
     row = lambda m, t, a, d: {"method": m, "target": t, "keep_ratio": t, "accuracy": a, "ci95": 0.01, "delta": d,
                               "delta_ci95": 0.005, "by_kind": {"present": a, "appeared": a - 0.1},
