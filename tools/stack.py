@@ -4,8 +4,9 @@
 a local Ray (its own, never a cluster found on the machine) with a metrics export port, and Ray Serve's
 HTTP proxy on 127.0.0.1, and stops them all, in reverse order, on leaving its ``with`` block.
 
-With ``camera_nodes`` the local Ray is a cluster of several nodes in one process tree (Ray's own
-``ray.cluster_utils.Cluster``), labelled as a deployment labels them: a head that carries Serve and no
+With ``camera_nodes`` the local Ray is a cluster of several nodes on this machine (the head from Ray's own
+``ray.cluster_utils.Cluster``, each worker a ``ray start`` process of its own), labelled as a deployment
+labels them: a head that carries Serve and no
 camera slot, ``camera_nodes`` CPU workers (label ``role=cameras``) that carry only camera slots, and,
 with ``accelerator_node``, one node with the custom resource ``accelerator`` (label ``role=accelerator``)
 standing in for the GPU group, where deployments asking for that resource land. A worker node can be
@@ -61,7 +62,7 @@ class LocalStack:
         self.dashboard = bool(camera_nodes) if dashboard is None else dashboard
         self.object_store_bytes = object_store_mib * 1024 * 1024
         self.cluster = None  # ray.cluster_utils.Cluster, with camera_nodes
-        self.workers: dict[str, object] = {}  # node id -> the Ray node handle (camera and accelerator workers)
+        self.workers: dict[str, tuple] = {}  # node id -> (its `ray start` process, its temporary directory)
         self._stack: contextlib.ExitStack | None = None
 
     @property
@@ -116,14 +117,13 @@ class LocalStack:
             "metrics_export_port": self.metrics_port, "_system_config": system,
             "object_store_memory": self.object_store_bytes})
         stack.callback(self.cluster.shutdown)
+        ray.init(address=self.cluster.address, log_to_driver=False)
+        stack.callback(ray.shutdown)
+        stack.callback(self._stop_workers)  # before Ray's shutdown and the head's
         for _ in range(self.camera_nodes):
             self.add_camera_node()
         if self.accelerator_node:
-            node = self.cluster.add_node(num_cpus=1, resources={"accelerator": 1}, labels={"role": "accelerator"},
-                                         object_store_memory=self.object_store_bytes)
-            self.workers[node.node_id] = node
-        ray.init(address=self.cluster.address, log_to_driver=False)
-        stack.callback(ray.shutdown)
+            self._add_worker(num_cpus=1, resources={"accelerator": 1}, role="accelerator")
 
     def add_camera_node(self) -> str:
         """Start one more camera worker node (``camera_slots`` slots, no CPU to schedule); its node id."""
@@ -131,16 +131,78 @@ class LocalStack:
 
         if self.cluster is None:
             raise RuntimeError("a single-node stack has no worker nodes (LocalStack(camera_nodes=N))")
-        node = self.cluster.add_node(num_cpus=0, resources={CAMERA_RESOURCE: self.camera_slots},
-                                     labels={"role": "cameras"}, object_store_memory=self.object_store_bytes)
-        self.workers[node.node_id] = node
-        return node.node_id
+        return self._add_worker(num_cpus=0, resources={CAMERA_RESOURCE: self.camera_slots}, role="cameras")
+
+    def _add_worker(self, num_cpus: int, resources: dict, role: str, timeout_s: float = 120.0) -> str:
+        """A worker node as its own ``ray start`` process (as on a machine of its own: its own temporary
+        directory), joined to the head; its node id once Ray lists it alive.
+
+        Not ``Cluster.add_node``: that forks the raylet from this process with a Python ``preexec_fn``, and
+        a node added while the stack runs (the soak's returning node) forks beside the ingest and Kafka
+        threads; the child can block on a lock one of them held at the fork (seen: the soak hung there)."""
+        import json
+        import os
+        import subprocess
+        import sys
+        import tempfile
+        import time
+
+        import ray
+
+        known = {n["NodeID"] for n in ray.nodes()}
+        temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: the node's socket paths must fit AF_UNIX
+        ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        proc = subprocess.Popen(
+            [ray_bin, "start", "--block", "--disable-usage-stats", f"--address={self.cluster.address}",
+             f"--temp-dir={temp}", f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}",
+             f"--labels=role={role}", f"--object-store-memory={self.object_store_bytes}",
+             f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            new = [n["NodeID"] for n in ray.nodes() if n["NodeID"] not in known and n.get("Alive")]
+            if new:
+                self.workers[new[0]] = (proc, temp)
+                return new[0]
+            if proc.poll() is not None:
+                raise RuntimeError(f"the {role} node's ray start exited ({proc.returncode}); logs under {temp}")
+            time.sleep(0.2)
+        self._kill(proc)
+        raise TimeoutError(f"the {role} node did not join within {timeout_s:.0f} s; logs under {temp}")
+
+    @staticmethod
+    def _kill(proc) -> None:
+        """SIGKILL a ``ray start`` process and every process under it (its raylet, the raylet's workers)."""
+        import psutil
+
+        try:
+            root = psutil.Process(proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        proc.wait(30)
 
     def kill_node(self, node_id: str) -> None:
         """Lose a worker node: its raylet and every process on it SIGKILLed at once, no graceful drain."""
         if node_id not in self.workers:
             raise ValueError(f"{node_id} is not a worker node of this stack (the head cannot be killed)")
-        self.cluster.remove_node(self.workers.pop(node_id), allow_graceful=False)
+        import shutil
+
+        proc, temp = self.workers.pop(node_id)
+        self._kill(proc)
+        shutil.rmtree(temp, ignore_errors=True)
+
+    def _stop_workers(self) -> None:
+        import shutil
+
+        for node_id in list(self.workers):
+            proc, temp = self.workers.pop(node_id)
+            self._kill(proc)
+            shutil.rmtree(temp, ignore_errors=True)
 
     def stop(self) -> None:
         if self._stack is not None:

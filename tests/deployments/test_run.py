@@ -1,9 +1,11 @@
 """`streamdycoke run --config FILE`: the same system against existing Kafka, Redis and Ray."""
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import yaml
 
@@ -45,13 +47,18 @@ def test_run_against_existing_services_on_a_cluster_of_three_ray_nodes(tmp_path)
              "cameras": [f"--address=127.0.0.1:{ray_port}", "--num-cpus=0", '--resources={"camera": 4}'],
              "accelerator": [f"--address=127.0.0.1:{ray_port}", "--num-cpus=1", '--resources={"accelerator": 1}']}
     procs = []
-    with EmbeddedKafka() as k, EmbeddedRedis() as r:
+    with EmbeddedKafka() as k, EmbeddedRedis() as r, contextlib.ExitStack() as dirs:
         try:
             # each node a `ray start` of its own, in its own process group, stopped alone (`ray stop` would
-            # stop every Ray on the machine, the test session's too)
-            for name, args in nodes.items():  # a small object store each: three nodes and the session's Ray share /dev/shm
+            # stop every Ray on the machine, the test session's too), with a temporary directory of its own as
+            # on a machine of its own: two nodes starting at once in one directory race for the same socket
+            # names, and the loser's raylet aborts (seen in CI: the LLM then waits for a node that is gone)
+            for name, args in nodes.items():  # a small object store each: three nodes share /dev/shm
+                # under /tmp itself: the sockets' paths must stay short (AF_UNIX)
+                temp = dirs.enter_context(tempfile.TemporaryDirectory(prefix="ray-", dir="/tmp",
+                                                                      ignore_cleanup_errors=True))
                 procs.append(subprocess.Popen([ray_bin, "start", "--block", "--disable-usage-stats",
-                                               "--object-store-memory=200000000", *args],
+                                               f"--temp-dir={temp}", "--object-store-memory=200000000", *args],
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                                               start_new_session=True))
                 if name == "head":
