@@ -1,5 +1,6 @@
 """Ingest against a real Kafka-compatible broker (tansu), started by the test."""
 
+import os
 import shutil
 import time
 
@@ -87,6 +88,15 @@ def test_ingest_command_reports_what_it_published(kafka, tmp_path, capsys):
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert r == {"camera": "cli", "frames": 15, "corrupt_packets": 0, "reconnects": 0, "send_failures": 0}
     assert len(consume_all(kafka.bootstrap, "frames.cli", 15)) == 15
+
+
+def _rewrite(path, text: str) -> None:
+    """Write ``text`` with a modification time other than the file's (the reload reads the mtime; two writes
+    within one tick of a coarse filesystem clock would share one)."""
+    before = path.stat().st_mtime_ns
+    path.write_text(text)
+    if path.stat().st_mtime_ns == before:
+        os.utime(path, ns=(before, before + 1_000_000))
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -191,17 +201,15 @@ def test_ingest_config_follows_the_camera_file_and_stops_on_sigterm(kafka, tmp_p
         assert sum(m.frames for m in sent) == 15 and len(sent) < 15
         assert [m.frame_index - m.skipped_before for m in sent] == [0] + [m.frame_index + 1 for m in sent[:-1]]
         assert _scrape(port)["streamdycoke_ingest_frames_skipped_total{fa}"] == 15 - sum(m.rgb is not None for m in sent)
-        time.sleep(0.05)  # a new mtime
         # fb names its own encoder: its frames are sized for it, fa's for the app's model (--size)
-        cfg.write_text(f"cameras:\n  - id: fa\n    source: {a}\n  - id: fb\n    source: {b}\n"
+        _rewrite(cfg, f"cameras:\n  - id: fa\n    source: {a}\n  - id: fb\n    source: {b}\n"
                        "    encoder: {name: efficientnet-lite0}\n")
         assert metric("streamdycoke_ingest_frames_published_total{fb}", 15) == 15
         fb = [decode_frame(r.value) for r in consume_all(kafka.bootstrap, "frames.fb", 15)]
         assert sum(m.frames for m in fb) == 15
         assert {m.rgb.shape for m in fb if m.rgb is not None} == {(224, 224, 3)}
         assert {m.rgb.shape for m in sent if m.rgb is not None} == {(32, 32, 3)}
-        time.sleep(0.05)
-        cfg.write_text("cameras:\n  - id: fa\n    sampler: {min_fps: -1}\n")  # invalid: reported, counted, ignored
+        _rewrite(cfg, "cameras:\n  - id: fa\n    sampler: {min_fps: -1}\n")  # invalid: reported, counted, ignored
         assert metric("streamdycoke_ingest_config_errors_total{}", 1) == 1
         published = _scrape(port)
         assert published["streamdycoke_ingest_frames_published_total{fa}"] == 15

@@ -34,7 +34,7 @@ def test_short_soak_injects_every_fault_kind_without_loss_duplicates_or_hung_que
     # every fault kind is injected whatever the duration (the run goes on until each has been); generous
     # --resume: on a loaded 2-core machine a restart can take several times its time alone (< 13 s)
     cmd = [sys.executable, "-m", "streamdycoke.cli", "bench", "soak", "--cameras", "2", "--duration", "20",
-           "--fault-every", "3", "--outage", "1.5", "--resume", "60", "--plot", str(tmp_path / "soak.png"), "--json"]
+           "--fault-every", "1", "--outage", "1.5", "--resume", "60", "--plot", str(tmp_path / "soak.png"), "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
