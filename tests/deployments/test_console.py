@@ -190,3 +190,59 @@ def test_the_console_in_a_real_browser(console, browser):
     req = urllib.request.Request(src, headers={"authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.headers["content-type"] == "image/jpeg" and r.read(3) == b"\xff\xd8\xff"
+
+
+def test_a_wall_of_hundreds_of_cameras_pages_and_fetches_only_what_is_on_screen(console, browser):
+    """Three hundred cameras in the cache (a frame and a snapshot each, written as a camera writes them):
+    the wall draws one page of tiles, not three hundred; the pager counts every camera and walks the pages;
+    only tiles on screen fetch their snapshot."""
+    import numpy as np
+    import torch
+    from selenium.webdriver.common.by import By
+
+    from actors.snapshots import jpeg_snapshot
+    from actors.token_cache import RedisTokenStore
+    from streamdycoke.segment import TokenSegment
+
+    stack, _, _ = console
+    store = RedisTokenStore(stack.redis)
+    many = [f"console-many-{i:03d}" for i in range(300)]
+    jpeg = jpeg_snapshot(np.full((48, 64, 3), 90, dtype=np.uint8))
+    try:
+        for i, cam in enumerate(many):
+            store.append(TokenSegment(stream_id=cam, frame_index=0, timestamp=1.0, positions=torch.arange(4),
+                                      tokens=torch.zeros(4, 8, dtype=torch.float16), keyframe=True, grid=(2, 2)))
+            store.put_snapshots(cam, [(0, 1.0, jpeg)])
+        total = len(store.streams())
+        d = browser
+        base = f"http://127.0.0.1:{stack.http_port}"
+        if d.get_cookie("sdk_session") is None:  # run alone: sign in first
+            d.get(base + "/ui/login")
+            d.find_element(By.ID, "token").send_keys(TOKEN)
+            d.find_element(By.ID, "signin").click()
+            until(d, "return location.pathname === '/ui/' && document.querySelector('#wall')")
+        d.get(base + "/ui/#/")
+        pager = "const s = document.querySelector('.pager span'); return s && s.textContent"
+        until(d, f"{pager}.includes('of {total}')")
+        page = int(d.execute_script("return PAGE"))
+        assert len(d.find_elements(By.CSS_SELECTOR, ".tile")) == page < total
+        # only what is on screen fetches its snapshot (the window shows a few rows of the page)
+        until(d, "return document.querySelectorAll('.tile img.snap[data-loaded=\"1\"]').length > 0")
+        loaded = len(d.find_elements(By.CSS_SELECTOR, '.tile img.snap[data-loaded="1"]'))
+        assert 0 < loaded < page, loaded
+        first = [t.get_attribute("data-camera") for t in d.find_elements(By.CSS_SELECTOR, ".tile")]
+        d.find_elements(By.CSS_SELECTOR, ".pager button")[1].click()  # the next page
+        until(d, f"{pager}.includes('{page + 1}–')")
+        second = [t.get_attribute("data-camera") for t in d.find_elements(By.CSS_SELECTOR, ".tile")]
+        assert len(second) == page and not set(first) & set(second)
+        assert second == store.streams()[page:2 * page]
+        # the last page holds what is left
+        last = (total - 1) // page * page
+        d.get(base + f"/ui/#/?offset={last}")
+        until(d, f"{pager}.includes('{last + 1}–{total} of {total}')")
+        assert len(d.find_elements(By.CSS_SELECTOR, ".tile")) == total - last
+        assert d.execute_script("return document.readyState") == "complete"  # the page answers a script
+    finally:  # the session's cache is shared with later modules: the cameras go
+        keys = list(store.client.scan_iter(match=f"{stack.redis.key_prefix}:{{console-many-*", count=1000))
+        for i in range(0, len(keys), 500):
+            store.client.delete(*keys[i:i + 500])
