@@ -26,7 +26,6 @@ so are the answers (tested).
 from __future__ import annotations
 
 import time
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +40,8 @@ from streamdycoke.patch.core import host_for
 from streamdycoke.patch.segments import SegmentInputs, inputs_from_segments
 from streamdycoke.reading import reading
 from streamdycoke.segment import read_header, decode_segment
+
+from .prompt import VideoPrompt
 
 __all__ = ["LLMEngine", "LLMResult"]
 
@@ -121,6 +122,7 @@ class LLMEngine:
 
             self.tokenizer = AutoTokenizer.from_pretrained(spec.weights, revision=spec.revision, local_files_only=True)
         self.vocab = self.model.config.text_config.vocab_size
+        self.prompt = VideoPrompt(self.tokenizer, self.vocab)
         self.extra_tokens = host_for(self.model).video_extra_tokens(self.model)  # always-kept tokens per video
         gen = self.model.generation_config
         eos = gen.eos_token_id if self.pretrained else None  # the tiny random model has no end of sequence
@@ -149,23 +151,13 @@ class LLMEngine:
             del self.kept[key]
 
     # -- text --------------------------------------------------------------------------------------
-    def _ids(self, text: str) -> torch.Tensor:
-        if self.tokenizer is not None:
-            return torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
-        # offline tiny model: a stable hash of each word into the vocabulary (no tokenizer exists)
-        return torch.tensor([10 + zlib.crc32(w.encode()) % (self.vocab - 20) for w in text.split()] or [10])
-
     def prompt_ids(self, question: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids before and after the video (LLaVA-OneVision's chat template with weights)."""
-        if self.tokenizer is not None:
-            return (self._ids("<|im_start|>user\n"),
-                    self._ids(f"\n{question}<|im_end|>\n<|im_start|>assistant\n"))
-        return self._ids("user:"), self._ids(f"{question} assistant:")
+        """Token ids before and after the video (:class:`~deployments.prompt.VideoPrompt`: the model's chat
+        template where its tokenizer has one)."""
+        return self.prompt.around_video(question)
 
     def _text(self, ids: list[int]) -> str:
-        if self.tokenizer is not None:
-            return self.tokenizer.decode(ids, skip_special_tokens=True)
-        return " ".join(f"<{i}>" for i in ids)  # the tiny random model has no words
+        return self.prompt.text(ids)
 
     # -- generation --------------------------------------------------------------------------------
     def _generate(self, embeds: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, steps: int,
