@@ -113,7 +113,7 @@ class Ingestor:
         t0_wall = max(time.time(), last_ts + 1.0 / 30)
         self.stats.start_ts = t0_wall
         base = 0.0  # where (seconds after t0_wall) the current pass's first frame goes
-        backoff = Backoff(s.reconnect_backoff_s, max(s.reconnect_backoff_s, s.reconnect_backoff_max_s))
+        backoff = self._backoff()
         sampler = FrameSampler(self.sampler_config) if self.sampler_config is not None else None
         size = (s.size, s.size)
         self._pending, self._pending_since, self._pending_ts = 0, 0.0, 0.0  # skipped, not yet accounted for
@@ -222,12 +222,17 @@ class Ingestor:
             self.metrics.published(self.camera, ts, frames=frames, skipped=frames - published, nbytes=len(value))
         return True
 
+    def _backoff(self) -> Backoff:
+        """The waits between tries: ``reconnect_backoff_s``, doubling up to ``reconnect_backoff_max_s``."""
+        s = self.settings
+        return Backoff(s.reconnect_backoff_s, max(s.reconnect_backoff_s, s.reconnect_backoff_max_s))
+
     def _publish(self, value: bytes, stop: threading.Event, attempts: int | None = None) -> bool:
         """Send one frame to partition 0 and wait for the broker's acknowledgement, so a frame counts as
         published only once it is durable and frames stay in order. A failed send is counted, the
         producer rebuilt (a producer can be left unusable, e.g. after a broker restart lost its
         producer id) and the same frame sent again, with backoff, until it succeeds or ``stop``."""
-        backoff = self.settings.reconnect_backoff_s
+        backoff = self._backoff()
         tries = 0
         while not stop.is_set() and (attempts is None or tries < attempts):
             tries += 1
@@ -241,11 +246,11 @@ class Ingestor:
                 self.stats.send_failures += 1
                 if self.metrics is not None:
                     self.metrics.send_failed(self.camera)
+                wait = backoff.failed()
                 log.warning("camera %s: send failed (%s: %s); rebuilding the producer and retrying in %.1fs",
-                            self.camera, type(exc).__name__, exc, backoff)
+                            self.camera, type(exc).__name__, exc, wait)
                 self._close_producer()
-                stop.wait(backoff)
-                backoff = min(2 * backoff, self.settings.reconnect_backoff_max_s)
+                stop.wait(wait)
         return False
 
     def _new_producer(self):
@@ -294,7 +299,7 @@ class Ingestor:
 
     def _resume(self, stop: threading.Event) -> tuple[int, float] | None:
         """:meth:`_resume_point`, retried with backoff while the broker cannot answer (None if stopped)."""
-        backoff = self.settings.reconnect_backoff_s
+        backoff = self._backoff()
         while not stop.is_set():
             try:
                 ensure_topic(self.kafka, self.topic)
@@ -303,10 +308,10 @@ class Ingestor:
                 self.stats.resume_failures += 1
                 if self.metrics is not None:
                     self.metrics.resume_failed(self.camera)
+                wait = backoff.failed()
                 log.warning("camera %s: cannot read where its topic ends (%s: %s); retrying in %.1fs",
-                            self.camera, type(exc).__name__, exc, backoff)
-                stop.wait(backoff)
-                backoff = min(2 * backoff, self.settings.reconnect_backoff_max_s)
+                            self.camera, type(exc).__name__, exc, wait)
+                stop.wait(wait)
         return None
 
 
