@@ -263,7 +263,7 @@ def test_a_long_stream_is_read_through_its_window_then_its_now_frame():
 def test_eval_command_end_to_end(tmp_path, capsys):
     from streamdycoke.cli import main
 
-    rc = main(["eval", "--train", "4", "--val", "2", "--test", "3", "--frames", "16", "--steps", "30",
+    rc = main(["eval", "--train", "4", "--val", "2", "--test", "3", "--frames", "16", "--steps", "10",
                "--budgets", "0.1,0.3", "--no-real", "--cache-dir", str(tmp_path), "--answerer", str(tmp_path / "a.pt"),
                "--plot", str(tmp_path / "p.png"), "--json", "-q"])
     assert rc == 0
@@ -279,7 +279,7 @@ def test_eval_command_end_to_end(tmp_path, capsys):
         assert r["seed_delta_range"][0] <= r["seed_delta_range"][1]
     assert len(res["seeds"]) == 2 and res["answerer_seeds"] == [0, 1]
     assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "a.pt").exists() and (tmp_path / "a_s1.pt").exists()
-    assert EventQA.load(tmp_path / "a.pt").meta["steps"] == 30
+    assert EventQA.load(tmp_path / "a.pt").meta["steps"] == 10
     # long streams: 40 frames read through 16-frame windows by the same answerers (not retrained)
     trained = (tmp_path / "a.pt").stat().st_mtime_ns
     rc = main(["eval", "--train", "4", "--val", "2", "--test", "2", "--frames", "40", "--train-frames", "16",
@@ -434,3 +434,13 @@ def test_the_shipped_answerers_are_the_two_seeds_of_the_published_figures():
     assert [m.meta["seed"] for m in models] == published["answerer_seeds"] == [0, 1]
     assert models[0].meta["val_accuracy"] == published["answerer"]["val_accuracy"]
     assert _shipped(2) is None
+
+
+def test_eval_refuses_fewer_than_three_training_steps(capsys):
+    """Torch's one-cycle schedule divides by its warm-up's length: too few steps are refused by name, and
+    ten (a warm-up of two) train (the end-to-end test above)."""
+    from streamdycoke.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--steps", "2"])
+    assert exc.value.code == 2 and "at least 3 training steps" in capsys.readouterr().err

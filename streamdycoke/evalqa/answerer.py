@@ -263,8 +263,11 @@ def train_answerer(
     (:func:`~.questions.scene_questions`). Each question reads its stream through a keep mask: with
     probability ``mask_share`` one of ``masks[i]`` (compressed versions of training stream ``i``: the
     reader learns to read pruned streams), else a random slot dropout of up to ``token_dropout`` (none
-    at 0). Returns the model and the history (loss; val accuracy when given)."""
+    at 0). Returns the model and the history (loss; val accuracy when given). ``steps``: at least 3."""
     from .questions import scene_questions
+
+    if steps < 3:
+        raise ValueError(f"train_answerer needs at least 3 steps, got {steps}")
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -275,7 +278,9 @@ def train_answerer(
         model.fit_pca(sample[torch.randperm(sample.shape[0], generator=gen)[:20000]])
         inputs = [StreamInputs(model, s) for s in streams]
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+        # a tenth of the steps warms up, at least two (torch's one-cycle divides by the warm-up's length,
+        # which rounds to zero below 20 steps)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
         history: list[dict] = []
         bar = tqdm(range(steps), desc="train answerer", unit="step", disable=not progress, file=sys.stderr)
         for step in bar:

@@ -246,6 +246,13 @@ def plot_eval(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _training_steps(text: str) -> int:
+    n = int(text)
+    if n < 3:
+        raise argparse.ArgumentTypeError(f"at least 3 training steps, got {n}")
+    return n
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..policy import load_policy
 
@@ -352,7 +359,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--train-frames", type=int, default=40, help="frames per training / validation stream")
     p.add_argument("--read-window", type=int, default=40, help="frames a question on a long stream reads "
                    "(its window; at most --train-frames, what the answerer learned on), plus the now frame")
-    p.add_argument("--steps", type=int, default=3000, help="answerer training steps")
+    p.add_argument("--steps", type=_training_steps, default=3000, help="answerer training steps (at least 3)")
     p.add_argument("--token-dropout", type=float, default=0.5, help="training augmentation: drop up to this share of slots")
     p.add_argument("--mask-share", type=float, default=0.5, help="share of training questions read through a "
                    "compressed version of their (training) stream, of uniform / ttm / evs / stream at random budgets")
