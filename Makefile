@@ -54,22 +54,21 @@ system-deps:
 				|| echo "WARNING: could not install $$pkg: the tests that need it will be skipped, saying why"; done; \
 		else echo "WARNING: missing $$missing(not root): the tests that need them will be skipped, saying why"; fi; fi
 
-# The whole suite, in three runs: the unit and slow lanes (no service; CPU-bound, so on 2 workers) and,
-# beside them, the cluster lane (tests that start a Ray cluster of several nodes of their own; they mostly
-# wait on Ray's timers, and the unit and slow lanes start no Ray), then the integration lane. Tests that
-# start Ray must run in a loopback-only network namespace (Ray binds routable addresses), which has no
-# network: the real sample clips are fetched first. Every run always runs; make fails if any did.
+# The whole suite, in three runs: the unit and slow lanes (no service; CPU-bound, so on 2 workers), the
+# cluster lane (tests that start a Ray cluster of several nodes of their own), then the integration lane
+# (one Ray for the session). Each has the machine to itself: side by side on 2 cores they took as long
+# and the soak slowed past its waits. Tests that start Ray must run in a loopback-only network namespace
+# (Ray binds routable addresses), which has no network: the real sample clips are fetched first. Every
+# run always runs; make fails if any did.
 INTEGRATION = -m "integration and not cluster" --durations=25
-CLUSTER = -m cluster --durations=5 -p no:cacheprovider
-CLUSTER_LOG = runs/cluster-lane.log
+CLUSTER = -m cluster --durations=5
 test: $(STAMP) system-deps
 	$(BIN)/python -m streamdycoke.samples $(REAL_CLIPS)
 	@rc=0; isolated=1; \
 	unshare -n true 2>/dev/null || { isolated=; echo "no network namespace here (needs root): tests that start Ray will be skipped"; }; \
 	in_ns() { if [ -n "$$isolated" ]; then unshare -n sh -c "ip link set lo up && exec $$1"; else sh -c "$$1"; fi; }; \
-	in_ns '$(BIN)/python -m pytest -q $(CLUSTER)' > $(CLUSTER_LOG) 2>&1 & cluster=$$!; \
 	$(BIN)/python -m pytest -q -m "not integration" -n 2 --durations=10 || rc=1; \
-	wait $$cluster || rc=1; echo "--- the cluster lane (ran beside the unit and slow lanes):"; cat $(CLUSTER_LOG); \
+	in_ns '$(BIN)/python -m pytest -q $(CLUSTER)' || rc=1; \
 	in_ns '$(BIN)/python -m pytest -q $(INTEGRATION)' || rc=1; \
 	exit $$rc
 

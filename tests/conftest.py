@@ -8,8 +8,8 @@ Lanes (markers, registered in ``pyproject.toml``):
   other processes; mark a module with ``pytestmark = pytest.mark.integration``.
 - ``slow``: no service, but seconds to minutes of compute (training, end-to-end evals, benchmarks).
 - ``cluster``: integration tests that start a Ray cluster of several nodes of their own (``needs_ray_cluster``).
-  ``make test`` runs this lane beside the unit and slow lanes (which start no Ray), before the integration
-  lane and its session Ray.
+  ``make test`` runs this lane on its own, after the unit and slow lanes and before the integration lane
+  and its session Ray.
 
 ``make test`` and CI run every lane.
 """

@@ -159,7 +159,7 @@ def bench_soak(cameras: int = 8, duration: float = 600.0, fault_every_s: float =
                 supervise()
                 time.sleep(0.5)
             res["placement"] = fleet()
-            deadline = time.monotonic() + 60  # each node's agent exports its series within a report interval
+            deadline = time.monotonic() + 120  # each node's agent exports its series within a few report intervals
             while True:
                 res["placement_metrics"] = _node_metrics(("streamdycoke_camera_node", "streamdycoke_replica_node"))
                 named = {m.get("camera") or m.get("deployment") for m in res["placement_metrics"]}
