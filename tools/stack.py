@@ -197,12 +197,8 @@ class LocalStack:
         shutil.rmtree(temp, ignore_errors=True)
 
     def _stop_workers(self) -> None:
-        import shutil
-
         for node_id in list(self.workers):
-            proc, temp = self.workers.pop(node_id)
-            self._kill(proc)
-            shutil.rmtree(temp, ignore_errors=True)
+            self.kill_node(node_id)
 
     def stop(self) -> None:
         if self._stack is not None:

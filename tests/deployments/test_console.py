@@ -209,7 +209,7 @@ def test_a_wall_of_hundreds_of_cameras_pages_and_fetches_only_what_is_on_screen(
     many = [f"console-many-{i:03d}" for i in range(300)]
     jpeg = jpeg_snapshot(np.full((48, 64, 3), 90, dtype=np.uint8))
     try:
-        for i, cam in enumerate(many):
+        for cam in many:
             store.append(TokenSegment(stream_id=cam, frame_index=0, timestamp=1.0, positions=torch.arange(4),
                                       tokens=torch.zeros(4, 8, dtype=torch.float16), keyframe=True, grid=(2, 2)))
             store.put_snapshots(cam, [(0, 1.0, jpeg)])
@@ -241,7 +241,6 @@ def test_a_wall_of_hundreds_of_cameras_pages_and_fetches_only_what_is_on_screen(
         d.get(base + f"/ui/#/?offset={last}")
         until(d, f"{pager}.includes('{last + 1}–{total} of {total}')")
         assert len(d.find_elements(By.CSS_SELECTOR, ".tile")) == total - last
-        assert d.execute_script("return document.readyState") == "complete"  # the page answers a script
     finally:  # the session's cache is shared with later modules: the cameras go
         keys = list(store.client.scan_iter(match=f"{stack.redis.key_prefix}:{{console-many-*", count=1000))
         for i in range(0, len(keys), 500):
