@@ -153,7 +153,8 @@ def run_pipeline(kafka: KafkaSettings, app: AppArgs, cams: list[CameraConfig], i
                 threads.append(t)
         ingest_line = f"\ningest   {ingest_url}" if ingest_url else ""
         say(f"console  {api}/ui/  (sign in with the API token)\nAPI      {api}/v1/query  {api}/v1/cameras\n"
-            f"metrics  {metrics_url}{ingest_line}\n(Ctrl-C stops everything)")
+            f"metrics  {metrics_url}{ingest_line}\ncache    {app.redis.url}{' (cluster)' if app.redis.cluster else ''}\n"
+            "(Ctrl-C stops everything)")
         queries: dict = {}
 
         def ask() -> None:

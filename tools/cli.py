@@ -21,7 +21,8 @@ def register(sub, bench) -> None:
     """Add ``demo`` to the ``streamdycoke`` parser (``sub``) and the pipeline benchmarks to ``bench``."""
     p = sub.add_parser("demo", help="the whole pipeline on this machine: broker, Redis, Ray, Serve, N cameras")
     p.add_argument("--cameras", type=int, default=None, help=(
-        "cameras: of the --source(s) in turn (default: one per source), else of scripted scenes (default: 2)"))
+        "cameras: of the --source(s) in turn (default: one per source), else of scripted scenes (default: 2; "
+        "offline, with a street camera the LLM reads beside them)"))
     p.add_argument("--source", nargs="*", default=None, help="camera sources (files or URLs); else scripted scenes")
     p.add_argument("--duration", type=float, default=None, help="seconds, then stop by itself")
     p.add_argument("--screenshots", metavar="DIR", default=None,

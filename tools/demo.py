@@ -20,7 +20,7 @@ from deployments.config import AppArgs
 from deployments.system import DEFAULT_QUESTION, report, run_pipeline
 from streamdycoke import EncoderSpec
 
-__all__ = ["demo_cameras", "demo_scenes", "judge_alerts", "run_demo"]
+__all__ = ["STREET", "demo_cameras", "demo_scenes", "judge_alerts", "run_demo"]
 
 # (object, enters at s, leaves at s, background) of the demo cameras' scripted scenes, 16 s each, looped
 DEMO_SCENES = (("cat", 4.0, 11.0, "brick"), ("astronaut", 6.0, 12.0, "grass"), ("cameraman", 3.0, 9.0, "page"),
@@ -75,16 +75,29 @@ def demo_camera(i: int, scene: dict, llm: bool) -> CameraConfig:
                         sampler={"min_fps": 5.0}, standing=[standing])
 
 
+STREET = "street"  # the offline demo's camera whose tokens the LLM reads (its question box answers)
+
+
 def demo_cameras(cameras: int | None, sources: list[str] | None, llm: bool, tmp: Path
                  ) -> tuple[list[CameraConfig], dict[str, dict]]:
     """The demo's cameras and the scripted scenes among them: ``cameras`` cameras of the ``sources`` in turn
-    (default: one per source), or without sources, of scripted scenes (default 2) rendered under ``tmp``."""
+    (default: one per source), or without sources, of scripted scenes (default 2) rendered under ``tmp``.
+
+    Offline (no LLM weights, ``llm`` false) the scripted cameras' tokens are efficientnet-lite0's, which
+    the LLM cannot read; one more camera, :data:`STREET` (a synthetic street at 10 fps, the LLM's own
+    encoder), is then added so that the demo's question and the console's question box get an answer."""
     if sources:
         return [CameraConfig(id=f"cam{i}", source=sources[i % len(sources)])
                 for i in range(cameras or len(sources))], {}
     made = demo_scenes(cameras or 2, tmp)
     cams = [demo_camera(i, sc, llm) for i, sc in enumerate(made)]
-    return cams, {c.id: sc for c, sc in zip(cams, made)}
+    scenes = {c.id: sc for c, sc in zip(cams, made)}
+    if not llm:
+        from streamdycoke.video import make_camera_video
+
+        street = make_camera_video(tmp / f"{STREET}.mp4", seconds=12, fps=10, seed=7)
+        cams.append(CameraConfig(id=STREET, source=str(street)))
+    return cams, scenes
 
 
 def run_demo(cameras: int | None = None, sources: list[str] | None = None, duration: float | None = None,

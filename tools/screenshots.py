@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["take_when_ready"]
+__all__ = ["chromium", "take", "take_when_ready", "until"]
 
 
 def _get(api: str, path: str, token: str):
@@ -46,42 +46,51 @@ def _has_raised(api: str, token: str) -> bool:
     return False
 
 
-def take(api: str, token: str, cameras: list[str], folder: str) -> list[str]:
-    """Sign in and save ``console-wall.png``, ``console-camera.png``, ``console-alerts.png`` in ``folder``."""
+def chromium(width: int = 1400, height: int = 900):
+    """Debian's headless Chromium driven by Selenium (its chromedriver; nothing downloaded); quit it after."""
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
 
     opts = Options()
     opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"):
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={width},{height}"):
         opts.add_argument(a)
-    d = webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+    return webdriver.Chrome(options=opts, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+
+
+def until(driver, js: str, timeout_s: float = 30.0, every_s: float = 0.1):
+    """Wait until the script ``js`` (a body returning a value) returns something truthy in ``driver``'s
+    page; return it (``TimeoutError`` naming the script if it never does)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if got := driver.execute_script(js):
+            return got
+        time.sleep(every_s)
+    raise TimeoutError(f"the page never satisfied: {js}")
+
+
+def take(api: str, token: str, cameras: list[str], folder: str) -> list[str]:
+    """Sign in and save ``console-wall.png``, ``console-camera.png``, ``console-alerts.png`` in ``folder``."""
+    from selenium.webdriver.common.by import By
+
+    d = chromium()
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-
-    def until(js: str, timeout_s: float = 30.0):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if got := d.execute_script(js):
-                return got
-            time.sleep(0.2)
-        raise TimeoutError(js)
 
     try:
         d.get(api + "/ui/login")
         d.find_element(By.ID, "token").send_keys(token)
         d.find_element(By.ID, "signin").click()
-        until("return [...document.querySelectorAll('.tile img.snap')].length === %d && "
+        until(d, "return [...document.querySelectorAll('.tile img.snap')].length === %d && "
               "[...document.querySelectorAll('.tile img.snap')].every(i => i.naturalWidth > 0)" % len(cameras))
         d.save_screenshot(str(out / "console-wall.png"))
         d.get(f"{api}/ui/#/camera/{cameras[0]}")
-        until("const i = document.querySelector('#cam-snap'); return i && i.naturalWidth > 0 && "
+        until(d, "const i = document.querySelector('#cam-snap'); return i && i.naturalWidth > 0 && "
               "document.querySelector('#chart polyline')")
         d.save_screenshot(str(out / "console-camera.png"))
         d.get(api + "/ui/#/alerts")
-        until("const i = [...document.querySelectorAll('img.evidence')]; return i.length && i.every(x => x.naturalWidth > 0)")
+        until(d, "const i = [...document.querySelectorAll('img.evidence')]; return i.length && i.every(x => x.naturalWidth > 0)")
         d.save_screenshot(str(out / "console-alerts.png"))
     finally:
         d.quit()
