@@ -14,13 +14,21 @@ Lanes (markers, registered in ``pyproject.toml``):
 ``make test`` and CI run every lane.
 """
 
+import os
 import socket
 import subprocess
+import tempfile
 import time
 
 import numpy as np
 import pytest
 import torch
+
+# Under pytest-xdist each worker's tests start their own local Rays (the session's, the demo's): each worker
+# gets a temporary directory of its own for them (Ray's sockets are named inside it; two Rays starting at
+# once in one directory race for the names), which the processes the tests start inherit.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"sdk-{os.environ['PYTEST_XDIST_WORKER']}-", dir="/tmp")
 
 # Tests that start Ray run only in a loopback-only network namespace (`make test` enters one).
 ISOLATED = [name for _, name in socket.if_nameindex()] == ["lo"]

@@ -66,10 +66,12 @@ def test_llm_replica_killed_during_a_query_gives_an_answer_or_a_retryable_error(
         result["reply"] = http(port, "POST", "/llmkill/v1/query", body, timeout=90)
         result["s"] = time.monotonic() - t0
 
+    replica = _replica("llmkill", "LLMDeployment")
     t = threading.Thread(target=ask)
     t.start()
-    time.sleep(0.5)
-    ray.kill(_replica("llmkill", "LLMDeployment"), no_restart=True)
+    # killed while it holds the query (Serve's replica actor counts the requests it is running)
+    wait_for(lambda: ray.get(replica.get_num_ongoing_requests.remote(), timeout=10) > 0, timeout_s=30)
+    ray.kill(replica, no_restart=True)
     t.join(90)
     assert not t.is_alive(), "the caller never hangs"
     status, r = result["reply"]
