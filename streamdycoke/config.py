@@ -6,13 +6,16 @@ the sampler's :class:`~streamdycoke.sampler.SamplerConfig` and the policy's
 :class:`~streamdycoke.policy.PolicySpec`); each default lives in its own dataclass, once. The
 pipeline's pydantic models nest these same dataclasses, and :func:`add_options` /
 :func:`from_options` derive command-line options from them, so a flag's default is the field's.
+
+The options are added to argparse parsers (each package registers its own subcommands on one parser);
+a field's help is its dataclass's ``Attributes:`` entry (parsed by docstring-parser) or its pydantic
+``Field`` description. tyro and jsonargparse were not used: each builds and owns the whole parser tree.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -78,20 +81,13 @@ def _fields(cls: type) -> dict[str, tuple[Any, Any, str]]:
 
 
 def _attribute_docs(doc: str) -> dict[str, str]:
-    """``name: text`` entries of a Google-style ``Attributes:`` section."""
-    section = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
-    out: dict[str, str] = {}
-    name = None
-    for line in section.splitlines():
-        m = re.match(r"\s{4,8}(\w+):\s*(.*)", line)
-        if m and len(line) - len(line.lstrip()) <= 8:
-            name = m.group(1)
-            out[name] = m.group(2)
-        elif name and line.strip():
-            out[name] += " " + line.strip()
-        elif not line.strip() and out:
-            name = None
-    return {k: v.replace("%", "%%") for k, v in out.items()}
+    """``name -> text`` of the Google-style ``Attributes:`` section of a docstring (docstring-parser)."""
+    import docstring_parser
+
+    parsed = docstring_parser.parse(doc, style=docstring_parser.DocstringStyle.GOOGLE)
+    # argparse %-formats help strings: a literal % is written %%
+    return {p.arg_name: " ".join((p.description or "").split()).replace("%", "%%")
+            for p in parsed.params if p.args[0] == "attribute"}
 
 
 def _scalar(annotation: Any) -> tuple[type, bool]:

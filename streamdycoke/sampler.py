@@ -17,7 +17,9 @@ __all__ = ["FrameSampler", "SamplerConfig", "SamplerDecision", "thumbnail"]
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Attributes:
+    """When a frame is processed: at a rate between two bounds that follows how much the scene changes.
+
+    Attributes:
         min_fps: process at least this often, however still the scene.
         max_fps: never process more often than this.
         change_threshold: mean absolute pixel change (0..1) of the thumbnail against the last
