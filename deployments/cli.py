@@ -111,7 +111,7 @@ def _ingest_fleet(args: argparse.Namespace, kafka, settings, metrics, where: str
     import threading
 
     from actors.config import load_cameras
-    from actors.ingest import IngestFleet
+    from actors.ingest_fleet import IngestFleet
 
     shard = _parse_shard(args.shard)
     fleet = IngestFleet(kafka, settings, metrics, shard)

@@ -248,7 +248,7 @@ def test_acknowledged_spans_merge_in_and_out_of_order():
 
 
 def test_shards_split_cameras_between_ingest_processes():
-    from actors.ingest import IngestFleet, shard_of
+    from actors.ingest_fleet import IngestFleet, shard_of
 
     cams = [f"cam-{i}" for i in range(200)]
     owners = [[c for c in cams if IngestFleet(KafkaSettings(), IngestSettings(), shard=(k, 3)).owns(c)] for k in range(3)]

@@ -12,7 +12,7 @@ def test_losses_are_attributed_by_index_and_a_reused_index_is_never_the_brokers(
     """Run 2 resumed at index 8 below its predecessor's last acknowledged frame 9: indices 8 and 9 were
     acknowledged twice; 11 and 12 are absent from the topic read back (the broker's); 10 is in the topic
     and not stored (the pipeline's)."""
-    from tools.bench_soak import account
+    from tools.soak_report import account
 
     r = account([[[0, 9]], [[8, 12]]], set(range(11)), set(), set(range(10)))
     assert r["acked"] == 13 and r["lost"] == 5

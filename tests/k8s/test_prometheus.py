@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from actors.config import IngestSettings
-from actors.ingest import IngestFleet
+from actors.ingest_fleet import IngestFleet
 from actors.metrics import IngestMetrics
 from streamdycoke.video import make_camera_video
 
