@@ -13,6 +13,9 @@ One model per idea, one default per setting:
 Every model refuses unknown fields, so a misspelt key in a config file is an error that names it,
 not a setting silently left at its default. Settings cross Ray as these objects (they pickle);
 secrets stay :class:`~pydantic.SecretStr` until the one place that opens a connection.
+
+Size: over 300 lines by its field descriptions, which are the configuration's reference (the CLI's help and
+the docs come from them).
 """
 
 from __future__ import annotations

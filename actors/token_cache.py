@@ -29,6 +29,9 @@ Writes are one Lua script per segment, pipelined: ``HSETNX`` makes them idempote
 (``retention_s`` behind the newest frame) and by size (``max_bytes_per_camera``), always cuts at a
 keyframe, so every window read still starts at one and reconstructs. No pickle: values are the
 documented segment format and decode with a clear error if corrupt.
+
+Size: one class owns the whole Redis key layout above (segments, snapshots, evidence, alerts, stats), so that
+every key and its retention are read in one place; its code is under 300 lines.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ anything else differs, the cache is rebuilt from the request's window: every cac
 attending to the tokens before it, so dropping the oldest tokens out of a cache would change what
 the rest mean. With reuse and without, a request's tokens, positions and attention are the same,
 so are the answers (tested).
+
+Size: over 300 lines by its docstrings; the engine's batching and its per-camera prefix cache share the
+model's forward passes (prompt building is :mod:`deployments.prompt`); its code is under 300.
 """
 
 from __future__ import annotations

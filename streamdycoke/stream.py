@@ -9,6 +9,8 @@ window, and the state is ``O(N * D)`` whatever the stream's length. Under rate c
 (``StreamConfig.budget_ratio``) a scene cut is whole only when the token bucket is not in debt, and
 ``StreamConfig.keyframe_share`` may lengthen the interval: the bound is then
 ``StreamConfig.keyframe_interval - 1`` frames.
+
+Size: over 300 lines by its docstrings (the shapes and the window's invariants); its code is under 300.
 """
 
 from __future__ import annotations

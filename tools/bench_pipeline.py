@@ -21,6 +21,9 @@ are ready and a warm-up, every latency sample is dropped and ``duration`` second
 
 A sweep (``cameras=[1, 2, 4, 8, 16]``) runs one fresh stack per count and per ingest mode, prints a row
 each and draws ``plot``.
+
+Size: one benchmark: its setup, its measurement side by side and its report share the run's state; the sweep
+over camera counts calls it once per count.
 """
 
 from __future__ import annotations

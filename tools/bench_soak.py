@@ -29,6 +29,9 @@ a retryable 503. Reported: faults injected and survived by kind, time to resume,
 stored / lost / stored twice per camera, questions answered / 503 / hung, lag and RSS of every process
 over time (JSON, and a plot). The camera fleet's controller is not restarted here (the fleet is not
 used: the bench drives the supervisor itself); its restart is a test (tests/deployments/test_faults.py).
+
+Size: over 300 lines by its docstrings (the fault kinds and what counts as survived); the faults are
+:mod:`tools.soak_faults`, the accounting and the report :mod:`tools.soak_report`.
 """
 
 import os

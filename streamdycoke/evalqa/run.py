@@ -14,6 +14,10 @@ few visits, cut, lighting change and shake spread over it, so most frames are st
 camera is: each question through the window of its last ``--read-window`` frames plus the now frame of
 the held state (tokens kept before the window included). The streaming methods run once over the
 whole stream; the offline ones, which need a clip, run on each question's window.
+
+Size: the whole eval (streams, answerers, methods at matched budgets, intervals, report) reads as one
+procedure in the order it runs; the parts that stand alone are modules of their own (:mod:`.matched`,
+:mod:`.methods`, :mod:`.data`).
 """
 
 from __future__ import annotations

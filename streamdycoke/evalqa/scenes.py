@@ -13,6 +13,9 @@ the objects), so the same questions can be asked of the same answerer on an oper
 
 Frames are ``(224, 224, 3)`` uint8 RGB at :data:`FPS` frames a second. An object is *in view* on a
 frame when it is drawn on it; objects move in separate horizontal lanes, so none hides another.
+
+Size: one generator: what a scene is (its script) and how a frame of it is drawn are kept together, because
+every answer of the benchmark is read off the script the renderer draws.
 """
 
 from __future__ import annotations
