@@ -108,3 +108,6 @@ class SystemConfig(BaseModel):
     ray_address: str = "auto"
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    deploy_timeout_s: float = Field(600.0, gt=0, description=(
+        "give up, saying what Serve waits for, when the app is not running by then (a replica whose resources "
+        "the cluster never offers, e.g. an accelerator node that never joins, would otherwise wait forever)"))

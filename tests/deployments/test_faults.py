@@ -172,3 +172,25 @@ def test_redis_killed_under_running_cameras_is_counted_shown_and_survived(ray_cl
         finally:
             serve.delete("redkill")
             sup.shutdown()
+
+
+def test_an_app_whose_llm_resources_never_appear_is_given_up_on_saying_what_it_waits_for(ray_cluster):
+    """``streamdycoke run`` against a cluster without the accelerator its LLM replicas ask for: the deploy
+    gives up at its deadline, naming the deployment Serve still waits for, instead of waiting forever."""
+    from ray import serve
+
+    from deployments.app import build_app
+    from deployments.config import AppArgs
+    from deployments.system import DeployTimeout, deploy_app
+
+    stack = ray_cluster
+    app = AppArgs(model=TINY, redis=stack.redis, num_cpus=0.2, gateway_num_cpus=0.1, api_token=TOKEN,
+                  resources={"accelerator": 1})  # no node of the test session's Ray declares one
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(DeployTimeout) as e:
+            deploy_app(build_app(app), "noaccel", 8.0, route_prefix="/noaccel")
+        assert time.monotonic() - t0 < 60
+        assert "'noaccel' was not running after 8 s" in str(e.value) and "LLMDeployment" in str(e.value), str(e.value)
+    finally:
+        serve.delete("noaccel")
