@@ -181,7 +181,7 @@ def test_an_app_whose_llm_resources_never_appear_is_given_up_on_saying_what_it_w
 
     from deployments.app import build_app
     from deployments.config import AppArgs
-    from deployments.system import DeployTimeout, deploy_app
+    from deployments.deploy import DeployTimeout, deploy_app
 
     stack = ray_cluster
     app = AppArgs(model=TINY, redis=stack.redis, num_cpus=0.2, gateway_num_cpus=0.1, api_token=TOKEN,
