@@ -54,5 +54,6 @@ def _not_running(serve, name: str) -> list[str]:
         return [f"status unavailable ({type(exc).__name__})"]
     if app is None:
         return []
-    return [f"{d} ({st.status}): {' '.join((st.message or '').split())[:400]}"
-            for d, st in app.deployments.items() if getattr(st.status, "value", st.status) != "HEALTHY"]
+    status = {d: getattr(st.status, "value", st.status) for d, st in app.deployments.items()}  # the enum's name
+    return [f"{d} ({status[d]}): {' '.join((st.message or '').split())[:400]}"
+            for d, st in app.deployments.items() if status[d] != "HEALTHY"]

@@ -14,7 +14,9 @@ Lanes (markers, registered in ``pyproject.toml``):
 ``make test`` and CI run every lane.
 """
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -28,7 +30,11 @@ import torch
 # gets a temporary directory of its own for them (Ray's sockets are named inside it; two Rays starting at
 # once in one directory race for the names), which the processes the tests start inherit.
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"sdk-{os.environ['PYTEST_XDIST_WORKER']}-", dir="/tmp")
+    # (under the user's RAY_TMPDIR when set; short, for the socket paths inside; removed when the worker exits)
+    _RAY_TMP = tempfile.mkdtemp(prefix=f"sdk-{os.environ['PYTEST_XDIST_WORKER']}-",
+                                dir=os.environ.get("RAY_TMPDIR", "/tmp"))
+    os.environ["RAY_TMPDIR"] = _RAY_TMP
+    atexit.register(shutil.rmtree, _RAY_TMP, ignore_errors=True)
 
 # Tests that start Ray run only in a loopback-only network namespace (`make test` enters one).
 ISOLATED = [name for _, name in socket.if_nameindex()] == ["lo"]

@@ -9,6 +9,8 @@ walks through a still scene at known times, and each camera has one standing que
 ("Is the cat in view?"). Offline, without LLM weights, the question is answered by the event-QA model
 over ``efficientnet-lite0`` tokens (``actors.answerers``); with weights (``--model``), by the LLM. The
 result lists every alert beside the scene's ground truth, so a run shows whether its alerts were true.
+Offline, one more camera (:data:`STREET`, the LLM's own encoder) is there for the demo's question and the
+console's question box, which the LLM cannot answer over efficientnet-lite0 tokens.
 """
 
 import sys
@@ -20,7 +22,7 @@ from deployments.config import AppArgs
 from deployments.system import DEFAULT_QUESTION, report, run_pipeline
 from streamdycoke import EncoderSpec
 
-__all__ = ["STREET", "demo_cameras", "demo_scenes", "judge_alerts", "run_demo"]
+__all__ = ["STREET", "demo_cameras", "demo_scenes", "judge_alerts", "llm_has_weights", "run_demo"]
 
 # (object, enters at s, leaves at s, background) of the demo cameras' scripted scenes, 16 s each, looped
 DEMO_SCENES = (("cat", 4.0, 11.0, "brick"), ("astronaut", 6.0, 12.0, "grass"), ("cameraman", 3.0, 9.0, "page"),
@@ -46,7 +48,8 @@ def demo_scenes(n: int, tmp: Path) -> list[dict]:
     return out
 
 
-def _llm_has_weights(model: EncoderSpec) -> bool:
+def llm_has_weights(model: EncoderSpec) -> bool:
+    """Whether the LLM's weights are on this machine (a local path or a cached hub id): the demo is offline otherwise."""
     if not model.weights:
         return False
     try:
@@ -105,7 +108,8 @@ def run_demo(cameras: int | None = None, sources: list[str] | None = None, durat
              json_out: bool = False, screenshots: str | None = None) -> dict:
     """The whole pipeline on this machine with embedded defaults (:class:`~tools.stack.LocalStack`),
     looping in real time: ``cameras`` cameras of the ``sources`` in turn (default: one per source), or,
-    without sources, of scripted scenes (:func:`demo_scenes`, each with a standing question; default 2). ``screenshots``: a folder for pictures of the console
+    without sources, of scripted scenes (:func:`demo_scenes`, each with a standing question; default 2;
+    offline, with the :data:`STREET` camera beside them). ``screenshots``: a folder for pictures of the console
     (:mod:`tools.screenshots`), taken once there are snapshots and an alert."""
     from .stack import LocalStack
 
@@ -113,7 +117,7 @@ def run_demo(cameras: int | None = None, sources: list[str] | None = None, durat
 
     say = (lambda *a: print(*a, file=sys.stderr)) if json_out else print
     app = AppArgs(model=model or EncoderSpec(), num_cpus=0.25)
-    llm = _llm_has_weights(app.model)
+    llm = llm_has_weights(app.model)
     with tempfile.TemporaryDirectory(prefix="streamdycoke-demo-") as tmp, LocalStack() as stack:
         say(f"API token (send it as 'Authorization: Bearer <token>'): {stack.api_token}")
         if not sources:
