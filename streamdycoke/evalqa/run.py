@@ -11,9 +11,10 @@
 
 Long streams (``--frames`` above ``--train-frames``, e.g. 300 frames, a minute at 5 fps: the generator's
 few visits, cut, lighting change and shake spread over it, so most frames are still) are read as a live
-camera is: each question through the window of its last ``--read-window`` frames plus the now frame of
-the held state (tokens kept before the window included). The streaming methods run once over the
-whole stream; the offline ones, which need a clip, run on each question's window.
+camera is: each question through the kept tokens of its last ``--read-window`` frames, then the live
+frame whole (the question's frame; a streaming method's newest processed frame), as every reader reads
+(:mod:`streamdycoke.reading`). The streaming methods run once over the whole stream; the offline ones,
+which need a clip, run on each question's window.
 
 Size: the whole eval (streams, answerers, methods at matched budgets, intervals, report) reads as one
 procedure in the order it runs; the parts that stand alone are modules of their own (:mod:`.matched`,
