@@ -30,18 +30,22 @@ class ProcessSampler:
     """Snapshots of CPU seconds and RSS per process; :meth:`since` gives cores used and RSS by group."""
 
     def snapshot(self) -> dict[int, tuple[str, float, float]]:
-        """``{pid: (group, cpu seconds, rss MiB)}`` of the processes of interest."""
+        """``{pid: (group, cpu seconds, rss MiB)}`` of the processes of interest among this process and its
+        descendants: the Ray, broker and Valkey the benchmark started, not another one on the same machine
+        (a demo, a second benchmark, a test run beside it)."""
         import psutil
 
+        me = psutil.Process()
         out = {}
-        for p in psutil.process_iter(["pid", "name", "cmdline", "memory_info", "cpu_times"]):
+        for p in [me, *me.children(recursive=True)]:
             try:
-                group = process_group(p.info["pid"], p.info["name"] or "", " ".join(p.info["cmdline"] or []))
-                if group is None:
-                    continue
-                t = p.info["cpu_times"]
-                out[p.info["pid"]] = (group, t.user + t.system, p.info["memory_info"].rss / 2**20)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, TypeError):
+                with p.oneshot():
+                    group = process_group(p.pid, p.name() or "", " ".join(p.cmdline() or []))
+                    if group is None:
+                        continue
+                    t = p.cpu_times()
+                    out[p.pid] = (group, t.user + t.system, p.memory_info().rss / 2**20)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, TypeError):
                 continue
         return out
 
