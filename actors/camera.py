@@ -194,7 +194,10 @@ class CameraWorker:
             # process) against what the cache holds: more means the cache lost acknowledged frames
             last = self.store.last_frame_index(cam.id)
             cache_last = -1 if last is None else last
-            wrote = max(led.stored_through, -1 if meta_stored is None else meta_stored)
+            # (a repair a fault interrupted still owes its frames: a broker that keeps no commit metadata would
+            # otherwise forget them, as the cache's own count does once the restart reset it)
+            owed = -1 if led.repair_through is None else led.repair_through
+            wrote = max(led.stored_through, owed, -1 if meta_stored is None else meta_stored)
             led.stored_through = cache_last  # what the next write expects the cache to hold
             led.repair_through, led.repair_done = None, False
             if wrote > cache_last:  # re-read the topic from there and store the lost frames again

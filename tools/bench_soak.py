@@ -51,28 +51,30 @@ __all__ = ["account", "bench_soak", "print_soak"]
 
 
 def _rss_by_process() -> dict[str, float]:
-    """MiB of resident memory per process of interest (driver, camera actors, Ray core, broker, Valkey)."""
+    """MiB of resident memory per process of interest (driver, camera actors, Ray core, broker, Valkey) among
+    this process and its descendants (what the soak started; not another Ray on the machine)."""
     import psutil
 
+    me = psutil.Process()
     out: dict[str, float] = {}
-    for p in psutil.process_iter(["pid", "name", "cmdline", "memory_info"]):
+    for p in [me, *me.children(recursive=True)]:
         try:
-            cmd = " ".join(p.info["cmdline"] or [])
-            name = p.info["name"] or ""
-            if p.info["pid"] == os.getpid():
-                key = "driver"
-            elif "CameraActor" in cmd or name.startswith("ray::CameraActor"):
-                key = f"actor:{p.info['pid']}"
-            elif "tansu" in cmd:
-                key = "broker"
-            elif "valkey" in name or "valkey-server" in cmd:
-                key = "valkey"
-            elif "raylet" in name or "gcs_server" in name:
-                key = name
-            else:
-                continue
-            out[key] = p.info["memory_info"].rss / 2**20
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            with p.oneshot():
+                cmd, name = " ".join(p.cmdline() or []), p.name() or ""
+                if p.pid == os.getpid():
+                    key = "driver"
+                elif "CameraActor" in cmd or name.startswith("ray::CameraActor"):
+                    key = f"actor:{p.pid}"
+                elif "tansu" in cmd:
+                    key = "broker"
+                elif "valkey" in name or "valkey-server" in cmd:
+                    key = "valkey"
+                elif "raylet" in name or "gcs_server" in name:
+                    key = name
+                else:
+                    continue
+                out[key] = p.memory_info().rss / 2**20
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return out
 

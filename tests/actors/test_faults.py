@@ -404,3 +404,46 @@ def test_a_reused_frame_index_is_never_taken_for_a_replay_silently(services):
         assert [s.frame_index for s in cam.store.read("reuse")] == list(range(10))
     finally:
         cam.close()
+
+
+def test_a_repair_interrupted_by_another_fault_is_finished_after_it(services, tmp_path):
+    """The cache comes back empty; the camera starts storing the lost frames again from the topic, and
+    another fault (a stall, here injected) stops it before it stored any: the next start still owes them
+    and stores them (in CI a stall under load once left frames 0-44 never stored again)."""
+    k, _ = services
+    kafka = KafkaSettings(bootstrap=k.bootstrap)
+    video = make_camera_video(tmp_path / "v.mp4", seconds=2, seed=9)
+    with EmbeddedRedis() as r:  # no persistence: a restart empties it
+        store = RedisTokenStore(RedisSettings(url=r.url, socket_timeout_s=1.0))
+        worker = CameraWorker(CameraConfig(id="r-twice", sampler=None, encoder=PIXELS), kafka, store)
+
+        def step_until(pred, timeout_s=60.0) -> None:
+            """Start and step the worker, as its run loop does, until ``pred`` holds (checked after each)."""
+            deadline = time.monotonic() + timeout_s
+            while not pred():
+                assert time.monotonic() < deadline, f"not reached; faults {dict(worker.faults)}"
+                if not worker.started:
+                    worker.start()
+                    continue
+                try:
+                    worker.step(200)
+                except Exception:  # recorded by the worker, which stopped: started again above
+                    pass
+
+        try:
+            first = Ingestor("r-twice", str(video), kafka, IngestSettings(size=64)).run().frames
+            step_until(lambda: store.last_frame_index("r-twice") == first - 1)
+            r.restart()  # empty
+            n = first + Ingestor("r-twice", str(video), kafka, IngestSettings(size=64)).run().frames
+            # the next write (or the start after Redis's outage) finds the loss ...
+            step_until(lambda: worker.faults["cache_lost"] > 0)
+            if not worker.started:
+                worker.start()  # ... and the repair begins: the topic is read again from its start ...
+            assert worker.ledger.repair_through == first - 1
+            worker.fault("stall", "injected before the repair stored anything")  # ... and is stopped at once
+            assert store.last_frame_index("r-twice") is None
+            step_until(lambda: worker.counters.consumed >= n and store.last_frame_index("r-twice") == n - 1)
+            assert_every_frame_stored_once(store, "r-twice", n)
+            assert worker.faults["cache_lost"] == 1
+        finally:
+            worker.stop()
