@@ -34,7 +34,6 @@ Size: over 300 lines by its docstrings (the fault kinds and what counts as survi
 :mod:`tools.soak_faults`, the accounting and the report :mod:`tools.soak_report`.
 """
 
-import os
 import statistics
 import sys
 import tempfile
@@ -51,25 +50,23 @@ __all__ = ["account", "bench_soak", "print_soak"]
 
 
 def _rss_by_process() -> dict[str, float]:
-    """MiB of resident memory per process of interest (driver, camera actors, Ray core, broker, Valkey) among
-    this process and its descendants (what the soak started; not another Ray on the machine)."""
+    """MiB of resident memory per process of interest among :func:`~tools.procstats.own_processes` (what the
+    soak started): the driver, each camera actor (``actor:PID``), the broker, Valkey, raylets and GCS."""
     import psutil
 
-    me = psutil.Process()
+    from .procstats import own_processes, process_group
+
     out: dict[str, float] = {}
-    for p in [me, *me.children(recursive=True)]:
+    for p in own_processes():
         try:
             with p.oneshot():
-                cmd, name = " ".join(p.cmdline() or []), p.name() or ""
-                if p.pid == os.getpid():
-                    key = "driver"
-                elif "CameraActor" in cmd or name.startswith("ray::CameraActor"):
+                name = p.name() or ""
+                group = process_group(p.pid, name, " ".join(p.cmdline() or []))
+                if group == "camera_actor":
                     key = f"actor:{p.pid}"
-                elif "tansu" in cmd:
-                    key = "broker"
-                elif "valkey" in name or "valkey-server" in cmd:
-                    key = "valkey"
-                elif "raylet" in name or "gcs_server" in name:
+                elif group in ("driver", "broker", "valkey"):
+                    key = group
+                elif group == "ray_system" and name in ("raylet", "gcs_server"):
                     key = name
                 else:
                     continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ProcessSampler", "process_group"]
+__all__ = ["ProcessSampler", "own_processes", "process_group"]
 
 
 def process_group(pid: int, name: str, cmdline: str) -> str | None:
@@ -26,18 +26,24 @@ def process_group(pid: int, name: str, cmdline: str) -> str | None:
     return None
 
 
+def own_processes() -> list:
+    """This process and its descendants (``psutil.Process``): the Ray, broker and Valkey a benchmark started,
+    not another one on the same machine (a demo, a second benchmark, a test run beside it)."""
+    import psutil
+
+    me = psutil.Process()
+    return [me, *me.children(recursive=True)]
+
+
 class ProcessSampler:
     """Snapshots of CPU seconds and RSS per process; :meth:`since` gives cores used and RSS by group."""
 
     def snapshot(self) -> dict[int, tuple[str, float, float]]:
-        """``{pid: (group, cpu seconds, rss MiB)}`` of the processes of interest among this process and its
-        descendants: the Ray, broker and Valkey the benchmark started, not another one on the same machine
-        (a demo, a second benchmark, a test run beside it)."""
+        """``{pid: (group, cpu seconds, rss MiB)}`` of the processes of interest among :func:`own_processes`."""
         import psutil
 
-        me = psutil.Process()
         out = {}
-        for p in [me, *me.children(recursive=True)]:
+        for p in own_processes():
             try:
                 with p.oneshot():
                     group = process_group(p.pid, p.name() or "", " ".join(p.cmdline() or []))
